@@ -1,0 +1,28 @@
+"""LaMoFC: feature coding benchmark for large models (see README.md)."""
+
+from pathlib import Path
+
+from snakemake.utils import min_version
+
+
+min_version("9.0")
+
+
+if not config:
+
+    configfile: Path(workflow.basedir) / "config" / "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/sources.smk"
+include: "workflow/rules/features.smk"
+include: "workflow/rules/preprocess.smk"
+include: "workflow/rules/coding.smk"
+include: "workflow/rules/scoring.smk"
+include: "workflow/rules/tables.smk"
+
+
+rule all:
+    input:
+        final_outputs(),
+    default_target: True

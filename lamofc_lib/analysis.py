@@ -1,0 +1,97 @@
+"""Tables and figures over all operating points: the tidy rate-accuracy table, the distortion-accuracy R^2
+table and the rate-accuracy plots."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lamofc_lib.io import atomic_path
+
+COLUMNS = ["task", "codec", "point", "bpfp", "mse", "metric", "value"]
+REFERENCE_NOTES = {
+    "ground_truth": "scored against the data set's labels",
+    "uncompressed": "scored against the uncompressed model's own predictions (no ground truth: demo model)",
+}
+
+
+def rate_accuracy_table(scores: Iterable[Mapping]) -> pd.DataFrame:
+    """One row per task x codec x point from the scores records, originals first, points in rate order."""
+    table = pd.DataFrame([{k: s[k] for k in COLUMNS} for s in scores], columns=COLUMNS)
+    if table.empty:
+        raise ValueError("no scores to tabulate")
+    table["point"] = table["point"].astype(str)
+    table["_original"] = table["codec"] != "original"
+    table = table.sort_values(["task", "_original", "codec", "bpfp"], kind="stable").drop(columns="_original")
+    return table.reset_index(drop=True)
+
+
+def rate_accuracy_markdown(table: pd.DataFrame, references: Mapping[str, str] | None = None) -> str:
+    """The table in Markdown, one section per task, with the reference each metric was scored against."""
+    lines = ["# Rate-accuracy", ""]
+    for task, rows in table.groupby("task", sort=True):
+        lines += [f"## {task}", ""]
+        if references and task in references:
+            lines += [f"Metric {rows['metric'].iloc[0]}, {REFERENCE_NOTES[references[task]]}.", ""]
+        lines += ["| codec | point | bpfp | mse | metric | value |", "|---|---|---:|---:|---|---:|"]
+        for r in rows.itertuples():
+            lines.append(f"| {r.codec} | {r.point} | {r.bpfp:.6g} | {r.mse:.6g} | {r.metric} | {r.value:.4g} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def da_r2(table: pd.DataFrame) -> pd.DataFrame:
+    """R^2 of the least-squares line value = a + b * mse over each task x codec's coded points.
+
+    The uncompressed rows (codec 'original') are not operating points and are left out. With fewer than two
+    points, or when the metric or the MSE does not vary, R^2 is undefined and reported as NaN.
+    """
+    rows = []
+    coded = table[table["codec"] != "original"]
+    for (task, codec), group in coded.groupby(["task", "codec"], sort=True):
+        x = group["mse"].to_numpy(dtype=float)
+        y = group["value"].to_numpy(dtype=float)
+        r2 = float("nan")
+        ss_tot = float(np.sum((y - y.mean()) ** 2))
+        if len(x) >= 2 and np.ptp(x) > 0 and ss_tot > 0:
+            slope, intercept = np.polyfit(x, y, 1)
+            ss_res = float(np.sum((y - (intercept + slope * x)) ** 2))
+            r2 = 1.0 - ss_res / ss_tot
+        rows.append({"task": task, "codec": codec, "r2": r2})
+    return pd.DataFrame(rows, columns=["task", "codec", "r2"])
+
+
+def plot_rate_accuracy(table: pd.DataFrame, task: str, path: str | Path) -> None:
+    """Metric against BPFP (log scale) for every codec of `task`; the uncompressed metric as a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    rows = table[table["task"] == task]
+    if rows.empty:
+        raise ValueError(f"the table has no rows for task '{task}'")
+    coded = rows[rows["codec"] != "original"]
+    original = rows[rows["codec"] == "original"]
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    sns.lineplot(data=coded, x="bpfp", y="value", hue="codec", marker="o", ax=ax, sort=True)
+    if not original.empty:
+        ax.axhline(float(original["value"].iloc[0]), color="gray", linestyle="--", label="uncompressed")
+    ax.set_xscale("log")
+    ax.set_xlabel("bits per feature point (BPFP)")
+    ax.set_ylabel(str(rows["metric"].iloc[0]))
+    ax.set_title(f"{task}: rate-accuracy")
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+
+
+def write_table(table: pd.DataFrame, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)

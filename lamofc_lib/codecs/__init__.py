@@ -1,0 +1,22 @@
+"""Codec registry: a codec is one module with a `Codec` subclass, listed here, plus its config block."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from lamofc_lib.codecs.base import Codec, CodecError
+from lamofc_lib.codecs.vvenc import VVenC
+
+REGISTRY: dict[str, type[Codec]] = {VVenC.name: VVenC}
+
+
+def get_codec(name: str, settings: Mapping) -> Codec:
+    """An instance of the codec registered as `name`, configured by its config block."""
+    try:
+        cls = REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"codec '{name}' is not registered; known codecs: {', '.join(sorted(REGISTRY))}") from None
+    return cls(settings)
+
+
+__all__ = ["Codec", "CodecError", "REGISTRY", "get_codec"]

@@ -1,0 +1,54 @@
+"""The interface every codec implements, and the record kept beside each bitstream."""
+
+from __future__ import annotations
+
+import subprocess
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+
+class CodecError(RuntimeError):
+    """A codec failed or a bitstream is unusable; the message names the file and the tool's complaint."""
+
+
+class Codec(ABC):
+    """A frame codec: it codes one pre-processed 2-D frame per sample at an operating point.
+
+    `input_kind` tells the pre-processing what frames it takes: "quantized" frames are uint16 integers of
+    `bit_depth` bits (truncate + quantize + pack); "normalized" frames are float32 in [0, 1] (truncate +
+    normalize + pack, for learned codecs).
+    """
+
+    name: str = ""
+    input_kind: str = "quantized"
+
+    def __init__(self, settings: Mapping):
+        self.settings = dict(settings)
+        self.bit_depth = int(self.settings.get("bit_depth", 10))
+
+    @abstractmethod
+    def version(self) -> str:
+        """The codec's name and version as its own tools report them."""
+
+    @abstractmethod
+    def encode(self, frame: np.ndarray, point: str, bitstream: Path, workdir: Path) -> None:
+        """Code `frame` at operating `point`, writing the bitstream to `bitstream`."""
+
+    @abstractmethod
+    def decode(self, bitstream: Path, frame_shape: tuple[int, int], workdir: Path) -> np.ndarray:
+        """Reconstruct the frame of `frame_shape` from `bitstream`; raise CodecError on a bad bitstream."""
+
+
+def run_tool(args: Sequence[str], log: Path, what: str) -> str:
+    """Run an external codec tool (argument list, no shell), append its output to `log`, check its exit code."""
+    result = subprocess.run([str(a) for a in args], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    output = result.stdout + result.stderr
+    with open(log, "a") as f:
+        f.write(f"$ {' '.join(str(a) for a in args)}\n{output}\n[exit {result.returncode}]\n")
+    if result.returncode != 0:
+        tail = "\n".join(output.strip().splitlines()[-5:])
+        raise CodecError(f"{what} failed (exit {result.returncode}); see {log}:\n{tail}")
+    return output

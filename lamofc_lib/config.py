@@ -1,0 +1,171 @@
+"""Benchmark configuration: schema validation with defaults, semantic checks, and what the DAG is built from."""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
+
+# What this version of the workflow can run end to end; a configured but unlisted task or codec fails at start.
+IMPLEMENTED_TASKS = ("cls", "csr")
+IMPLEMENTED_CODECS = ("vvenc",)
+
+# Source kinds and the keys naming files or folders that must exist before anything runs.
+SOURCE_PATH_KEYS = {"imagenet": ("root",), "arc": ("path",), "skimage": (), "arc_demo": ()}
+SOURCE_KINDS_BY_TASK = {"cls": ("skimage", "imagenet"), "csr": ("arc", "arc_demo")}
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the key."""
+
+
+def _key(path) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<top level>"
+
+
+def _with_defaults(validator_class):
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+def load_schema(path: Path = SCHEMA_PATH) -> dict:
+    return yaml.safe_load(Path(path).read_text())
+
+
+def validate(raw: Mapping[str, Any], schema: dict | None = None, check_paths: bool = True) -> dict:
+    """Return a validated copy of `raw` with defaults filled in; raise ConfigError naming the first bad key."""
+    config = copy.deepcopy(dict(raw))
+    schema = schema or load_schema()
+    validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(e.absolute_path)))
+    if errors:
+        best = jsonschema.exceptions.best_match(errors)
+        raise ConfigError(f"config key {_key(best.absolute_path)}: {best.message}")
+    _check_semantics(config, check_paths)
+    return config
+
+
+def _check_semantics(config: dict, check_paths: bool) -> None:
+    run = config["run"]
+    for i, task in enumerate(run["tasks"]):
+        if task not in config["tasks"]:
+            raise ConfigError(f"config key run.tasks[{i}]: task '{task}' has no block under tasks.{task}")
+        if task not in IMPLEMENTED_TASKS:
+            raise ConfigError(
+                f"config key run.tasks[{i}]: task '{task}' is configured but this version runs only "
+                f"{', '.join(IMPLEMENTED_TASKS)}; remove it from run.tasks"
+            )
+        _check_task(task, config["tasks"][task], check_paths)
+    for i, codec in enumerate(run["codecs"]):
+        if codec not in config["codecs"]:
+            raise ConfigError(f"config key run.codecs[{i}]: codec '{codec}' has no block under codecs.{codec}")
+        if codec not in IMPLEMENTED_CODECS:
+            raise ConfigError(
+                f"config key run.codecs[{i}]: codec '{codec}' is configured but this version runs only "
+                f"{', '.join(IMPLEMENTED_CODECS)}; remove it from run.codecs"
+            )
+        profile = config["codecs"][codec]["truncation"]
+        for task in run["tasks"]:
+            if profile not in config["tasks"][task]["truncation"]:
+                raise ConfigError(
+                    f"config key tasks.{task}.truncation: no '{profile}' range, which codec '{codec}' uses "
+                    f"(codecs.{codec}.truncation)"
+                )
+            if not points(config, codec, task):
+                raise ConfigError(f"config key codecs.{codec}.points: no operating point for task '{task}'")
+
+
+def _check_task(task: str, block: dict, check_paths: bool) -> None:
+    source = block["source"]
+    kind = source["kind"]
+    if kind not in SOURCE_KINDS_BY_TASK[task]:
+        raise ConfigError(
+            f"config key tasks.{task}.source.kind: '{kind}' is not a {task} source; "
+            f"expected one of {', '.join(SOURCE_KINDS_BY_TASK[task])}"
+        )
+    if kind == "skimage" and not source.get("images"):
+        raise ConfigError(f"config key tasks.{task}.source.images: list the scikit-image images to use")
+    for key in SOURCE_PATH_KEYS[kind]:
+        value = source.get(key)
+        if not value:
+            raise ConfigError(f"config key tasks.{task}.source.{key}: not set; point it at your {kind} data")
+        if check_paths and not Path(value).exists():
+            raise ConfigError(f"config key tasks.{task}.source.{key}: path '{value}' does not exist")
+    labels = source.get("labels")
+    if labels and check_paths and not Path(labels).is_file():
+        raise ConfigError(f"config key tasks.{task}.source.labels: file '{labels}' does not exist")
+    model = block["model"]
+    given = [k for k in ("id", "package", "random_init") if model.get(k)]
+    if len(given) != 1:
+        raise ConfigError(
+            f"config key tasks.{task}.model: set exactly one of id, package, random_init (got {given or 'none'})"
+        )
+    for name, truncation in block["truncation"].items():
+        for lo, hi in ranges(truncation):
+            if not hi > lo:
+                raise ConfigError(f"config key tasks.{task}.truncation.{name}: hi {hi} must exceed lo {lo}")
+    head = block.get("head", {})
+    if head.get("checkpoint") and check_paths and not Path(head["checkpoint"]).is_file():
+        raise ConfigError(f"config key tasks.{task}.head.checkpoint: file '{head['checkpoint']}' does not exist")
+
+
+def ranges(truncation) -> list[tuple[float, float]]:
+    """The [lo, hi] pairs of a truncation entry (one pair, or one per layer)."""
+    if isinstance(truncation[0], (int, float)):
+        return [(float(truncation[0]), float(truncation[1]))]
+    return [(float(lo), float(hi)) for lo, hi in truncation]
+
+
+def truncation_bounds(truncation):
+    """lo, hi as scalars, or per-layer lists, as `lamofc_lib.preprocess` takes them."""
+    pairs = ranges(truncation)
+    if isinstance(truncation[0], (int, float)):
+        return pairs[0]
+    return [lo for lo, _ in pairs], [hi for _, hi in pairs]
+
+
+def format_point(value) -> str:
+    """The directory name of an operating point: QP 22 -> '22', lambda 0.0017 -> '0.0017'."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"operating point {value!r} is not a finite number")
+    if isinstance(value, int) or float(value).is_integer():
+        return str(int(value))
+    return format(value, "g")
+
+
+def points(config: Mapping, codec: str, task: str) -> list[str]:
+    """Operating points of `codec` on `task`, as directory names."""
+    spec = config["codecs"][codec]["points"]
+    values = spec.get(task, []) if isinstance(spec, Mapping) else spec
+    return [format_point(v) for v in values]
+
+
+def shards(samples: int, samples_per_job: int) -> list[str]:
+    """Names of the encoding jobs' sample groups: '000', '001', ..."""
+    return [f"{i:03d}" for i in range(math.ceil(samples / samples_per_job))]
+
+
+def shard_samples(shard: str, samples: int, samples_per_job: int) -> range:
+    """Sample indices of one shard."""
+    start = int(shard) * samples_per_job
+    if not 0 <= start < samples:
+        raise ValueError(f"shard '{shard}' is outside {samples} samples at {samples_per_job} per job")
+    return range(start, min(start + samples_per_job, samples))

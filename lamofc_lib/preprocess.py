@@ -1,0 +1,302 @@
+"""Feature pre- and post-processing: truncation, quantization, normalization and frame packing.
+
+Every function here must stay bit-exact with the benchmark's reference implementation, because the
+coded bitstreams and the reported rate/accuracy numbers depend on the exact integer codes. In
+particular the arithmetic of :func:`quantize` and :func:`dequantize` is carried out in float32 (not
+float64) and the default quantizer truncates toward zero (floor), which gives a deliberate -0.5 LSB
+bias compared with round-to-nearest.
+
+Range arguments ``lo`` / ``hi`` are either two scalars (one range for the whole array) or two
+sequences of length C (one range per layer along axis 1 of an N x C x H x W array, as used by the
+``dpt`` task whose four layers have the ranges [-1, 1], [-2, 2], [-10, 10] and [-20, 20]).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TypeAlias
+
+import numpy as np
+
+__all__ = [
+    "TASKS",
+    "dequantize",
+    "denormalize",
+    "frame_shape",
+    "normalize",
+    "pack",
+    "quantize",
+    "unpack",
+]
+
+TASKS: tuple[str, ...] = ("cls", "seg", "dpt", "csr", "tti")
+"""Task identifiers: DINOv2 classification / segmentation / depth, Llama common-sense reasoning, SD3."""
+
+_DINOV2_TASKS = ("cls", "seg", "dpt")
+
+Bound: TypeAlias = float | Sequence[float] | np.ndarray
+"""A truncation bound: a scalar, or one value per layer (axis 1 of an N x C x H x W array)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Range handling
+# --------------------------------------------------------------------------------------------------
+
+
+def _float_bound(func: str, name: str, value: object) -> float:
+    """Convert one bound to a finite Python float, naming it in the error otherwise."""
+    try:
+        out = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{func}: {name}={value!r} is not a real number") from exc
+    if not math.isfinite(out):
+        raise ValueError(f"{func}: {name}={value!r} must be finite")
+    return out
+
+
+def _ranges(func: str, x: np.ndarray, lo: Bound, hi: Bound) -> tuple[list[float], list[float], bool]:
+    """Validate ``lo`` / ``hi`` against ``x`` and return them as lists of Python floats.
+
+    The flag is True for per-layer ranges (one value per index of axis 1 of a 4-D ``x``).
+    """
+    lo_nd, hi_nd = np.ndim(lo), np.ndim(hi)
+    if lo_nd > 1 or hi_nd > 1:
+        raise ValueError(f"{func}: lo={lo!r} and hi={hi!r} must be scalars or 1-D sequences")
+    if lo_nd != hi_nd:
+        raise ValueError(f"{func}: lo={lo!r} and hi={hi!r} must both be scalars or both be sequences")
+    if lo_nd == 0:
+        los = [_float_bound(func, "lo", lo)]
+        his = [_float_bound(func, "hi", hi)]
+        per_layer = False
+    else:
+        los = [_float_bound(func, f"lo[{i}]", v) for i, v in enumerate(np.asarray(lo).tolist())]
+        his = [_float_bound(func, f"hi[{i}]", v) for i, v in enumerate(np.asarray(hi).tolist())]
+        if x.ndim != 4:
+            raise ValueError(f"{func}: per-layer ranges need a 4-D N x C x H x W array, got shape {x.shape}")
+        if len(los) != x.shape[1] or len(his) != x.shape[1]:
+            raise ValueError(
+                f"{func}: per-layer ranges have lengths {len(los)} (lo) and {len(his)} (hi) "
+                f"but the array has C={x.shape[1]} layers (shape {x.shape})"
+            )
+        per_layer = True
+    for i, (a, b) in enumerate(zip(los, his, strict=True)):
+        if not b > a:
+            where = f" for layer {i}" if per_layer else ""
+            raise ValueError(f"{func}: need hi > lo{where}, got lo={a!r}, hi={b!r}")
+    return los, his, per_layer
+
+
+def _as_f32(values: list[float], per_layer: bool) -> np.ndarray:
+    """Cast Python floats to float32, shaped to broadcast along axis 1 when per layer.
+
+    Casting a Python float to float32 here is exactly what numpy 2 does implicitly with a weak
+    Python scalar in ``float32_array op python_float``, so both forms give identical bits.
+    """
+    arr = np.asarray(values, dtype=np.float64).astype(np.float32)
+    return arr.reshape(1, -1, 1, 1) if per_layer else arr.reshape(())
+
+
+def _check_bit_depth(func: str, bit_depth: int) -> int:
+    """Return ``bit_depth`` as an int after checking it is an integer in 1..16 (uint16 codes)."""
+    if isinstance(bit_depth, bool) or not isinstance(bit_depth, int | np.integer):
+        raise ValueError(f"{func}: bit_depth={bit_depth!r} must be an integer in 1..16")
+    if not 1 <= int(bit_depth) <= 16:
+        raise ValueError(f"{func}: bit_depth={bit_depth!r} is out of range; expected 1..16")
+    return int(bit_depth)
+
+
+def _check_real(func: str, name: str, arr: np.ndarray) -> None:
+    """Reject arrays that cannot be converted meaningfully to float32 (bool, complex, object...)."""
+    if arr.dtype.kind not in "uif":
+        raise ValueError(f"{func}: {name} has dtype {arr.dtype}; expected an integer or float array")
+
+
+def _scales(lo: list[float], hi: list[float], bit_depth: int) -> list[float]:
+    """Quantizer scales ``(2**B - 1) / (hi - lo)``, computed in Python float (float64) like the reference."""
+    levels = 2**bit_depth - 1
+    return [levels / (b - a) for a, b in zip(lo, hi, strict=True)]
+
+
+# --------------------------------------------------------------------------------------------------
+# Quantization
+# --------------------------------------------------------------------------------------------------
+
+
+def quantize(x: np.ndarray, lo: Bound, hi: Bound, bit_depth: int = 10, rounding: bool = False) -> np.ndarray:
+    """Truncate ``x`` to [lo, hi] and quantize it uniformly to ``bit_depth``-bit uint16 codes.
+
+    Bit-exact with the reference: ``q = ((clip(x, lo, hi) - lo) * scale).astype(uint16)`` in float32,
+    where ``scale = (2**B - 1) / (hi - lo)`` is computed in float64 and then used as float32. The cast
+    truncates (floor, as the value is >= 0), which is the benchmark's default. ``rounding=True``
+    rounds to nearest instead (``floor(v + 0.5)``, capped at ``2**B - 1``). With sequences for
+    ``lo`` / ``hi`` each layer ``x[:, c]`` of a 4-D ``x`` uses its own range.
+
+    Raises ValueError for NaN inputs, since the float-to-integer cast of NaN is platform dependent.
+    """
+    bit_depth = _check_bit_depth("quantize", bit_depth)
+    x = np.asarray(x)
+    _check_real("quantize", "x", x)
+    los, his, per_layer = _ranges("quantize", x, lo, hi)
+    xf = x.astype(np.float32, copy=False)
+    n_nan = int(np.count_nonzero(np.isnan(xf)))
+    if n_nan:
+        raise ValueError(f"quantize: x contains {n_nan} NaN value(s); cannot quantize NaN")
+    lo32 = _as_f32(los, per_layer)
+    hi32 = _as_f32(his, per_layer)
+    scale32 = _as_f32(_scales(los, his, bit_depth), per_layer)
+    v = (np.clip(xf, lo32, hi32) - lo32) * scale32
+    if rounding:
+        v = np.minimum(np.floor(v + np.float32(0.5)), np.float32(2**bit_depth - 1))
+    return v.astype(np.uint16)
+
+
+def dequantize(q: np.ndarray, lo: Bound, hi: Bound, bit_depth: int = 10) -> np.ndarray:
+    """Map integer codes back to float32 values: ``q / scale + lo`` in float32 (per layer if given).
+
+    This reconstructs the lower edge of each quantization bin, matching the reference; together with
+    the floor quantizer it is the benchmark's intended -0.5 LSB biased reconstruction.
+    """
+    bit_depth = _check_bit_depth("dequantize", bit_depth)
+    q = np.asarray(q)
+    _check_real("dequantize", "q", q)
+    los, his, per_layer = _ranges("dequantize", q, lo, hi)
+    lo32 = _as_f32(los, per_layer)
+    scale32 = _as_f32(_scales(los, his, bit_depth), per_layer)
+    return q.astype(np.float32) / scale32 + lo32
+
+
+# --------------------------------------------------------------------------------------------------
+# Normalization (for learned codecs)
+# --------------------------------------------------------------------------------------------------
+
+
+def normalize(x: np.ndarray, lo: Bound, hi: Bound) -> np.ndarray:
+    """Truncate ``x`` to [lo, hi] and map it linearly to [0, 1] in float32, without rounding.
+
+    Learned codecs take continuous inputs, so this is the counterpart of :func:`quantize` for them:
+    ``(clip(x, lo, hi) - lo) / (hi - lo)`` with ``hi - lo`` computed in float64. Per-layer ranges work
+    like in :func:`quantize`.
+    """
+    x = np.asarray(x)
+    _check_real("normalize", "x", x)
+    los, his, per_layer = _ranges("normalize", x, lo, hi)
+    lo32 = _as_f32(los, per_layer)
+    hi32 = _as_f32(his, per_layer)
+    width32 = _as_f32([b - a for a, b in zip(los, his, strict=True)], per_layer)
+    return (np.clip(x.astype(np.float32, copy=False), lo32, hi32) - lo32) / width32
+
+
+def denormalize(y: np.ndarray, lo: Bound, hi: Bound) -> np.ndarray:
+    """Invert :func:`normalize`: ``y * (hi - lo) + lo`` in float32 (per layer if given)."""
+    y = np.asarray(y)
+    _check_real("denormalize", "y", y)
+    los, his, per_layer = _ranges("denormalize", y, lo, hi)
+    lo32 = _as_f32(los, per_layer)
+    width32 = _as_f32([b - a for a, b in zip(los, his, strict=True)], per_layer)
+    return y.astype(np.float32, copy=False) * width32 + lo32
+
+
+# --------------------------------------------------------------------------------------------------
+# Frame packing
+# --------------------------------------------------------------------------------------------------
+
+
+def _check_task(func: str, task: str) -> str:
+    """Return ``task`` if it is one of :data:`TASKS`, else raise naming it."""
+    if not isinstance(task, str) or task not in TASKS:
+        raise ValueError(f"{func}: task {task!r} is unknown; expected one of {', '.join(TASKS)}")
+    return task
+
+
+def _check_shape(func: str, shape: Sequence[int]) -> tuple[int, int, int, int]:
+    """Return ``shape`` as a tuple of four positive ints (N, C, H, W), else raise naming it."""
+    try:
+        items = tuple(shape)
+    except TypeError:
+        items = ()
+    ok = len(items) == 4 and all(isinstance(d, int | np.integer) and not isinstance(d, bool) and d >= 1 for d in items)
+    if not ok:
+        raise ValueError(f"{func}: feature shape {shape!r} must be four positive integers N x C x H x W")
+    n, c, h, w = (int(d) for d in items)
+    return (n, c, h, w)
+
+
+def _grid_side(func: str, shape: tuple[int, int, int, int]) -> int:
+    """Side g of the g x g tile grid of the tti layout (N must be 1 and C = g*g)."""
+    n, c, _, _ = shape
+    g = math.isqrt(c)
+    if n != 1 or g * g != c:
+        raise ValueError(f"{func}: task 'tti' needs N == 1 and a square number of channels C, got shape {shape}")
+    return g
+
+
+def frame_shape(task: str, shape: Sequence[int]) -> tuple[int, int]:
+    """Shape (rows, cols) of the 2-D frame that :func:`pack` makes from an N x C x H x W feature.
+
+    cls/seg/dpt: (N*H, C*W); tti: (g*H, g*W) with C = g*g; csr: (H, W) with N = C = 1.
+    """
+    task = _check_task("frame_shape", task)
+    dims = _check_shape("frame_shape", shape)
+    n, c, h, w = dims
+    if task in _DINOV2_TASKS:
+        return (n * h, c * w)
+    if task == "tti":
+        g = _grid_side("frame_shape", dims)
+        return (g * h, g * w)
+    # csr
+    if n != 1 or c != 1:
+        raise ValueError(f"frame_shape: task 'csr' needs N == 1 and C == 1, got shape {dims}")
+    return (h, w)
+
+
+def _fresh(out: np.ndarray, src: np.ndarray) -> np.ndarray:
+    """Return ``out`` as a C-contiguous array that never aliases ``src`` (callers may mutate it)."""
+    if np.may_share_memory(out, src):
+        return out.copy(order="C")
+    return np.ascontiguousarray(out)
+
+
+def pack(x: np.ndarray, task: str) -> np.ndarray:
+    """Arrange an N x C x H x W feature into the task's 2-D frame for image/video codecs.
+
+    cls/seg/dpt: ``P[n*H + h, c*W + w] = F[n, c, h, w]`` (tokens of one image stacked vertically,
+    layers side by side). tti: a g x g grid of channel tiles, ``P[i*H + h, j*W + w] = F[0, g*i + j, h, w]``.
+    csr: ``P = F[0, 0]``. The dtype is kept and the result is a new array.
+    """
+    task = _check_task("pack", task)
+    x = np.asarray(x)
+    if x.ndim != 4:
+        raise ValueError(f"pack: feature must be 4-D N x C x H x W, got shape {x.shape}")
+    rows, cols = frame_shape(task, x.shape)
+    n, c, h, w = x.shape
+    if task in _DINOV2_TASKS:
+        out = x.transpose(0, 2, 1, 3).reshape(rows, cols)
+    elif task == "tti":
+        g = math.isqrt(c)
+        out = x[0].reshape(g, g, h, w).transpose(0, 2, 1, 3).reshape(rows, cols)
+    else:  # csr
+        out = x[0, 0]
+    return _fresh(out, x)
+
+
+def unpack(frame: np.ndarray, task: str, shape: tuple[int, int, int, int]) -> np.ndarray:
+    """Invert :func:`pack`: rebuild the N x C x H x W feature of the given ``shape`` from a 2-D frame."""
+    task = _check_task("unpack", task)
+    frame = np.asarray(frame)
+    dims = _check_shape("unpack", shape)
+    expected = frame_shape(task, dims)
+    if frame.shape != expected:
+        raise ValueError(
+            f"unpack: frame shape {frame.shape} does not match {expected}, "
+            f"the {task!r} frame of a feature of shape {dims}"
+        )
+    n, c, h, w = dims
+    if task in _DINOV2_TASKS:
+        out = frame.reshape(n, h, c, w).transpose(0, 2, 1, 3)
+    elif task == "tti":
+        g = math.isqrt(c)
+        out = frame.reshape(g, h, g, w).transpose(0, 2, 1, 3).reshape(1, c, h, w)
+    else:  # csr
+        out = frame.reshape(1, 1, h, w)
+    return _fresh(out, frame)

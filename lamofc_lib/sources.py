@@ -1,0 +1,156 @@
+"""Source samples and their manifests.
+
+A manifest is the table of selected samples that the rest of the DAG depends on: `sample_id`, `source`
+(where to read the sample), `label` (the reference answer, empty when the data set has none) and `text`
+(the prompt of text tasks). Changing the selection changes the manifest and so reruns what depends on it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+COLUMNS = ["sample_id", "source", "label", "text"]
+IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png"}
+LETTERS = "ABCD"
+
+
+class SourceError(ValueError):
+    """The source data cannot give the configured samples; the message names the file or folder."""
+
+
+def build_manifest(source: Mapping, samples: int) -> pd.DataFrame:
+    """Select `samples` samples from the configured source."""
+    kind = source["kind"]
+    builders = {"skimage": _skimage, "imagenet": _imagenet, "arc": _arc_file, "arc_demo": _arc_demo}
+    if kind not in builders:
+        raise SourceError(f"source kind '{kind}' is unknown; expected one of {', '.join(builders)}")
+    table = builders[kind](source, samples)
+    if len(table) < samples:
+        raise SourceError(f"source {kind} gives {len(table)} samples, the config asks for {samples}")
+    return table.iloc[:samples].reset_index(drop=True)[COLUMNS]
+
+
+def read_manifest(path: str | Path) -> pd.DataFrame:
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+
+def _skimage(source: Mapping, samples: int) -> pd.DataFrame:
+    import skimage.data
+
+    rows = []
+    for name in source["images"]:
+        if not callable(getattr(skimage.data, name, None)):
+            raise SourceError(f"scikit-image ships no image called '{name}' (source.images)")
+        rows.append({"sample_id": name, "source": f"skimage:{name}", "label": "", "text": ""})
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _imagenet(source: Mapping, samples: int) -> pd.DataFrame:
+    """ImageNet validation images in class folders (sorted folder names give the class indices), one image per
+    class in class order; or the samples listed in `labels` ("relative/path class_index" lines)."""
+    root = Path(source["root"])
+    if not root.is_dir():
+        raise SourceError(f"ImageNet folder {root} does not exist")
+    rows = []
+    if source.get("labels"):
+        for n, line in enumerate(Path(source["labels"]).read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rel, label = line.rsplit(maxsplit=1)
+                int(label)
+            except ValueError:
+                raise SourceError(f"{source['labels']} line {n}: expected 'path class_index', got {line!r}") from None
+            rows.append({"sample_id": Path(rel).stem, "source": str(root / rel), "label": label, "text": ""})
+    else:
+        classes = sorted(p for p in root.iterdir() if p.is_dir())
+        for index, folder in enumerate(classes):
+            images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if images:
+                rows.append({"sample_id": images[0].stem, "source": str(images[0]), "label": str(index), "text": ""})
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def load_image(source: str) -> np.ndarray:
+    """An RGB uint8 image from a manifest `source` entry (a file, or skimage:NAME)."""
+    if source.startswith("skimage:"):
+        import skimage.data
+
+        image = getattr(skimage.data, source.split(":", 1)[1])()
+    else:
+        from PIL import Image
+
+        with Image.open(source) as im:
+            image = np.asarray(im.convert("RGB"))
+    if image.dtype == bool:
+        image = image.astype(np.uint8) * 255
+    if image.dtype != np.uint8:
+        raise ValueError(f"image {source} has pixel type {image.dtype}; expected 8-bit RGB or gray")
+    if image.ndim == 2:
+        image = np.stack([image] * 3, axis=-1)
+    return np.ascontiguousarray(image[..., :3])
+
+
+def parse_arc_line(line: str, where: str) -> dict:
+    """One ARC question, from either the original ARC jsonl or the Hugging Face ai2_arc layout."""
+    try:
+        item = json.loads(line)
+        question = item["question"]
+        if isinstance(question, dict):
+            stem = question["stem"]
+            choices = [(c["label"], c["text"]) for c in question["choices"]]
+        else:
+            stem = question
+            choices = list(zip(item["choices"]["label"], item["choices"]["text"], strict=True))
+        answer = item["answerKey"]
+        qid = item["id"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise SourceError(f"{where}: not an ARC question ({err!r})") from None
+    return {"id": qid, "stem": stem, "choices": choices, "answer": answer}
+
+
+def arc_prompt(question: dict) -> str:
+    """The user message of the benchmark's ARC prompt (four candidates, answer with a letter)."""
+    lines = [
+        "Given the following question and four candidate answers (A, B, C and D), choose the best answer.",
+        f"Question: {question['stem']}",
+        *[f"{label}. {text}" for label, text in question["choices"]],
+        'Your response should end with "The best answer is [the_answer_letter]" where the [the_answer_letter] '
+        "is one of A, B, C or D.",
+    ]
+    return "\n".join(lines)
+
+
+def _arc_rows(lines: list[str], where: str) -> pd.DataFrame:
+    rows = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        q = parse_arc_line(line, f"{where} line {n}")
+        labels = [label for label, _ in q["choices"]]
+        if labels != list(LETTERS):
+            # The benchmark keeps four-choice questions labelled A-D (the prompt names four candidates).
+            continue
+        rows.append({"sample_id": q["id"], "source": f"{where}:{n}", "label": q["answer"], "text": arc_prompt(q)})
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    # The benchmark takes the longest prompts; ties keep file order.
+    order = table["text"].str.len().sort_values(ascending=False, kind="stable").index
+    return table.loc[order]
+
+
+def _arc_file(source: Mapping, samples: int) -> pd.DataFrame:
+    path = Path(source["path"])
+    if not path.is_file():
+        raise SourceError(f"ARC file {path} does not exist")
+    return _arc_rows(path.read_text().splitlines(), str(path))
+
+
+def _arc_demo(source: Mapping, samples: int) -> pd.DataFrame:
+    text = resources.files("lamofc_lib").joinpath("data/arc_demo.jsonl").read_text()
+    return _arc_rows(text.splitlines(), "lamofc_lib/data/arc_demo.jsonl")

@@ -1,0 +1,95 @@
+"""What every task implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("run.device is 'cuda' but torch sees no CUDA device; set run.device to cpu or auto")
+    return device
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def model_source(model: Mapping) -> str:
+    """Where to load a model from: a local folder (checked now), a hub id, or the folder of a Python package."""
+    if model.get("package"):
+        import importlib.util
+
+        spec = importlib.util.find_spec(model["package"])
+        if spec is None or not spec.submodule_search_locations:
+            raise FileNotFoundError(f"model package '{model['package']}' is not installed (model.package)")
+        return str(Path(list(spec.submodule_search_locations)[0]))
+    source = str(model["id"])
+    local = Path(source).expanduser()
+    if source.startswith((".", "/", "~")) or local.exists():
+        if not local.is_dir():
+            raise FileNotFoundError(f"model folder {local} does not exist (model.id)")
+        return str(local)
+    return source
+
+
+def split_layers(split) -> list[int]:
+    return [split] if isinstance(split, int) else list(split)
+
+
+def load_head_file(path: str | Path, required: Mapping[str, tuple | None]) -> dict:
+    """Load a head checkpoint safely (weights_only) and check its keys and tensor shapes before any work."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"head checkpoint {path} does not exist")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict):
+        raise ValueError(f"head checkpoint {path} holds a {type(state).__name__}, expected a state dict")
+    missing = [k for k in required if k not in state]
+    if missing:
+        raise ValueError(f"head checkpoint {path} lacks keys {missing}; it has {sorted(state)[:10]}")
+    for key, shape in required.items():
+        if shape is not None and tuple(state[key].shape) != tuple(shape):
+            raise ValueError(f"head checkpoint {path}: '{key}' has shape {tuple(state[key].shape)}, expected {shape}")
+    return state
+
+
+class Task(ABC):
+    name: str = ""
+    metric: str = ""
+
+    def __init__(self, device: str = "cpu", threads: int | None = None):
+        self.device = device
+        if threads:
+            torch.set_num_threads(threads)
+
+    @abstractmethod
+    def extract(
+        self,
+        manifest: pd.DataFrame,
+        model: Mapping,
+        split,
+        head: Mapping,
+        features: Path,
+        head_out: Path,
+    ) -> None:
+        """Write the split-point features of every manifest sample to the store `features`, and the head
+        (everything scoring needs) to `head_out`."""
+
+    @abstractmethod
+    def predict(self, head: Path, features: Sequence[np.ndarray]) -> list[str]:
+        """Predictions of the head on (decoded) features, one string per sample."""
+
+    def score(self, predictions: Sequence[str], references: Sequence[str]) -> float:
+        """The task metric, in percent: share of predictions equal to the references."""
+        if len(predictions) != len(references) or not predictions:
+            raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
+        return 100.0 * float(np.mean([p == r for p, r in zip(predictions, references, strict=True)]))

@@ -1,0 +1,49 @@
+rule encode:
+    """Encode one group of samples' frames at one operating point; keep bitstreams and sidecars."""
+    input:
+        frames=f"{RESULTS}/{{task}}/{{codec}}/frames.zarr",
+    output:
+        bitstreams=directory(f"{RESULTS}/{{task}}/{{codec}}/{{point}}/bitstreams/{{shard}}"),
+    params:
+        codec=lambda wc: wc.codec,
+        settings=lambda wc: codec_settings(wc.codec),
+        point=lambda wc: wc.point,
+        samples=lambda wc: task_settings(wc.task)["samples"],
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    log:
+        "logs/{task}/{codec}/{point}/encode-{shard}.log",
+    benchmark:
+        "benchmarks/{task}/{codec}/{point}/encode-{shard}.tsv"
+    conda:
+        "../../envs/codec.yaml"
+    script:
+        "../scripts/encode.py"
+
+
+rule decode:
+    """Decode every bitstream of one operating point and post-process it back into features."""
+    input:
+        bitstreams=lambda wc: expand(
+            f"{RESULTS}/{{task}}/{{codec}}/{{point}}/bitstreams/{{shard}}",
+            shard=codec_shards(wc.task, wc.codec),
+            allow_missing=True,
+        ),
+    output:
+        reconstructed=directory(f"{RESULTS}/{{task}}/{{codec}}/{{point}}/reconstructed.zarr"),
+        timing=f"{RESULTS}/{{task}}/{{codec}}/{{point}}/decode_seconds.csv",
+    params:
+        codec=lambda wc: wc.codec,
+        settings=lambda wc: codec_settings(wc.codec),
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    log:
+        "logs/{task}/{codec}/{point}/decode.log",
+    benchmark:
+        "benchmarks/{task}/{codec}/{point}/decode.tsv"
+    conda:
+        "../../envs/codec.yaml"
+    script:
+        "../scripts/decode.py"

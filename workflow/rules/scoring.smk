@@ -1,0 +1,54 @@
+def reference_inputs(wildcards):
+    """The reference answers: the manifest's labels, or the uncompressed model's own predictions."""
+    if task_settings(wildcards.task)["reference"] == "uncompressed":
+        return {"reference": f"{RESULTS}/{wildcards.task}/original/predictions.csv"}
+    return {}
+
+
+rule score_original:
+    """Score the uncompressed features with the task head."""
+    input:
+        manifest=f"{RESULTS}/{{task}}/manifest.csv",
+        features=f"{RESULTS}/{{task}}/features.zarr",
+        head=f"{RESULTS}/{{task}}/head.pt",
+    output:
+        scores=f"{RESULTS}/{{task}}/original/scores.json",
+        predictions=f"{RESULTS}/{{task}}/original/predictions.csv",
+    params:
+        task=lambda wc: wc.task,
+        reference=lambda wc: task_settings(wc.task)["reference"],
+    threads: config["run"]["threads"]
+    log:
+        "logs/{task}/original/score.log",
+    conda:
+        "../../envs/extract.yaml"
+    script:
+        "../scripts/score.py"
+
+
+rule score:
+    """Score the reconstructed features of one operating point: BPFP, feature MSE, task metric."""
+    input:
+        unpack(reference_inputs),
+        manifest=f"{RESULTS}/{{task}}/manifest.csv",
+        features=f"{RESULTS}/{{task}}/features.zarr",
+        head=f"{RESULTS}/{{task}}/head.pt",
+        reconstructed=f"{RESULTS}/{{task}}/{{codec}}/{{point}}/reconstructed.zarr",
+        bitstreams=lambda wc: expand(
+            f"{RESULTS}/{{task}}/{{codec}}/{{point}}/bitstreams/{{shard}}",
+            shard=codec_shards(wc.task, wc.codec),
+            allow_missing=True,
+        ),
+    output:
+        scores=f"{RESULTS}/{{task}}/{{codec}}/{{point}}/scores.json",
+        predictions=f"{RESULTS}/{{task}}/{{codec}}/{{point}}/predictions.csv",
+    params:
+        task=lambda wc: wc.task,
+        reference=lambda wc: task_settings(wc.task)["reference"],
+    threads: config["run"]["threads"]
+    log:
+        "logs/{task}/{codec}/{point}/score.log",
+    conda:
+        "../../envs/extract.yaml"
+    script:
+        "../scripts/score.py"

@@ -1,0 +1,44 @@
+rule rate_accuracy:
+    """Collect every operating point's scores into the tidy rate-accuracy table (CSV and Markdown)."""
+    input:
+        original=expand(f"{RESULTS}/{{task}}/original/scores.json", task=TASKS),
+        coded=[f"{RESULTS}/{t}/{c}/{p}/scores.json" for t, c, p in coded_points()],
+    output:
+        csv=f"{RESULTS}/tables/rate_accuracy.csv",
+        markdown=f"{RESULTS}/tables/rate_accuracy.md",
+    log:
+        "logs/tables/rate_accuracy.log",
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../scripts/rate_accuracy.py"
+
+
+rule da_r2:
+    """R^2 of the linear fit of the task metric on feature MSE, per task and codec."""
+    input:
+        table=f"{RESULTS}/tables/rate_accuracy.csv",
+    output:
+        csv=f"{RESULTS}/tables/da_r2.csv",
+    log:
+        "logs/tables/da_r2.log",
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../scripts/da_r2.py"
+
+
+rule plot_rate_accuracy:
+    """Rate-accuracy curves of one task, one line per codec, the uncompressed metric as a reference line."""
+    input:
+        table=f"{RESULTS}/tables/rate_accuracy.csv",
+    output:
+        png=f"{RESULTS}/figures/{{task}}_rate_accuracy.png",
+    params:
+        task=lambda wc: wc.task,
+    log:
+        "logs/figures/{task}_rate_accuracy.log",
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../scripts/plot_rate_accuracy.py"

@@ -1,0 +1,17 @@
+"""Extract a task's split-point features and its head (rule extract)."""
+
+from pathlib import Path
+
+from lamofc_lib.io import atomic_path
+from lamofc_lib.joblog import log_to
+from lamofc_lib.sources import read_manifest
+from lamofc_lib.tasks import get_task
+
+log = log_to(snakemake.log[0])
+p = snakemake.params
+task = get_task(p.task, device=p.device, threads=snakemake.threads)
+manifest = read_manifest(snakemake.input.manifest)
+log.info("extracting %s features of %d samples on %s", p.task, len(manifest), task.device)
+with atomic_path(snakemake.output.head) as head:
+    task.extract(manifest, p.model, p.split, p.head, Path(snakemake.output.features), head)
+log.info("done")

@@ -1,0 +1,26 @@
+"""Score uncompressed or reconstructed features with the task head (rules score_original, score)."""
+
+from lamofc_lib.io import atomic_path, write_json
+from lamofc_lib.joblog import log_to
+from lamofc_lib.scoring import score_point
+
+log = log_to(snakemake.log[0])
+inp, wc = snakemake.input, snakemake.wildcards
+coded = hasattr(inp, "reconstructed")
+scores, table = score_point(
+    snakemake.params.task,
+    inp.manifest,
+    inp.features,
+    inp.head,
+    snakemake.params.reference,
+    reconstructed_path=inp.reconstructed if coded else None,
+    bitstream_dirs=inp.bitstreams if coded else (),
+    reference_predictions=inp.get("reference"),
+    codec=wc.codec if coded else "original",
+    point=wc.point if coded else "original",
+    threads=snakemake.threads,
+)
+with atomic_path(snakemake.output.predictions) as tmp:
+    table.to_csv(tmp, index=False)
+write_json(snakemake.output.scores, scores)
+log.info("%s", scores)
