@@ -18,8 +18,26 @@ IMPLEMENTED_TASKS = ("cls", "csr")
 IMPLEMENTED_CODECS = ("vvenc",)
 
 # Source kinds and the keys naming files or folders that must exist before anything runs.
-SOURCE_PATH_KEYS = {"imagenet": ("root",), "arc": ("path",), "skimage": (), "arc_demo": ()}
-SOURCE_KINDS_BY_TASK = {"cls": ("skimage", "imagenet"), "csr": ("arc", "arc_demo")}
+SOURCE_PATH_KEYS = {
+    "imagenet": ("root",),
+    "arc": ("path",),
+    "skimage": (),
+    "arc_demo": (),
+    "voc2012": ("root",),
+    "nyu_depth_v2": ("root",),
+    "coco_captions": ("path",),
+}
+SOURCE_KINDS_BY_TASK = {
+    "cls": ("skimage", "imagenet"),
+    "seg": ("skimage", "voc2012"),
+    "dpt": ("skimage", "nyu_depth_v2"),
+    "csr": ("arc", "arc_demo"),
+    "tti": ("coco_captions",),
+}
+# Tasks whose seeded random head is fine only when scored against the uncompressed predictions.
+TASKS_WITH_HEAD_CHECKPOINT = ("cls", "seg", "dpt")
+# Tasks whose feature is not taken at a numbered block (tti: the input of the VAE decoder).
+TASKS_WITHOUT_SPLIT = ("tti",)
 
 
 class ConfigError(ValueError):
@@ -101,6 +119,9 @@ def _check_task(task: str, block: dict, check_paths: bool) -> None:
             f"config key tasks.{task}.source.kind: '{kind}' is not a {task} source; "
             f"expected one of {', '.join(SOURCE_KINDS_BY_TASK[task])}"
         )
+    if task not in TASKS_WITHOUT_SPLIT and block.get("split") is None:
+        # The schema leaves split optional because tti has none; every other task needs it.
+        raise ConfigError(f"config key tasks.{task}.split: not set; give the block or layer the feature is taken at")
     if kind == "skimage" and not source.get("images"):
         raise ConfigError(f"config key tasks.{task}.source.images: list the scikit-image images to use")
     for key in SOURCE_PATH_KEYS[kind]:
@@ -123,6 +144,11 @@ def _check_task(task: str, block: dict, check_paths: bool) -> None:
             if not hi > lo:
                 raise ConfigError(f"config key tasks.{task}.truncation.{name}: hi {hi} must exceed lo {lo}")
     head = block.get("head", {})
+    if task in TASKS_WITH_HEAD_CHECKPOINT and not head.get("checkpoint") and block["reference"] == "ground_truth":
+        raise ConfigError(
+            f"config key tasks.{task}.head.checkpoint: not set; scoring against ground truth needs the task's trained "
+            "head (a seeded random head is only for reference: uncompressed)"
+        )
     if head.get("checkpoint") and check_paths and not Path(head["checkpoint"]).is_file():
         raise ConfigError(f"config key tasks.{task}.head.checkpoint: file '{head['checkpoint']}' does not exist")
 

@@ -17,6 +17,12 @@ import pandas as pd
 
 COLUMNS = ["sample_id", "source", "label", "text"]
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png"}
+# Images inside the scikit-image wheel (checked to load offline); other skimage.data names download or are not images.
+SKIMAGE_IMAGES = (
+    "astronaut", "brick", "camera", "cat", "chelsea", "clock", "coffee", "coins", "colorwheel", "grass", "gravel",
+    "horse", "hubble_deep_field", "immunohistochemistry", "logo", "microaneurysms", "moon", "page", "retina",
+    "rocket", "text",
+)  # fmt: skip
 LETTERS = "ABCD"
 
 
@@ -45,8 +51,10 @@ def _skimage(source: Mapping, samples: int) -> pd.DataFrame:
 
     rows = []
     for name in source["images"]:
-        if not callable(getattr(skimage.data, name, None)):
-            raise SourceError(f"scikit-image ships no image called '{name}' (source.images)")
+        if name not in SKIMAGE_IMAGES or not callable(getattr(skimage.data, name, None)):
+            raise SourceError(
+                f"scikit-image ships no image called '{name}' (source.images); choose from {', '.join(SKIMAGE_IMAGES)}"
+            )
         rows.append({"sample_id": name, "source": f"skimage:{name}", "label": "", "text": ""})
     return pd.DataFrame(rows, columns=COLUMNS)
 
@@ -82,7 +90,10 @@ def load_image(source: str) -> np.ndarray:
     if source.startswith("skimage:"):
         import skimage.data
 
-        image = getattr(skimage.data, source.split(":", 1)[1])()
+        name = source.split(":", 1)[1]
+        if name not in SKIMAGE_IMAGES:
+            raise SourceError(f"scikit-image ships no image called '{name}'")
+        image = getattr(skimage.data, name)()
     else:
         from PIL import Image
 
@@ -110,7 +121,7 @@ def parse_arc_line(line: str, where: str) -> dict:
             choices = list(zip(item["choices"]["label"], item["choices"]["text"], strict=True))
         answer = item["answerKey"]
         qid = item["id"]
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
+    except (ValueError, KeyError, TypeError) as err:  # ValueError: bad JSON, or labels and texts of unequal length
         raise SourceError(f"{where}: not an ARC question ({err!r})") from None
     return {"id": qid, "stem": stem, "choices": choices, "answer": answer}
 

@@ -1,7 +1,12 @@
 rule extract:
-    """Run the model up to the split point on every sample; store the features (Zarr) and the task head."""
+    """Run the model up to the split point on every sample; store the features (Zarr) and the task head.
+
+    Eligible for Snakemake's between-workflow cache (--cache): every setting comes in through params. Snakemake
+    forbids a benchmark directive on cached rules, so the extraction time goes to the log instead.
+    """
     input:
         manifest=f"{RESULTS}/{{task}}/manifest.csv",
+    cache: "omit-software"
     output:
         features=directory(f"{RESULTS}/{{task}}/features.zarr"),
         head=f"{RESULTS}/{{task}}/head.pt",
@@ -18,8 +23,6 @@ rule extract:
         gpu=lambda wc: task_settings(wc.task)["resources"]["gpu"],
     log:
         "logs/{task}/extract.log",
-    benchmark:
-        "benchmarks/{task}/extract.tsv"
     conda:
         "../../envs/extract.yaml"
     script:

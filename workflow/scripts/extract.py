@@ -1,5 +1,6 @@
 """Extract a task's split-point features and its head (rule extract)."""
 
+import time
 from pathlib import Path
 
 from lamofc_lib.io import atomic_path
@@ -12,6 +13,7 @@ p = snakemake.params
 task = get_task(p.task, device=p.device, threads=snakemake.threads)
 manifest = read_manifest(snakemake.input.manifest)
 log.info("extracting %s features of %d samples on %s", p.task, len(manifest), task.device)
+start = time.perf_counter()
 with atomic_path(snakemake.output.head) as head:
     task.extract(manifest, p.model, p.split, p.head, Path(snakemake.output.features), head)
-log.info("done")
+log.info("extracted in %.1f s", time.perf_counter() - start)

@@ -1,0 +1,399 @@
+"""Tests for lamofc_lib.config: schema validation with defaults, semantic checks and the DAG helpers."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lamofc_lib.config import (
+    IMPLEMENTED_CODECS,
+    IMPLEMENTED_TASKS,
+    ConfigError,
+    format_point,
+    points,
+    ranges,
+    shard_samples,
+    shards,
+    truncation_bounds,
+    validate,
+)
+
+DEMO = Path(__file__).resolve().parent.parent / "config" / "demo.yaml"
+
+
+@pytest.fixture(scope="module")
+def demo_raw() -> dict:
+    return yaml.safe_load(DEMO.read_text())
+
+
+@pytest.fixture
+def raw(demo_raw) -> dict:
+    return copy.deepcopy(demo_raw)
+
+
+def _error(raw: dict, **kwargs) -> str:
+    with pytest.raises(ConfigError) as info:
+        validate(raw, **kwargs)
+    return str(info.value)
+
+
+# --- the demo config -------------------------------------------------------------------------------------------
+
+
+def test_demo_config_validates_and_fills_defaults(raw):
+    config = validate(raw)
+    assert config["run"]["tasks"] == ["cls", "csr"]
+    assert config["run"]["device"] == "cpu"  # given in demo.yaml
+    vvenc = config["codecs"]["vvenc"]
+    assert vvenc["bit_depth"] == 10
+    assert vvenc["preset"] == "faster"  # given, not the default medium
+    assert vvenc["samples_per_job"] == 20
+    # csr has no head block in demo.yaml: the default {} is filled, then its own defaults.
+    assert config["tasks"]["csr"]["head"] == {"checkpoint": None, "seed": 0}
+    assert config["tasks"]["csr"]["model"]["dtype"] == "float32"
+    assert config["tasks"]["cls"]["reference"] == "uncompressed"
+
+
+def test_defaults_fill_absent_keys(raw):
+    del raw["run"]["device"]
+    del raw["run"]["threads"]
+    del raw["tasks"]["cls"]["head"]
+    del raw["tasks"]["cls"]["resources"]
+    del raw["tasks"]["csr"]["reference"]
+    del raw["codecs"]["vvenc"]["preset"]
+    del raw["codecs"]["vvenc"]["samples_per_job"]
+    config = validate(raw)
+    assert config["run"]["device"] == "auto"
+    assert config["run"]["threads"] == 2
+    assert config["tasks"]["cls"]["head"] == {"checkpoint": None, "seed": 0}
+    assert config["tasks"]["cls"]["resources"] == {"mem_mb": 8000, "runtime": 60, "gpu": 0}
+    assert config["tasks"]["csr"]["reference"] == "ground_truth"
+    assert config["codecs"]["vvenc"]["preset"] == "medium"
+    assert config["codecs"]["vvenc"]["samples_per_job"] == 100
+
+
+def test_validate_does_not_modify_its_input(raw):
+    del raw["run"]["device"]
+    before = copy.deepcopy(raw)
+    validate(raw)
+    assert raw == before
+    assert "device" not in raw["run"]
+
+
+# --- schema errors ----------------------------------------------------------------------------------------------
+
+
+def test_unknown_task_in_run_tasks(raw):
+    raw["run"]["tasks"] = ["cls", "nope"]
+    message = _error(raw)
+    assert "run.tasks" in message
+    assert "nope" in message
+
+
+@pytest.mark.parametrize("qp", [64, -1])
+def test_qp_out_of_range(raw, qp):
+    raw["codecs"]["vvenc"]["points"] = [22, qp]
+    message = _error(raw)
+    assert "codecs.vvenc.points" in message
+    assert str(qp) in message
+
+
+def test_non_integer_qp(raw):
+    raw["codecs"]["vvenc"]["points"] = [22.5]
+    assert "codecs.vvenc.points" in _error(raw)
+
+
+def test_unknown_top_level_key(raw):
+    raw["bogus_key"] = 1
+    assert "bogus_key" in _error(raw)
+
+
+def test_unknown_key_inside_a_task(raw):
+    raw["tasks"]["cls"]["sampels"] = 3
+    message = _error(raw)
+    assert "tasks.cls" in message
+    assert "sampels" in message
+
+
+def test_missing_required_key(raw):
+    del raw["tasks"]["csr"]["samples"]
+    message = _error(raw)
+    assert "tasks.csr" in message
+    assert "samples" in message
+
+
+@pytest.mark.parametrize("task", ["cls", "csr"])
+def test_missing_split(raw, task):
+    del raw["tasks"][task]["split"]
+    assert f"tasks.{task}.split" in _error(raw)
+
+
+def test_bad_device(raw):
+    raw["run"]["device"] = "tpu"
+    assert "run.device" in _error(raw)
+
+
+# --- semantic errors --------------------------------------------------------------------------------------------
+
+
+def test_task_enabled_without_its_block(raw):
+    del raw["tasks"]["csr"]
+    message = _error(raw)
+    assert "run.tasks[1]" in message
+    assert "tasks.csr" in message
+
+
+def test_task_with_block_but_not_implemented(raw):
+    unimplemented = [t for t in ("seg", "dpt", "tti") if t not in IMPLEMENTED_TASKS]
+    if not unimplemented:
+        pytest.skip("every task of the schema is implemented")
+    task = unimplemented[0]
+    raw["tasks"][task] = copy.deepcopy(raw["tasks"]["cls"])
+    raw["run"]["tasks"] = ["cls", task]
+    message = _error(raw)
+    assert "run.tasks[1]" in message
+    assert task in message
+
+
+def test_a_configured_but_unrun_block_is_allowed(raw):
+    raw["tasks"]["seg"] = copy.deepcopy(raw["tasks"]["cls"])
+    config = validate(raw)
+    assert "seg" in config["tasks"]
+    assert config["run"]["tasks"] == ["cls", "csr"]
+
+
+def test_codec_enabled_without_its_block(raw):
+    raw["run"]["codecs"] = ["vvenc", "vtm"]
+    message = _error(raw)
+    assert "run.codecs[1]" in message
+    assert "codecs.vtm" in message
+
+
+def test_codec_truncation_profile_missing_in_a_task(raw):
+    raw["tasks"]["csr"]["truncation"] = {"other": [-1, 1]}
+    message = _error(raw)
+    assert "tasks.csr.truncation" in message
+    assert "vvc" in message
+
+
+@pytest.mark.parametrize("bad", [[4, 4], [4, -4]])
+def test_truncation_hi_must_exceed_lo(raw, bad):
+    raw["tasks"]["cls"]["truncation"]["vvc"] = bad
+    message = _error(raw)
+    assert "tasks.cls.truncation.vvc" in message
+
+
+def test_per_layer_truncation_hi_must_exceed_lo(raw):
+    raw["tasks"]["cls"]["truncation"]["vvc"] = [[-1, 1], [3, 2]]
+    message = _error(raw)
+    assert "tasks.cls.truncation.vvc" in message
+    assert "hi 2.0" in message
+
+
+def test_per_layer_truncation_is_accepted(raw):
+    raw["tasks"]["cls"]["truncation"]["vvc"] = [[-1, 1], [-2, 2.5]]
+    config = validate(raw)
+    assert truncation_bounds(config["tasks"]["cls"]["truncation"]["vvc"]) == ([-1.0, -2.0], [1.0, 2.5])
+
+
+def test_model_with_both_id_and_random_init(raw):
+    raw["tasks"]["cls"]["model"]["id"] = "facebook/dinov2-small"
+    message = _error(raw)
+    assert "tasks.cls.model" in message
+    assert "id" in message and "random_init" in message
+
+
+def test_model_with_neither_id_package_nor_random_init(raw):
+    raw["tasks"]["csr"]["model"] = {"gguf_file": "x.gguf"}
+    assert "tasks.csr.model" in _error(raw)
+
+
+def _imagenet(raw: dict, **source) -> dict:
+    raw["tasks"]["cls"]["source"] = {"kind": "imagenet", **source}
+    return raw
+
+
+def test_imagenet_root_null(raw):
+    message = _error(_imagenet(raw, root=None))
+    assert "tasks.cls.source.root" in message
+
+
+def test_imagenet_root_absent(raw):
+    message = _error(_imagenet(raw))
+    assert "tasks.cls.source.root" in message
+
+
+def test_imagenet_root_does_not_exist(raw, tmp_path):
+    missing = tmp_path / "no-such-imagenet"
+    message = _error(_imagenet(raw, root=str(missing)))
+    assert "tasks.cls.source.root" in message
+    assert str(missing) in message
+
+
+def test_imagenet_root_not_checked_without_check_paths(raw, tmp_path):
+    missing = tmp_path / "no-such-imagenet"
+    config = validate(_imagenet(raw, root=str(missing)), check_paths=False)
+    assert config["tasks"]["cls"]["source"]["root"] == str(missing)
+    # A null root is an error even without path checks: there is nothing to check later.
+    with pytest.raises(ConfigError, match=r"tasks\.cls\.source\.root"):
+        validate(_imagenet(copy.deepcopy(raw), root=None), check_paths=False)
+
+
+def test_imagenet_root_exists(raw, tmp_path):
+    config = validate(_imagenet(raw, root=str(tmp_path)))
+    assert config["tasks"]["cls"]["source"] == {"kind": "imagenet", "root": str(tmp_path)}
+
+
+def test_imagenet_labels_file_does_not_exist(raw, tmp_path):
+    missing = tmp_path / "labels.txt"
+    message = _error(_imagenet(raw, root=str(tmp_path), labels=str(missing)))
+    assert "tasks.cls.source.labels" in message
+    assert str(missing) in message
+
+
+def test_arc_path_does_not_exist(raw, tmp_path):
+    missing = tmp_path / "ARC-Challenge-Test.jsonl"
+    raw["tasks"]["csr"]["source"] = {"kind": "arc", "path": str(missing)}
+    message = _error(raw)
+    assert "tasks.csr.source.path" in message
+    assert str(missing) in message
+
+
+def test_head_checkpoint_does_not_exist(raw, tmp_path):
+    missing = tmp_path / "head.pt"
+    raw["tasks"]["cls"]["head"] = {"checkpoint": str(missing), "seed": 0}
+    message = _error(raw)
+    assert "tasks.cls.head.checkpoint" in message
+    assert str(missing) in message
+
+
+def test_head_checkpoint_exists(raw, tmp_path):
+    checkpoint = tmp_path / "head.pt"
+    checkpoint.write_bytes(b"\0")
+    raw["tasks"]["cls"]["head"] = {"checkpoint": str(checkpoint)}
+    config = validate(raw)
+    assert config["tasks"]["cls"]["head"] == {"checkpoint": str(checkpoint), "seed": 0}
+
+
+@pytest.mark.parametrize(
+    ("task", "source"),
+    [("cls", {"kind": "arc_demo"}), ("cls", {"kind": "arc", "path": "x.jsonl"}), ("csr", {"kind": "skimage"})],
+)
+def test_source_kind_not_valid_for_task(raw, task, source):
+    raw["tasks"][task]["source"] = source
+    message = _error(raw)
+    assert f"tasks.{task}.source.kind" in message
+    assert source["kind"] in message
+
+
+def test_unknown_source_kind(raw):
+    raw["tasks"]["cls"]["source"] = {"kind": "coco"}
+    assert "tasks.cls.source.kind" in _error(raw)
+
+
+def test_skimage_source_without_images(raw):
+    raw["tasks"]["cls"]["source"] = {"kind": "skimage"}
+    assert "tasks.cls.source.images" in _error(raw)
+
+
+# --- helpers ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "name"),
+    [(22, "22"), (0, "0"), (0.0017, "0.0017"), (10.0, "10"), (0.5, "0.5"), (1e-05, "1e-05")],
+)
+def test_format_point(value, name):
+    assert format_point(value) == name
+
+
+@pytest.mark.parametrize("value", [True, "22", None, float("nan"), float("inf")])
+def test_format_point_rejects_non_numbers(value):
+    with pytest.raises(ConfigError):
+        format_point(value)
+
+
+def test_points_from_a_list(raw):
+    config = validate(raw)
+    assert points(config, "vvenc", "cls") == ["22", "32", "42"]
+    assert points(config, "vvenc", "csr") == ["22", "32", "42"]
+
+
+def test_points_from_a_per_task_mapping():
+    config = {"codecs": {"hyperprior": {"points": {"cls": [0.0017, 0.01, 1.0], "csr": [0.5]}}}}
+    assert points(config, "hyperprior", "cls") == ["0.0017", "0.01", "1"]
+    assert points(config, "hyperprior", "csr") == ["0.5"]
+    assert points(config, "hyperprior", "seg") == []
+
+
+def test_codec_with_block_but_not_implemented(raw):
+    if "hyperprior" in IMPLEMENTED_CODECS:
+        pytest.skip("hyperprior is implemented")
+    raw["codecs"]["hyperprior"] = {"points": {"cls": [0.01], "csr": [0.01]}, "truncation": "vvc"}
+    raw["run"]["codecs"] = ["vvenc", "hyperprior"]
+    message = _error(raw)
+    assert "run.codecs[1]" in message
+    assert "hyperprior" in message
+
+
+def test_shards():
+    assert shards(5, 2) == ["000", "001", "002"]
+    assert shards(4, 2) == ["000", "001"]
+    assert shards(1, 100) == ["000"]
+    assert len(shards(1001, 1)) == 1001
+    assert shards(1001, 1)[-1] == "1000"
+
+
+def test_shard_samples():
+    assert shard_samples("000", 5, 2) == range(0, 2)
+    assert shard_samples("001", 5, 2) == range(2, 4)
+    assert shard_samples("002", 5, 2) == range(4, 5)
+    # The shards cover every sample once.
+    covered = [i for s in shards(5, 2) for i in shard_samples(s, 5, 2)]
+    assert covered == list(range(5))
+
+
+@pytest.mark.parametrize("shard", ["003", "010", "-1"])
+def test_shard_samples_out_of_range(shard):
+    with pytest.raises(ValueError, match="outside"):
+        shard_samples(shard, 5, 2)
+
+
+def test_truncation_bounds_scalar():
+    assert truncation_bounds([-4, 4]) == (-4.0, 4.0)
+    assert truncation_bounds([-500, 500.5]) == (-500.0, 500.5)
+
+
+def test_truncation_bounds_per_layer():
+    lo, hi = truncation_bounds([[-1, 1], [-2, 2], [-10, 10], [-20, 20]])
+    assert lo == [-1.0, -2.0, -10.0, -20.0]
+    assert hi == [1.0, 2.0, 10.0, 20.0]
+
+
+def test_ranges():
+    assert ranges([-4, 4]) == [(-4.0, 4.0)]
+    assert ranges([[-1, 1], [0, 3]]) == [(-1.0, 1.0), (0.0, 3.0)]
+
+
+def test_codec_without_points_for_a_run_task(raw, monkeypatch):
+    import lamofc_lib.config
+
+    monkeypatch.setattr(lamofc_lib.config, "IMPLEMENTED_CODECS", ("vvenc", "hyperprior"))
+    raw["codecs"]["hyperprior"] = {"points": {"cls": [0.01]}, "truncation": "vvc"}
+    raw["run"]["codecs"] = ["vvenc", "hyperprior"]
+    message = _error(raw)
+    assert "codecs.hyperprior.points" in message
+    assert "csr" in message
+    raw["codecs"]["hyperprior"]["points"]["csr"] = [0.0017]
+    config = validate(raw)
+    assert points(config, "hyperprior", "csr") == ["0.0017"]
+    assert config["codecs"]["hyperprior"]["N"] == 128
+
+
+def test_ground_truth_scoring_needs_a_trained_head(raw):
+    raw["tasks"]["cls"]["reference"] = "ground_truth"
+    with pytest.raises(ConfigError, match=r"config key tasks\.cls\.head\.checkpoint: not set"):
+        validate(raw)
