@@ -4,7 +4,6 @@ from pathlib import Path
 
 from snakemake.utils import min_version
 
-
 min_version("9.0")
 
 
@@ -23,6 +22,6 @@ include: "workflow/rules/tables.smk"
 
 
 rule all:
+    default_target: True
     input:
         final_outputs(),
-    default_target: True

@@ -4,20 +4,20 @@ rule encode:
         frames=f"{RESULTS}/{{task}}/{{codec}}/frames.zarr",
     output:
         bitstreams=directory(f"{RESULTS}/{{task}}/{{codec}}/{{point}}/bitstreams/{{shard}}"),
-    params:
-        codec=lambda wc: wc.codec,
-        settings=lambda wc: codec_settings(wc.codec),
-        point=lambda wc: wc.point,
-        samples=lambda wc: task_settings(wc.task)["samples"],
-    resources:
-        mem_mb=4000,
-        runtime=120,
     log:
         "logs/{task}/{codec}/{point}/encode-{shard}.log",
     benchmark:
         "benchmarks/{task}/{codec}/{point}/encode-{shard}.tsv"
     conda:
         "../../envs/codec.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    params:
+        codec=lambda wc: wc.codec,
+        settings=lambda wc: codec_settings(wc.codec),
+        point=lambda wc: wc.point,
+        samples=lambda wc: task_settings(wc.task)["samples"],
     script:
         "../scripts/encode.py"
 
@@ -33,17 +33,17 @@ rule decode:
     output:
         reconstructed=directory(f"{RESULTS}/{{task}}/{{codec}}/{{point}}/reconstructed.zarr"),
         timing=f"{RESULTS}/{{task}}/{{codec}}/{{point}}/decode_seconds.csv",
-    params:
-        codec=lambda wc: wc.codec,
-        settings=lambda wc: codec_settings(wc.codec),
-    resources:
-        mem_mb=4000,
-        runtime=60,
     log:
         "logs/{task}/{codec}/{point}/decode.log",
     benchmark:
         "benchmarks/{task}/{codec}/{point}/decode.tsv"
     conda:
         "../../envs/codec.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        codec=lambda wc: wc.codec,
+        settings=lambda wc: codec_settings(wc.codec),
     script:
         "../scripts/decode.py"

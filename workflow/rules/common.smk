@@ -7,7 +7,7 @@ import sys
 REPO = Path(workflow.basedir)
 # The workflow and its jobs import lamofc_lib from this checkout, whichever Python or environment runs them.
 sys.path.insert(0, str(REPO))
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+os.environ.update(PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
 
 from lamofc_lib.config import ConfigError, points, shards, validate
 
@@ -47,6 +47,13 @@ wildcard_constraints:
     codec=_alternatives(CODECS),
     point=_alternatives(p for _, _, p in coded_points()),
     shard=r"\d{3}",
+
+
+def reference_inputs(wildcards):
+    """The reference answers: the manifest's labels, or the uncompressed model's own predictions."""
+    if task_settings(wildcards.task)["reference"] == "uncompressed":
+        return {"reference": f"{RESULTS}/{wildcards.task}/original/predictions.csv"}
+    return {}
 
 
 def final_outputs():

@@ -4,17 +4,17 @@ rule preprocess:
         features=f"{RESULTS}/{{task}}/features.zarr",
     output:
         frames=directory(f"{RESULTS}/{{task}}/{{codec}}/frames.zarr"),
+    log:
+        "logs/{task}/{codec}/preprocess.log",
+    conda:
+        "../../envs/codec.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=30,
     params:
         task=lambda wc: wc.task,
         codec=lambda wc: wc.codec,
         truncation=lambda wc: task_settings(wc.task)["truncation"][codec_settings(wc.codec)["truncation"]],
         bit_depth=lambda wc: codec_settings(wc.codec).get("bit_depth", 10),
-    resources:
-        mem_mb=4000,
-        runtime=30,
-    log:
-        "logs/{task}/{codec}/preprocess.log",
-    conda:
-        "../../envs/codec.yaml"
     script:
         "../scripts/preprocess.py"

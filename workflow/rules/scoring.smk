@@ -1,10 +1,3 @@
-def reference_inputs(wildcards):
-    """The reference answers: the manifest's labels, or the uncompressed model's own predictions."""
-    if task_settings(wildcards.task)["reference"] == "uncompressed":
-        return {"reference": f"{RESULTS}/{wildcards.task}/original/predictions.csv"}
-    return {}
-
-
 rule score_original:
     """Score the uncompressed features with the task head."""
     input:
@@ -14,14 +7,14 @@ rule score_original:
     output:
         scores=f"{RESULTS}/{{task}}/original/scores.json",
         predictions=f"{RESULTS}/{{task}}/original/predictions.csv",
-    params:
-        task=lambda wc: wc.task,
-        reference=lambda wc: task_settings(wc.task)["reference"],
-    threads: config["run"]["threads"]
     log:
         "logs/{task}/original/score.log",
     conda:
         "../../envs/extract.yaml"
+    threads: config["run"]["threads"]
+    params:
+        task=lambda wc: wc.task,
+        reference=lambda wc: task_settings(wc.task)["reference"],
     script:
         "../scripts/score.py"
 
@@ -42,13 +35,13 @@ rule score:
     output:
         scores=f"{RESULTS}/{{task}}/{{codec}}/{{point}}/scores.json",
         predictions=f"{RESULTS}/{{task}}/{{codec}}/{{point}}/predictions.csv",
-    params:
-        task=lambda wc: wc.task,
-        reference=lambda wc: task_settings(wc.task)["reference"],
-    threads: config["run"]["threads"]
     log:
         "logs/{task}/{codec}/{point}/score.log",
     conda:
         "../../envs/extract.yaml"
+    threads: config["run"]["threads"]
+    params:
+        task=lambda wc: wc.task,
+        reference=lambda wc: task_settings(wc.task)["reference"],
     script:
         "../scripts/score.py"

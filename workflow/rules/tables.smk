@@ -34,11 +34,11 @@ rule plot_rate_accuracy:
         table=f"{RESULTS}/tables/rate_accuracy.csv",
     output:
         png=f"{RESULTS}/figures/{{task}}_rate_accuracy.png",
-    params:
-        task=lambda wc: wc.task,
     log:
         "logs/figures/{task}_rate_accuracy.log",
     conda:
         "../../envs/analysis.yaml"
+    params:
+        task=lambda wc: wc.task,
     script:
         "../scripts/plot_rate_accuracy.py"
