@@ -4,9 +4,10 @@ post-processing (bitstreams -> reconstructed features)."""
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -80,6 +81,7 @@ class Sidecar:
     packing: str
     bitstream: str
     bytes: int
+    sha256: str
     feature_points: int
     encode_seconds: float
     version: int = SIDECAR_VERSION
@@ -131,6 +133,7 @@ def encode_shard(
                 packing=attrs["task"],
                 bitstream=bitstream.name,
                 bytes=bitstream.stat().st_size,
+                sha256=file_sha256(bitstream),
                 feature_points=int(np.prod(shape)),
                 encode_seconds=round(seconds, 4),
             )
@@ -145,8 +148,18 @@ def _keep_log(work: Path, log: Path) -> None:
             f.write(path.read_text())
 
 
-def read_sidecars(dirs: Sequence[str | Path]) -> list[tuple[Path, Sidecar]]:
-    """(bitstream path, sidecar) of every bitstream in the shard folders `dirs`, in sample order."""
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def read_sidecars(dirs: Sequence[str | Path], samples: int | None = None) -> list[tuple[Path, Sidecar]]:
+    """(bitstream path, sidecar) of every bitstream in the shard folders `dirs`, in sample order.
+
+    Raises CodecError unless they cover samples 0..samples-1 exactly once (0..n-1 when `samples` is None) and
+    agree on task, codec and point.
+    """
+    if isinstance(dirs, str | Path):
+        dirs = [dirs]  # one folder, not a sequence of one-character folder names
     found = []
     for d in dirs:
         for path in sorted(Path(d).glob("*.json")):
@@ -157,17 +170,26 @@ def read_sidecars(dirs: Sequence[str | Path]) -> list[tuple[Path, Sidecar]]:
             found.append((bitstream, record))
     found.sort(key=lambda item: item[1].sample_index)
     indices = [r.sample_index for _, r in found]
-    if indices != list(range(len(indices))):
-        raise CodecError(f"bitstreams in {', '.join(map(str, dirs))} do not cover samples 0..{len(indices) - 1}")
+    count = len(indices) if samples is None else samples
+    if indices != list(range(count)):
+        raise CodecError(f"bitstreams in {', '.join(map(str, dirs))} do not cover samples 0..{count - 1} once each")
+    kinds = {(r.task, r.codec, r.point) for _, r in found}
+    if len(kinds) > 1:
+        raise CodecError(f"bitstreams in {', '.join(map(str, dirs))} mix task/codec/point {sorted(kinds)}")
     return found
 
 
-def decode_point(shard_dirs: Sequence[str | Path], out: str | Path, codec: Codec) -> list[dict[str, float]]:
+def decode_point(
+    shard_dirs: Sequence[str | Path], out: str | Path, codec: Codec, samples: int | None = None
+) -> list[dict[str, float]]:
     """Decode every bitstream of one operating point and post-process it into the feature store `out`.
 
-    Returns per-sample decoding times. A bitstream that fails to decode raises CodecError and leaves no output.
+    Returns per-sample decoding times. A bitstream that was altered since encoding (size or SHA-256 differ from
+    its sidecar) or fails to decode raises CodecError and leaves no output.
     """
-    items = read_sidecars(shard_dirs)
+    if isinstance(shard_dirs, str | Path):
+        shard_dirs = [shard_dirs]
+    items = read_sidecars(shard_dirs, samples)
     timings: list[dict[str, float]] = []
     if not items:
         raise CodecError(f"no bitstreams in {', '.join(map(str, shard_dirs))}")
@@ -183,6 +205,8 @@ def decode_point(shard_dirs: Sequence[str | Path], out: str | Path, codec: Codec
                     f"bitstream {bitstream} has {actual} bytes, its sidecar says {record.bytes}: it was truncated "
                     "or altered"
                 )
+            if file_sha256(bitstream) != record.sha256:
+                raise CodecError(f"bitstream {bitstream} does not match the SHA-256 in its sidecar: it was altered")
             start = time.perf_counter()
             with tempfile.TemporaryDirectory() as work:
                 frame = codec.decode(bitstream, tuple(record.frame_shape), Path(work))
@@ -233,12 +257,11 @@ def feature_mse(original: FeatureStore, reconstructed: FeatureStore) -> list[flo
     """Per-sample mean squared error between original and reconstructed features."""
     if original.sample_ids != reconstructed.sample_ids:
         raise ValueError(f"{reconstructed.path} does not hold the samples of {original.path}")
+    if original.shapes != reconstructed.shapes:
+        # Without this check NumPy would broadcast, e.g., a 1 x 1 x 1 x W sample against 1 x 1 x H x W.
+        raise ValueError(f"{reconstructed.path} has other sample shapes than {original.path}")
     out = []
     for i in range(len(original)):
         a, b = original.read(i).astype(np.float64), reconstructed.read(i).astype(np.float64)
         out.append(float(np.mean((a - b) ** 2)))
     return out
-
-
-def settings_of(mapping: Mapping, *keys: str) -> dict:
-    return {k: mapping[k] for k in keys if k in mapping}

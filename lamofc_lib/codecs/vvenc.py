@@ -86,10 +86,11 @@ class VVenC(Codec):
                 log,
                 f"VVC decoding of {bitstream}",
             )  # fmt: skip
+            data = np.fromfile(out, dtype="<u2") if out.exists() else np.zeros(0, "<u2")
         except CodecError as err:
             raise CodecError(f"bitstream {bitstream} does not decode: {err}") from err
-        data = np.fromfile(out, dtype="<u2") if out.exists() else np.zeros(0, "<u2")
-        out.unlink(missing_ok=True)
+        finally:
+            out.unlink(missing_ok=True)  # FFmpeg leaves an empty output file behind when decoding fails
         if data.size != ph * pw:
             raise CodecError(
                 f"bitstream {bitstream} decoded to {data.size} samples, expected one {pw}x{ph} frame "

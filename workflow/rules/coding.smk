@@ -45,5 +45,6 @@ rule decode:
     params:
         codec=lambda wc: wc.codec,
         settings=lambda wc: codec_settings(wc.codec),
+        samples=lambda wc: task_settings(wc.task)["samples"],
     script:
         "../scripts/decode.py"

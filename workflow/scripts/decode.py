@@ -9,7 +9,9 @@ from lamofc_lib.joblog import log_to
 
 log = log_to(snakemake.log[0])
 codec = get_codec(snakemake.params.codec, snakemake.params.settings)
-timings = decode_point(snakemake.input.bitstreams, snakemake.output.reconstructed, codec)
+timings = decode_point(
+    snakemake.input.bitstreams, snakemake.output.reconstructed, codec, samples=snakemake.params.samples
+)
 with atomic_path(snakemake.output.timing) as tmp:
     pd.DataFrame(timings).to_csv(tmp, index=False)
 log.info("decoded %d bitstreams", len(timings))

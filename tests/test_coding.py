@@ -1,0 +1,386 @@
+"""Tests for lamofc_lib.coding: pre-processing, encoding into shards, decoding, rate and feature MSE, with the
+real VVenC codec."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lamofc_lib import preprocess
+from lamofc_lib.codecs import CodecError, get_codec
+from lamofc_lib.coding import (
+    decode_point,
+    encode_shard,
+    feature_mse,
+    from_frame,
+    preprocess_store,
+    rate,
+    read_sidecars,
+    to_frame,
+)
+from lamofc_lib.store import FeatureStore, write_store
+
+SETTINGS = {"preset": "faster", "bit_depth": 10, "samples_per_job": 10, "truncation": "vvc"}
+POINT = "22"
+# cls-like DINOv2 features (equal shapes) and csr-like Llama features (ragged token counts).
+CASES = {
+    "cls": {"shapes": [(1, 1, 17, 24)] * 3, "truncation": [-20, 20]},
+    "csr": {"shapes": [(1, 1, 5, 32), (1, 1, 13, 32), (1, 1, 9, 32)], "truncation": [-5, 5]},
+}
+SIDECAR_FIELDS = {
+    "feature_shape",
+    "frame_shape",
+    "truncation",
+    "bit_depth",
+    "packing",
+    "codec",
+    "point",
+    "codec_version",
+    "input_kind",
+    "task",
+    "bitstream",
+    "bytes",
+    "sample_index",
+    "sample_id",
+    "feature_points",
+}
+
+
+def make_features(shapes, amplitude: float, seed: int = 0) -> list[np.ndarray]:
+    """Smooth float32 features on a grid of 1/8, so perturbations of them are exact in float32."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i, (n, c, h, w) in enumerate(shapes):
+        y, x = np.mgrid[0:h, 0:w]
+        base = amplitude * np.sin(x / 5.0 + i) * np.cos(y / 4.0) + rng.normal(0, 0.05 * amplitude, (h, w))
+        out.append((np.round(np.broadcast_to(base, (n, c, h, w)) * 8) / 8).astype(np.float32))
+    return out
+
+
+def write_features(path: Path, task: str, seed: int = 0) -> list[np.ndarray]:
+    case = CASES[task]
+    data = make_features(case["shapes"], amplitude=0.4 * case["truncation"][1], seed=seed)
+    write_store(path, [f"{task}-{i}" for i in range(3)], case["shapes"], data, attrs={"stage": "features"})
+    return data
+
+
+def leftovers(parent: Path) -> list[str]:
+    return sorted(p.name for p in parent.iterdir())
+
+
+@pytest.fixture(scope="module")
+def codec():
+    return get_codec("vvenc", SETTINGS)
+
+
+@pytest.fixture(scope="module", params=sorted(CASES))
+def pipeline(request, codec, tmp_path_factory):
+    """features -> frames -> two shards ([0, 1] and [2]) -> reconstructed features, for one task."""
+    task = request.param
+    root = tmp_path_factory.mktemp(task)
+    data = write_features(root / "features", task)
+    truncation = CASES[task]["truncation"]
+    preprocess_store(root / "features", root / "frames", task, truncation, codec.input_kind, codec.bit_depth)
+    records = encode_shard(root / "frames", root / "bits" / "000", codec, POINT, [0, 1])
+    records += encode_shard(root / "frames", root / "bits" / "001", codec, POINT, range(2, 3))
+    shards = [root / "bits" / "000", root / "bits" / "001"]
+    timings = decode_point(shards, root / "reconstructed", codec)
+    return {
+        "task": task,
+        "root": root,
+        "data": data,
+        "truncation": truncation,
+        "records": records,
+        "shards": shards,
+        "timings": timings,
+    }
+
+
+def bitstreams(p) -> list[Path]:
+    return [p["shards"][0] / "00000.bin", p["shards"][0] / "00001.bin", p["shards"][1] / "00002.bin"]
+
+
+def copy_shards(p, dest: Path) -> list[Path]:
+    return [Path(shutil.copytree(s, dest / s.name)) for s in p["shards"]]
+
+
+# --------------------------------------------------------------------------------------------------
+# Pre-processing
+# --------------------------------------------------------------------------------------------------
+
+
+def test_frames_are_the_packed_quantized_features(pipeline):
+    p = pipeline
+    frames = FeatureStore(p["root"] / "frames")
+    assert frames.attrs["input_kind"] == "quantized"
+    assert frames.attrs["bit_depth"] == 10
+    assert frames.attrs["feature_shapes"] == [list(s) for s in CASES[p["task"]]["shapes"]]
+    lo, hi = p["truncation"]
+    for i, x in enumerate(p["data"]):
+        frame = frames.read(i)
+        assert frame.dtype == np.uint16
+        assert frame.shape == preprocess.frame_shape(p["task"], x.shape)
+        np.testing.assert_array_equal(frame, preprocess.pack(preprocess.quantize(x, lo, hi, bit_depth=10), p["task"]))
+        # to_frame / from_frame invert each other up to the quantizer's step.
+        back = from_frame(frame, p["task"], x.shape, p["truncation"], "quantized", 10)
+        assert back.shape == x.shape
+        assert np.abs(back - x).max() <= (hi - lo) / 1023 * (1 + 1e-5)
+        np.testing.assert_array_equal(to_frame(x, p["task"], p["truncation"], "quantized", 10), frame)
+
+
+# --------------------------------------------------------------------------------------------------
+# Encoding: shards and sidecars
+# --------------------------------------------------------------------------------------------------
+
+
+def test_shard_folders_hold_bitstreams_sidecars_and_log_only(pipeline):
+    first, second = pipeline["shards"]
+    assert leftovers(first) == ["00000.bin", "00000.json", "00001.bin", "00001.json", "encoder.log"]
+    assert leftovers(second) == ["00002.bin", "00002.json", "encoder.log"]
+    assert leftovers(first.parent) == ["000", "001"]  # no partial folders beside them
+    assert "libvvenc" in (first / "encoder.log").read_text()
+
+
+def test_sidecars_hold_what_decoding_needs(pipeline, codec):
+    p = pipeline
+    shapes = CASES[p["task"]]["shapes"]
+    for i, bitstream in enumerate(bitstreams(p)):
+        sidecar = json.loads(bitstream.with_suffix(".json").read_text())
+        assert set(sidecar) >= SIDECAR_FIELDS
+        assert sidecar["sample_index"] == i
+        assert sidecar["sample_id"] == f"{p['task']}-{i}"
+        assert sidecar["feature_shape"] == list(shapes[i])
+        assert sidecar["frame_shape"] == list(preprocess.frame_shape(p["task"], shapes[i]))
+        assert sidecar["truncation"] == p["truncation"]
+        assert sidecar["bit_depth"] == 10
+        assert sidecar["input_kind"] == "quantized"
+        assert sidecar["packing"] == p["task"]
+        assert sidecar["task"] == p["task"]
+        assert sidecar["codec"] == "vvenc"
+        assert sidecar["point"] == POINT
+        assert sidecar["codec_version"] == codec.version()
+        assert sidecar["codec_version"].startswith("VVenC ")
+        assert sidecar["bitstream"] == bitstream.name
+        assert sidecar["bytes"] == bitstream.stat().st_size > 0
+        assert sidecar["sha256"] == hashlib.sha256(bitstream.read_bytes()).hexdigest()
+        assert sidecar["feature_points"] == int(np.prod(shapes[i]))
+    assert [r.sample_index for r in p["records"]] == [0, 1, 2]
+
+
+def test_read_sidecars_orders_the_samples_of_all_shards(pipeline):
+    items = read_sidecars(list(reversed(pipeline["shards"])))
+    assert [path for path, _ in items] == bitstreams(pipeline)
+    assert [r.sample_index for _, r in items] == [0, 1, 2]
+    # A single folder may be given as a path.
+    assert [r.sample_index for _, r in read_sidecars(pipeline["shards"][0])] == [0, 1]
+
+
+def test_read_sidecars_raises_when_a_sample_is_missing(pipeline, tmp_path):
+    # Samples 0 and 1 missing: only the second shard.
+    with pytest.raises(CodecError, match="do not cover samples"):
+        read_sidecars([pipeline["shards"][1]])
+    # A sample coded twice.
+    with pytest.raises(CodecError, match="do not cover samples"):
+        read_sidecars([pipeline["shards"][0], pipeline["shards"][0], pipeline["shards"][1]])
+    # A sidecar whose bitstream is gone.
+    first, second = copy_shards(pipeline, tmp_path)
+    (first / "00001.bin").unlink()
+    with pytest.raises(CodecError, match=re.escape(str(first / "00001.bin"))):
+        read_sidecars([first, second])
+    # A bitstream whose sidecar is gone: sample 1 is missing.
+    (first / "00001.json").unlink()
+    with pytest.raises(CodecError, match="do not cover samples"):
+        read_sidecars([first, second])
+
+
+def test_encode_shard_rejects_frames_of_another_input_kind(pipeline, codec, tmp_path):
+    p = pipeline
+    preprocess_store(p["root"] / "features", tmp_path / "frames", p["task"], p["truncation"], "normalized", 10)
+    assert FeatureStore(tmp_path / "frames").read(0).dtype == np.float32
+    with pytest.raises(ValueError, match="prepared as 'normalized'.*takes 'quantized'"):
+        encode_shard(tmp_path / "frames", tmp_path / "bits" / "000", codec, POINT, [0, 1])
+    assert not (tmp_path / "bits").exists() or leftovers(tmp_path / "bits") == []
+
+
+def test_encode_shard_leaves_no_partial_folder_when_the_codec_raises(codec, tmp_path):
+    # Quantized at 12 bits: sample 0 stays below 1024 and is coded, sample 1 does not fit VVenC's 10 bits.
+    lo, hi = -20, 20
+    shapes = [(1, 1, 17, 24)] * 2
+    data = [np.full(shapes[0], -18.0, np.float32), np.full(shapes[1], 5.0, np.float32)]
+    write_store(tmp_path / "features", ["a", "b"], shapes, data)
+    preprocess_store(tmp_path / "features", tmp_path / "frames", "cls", [lo, hi], "quantized", 12)
+    frames = FeatureStore(tmp_path / "frames")
+    assert frames.read(0).max() < 1024 <= frames.read(1).min()
+    out = tmp_path / "bits" / "000"
+    with pytest.raises(ValueError, match="above 10 bits"):
+        encode_shard(tmp_path / "frames", out, codec, POINT, [0, 1])
+    assert leftovers(tmp_path / "bits") == []
+    # The same shard without the offending sample is written completely.
+    encode_shard(tmp_path / "frames", out, codec, POINT, [0])
+    assert leftovers(out) == ["00000.bin", "00000.json", "encoder.log"]
+
+
+# --------------------------------------------------------------------------------------------------
+# Decoding
+# --------------------------------------------------------------------------------------------------
+
+
+def test_reconstruction_has_the_original_samples_and_shapes(pipeline, codec):
+    p = pipeline
+    original = FeatureStore(p["root"] / "features")
+    rec = FeatureStore(p["root"] / "reconstructed")
+    assert rec.sample_ids == original.sample_ids
+    assert rec.shapes == original.shapes == CASES[p["task"]]["shapes"]
+    assert rec.attrs["stage"] == "reconstructed"
+    assert rec.attrs["codec"] == "vvenc"
+    assert rec.attrs["point"] == POINT
+    assert rec.attrs["codec_version"] == codec.version()
+    assert [t["sample_index"] for t in p["timings"]] == [0, 1, 2]
+    assert all(t["decode_seconds"] > 0 for t in p["timings"])
+    lo, hi = p["truncation"]
+    step = (hi - lo) / 1023
+    for i, x in enumerate(p["data"]):
+        y = rec.read(i)
+        assert y.shape == x.shape
+        assert y.dtype == np.float32
+        # Each sample is the post-processed decoding of its own bitstream ...
+        frame = codec.decode(bitstreams(p)[i], preprocess.frame_shape(p["task"], x.shape), p["root"])
+        np.testing.assert_array_equal(y, from_frame(frame, p["task"], x.shape, p["truncation"], "quantized", 10))
+        # ... and close to the original at QP 22: within 10 quantizer steps RMS (about 7 measured), and far
+        # below the features' own variance (about 10^4 steps^2).
+        error = float(np.mean((y.astype(np.float64) - x) ** 2))
+        assert error < (10 * step) ** 2
+        assert error < 0.01 * float(np.var(x))
+
+
+def test_decode_point_rejects_a_bitstream_that_no_longer_matches_its_sidecar(pipeline, codec, tmp_path):
+    first, second = copy_shards(pipeline, tmp_path / "bits")
+    last = second / "00002.bin"  # samples 0 and 1 decode before the failure
+    last.write_bytes(last.read_bytes() + b"\x00")
+    out = tmp_path / "out" / "reconstructed"
+    with pytest.raises(CodecError, match=re.escape(f"bitstream {last} has")):
+        decode_point([first, second], out, codec)
+    assert leftovers(out.parent) == []
+    # Truncated to half its size: same.
+    data = last.read_bytes()[:-1]
+    last.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CodecError, match="truncated or altered"):
+        decode_point([first, second], out, codec)
+    assert leftovers(out.parent) == []
+
+
+def test_decode_point_rejects_a_corrupt_bitstream_of_the_right_size(pipeline, codec, tmp_path):
+    first, second = copy_shards(pipeline, tmp_path / "bits")
+    last = second / "00002.bin"
+    data = bytearray(last.read_bytes())
+    mid = len(data) // 2
+    data[mid : mid + 16] = bytes(b ^ 0xFF for b in data[mid : mid + 16])
+    last.write_bytes(bytes(data))
+    out = tmp_path / "out" / "reconstructed"
+    with pytest.raises(CodecError, match=re.escape(f"bitstream {last} does not match the SHA-256 in its sidecar")):
+        decode_point([first, second], out, codec)
+    assert leftovers(out.parent) == []
+
+
+def test_decode_point_rejects_a_one_byte_change_the_decoder_would_conceal(pipeline, codec, tmp_path):
+    # FFmpeg's VVC decoder silently decodes some single-byte flips (e.g. in the PPS) to a wrong picture;
+    # the sidecar's SHA-256 catches every change.
+    first, second = copy_shards(pipeline, tmp_path / "bits")
+    last = second / "00002.bin"
+    data = bytearray(last.read_bytes())
+    data[-1] ^= 0x01
+    last.write_bytes(bytes(data))
+    with pytest.raises(CodecError, match="SHA-256"):
+        decode_point([first, second], tmp_path / "out", codec)
+    assert not (tmp_path / "out").exists()
+
+
+def test_decode_point_rejects_a_missing_trailing_shard(pipeline, codec, tmp_path):
+    first, _ = copy_shards(pipeline, tmp_path / "bits")
+    with pytest.raises(CodecError, match=r"do not cover samples 0\.\.2 once each"):
+        decode_point([first], tmp_path / "out", codec, samples=3)
+    assert not (tmp_path / "out").exists()
+
+
+def test_read_sidecars_rejects_mixed_points(pipeline, tmp_path):
+    first, second = copy_shards(pipeline, tmp_path / "bits")
+    sidecar = second / "00002.json"
+    sidecar.write_text(sidecar.read_text().replace(f'"point": "{POINT}"', '"point": "99"'))
+    with pytest.raises(CodecError, match="mix task/codec/point"):
+        read_sidecars([first, second])
+
+
+def test_decode_point_rejects_bitstreams_of_another_codec(pipeline, codec, tmp_path):
+    first, second = copy_shards(pipeline, tmp_path / "bits")
+    for sidecar in [*first.glob("*.json"), *second.glob("*.json")]:
+        sidecar.write_text(sidecar.read_text().replace('"codec": "vvenc"', '"codec": "vtm"'))
+    with pytest.raises(CodecError, match="coded by 'vtm', not 'vvenc'"):
+        decode_point([first, second], tmp_path / "out", codec)
+    assert not (tmp_path / "out").exists()
+
+
+def test_decode_point_without_bitstreams_raises(codec, tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CodecError, match="no bitstreams in"):
+        decode_point([tmp_path / "empty"], tmp_path / "out", codec)
+    assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------------------------------
+# Rate and feature MSE
+# --------------------------------------------------------------------------------------------------
+
+
+def test_rate_is_bits_on_disk_over_original_feature_points(pipeline):
+    p = pipeline
+    rows = rate(p["shards"])
+    shapes = CASES[p["task"]]["shapes"]
+    assert [r["sample_index"] for r in rows] == [0, 1, 2]
+    for row, bitstream, shape in zip(rows, bitstreams(p), shapes, strict=True):
+        size = bitstream.stat().st_size
+        assert row["bits"] == 8 * size
+        assert row["feature_points"] == int(np.prod(shape))
+        assert row["bpfp"] == 8 * size / int(np.prod(shape))  # exact, not approximately
+        assert 0 < row["bpfp"] < 32
+
+
+def test_feature_mse_is_zero_for_identical_stores(pipeline, tmp_path):
+    p = pipeline
+    write_features(tmp_path / "copy", p["task"])
+    original = FeatureStore(p["root"] / "features")
+    assert feature_mse(original, original) == [0.0, 0.0, 0.0]
+    assert feature_mse(original, FeatureStore(tmp_path / "copy")) == [0.0, 0.0, 0.0]
+
+
+def test_feature_mse_matches_a_hand_computed_value(pipeline, tmp_path):
+    p = pipeline
+    data = p["data"]
+    shapes = CASES[p["task"]]["shapes"]
+    perturbed = [x.copy() for x in data]
+    perturbed[0] += np.float32(0.5)  # every point off by 0.5 -> 0.25
+    perturbed[1][0, 0, 2, 3] += np.float32(3.0)  # one point off by 3 -> 9 / points
+    perturbed[1][0, 0, 4, 7] -= np.float32(1.0)  # and one by -1 -> + 1 / points
+    ids = FeatureStore(p["root"] / "features").sample_ids
+    write_store(tmp_path / "perturbed", ids, shapes, perturbed)
+    mse = feature_mse(FeatureStore(p["root"] / "features"), FeatureStore(tmp_path / "perturbed"))
+    assert mse == [0.25, 10.0 / int(np.prod(shapes[1])), 0.0]
+
+
+def test_feature_mse_rejects_other_samples_or_shapes(pipeline, tmp_path):
+    p = pipeline
+    original = FeatureStore(p["root"] / "features")
+    shapes = CASES[p["task"]]["shapes"]
+    write_store(tmp_path / "renamed", ["x", "y", "z"], shapes, p["data"])
+    with pytest.raises(ValueError, match="does not hold the samples"):
+        feature_mse(original, FeatureStore(tmp_path / "renamed"))
+    # Same samples, but one row of tokens only: NumPy would broadcast it silently.
+    small = [(n, c, 1, w) for n, c, _, w in shapes]
+    write_store(tmp_path / "small", original.sample_ids, small, [x[:, :, :1] for x in p["data"]])
+    with pytest.raises(ValueError, match="other sample shapes"):
+        feature_mse(original, FeatureStore(tmp_path / "small"))
