@@ -43,12 +43,17 @@ class Codec(ABC):
 
 
 def run_tool(args: Sequence[str], log: Path, what: str) -> str:
-    """Run an external codec tool (argument list, no shell), append its output to `log`, check its exit code."""
+    """Run an external codec tool (argument list, no shell), append its output to `log`, check its exit code.
+
+    On failure the error carries the command and the end of the tool's output, so the job's own log keeps
+    them even when `log` lies in a folder that is cleaned up.
+    """
     result = subprocess.run([str(a) for a in args], capture_output=True, text=True, stdin=subprocess.DEVNULL)
     output = result.stdout + result.stderr
+    command = " ".join(str(a) for a in args)
     with open(log, "a") as f:
-        f.write(f"$ {' '.join(str(a) for a in args)}\n{output}\n[exit {result.returncode}]\n")
+        f.write(f"$ {command}\n{output}\n[exit {result.returncode}]\n")
     if result.returncode != 0:
-        tail = "\n".join(output.strip().splitlines()[-5:])
-        raise CodecError(f"{what} failed (exit {result.returncode}); see {log}:\n{tail}")
+        tail = "\n".join(output.strip().splitlines()[-12:])
+        raise CodecError(f"{what} failed (exit {result.returncode})\n$ {command}\n{tail}")
     return output

@@ -70,7 +70,7 @@ class VVenC(Codec):
         )  # fmt: skip
         raw.unlink()
         if not Path(bitstream).is_file() or Path(bitstream).stat().st_size == 0:
-            raise CodecError(f"VVenC wrote no bitstream to {bitstream}; see {log}")
+            raise CodecError(f"VVenC exited 0 but wrote no bitstream to {bitstream}")
 
     def decode(self, bitstream: Path, frame_shape: tuple[int, int], workdir: Path) -> np.ndarray:
         ph, pw = padded_shape(frame_shape)
