@@ -14,7 +14,7 @@ from lamofc_lib.io import atomic_path
 COLUMNS = ["task", "codec", "point", "bpfp", "mse", "metric", "value"]
 REFERENCE_NOTES = {
     "ground_truth": "scored against the data set's labels",
-    "uncompressed": "scored against the uncompressed model's own predictions, not ground truth (reference: uncompressed)",
+    "uncompressed": "scored against the uncompressed model's own predictions, not ground truth",
 }
 
 
