@@ -317,6 +317,7 @@ def test_format_point_rejects_non_numbers(value):
 
 
 def test_points_from_a_list(raw):
+    raw["codecs"]["vvenc"]["points"] = [22, 32, 42]
     config = validate(raw)
     assert points(config, "vvenc", "cls") == ["22", "32", "42"]
     assert points(config, "vvenc", "csr") == ["22", "32", "42"]
