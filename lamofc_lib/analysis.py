@@ -12,6 +12,7 @@ import pandas as pd
 from lamofc_lib.io import atomic_path
 
 COLUMNS = ["task", "codec", "point", "bpfp", "mse", "metric", "value"]
+METRIC_LABELS = {"top1": "top-1 accuracy (%)", "accuracy": "accuracy (%)"}
 REFERENCE_NOTES = {
     "ground_truth": "scored against the data set's labels",
     "uncompressed": "scored against the uncompressed model's own predictions, not ground truth",
@@ -67,6 +68,7 @@ def da_r2(table: pd.DataFrame) -> pd.DataFrame:
 def plot_rate_accuracy(table: pd.DataFrame, task: str, path: str | Path) -> None:
     """Metric against BPFP (log scale) for every codec of `task`; the uncompressed metric as a dashed line."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -82,8 +84,10 @@ def plot_rate_accuracy(table: pd.DataFrame, task: str, path: str | Path) -> None
     if not original.empty:
         ax.axhline(float(original["value"].iloc[0]), color="gray", linestyle="--", label="uncompressed")
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("bits per feature point (BPFP)")
-    ax.set_ylabel(str(rows["metric"].iloc[0]))
+    ax.set_ylabel(METRIC_LABELS.get(str(rows["metric"].iloc[0]), str(rows["metric"].iloc[0])))
     ax.set_title(f"{task}: rate-accuracy")
     ax.legend()
     fig.tight_layout()
