@@ -5,6 +5,7 @@ post-processing (bitstreams -> reconstructed features)."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
@@ -20,6 +21,7 @@ from lamofc_lib.io import atomic_path, read_json, write_json
 from lamofc_lib.store import FeatureStore, write_store
 
 SIDECAR_VERSION = 1
+log = logging.getLogger(__name__)
 
 
 def to_frame(x: np.ndarray, task: str, truncation, input_kind: str, bit_depth: int) -> np.ndarray:
@@ -96,7 +98,8 @@ def encode_shard(
 ) -> list[Sidecar]:
     """Encode the frames `indices` of the frame store at `point` into the folder `out_dir` (written atomically).
 
-    The folder holds `NNNNN.bin` bitstreams, their `NNNNN.json` sidecars and the encoder's log.
+    The folder holds `NNNNN.bin` bitstreams and their `NNNNN.json` sidecars; the encoder's own output goes to
+    this module's logger (the job log).
     """
     store = FeatureStore(frames)
     attrs = store.attrs
@@ -113,9 +116,9 @@ def encode_shard(
             frame = store.read(i)
             bitstream = tmp / bitstream_name(i)
             start = time.perf_counter()
-            with tempfile.TemporaryDirectory(dir=tmp) as work:
+            with tempfile.TemporaryDirectory() as work:
                 codec.encode(frame, point, bitstream, Path(work))
-                _keep_log(Path(work), tmp / "encoder.log")
+                _log_tool_output(Path(work))
             seconds = time.perf_counter() - start
             shape = attrs["feature_shapes"][i]
             record = Sidecar(
@@ -142,10 +145,9 @@ def encode_shard(
     return records
 
 
-def _keep_log(work: Path, log: Path) -> None:
+def _log_tool_output(work: Path) -> None:
     for path in sorted(work.glob("*.log")):
-        with open(log, "a") as f:
-            f.write(path.read_text())
+        log.info("%s:\n%s", path.name, path.read_text())
 
 
 def file_sha256(path: Path) -> str:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 
 def _partial(path: Path) -> Path:
-    return path.with_name(f".{path.name}.partial-{os.getpid()}")
+    # A fixed name: Snakemake runs one writer per output, and a rerun after a kill clears what the killed job left.
+    return path.with_name(f".{path.name}.partial")
 
 
 @contextmanager

@@ -55,7 +55,7 @@ def score_point(
     if list(original.sample_ids) != list(manifest["sample_id"]):
         raise ValueError(f"{features_path} does not hold the samples of {manifest_path}")
     store = FeatureStore(reconstructed_path) if reconstructed_path else original
-    predictions = task.predict(Path(head_path), [store.read(i) for i in range(len(store))])
+    predictions = task.predict(Path(head_path), (store.read(i) for i in range(len(store))))
     refs = references(manifest, reference, reference_predictions) or predictions
     table = pd.DataFrame({"sample_id": manifest["sample_id"], "prediction": predictions, "reference": refs})
     if reconstructed_path:

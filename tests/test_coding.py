@@ -139,12 +139,17 @@ def test_frames_are_the_packed_quantized_features(pipeline):
 # --------------------------------------------------------------------------------------------------
 
 
-def test_shard_folders_hold_bitstreams_sidecars_and_log_only(pipeline):
+def test_shard_folders_hold_bitstreams_and_sidecars_only(pipeline):
     first, second = pipeline["shards"]
-    assert leftovers(first) == ["00000.bin", "00000.json", "00001.bin", "00001.json", "encoder.log"]
-    assert leftovers(second) == ["00002.bin", "00002.json", "encoder.log"]
+    assert leftovers(first) == ["00000.bin", "00000.json", "00001.bin", "00001.json"]
+    assert leftovers(second) == ["00002.bin", "00002.json"]
     assert leftovers(first.parent) == ["000", "001"]  # no partial folders beside them
-    assert "libvvenc" in (first / "encoder.log").read_text()
+
+
+def test_encoder_output_goes_to_the_job_log(pipeline, codec, tmp_path, caplog):
+    with caplog.at_level("INFO", logger="lamofc_lib.coding"):
+        encode_shard(pipeline["root"] / "frames", tmp_path / "000", codec, POINT, [0])
+    assert "libvvenc version" in caplog.text
 
 
 def test_sidecars_hold_what_decoding_needs(pipeline, codec):
@@ -223,7 +228,7 @@ def test_encode_shard_leaves_no_partial_folder_when_the_codec_raises(codec, tmp_
     assert leftovers(tmp_path / "bits") == []
     # The same shard without the offending sample is written completely.
     encode_shard(tmp_path / "frames", out, codec, POINT, [0])
-    assert leftovers(out) == ["00000.bin", "00000.json", "encoder.log"]
+    assert leftovers(out) == ["00000.bin", "00000.json"]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -69,7 +69,8 @@ def test_defaults_fill_absent_keys(raw):
     assert config["run"]["device"] == "auto"
     assert config["run"]["threads"] == 2
     assert config["tasks"]["cls"]["head"] == {"checkpoint": None, "seed": 0}
-    assert config["tasks"]["cls"]["resources"] == {"mem_mb": 8000, "runtime": 60, "gpu": 0}
+    default = {"mem_mb": 8000, "runtime": 60, "gpu": 0}
+    assert config["tasks"]["cls"]["resources"] == {"extract": default, "score": default}
     assert config["tasks"]["csr"]["reference"] == "ground_truth"
     assert config["codecs"]["vvenc"]["preset"] == "medium"
     assert config["codecs"]["vvenc"]["samples_per_job"] == 100

@@ -10,13 +10,13 @@ from lamofc_lib.codecs.vvenc import VVenC
 REGISTRY: dict[str, type[Codec]] = {VVenC.name: VVenC}
 
 
-def get_codec(name: str, settings: Mapping) -> Codec:
-    """An instance of the codec registered as `name`, configured by its config block."""
+def get_codec(name: str, settings: Mapping, threads: int = 1) -> Codec:
+    """An instance of the codec registered as `name`, configured by its config block, using `threads` threads."""
     try:
         cls = REGISTRY[name]
     except KeyError:
         raise ValueError(f"codec '{name}' is not registered; known codecs: {', '.join(sorted(REGISTRY))}") from None
-    return cls(settings)
+    return cls(settings, threads=threads)
 
 
 __all__ = ["Codec", "CodecError", "REGISTRY", "get_codec"]

@@ -25,8 +25,9 @@ class Codec(ABC):
     name: str = ""
     input_kind: str = "quantized"
 
-    def __init__(self, settings: Mapping):
+    def __init__(self, settings: Mapping, threads: int = 1):
         self.settings = dict(settings)
+        self.threads = int(threads)
         self.bit_depth = int(self.settings.get("bit_depth", 10))
 
     @abstractmethod

@@ -9,6 +9,7 @@ padding is coded, but BPFP divides by the original feature's points only.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 
@@ -36,8 +37,8 @@ class VVenC(Codec):
     name = "vvenc"
     input_kind = "quantized"
 
-    def __init__(self, settings):
-        super().__init__(settings)
+    def __init__(self, settings: Mapping, threads: int = 1):
+        super().__init__(settings, threads)
         if self.bit_depth != 10:
             raise ValueError(f"codec vvenc: bit_depth {self.bit_depth} is not supported; VVenC here codes 10 bits")
         self.preset = self.settings.get("preset", "medium")
@@ -61,7 +62,8 @@ class VVenC(Codec):
             [
                 ffmpeg_exe(), "-hide_banner", "-nostdin", "-y",
                 "-f", "rawvideo", "-pix_fmt", "yuv420p10le", "-s", f"{pw}x{ph}", "-i", raw,
-                "-frames:v", "1", "-c:v", "libvvenc", "-preset", self.preset, "-qp", str(qp), "-qpa", "0",
+                "-frames:v", "1", "-threads", str(self.threads),
+                "-c:v", "libvvenc", "-preset", self.preset, "-qp", str(qp), "-qpa", "0",
                 "-vvenc-params", "IntraPeriod=1:ChromaFormatIDC=400",
                 "-f", "vvc", bitstream,
             ],

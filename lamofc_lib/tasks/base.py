@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -85,8 +85,10 @@ class Task(ABC):
         (everything scoring needs) to `head_out`."""
 
     @abstractmethod
-    def predict(self, head: Path, features: Sequence[np.ndarray]) -> list[str]:
-        """Predictions of the head on (decoded) features, one string per sample."""
+    def predict(self, head: Path, features: Iterable[np.ndarray]) -> list[str]:
+        """Predictions of the head on (decoded) features, one string per sample, computed on `self.device`.
+
+        `features` is consumed one sample at a time, so a store larger than memory can be scored."""
 
     def score(self, predictions: Sequence[str], references: Sequence[str]) -> float:
         """The task metric, in percent: share of predictions equal to the references."""

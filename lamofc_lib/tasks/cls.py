@@ -7,7 +7,7 @@ Linear(2D, 1000).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -131,15 +131,15 @@ class ClassificationTask(Task):
         module.linear.load_state_dict({"weight": weight.float(), "bias": state["bias"].float()})
         return module
 
-    def predict(self, head: Path, features: Sequence[np.ndarray]) -> list[str]:
+    def predict(self, head: Path, features: Iterable[np.ndarray]) -> list[str]:
         state = torch.load(head, map_location="cpu", weights_only=True)
         weight = state["linear.weight"]
         module = LinearHead(weight.shape[1] // 2, float(state.pop("eps")), weight.shape[0])
         module.load_state_dict(state)
-        module.eval()
+        module.to(self.device).eval()
         out = []
         for x in features:
-            tokens = torch.from_numpy(np.ascontiguousarray(x[0, -1:], dtype=np.float32))
+            tokens = torch.from_numpy(np.ascontiguousarray(x[0, -1:], dtype=np.float32)).to(self.device)
             with torch.no_grad():
                 out.append(str(int(module(tokens).argmax(dim=-1)[0])))
         return out

@@ -7,18 +7,18 @@ greedy next token; the prediction is that token's answer letter.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+from lamofc_lib.sources import LETTERS
 from lamofc_lib.store import write_store
 from lamofc_lib.tasks.base import Task, model_source, split_layers, torch_dtype
 
 ANSWER_PREFIX = "The best answer is"
-LETTERS = "ABCD"
 
 
 def load_llm(model: Mapping, device: str):
@@ -104,17 +104,17 @@ class ReasoningTask(Task):
         }  # fmt: skip
         write_store(features, list(manifest["sample_id"]), shapes, samples(), attrs=attrs)
 
-    def predict(self, head: Path, features: Sequence[np.ndarray]) -> list[str]:
+    def predict(self, head: Path, features: Iterable[np.ndarray]) -> list[str]:
         from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
         state = torch.load(head, map_location="cpu", weights_only=True)
-        weight = state["lm_head.weight"]
-        norm = LlamaRMSNorm(weight.shape[1], eps=float(state["eps"])).to(weight.dtype)
+        weight = state["lm_head.weight"].to(self.device)
+        norm = LlamaRMSNorm(weight.shape[1], eps=float(state["eps"])).to(self.device, weight.dtype)
         norm.load_state_dict({"weight": state["norm.weight"]})
         letter_of = dict(zip(state["letter_ids"].tolist(), state["letter_of"].tolist(), strict=True))
         out = []
         for x in features:
-            last = torch.from_numpy(np.ascontiguousarray(x[0, 0, -1:])).to(weight.dtype)
+            last = torch.from_numpy(np.ascontiguousarray(x[0, 0, -1:])).to(self.device, weight.dtype)
             with torch.no_grad():
                 token = int((norm(last) @ weight.T).argmax(dim=-1)[0])
             out.append(LETTERS[letter_of[token]] if token in letter_of else f"<token {token}>")

@@ -10,9 +10,10 @@ rule encode:
         "benchmarks/{task}/{codec}/{point}/encode-{shard}.tsv"
     conda:
         "../../envs/codec.yaml"
+    threads: lambda wc: config["codecs"][wc.codec].get("threads", 1)
     resources:
-        mem_mb=4000,
-        runtime=120,
+        mem_mb=lambda wc: codec_resources(wc.codec, "encode")["mem_mb"],
+        runtime=lambda wc: codec_resources(wc.codec, "encode")["runtime"],
     params:
         codec=lambda wc: wc.codec,
         settings=lambda wc: codec_settings(wc.codec),
@@ -25,11 +26,7 @@ rule encode:
 rule decode:
     """Decode every bitstream of one operating point and post-process it back into features."""
     input:
-        bitstreams=lambda wc: expand(
-            f"{RESULTS}/{{task}}/{{codec}}/{{point}}/bitstreams/{{shard}}",
-            shard=codec_shards(wc.task, wc.codec),
-            allow_missing=True,
-        ),
+        bitstreams=bitstream_dirs,
     output:
         reconstructed=directory(f"{RESULTS}/{{task}}/{{codec}}/{{point}}/reconstructed.zarr"),
         timing=f"{RESULTS}/{{task}}/{{codec}}/{{point}}/decode_seconds.csv",
@@ -40,8 +37,8 @@ rule decode:
     conda:
         "../../envs/codec.yaml"
     resources:
-        mem_mb=4000,
-        runtime=60,
+        mem_mb=lambda wc: codec_resources(wc.codec, "decode")["mem_mb"],
+        runtime=lambda wc: codec_resources(wc.codec, "decode")["runtime"],
     params:
         codec=lambda wc: wc.codec,
         settings=lambda wc: codec_settings(wc.codec),

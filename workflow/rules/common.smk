@@ -1,5 +1,6 @@
 """Configuration, wildcard constraints and input functions shared by all rule files."""
 
+import hashlib
 import os
 import re
 import sys
@@ -26,8 +27,13 @@ def task_settings(task):
 
 
 def codec_settings(codec):
-    """A codec's settings without its operating points, so adding a point reruns only that point's jobs."""
-    return {k: v for k, v in config["codecs"][codec].items() if k != "points"}
+    """A codec's settings as its jobs' params: without its operating points (adding a point reruns only that
+    point's jobs) and without threads and resources (they change how fast, not what is coded)."""
+    return {k: v for k, v in config["codecs"][codec].items() if k not in ("points", "threads", "resources")}
+
+
+def codec_resources(codec, job):
+    return config["codecs"][codec]["resources"][job]
 
 
 def codec_shards(task, codec):
@@ -46,7 +52,7 @@ wildcard_constraints:
     task=_alternatives(TASKS),
     codec=_alternatives(CODECS),
     point=_alternatives(p for _, _, p in coded_points()),
-    shard=r"\d{3}",
+    shard=r"\d+",
 
 
 def reference_inputs(wildcards):
@@ -54,6 +60,31 @@ def reference_inputs(wildcards):
     if task_settings(wildcards.task)["reference"] == "uncompressed":
         return {"reference": f"{RESULTS}/{wildcards.task}/original/predictions.csv"}
     return {}
+
+
+def bitstream_dirs(wildcards):
+    """Every encoding job's folder of one task x codec x point."""
+    return expand(
+        f"{RESULTS}/{wildcards.task}/{wildcards.codec}/{wildcards.point}/bitstreams/{{shard}}",
+        shard=codec_shards(wildcards.task, wildcards.codec),
+    )
+
+
+def head_checkpoint(wildcards):
+    """The configured head checkpoint file as an input, so replacing it reruns extraction."""
+    path = task_settings(wildcards.task).get("head", {}).get("checkpoint")
+    return [path] if path else []
+
+
+def code_version(*modules):
+    """A hash of lamofc_lib modules (files or folders) a cached rule runs, so a library change reruns it and
+    the between-workflow cache never serves results of older code."""
+    digest = hashlib.sha256()
+    for module in modules:
+        path = REPO / "lamofc_lib" / module
+        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            digest.update(file.relative_to(REPO).as_posix().encode() + file.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def final_outputs():

@@ -6,6 +6,7 @@ rule extract:
     """
     input:
         manifest=f"{RESULTS}/{{task}}/manifest.csv",
+        head_checkpoint=head_checkpoint,
     output:
         features=directory(f"{RESULTS}/{{task}}/features.zarr"),
         head=f"{RESULTS}/{{task}}/head.pt",
@@ -16,14 +17,15 @@ rule extract:
         "../../envs/extract.yaml"
     threads: config["run"]["threads"]
     resources:
-        mem_mb=lambda wc: task_settings(wc.task)["resources"]["mem_mb"],
-        runtime=lambda wc: task_settings(wc.task)["resources"]["runtime"],
-        gpu=lambda wc: task_settings(wc.task)["resources"]["gpu"],
+        mem_mb=lambda wc: task_settings(wc.task)["resources"]["extract"]["mem_mb"],
+        runtime=lambda wc: task_settings(wc.task)["resources"]["extract"]["runtime"],
+        gpu=lambda wc: task_settings(wc.task)["resources"]["extract"]["gpu"],
     params:
         task=lambda wc: wc.task,
         model=lambda wc: task_settings(wc.task)["model"],
         split=lambda wc: task_settings(wc.task)["split"],
         head=lambda wc: task_settings(wc.task)["head"],
         device=config["run"]["device"],
+        code=code_version("tasks", "sources.py", "store.py", "io.py"),
     script:
         "../scripts/extract.py"

@@ -6,6 +6,8 @@ rule preprocess:
         frames=directory(f"{RESULTS}/{{task}}/{{codec}}/frames.zarr"),
     log:
         "logs/{task}/{codec}/preprocess.log",
+    benchmark:
+        "benchmarks/{task}/{codec}/preprocess.tsv"
     conda:
         "../../envs/codec.yaml"
     resources:

@@ -9,12 +9,19 @@ rule score_original:
         predictions=f"{RESULTS}/{{task}}/original/predictions.csv",
     log:
         "logs/{task}/original/score.log",
+    benchmark:
+        "benchmarks/{task}/original/score.tsv"
     conda:
         "../../envs/extract.yaml"
     threads: config["run"]["threads"]
+    resources:
+        mem_mb=lambda wc: task_settings(wc.task)["resources"]["score"]["mem_mb"],
+        runtime=lambda wc: task_settings(wc.task)["resources"]["score"]["runtime"],
+        gpu=lambda wc: task_settings(wc.task)["resources"]["score"]["gpu"],
     params:
         task=lambda wc: wc.task,
         reference=lambda wc: task_settings(wc.task)["reference"],
+        device=config["run"]["device"],
     script:
         "../scripts/score.py"
 
@@ -27,21 +34,24 @@ rule score:
         features=f"{RESULTS}/{{task}}/features.zarr",
         head=f"{RESULTS}/{{task}}/head.pt",
         reconstructed=f"{RESULTS}/{{task}}/{{codec}}/{{point}}/reconstructed.zarr",
-        bitstreams=lambda wc: expand(
-            f"{RESULTS}/{{task}}/{{codec}}/{{point}}/bitstreams/{{shard}}",
-            shard=codec_shards(wc.task, wc.codec),
-            allow_missing=True,
-        ),
+        bitstreams=bitstream_dirs,
     output:
         scores=f"{RESULTS}/{{task}}/{{codec}}/{{point}}/scores.json",
         predictions=f"{RESULTS}/{{task}}/{{codec}}/{{point}}/predictions.csv",
     log:
         "logs/{task}/{codec}/{point}/score.log",
+    benchmark:
+        "benchmarks/{task}/{codec}/{point}/score.tsv"
     conda:
         "../../envs/extract.yaml"
     threads: config["run"]["threads"]
+    resources:
+        mem_mb=lambda wc: task_settings(wc.task)["resources"]["score"]["mem_mb"],
+        runtime=lambda wc: task_settings(wc.task)["resources"]["score"]["runtime"],
+        gpu=lambda wc: task_settings(wc.task)["resources"]["score"]["gpu"],
     params:
         task=lambda wc: wc.task,
         reference=lambda wc: task_settings(wc.task)["reference"],
+        device=config["run"]["device"],
     script:
         "../scripts/score.py"

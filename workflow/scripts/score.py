@@ -18,6 +18,7 @@ scores, table = score_point(
     reference_predictions=inp.get("reference"),
     codec=wc.codec if coded else "original",
     point=wc.point if coded else "original",
+    device=snakemake.params.device,
     threads=snakemake.threads,
 )
 with atomic_path(snakemake.output.predictions) as tmp:
