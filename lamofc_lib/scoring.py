@@ -1,5 +1,5 @@
-"""Scores of one operating point: task metric from the head's predictions, BPFP from the bitstreams,
-feature MSE against the uncompressed features."""
+"""Scores of one operating point: the task metric from the head's outputs, BPFP from the bitstreams, feature
+MSE against the uncompressed features."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from lamofc_lib.coding import feature_mse, rate
+from lamofc_lib.io import atomic_path
 from lamofc_lib.sources import read_manifest
 from lamofc_lib.store import FeatureStore
 from lamofc_lib.tasks import get_task
@@ -18,20 +19,22 @@ ORIGINAL = "original"
 UNCOMPRESSED_BPFP = 32.0  # float32 features
 
 
-def references(manifest: pd.DataFrame, reference: str, reference_predictions: str | Path | None) -> list[str]:
-    """The answers predictions are compared with: ground-truth labels or the uncompressed predictions."""
-    if reference == "ground_truth":
-        labels = list(manifest["label"])
-        if any(label == "" for label in labels):
-            raise ValueError("reference is ground_truth but the manifest has samples without a label")
-        return labels
-    if reference_predictions is None:
-        # Scoring the uncompressed features against themselves.
-        return []
-    table = pd.read_csv(reference_predictions, dtype=str, keep_default_na=False)
-    if list(table["sample_id"]) != list(manifest["sample_id"]):
-        raise ValueError(f"{reference_predictions} does not list the manifest's samples")
-    return list(table["prediction"])
+def save_outputs(path: str | Path, sample_ids: Sequence[str], outputs: Sequence) -> None:
+    """Keep per-sample head outputs (labels, maps, activations) as the reference of the coded points."""
+    arrays = {f"{i:05d}": np.asarray(o) for i, o in enumerate(outputs)}
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, sample_ids=np.asarray(list(sample_ids)), **arrays)
+
+
+def load_outputs(path: str | Path, sample_ids: Sequence[str]) -> list:
+    with np.load(path, allow_pickle=False) as data:
+        if list(data["sample_ids"]) != list(sample_ids):
+            raise ValueError(f"{path} holds the outputs of other samples than the manifest's")
+        return [_plain(data[f"{i:05d}"]) for i in range(len(sample_ids))]
+
+
+def _plain(array: np.ndarray):
+    return array.item() if array.ndim == 0 else array
 
 
 def score_point(
@@ -42,22 +45,36 @@ def score_point(
     reference: str,
     reconstructed_path: str | Path | None = None,
     bitstream_dirs: Sequence[str | Path] = (),
-    reference_predictions: str | Path | None = None,
+    reference_outputs: str | Path | None = None,
     codec: str = ORIGINAL,
     point: str = ORIGINAL,
     device: str = "cpu",
     threads: int | None = None,
-) -> tuple[dict, pd.DataFrame]:
-    """Score the reconstructed features of one point, or the uncompressed ones when none are given."""
+) -> tuple[dict, pd.DataFrame, list]:
+    """Score the reconstructed features of one point, or the uncompressed ones when none are given.
+
+    `reference` is ground_truth (the manifest's answers) or uncompressed (the outputs the head gave on the
+    uncompressed features: `reference_outputs`, or the outputs themselves when scoring the uncompressed
+    features). Returns the scores record, the per-sample table and the per-sample outputs.
+    """
     task = get_task(task_name, device=device, threads=threads)
     manifest = read_manifest(manifest_path)
     original = FeatureStore(features_path)
     if list(original.sample_ids) != list(manifest["sample_id"]):
         raise ValueError(f"{features_path} does not hold the samples of {manifest_path}")
     store = FeatureStore(reconstructed_path) if reconstructed_path else original
-    predictions = task.predict(Path(head_path), (store.read(i) for i in range(len(store))))
-    refs = references(manifest, reference, reference_predictions) or predictions
-    table = pd.DataFrame({"sample_id": manifest["sample_id"], "prediction": predictions, "reference": refs})
+    outputs = task.outputs(Path(head_path), (store.read(i) for i in range(len(store))))
+    if reference == "ground_truth":
+        refs = task.ground_truth(manifest)
+    elif reconstructed_path:
+        if reference_outputs is None:
+            raise ValueError("reference is uncompressed but no outputs of the uncompressed features were given")
+        refs = load_outputs(reference_outputs, manifest["sample_id"])
+    else:
+        refs = outputs
+    value, rows = task.compare(outputs, refs)
+    table = pd.DataFrame(rows)
+    table.insert(0, "sample_id", list(manifest["sample_id"]))
     if reconstructed_path:
         mse = feature_mse(original, store)
         rates = pd.DataFrame(rate(bitstream_dirs))
@@ -75,10 +92,11 @@ def score_point(
         "bpfp": bpfp,
         "mse": mean_mse,
         "metric": task.metric,
-        "value": task.score(predictions, refs),
+        "value": value,
+        "higher_is_better": task.higher_is_better,
         "samples": len(manifest),
         "reference": reference,
     }
     if reconstructed_path:
         scores["codec_version"] = store.attrs.get("codec_version", "")
-    return scores, table
+    return scores, table, outputs

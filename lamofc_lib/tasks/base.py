@@ -63,8 +63,14 @@ def load_head_file(path: str | Path, required: Mapping[str, tuple | None]) -> di
 
 
 class Task(ABC):
+    """A benchmark task. Scoring works in three steps so that every metric fits: `outputs` runs the head on
+    each sample's features; `ground_truth` gives the data set's answers in the same form; `compare` turns
+    outputs and references (ground truth, or the outputs on the uncompressed features) into the metric and
+    per-sample rows. This base class implements them for tasks whose output is one label per sample."""
+
     name: str = ""
     metric: str = ""
+    higher_is_better: bool = True
 
     def __init__(self, device: str = "cpu", threads: int | None = None):
         self.device = device
@@ -90,8 +96,24 @@ class Task(ABC):
 
         `features` is consumed one sample at a time, so a store larger than memory can be scored."""
 
-    def score(self, predictions: Sequence[str], references: Sequence[str]) -> float:
-        """The task metric, in percent: share of predictions equal to the references."""
-        if len(predictions) != len(references) or not predictions:
-            raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
-        return 100.0 * float(np.mean([p == r for p, r in zip(predictions, references, strict=True)]))
+    def outputs(self, head: Path, features: Iterable[np.ndarray]) -> list:
+        """Per-sample head outputs, in the form `compare` and `ground_truth` use."""
+        return self.predict(head, features)
+
+    def ground_truth(self, manifest: pd.DataFrame) -> list:
+        """The data set's answer for every manifest sample."""
+        labels = list(manifest["label"])
+        missing = [sid for sid, label in zip(manifest["sample_id"], labels, strict=True) if label == ""]
+        if missing:
+            raise ValueError(f"task {self.name}: samples {missing[:5]} have no ground-truth label in the manifest")
+        return labels
+
+    def compare(self, outputs: Sequence, references: Sequence) -> tuple[float, list[dict]]:
+        """The metric in percent (share of outputs equal to their reference) and one row per sample."""
+        if len(outputs) != len(references) or not len(outputs):
+            raise ValueError(f"task {self.name}: {len(outputs)} outputs for {len(references)} references")
+        rows = [
+            {"prediction": str(p), "reference": str(r), "correct": str(p) == str(r)}
+            for p, r in zip(outputs, references, strict=True)
+        ]
+        return 100.0 * float(np.mean([row["correct"] for row in rows])), rows

@@ -58,7 +58,7 @@ wildcard_constraints:
 def reference_inputs(wildcards):
     """The reference answers: the manifest's labels, or the uncompressed model's own predictions."""
     if task_settings(wildcards.task)["reference"] == "uncompressed":
-        return {"reference": f"{RESULTS}/{wildcards.task}/original/predictions.csv"}
+        return {"reference": f"{RESULTS}/{wildcards.task}/original/outputs.npz"}
     return {}
 
 

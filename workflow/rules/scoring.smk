@@ -7,6 +7,7 @@ rule score_original:
     output:
         scores=f"{RESULTS}/{{task}}/original/scores.json",
         predictions=f"{RESULTS}/{{task}}/original/predictions.csv",
+        outputs=f"{RESULTS}/{{task}}/original/outputs.npz",
     log:
         "logs/{task}/original/score.log",
     benchmark:

@@ -2,12 +2,12 @@
 
 from lamofc_lib.io import atomic_path, write_json
 from lamofc_lib.joblog import log_to
-from lamofc_lib.scoring import score_point
+from lamofc_lib.scoring import save_outputs, score_point
 
 log = log_to(snakemake.log[0])
 inp, wc = snakemake.input, snakemake.wildcards
 coded = hasattr(inp, "reconstructed")
-scores, table = score_point(
+scores, table, outputs = score_point(
     snakemake.params.task,
     inp.manifest,
     inp.features,
@@ -15,7 +15,7 @@ scores, table = score_point(
     snakemake.params.reference,
     reconstructed_path=inp.reconstructed if coded else None,
     bitstream_dirs=inp.bitstreams if coded else (),
-    reference_predictions=inp.get("reference"),
+    reference_outputs=inp.get("reference"),
     codec=wc.codec if coded else "original",
     point=wc.point if coded else "original",
     device=snakemake.params.device,
@@ -23,5 +23,7 @@ scores, table = score_point(
 )
 with atomic_path(snakemake.output.predictions) as tmp:
     table.to_csv(tmp, index=False)
+if not coded:
+    save_outputs(snakemake.output.outputs, table["sample_id"], outputs)
 write_json(snakemake.output.scores, scores)
 log.info("%s", scores)

@@ -1,0 +1,40 @@
+"""Scoring: outputs against ground truth or against the uncompressed outputs, saved and reloaded."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lamofc_lib.scoring import load_outputs, save_outputs
+from lamofc_lib.tasks import get_task
+
+
+def test_outputs_round_trip_labels_and_arrays(tmp_path):
+    outputs = ["B", "<token 7>", np.arange(6, dtype=np.uint8).reshape(2, 3)]
+    save_outputs(tmp_path / "o.npz", ["a", "b", "c"], outputs)
+    back = load_outputs(tmp_path / "o.npz", ["a", "b", "c"])
+    assert back[:2] == ["B", "<token 7>"]
+    np.testing.assert_array_equal(back[2], outputs[2])
+    assert back[2].dtype == np.uint8
+
+
+def test_outputs_of_other_samples_are_refused(tmp_path):
+    save_outputs(tmp_path / "o.npz", ["a", "b"], ["A", "B"])
+    with pytest.raises(ValueError, match="other samples"):
+        load_outputs(tmp_path / "o.npz", ["a", "c"])
+
+
+def test_label_tasks_compare_exact_matches():
+    task = get_task("csr")
+    value, rows = task.compare(["A", "B", "<token 3>", "D"], ["A", "C", "C", "D"])
+    assert value == 50.0
+    assert [r["correct"] for r in rows] == [True, False, False, True]
+
+
+def test_ground_truth_needs_labels():
+    task = get_task("cls")
+    manifest = pd.DataFrame({"sample_id": ["x", "y"], "label": ["3", ""]})
+    with pytest.raises(ValueError, match=r"samples \['y'\] have no ground-truth label"):
+        task.ground_truth(manifest)
+    assert task.ground_truth(manifest.assign(label=["3", "4"])) == ["3", "4"]
