@@ -24,7 +24,7 @@ SOURCE_PATH_KEYS = {
     "skimage": (),
     "arc_demo": (),
     "voc2012": ("root",),
-    "nyu_depth_v2": ("root",),
+    "nyu_depth_v2": ("root", "labels"),
     "coco_captions": ("path",),
 }
 SOURCE_KINDS_BY_TASK = {

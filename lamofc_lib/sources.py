@@ -33,7 +33,14 @@ class SourceError(ValueError):
 def build_manifest(source: Mapping, samples: int) -> pd.DataFrame:
     """Select `samples` samples from the configured source."""
     kind = source["kind"]
-    builders = {"skimage": _skimage, "imagenet": _imagenet, "arc": _arc_file, "arc_demo": _arc_demo}
+    builders = {
+        "skimage": _skimage,
+        "imagenet": _imagenet,
+        "voc2012": _voc2012,
+        "nyu_depth_v2": _nyu_depth_v2,
+        "arc": _arc_file,
+        "arc_demo": _arc_demo,
+    }
     if kind not in builders:
         raise SourceError(f"source kind '{kind}' is unknown; expected one of {', '.join(builders)}")
     table = builders[kind](source, samples)
@@ -83,6 +90,65 @@ def _imagenet(source: Mapping, samples: int) -> pd.DataFrame:
             if images:
                 rows.append({"sample_id": images[0].stem, "source": str(images[0]), "label": str(index), "text": ""})
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _voc2012(source: Mapping, samples: int) -> pd.DataFrame:
+    """VOC2012 segmentation val images in list order (ImageSets/Segmentation/val.txt, or the `labels` list);
+    the label is the SegmentationClass PNG (class indices, 255 = ignored boundary)."""
+    root = Path(source["root"])
+    listing = Path(source["labels"]) if source.get("labels") else root / "ImageSets" / "Segmentation" / "val.txt"
+    if not listing.is_file():
+        raise SourceError(f"VOC2012 list {listing} does not exist (expected under {root})")
+    rows = []
+    for name in listing.read_text().split():
+        image, label = root / "JPEGImages" / f"{name}.jpg", root / "SegmentationClass" / f"{name}.png"
+        for path in (image, label):
+            if not path.is_file():
+                raise SourceError(f"{listing} lists {name}, but {path} does not exist")
+        rows.append({"sample_id": name, "source": str(image), "label": str(label), "text": ""})
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _nyu_depth_v2(source: Mapping, samples: int) -> pd.DataFrame:
+    """NYU-Depth-v2 test images from a split file of "rgb_path depth_path [focal]" lines relative to the root
+    (the layout of nyudepthv2_test_files_with_gt.txt); depth PNGs hold millimetres."""
+    root = Path(source["root"])
+    if not source.get("labels"):
+        raise SourceError(
+            "NYU-Depth-v2 needs its split file: set source.labels (e.g. nyudepthv2_test_files_with_gt.txt)"
+        )
+    listing = Path(source["labels"])
+    rows = []
+    for n, line in enumerate(listing.read_text().splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) < 2:
+            raise SourceError(f"{listing} line {n}: expected 'rgb_path depth_path [focal]', got {line!r}")
+        image, depth = root / parts[0].lstrip("/"), root / parts[1].lstrip("/")
+        if not image.is_file():
+            raise SourceError(f"{listing} line {n}: {image} does not exist")
+        if not depth.is_file():
+            continue  # the split lists a few images without ground truth; the benchmark uses those with it
+        sample_id = Path(parts[0].lstrip("/")).with_suffix("").as_posix().replace("/", "_")
+        rows.append({"sample_id": sample_id, "source": str(image), "label": str(depth), "text": ""})
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def load_label_map(path: str | Path) -> np.ndarray:
+    """A segmentation label PNG as class indices (palette PNGs keep their indices)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im if im.mode in ("P", "L") else im.convert("L")).astype(np.uint8)
+
+
+def load_depth(path: str | Path, scale: float = 1000.0) -> np.ndarray:
+    """A depth PNG (uint16) in metres; 0 marks missing depth."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im, dtype=np.float32) / scale
 
 
 def load_image(source: str) -> np.ndarray:

@@ -1,0 +1,95 @@
+"""Geometry and extraction of the dense DINOv2 tasks (seg windows, dpt views) and their data readers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from lamofc_lib.sources import SourceError, build_manifest, load_depth, load_label_map
+from lamofc_lib.store import FeatureStore
+from lamofc_lib.tasks.cls import load_dinov2
+from lamofc_lib.tasks.dense import dpt_geometry, extract_dense, seg_geometry
+from lamofc_lib.tasks.dinov2 import center_padding, rescale_shape, slide_windows
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_voc_image_gives_two_windows_of_1370_tokens():
+    # 500 x 375 (w x h): scale min(2048/500, 512/375) = 1.3653 -> 683 x 512; windows at x = 0 and 683 - 512.
+    g = seg_geometry(375, 500)
+    assert g["resized"] == [512, 683]
+    assert g["windows"] == [[0, 0, 512, 512], [0, 171, 512, 683]]
+    assert g["padding"] == [[3, 3, 3, 3]] * 2
+    assert g["grid"] == [[37, 37]] * 2  # 1 + 37 * 37 = 1370 tokens
+
+
+def test_nyu_views_are_padded_to_490_by_644():
+    g = dpt_geometry(480, 640)
+    assert g["padding"] == [[5, 5, 2, 2]] * 2
+    assert g["grid"] == [[35, 46]] * 2  # 1 + 35 * 46 = 1611 tokens
+
+
+def test_rescale_and_windows_by_hand():
+    assert rescale_shape(512, 512) == (512, 512)
+    assert rescale_shape(100, 1000) == (205, 2048)  # the long edge limit binds: 2048 / 1000
+    assert slide_windows(512, 512) == [(0, 0, 512, 512)]
+    assert slide_windows(512, 1200) == [(0, 0, 512, 512), (0, 341, 512, 853), (0, 682, 512, 1194), (0, 688, 512, 1200)]
+    assert center_padding(512, 512) == (3, 3, 3, 3)
+    assert center_padding(5, 13, 14) == (4, 5, 0, 1)
+
+
+def test_extract_dense_shapes_and_geometry_attrs(tmp_path):
+    demo = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    net = load_dinov2(demo["tasks"]["cls"]["model"], "cpu")
+    manifest = build_manifest({"kind": "skimage", "images": ["astronaut", "chelsea"]}, 2)
+    extract_dense("seg", net, manifest, 4, tmp_path / "seg.zarr", "cpu", {"task": "seg"})
+    extract_dense("dpt", net, manifest, [1, 2, 3, 4], tmp_path / "dpt.zarr", "cpu", {"task": "dpt"})
+    seg, dpt = FeatureStore(tmp_path / "seg.zarr"), FeatureStore(tmp_path / "dpt.zarr")
+    # astronaut 512 x 512 -> one window; chelsea 300 x 451 -> 512 x 770 -> two windows.
+    assert seg.shapes == [(1, 1, 1370, 96), (2, 1, 1370, 96)]
+    assert dpt.shapes == [(2, 4, 1611, 96)] * 2
+    assert seg.attrs["geometry"][1]["resized"] == [512, 770]
+    assert dpt.attrs["split"]["blocks"] == [1, 2, 3, 4]
+    # The flipped view is a different input, so its features differ from the first view's.
+    assert not np.allclose(dpt.read(0)[0], dpt.read(0)[1])
+    with pytest.raises(ValueError, match=r"blocks \[5\] are not all inside the model's 1\.\.4"):
+        extract_dense("seg", net, manifest, 5, tmp_path / "bad.zarr", "cpu", {})
+
+
+def test_voc_reader_lists_images_and_label_maps(tmp_path):
+    root = tmp_path / "VOC2012"
+    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (root / sub).mkdir(parents=True)
+    for name in ("2007_000033", "2007_000042"):
+        Image.new("RGB", (5, 4)).save(root / "JPEGImages" / f"{name}.jpg")
+        label = Image.fromarray(np.array([[0, 1, 255, 20, 0]] * 4, dtype=np.uint8), mode="P")
+        label.putpalette(np.repeat(np.arange(256, dtype=np.uint8), 3).tolist())  # a full palette, like VOC's
+        label.save(root / "SegmentationClass" / f"{name}.png")
+    (root / "ImageSets/Segmentation/val.txt").write_text("2007_000033\n2007_000042\n")
+    table = build_manifest({"kind": "voc2012", "root": str(root)}, 2)
+    assert list(table.sample_id) == ["2007_000033", "2007_000042"]
+    assert load_label_map(table.label[0])[0].tolist() == [0, 1, 255, 20, 0]
+    (root / "JPEGImages" / "2007_000042.jpg").unlink()
+    with pytest.raises(SourceError, match="2007_000042.jpg does not exist"):
+        build_manifest({"kind": "voc2012", "root": str(root)}, 2)
+
+
+def test_nyu_reader_uses_the_split_file_and_depth_in_metres(tmp_path):
+    (tmp_path / "bathroom").mkdir()
+    Image.new("RGB", (6, 4)).save(tmp_path / "bathroom" / "rgb_00045.jpg")
+    Image.fromarray(np.full((4, 6), 2500, dtype=np.uint16)).save(tmp_path / "bathroom" / "sync_depth_00045.png")
+    Image.new("RGB", (6, 4)).save(tmp_path / "bathroom" / "rgb_00046.jpg")  # no ground truth: skipped
+    split = tmp_path / "split.txt"
+    split.write_text(
+        "/bathroom/rgb_00045.jpg /bathroom/sync_depth_00045.png 518.8579\n"
+        "/bathroom/rgb_00046.jpg /bathroom/sync_depth_00046.png 518.8579\n"
+    )
+    table = build_manifest({"kind": "nyu_depth_v2", "root": str(tmp_path), "labels": str(split)}, 1)
+    assert list(table.sample_id) == ["bathroom_rgb_00045"]
+    assert float(load_depth(table.label[0])[0, 0]) == pytest.approx(2.5)
+    with pytest.raises(SourceError, match="gives 1 samples, the config asks for 2"):
+        build_manifest({"kind": "nyu_depth_v2", "root": str(tmp_path), "labels": str(split)}, 2)
