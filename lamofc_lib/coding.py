@@ -18,6 +18,7 @@ from lamofc_lib import preprocess
 from lamofc_lib.codecs import Codec, CodecError
 from lamofc_lib.config import truncation_bounds
 from lamofc_lib.io import atomic_path, read_json, write_json
+from lamofc_lib.metrics import feature_mse
 from lamofc_lib.store import FeatureStore, write_store
 
 SIDECAR_VERSION = 1
@@ -255,15 +256,11 @@ def rate(shard_dirs: Sequence[str | Path]) -> list[dict]:
     return rows
 
 
-def feature_mse(original: FeatureStore, reconstructed: FeatureStore) -> list[float]:
-    """Per-sample mean squared error between original and reconstructed features."""
+def store_mse(original: FeatureStore, reconstructed: FeatureStore) -> list[float]:
+    """Per-sample mean squared error between the original and the reconstructed feature stores."""
     if original.sample_ids != reconstructed.sample_ids:
         raise ValueError(f"{reconstructed.path} does not hold the samples of {original.path}")
     if original.shapes != reconstructed.shapes:
         # Without this check NumPy would broadcast, e.g., a 1 x 1 x 1 x W sample against 1 x 1 x H x W.
         raise ValueError(f"{reconstructed.path} has other sample shapes than {original.path}")
-    out = []
-    for i in range(len(original)):
-        a, b = original.read(i).astype(np.float64), reconstructed.read(i).astype(np.float64)
-        out.append(float(np.mean((a - b) ** 2)))
-    return out
+    return [feature_mse(original.read(i), reconstructed.read(i)) for i in range(len(original))]

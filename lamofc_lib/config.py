@@ -14,7 +14,7 @@ import yaml
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
 
 # What this version of the workflow can run end to end; a configured but unlisted task or codec fails at start.
-IMPLEMENTED_TASKS = ("cls", "csr")
+IMPLEMENTED_TASKS = ("cls", "seg", "dpt", "csr", "tti")
 IMPLEMENTED_CODECS = ("vvenc",)
 
 # Source kinds and the keys naming files or folders that must exist before anything runs.
@@ -26,13 +26,14 @@ SOURCE_PATH_KEYS = {
     "voc2012": ("root",),
     "nyu_depth_v2": ("root", "labels"),
     "coco_captions": ("path",),
+    "captions_demo": (),
 }
 SOURCE_KINDS_BY_TASK = {
     "cls": ("skimage", "imagenet"),
     "seg": ("skimage", "voc2012"),
     "dpt": ("skimage", "nyu_depth_v2"),
     "csr": ("arc", "arc_demo"),
-    "tti": ("coco_captions",),
+    "tti": ("coco_captions", "captions_demo"),
 }
 # Tasks whose seeded random head is fine only when scored against the uncompressed predictions.
 TASKS_WITH_HEAD_CHECKPOINT = ("cls", "seg", "dpt")
@@ -143,6 +144,11 @@ def _check_task(task: str, block: dict, check_paths: bool) -> None:
         for lo, hi in ranges(truncation):
             if not hi > lo:
                 raise ConfigError(f"config key tasks.{task}.truncation.{name}: hi {hi} must exceed lo {lo}")
+    if task == "tti" and block["reference"] != "uncompressed":
+        raise ConfigError(
+            "config key tasks.tti.reference: tti is scored by FID against the images decoded from the uncompressed "
+            "latents; set it to uncompressed"
+        )
     head = block.get("head", {})
     if task in TASKS_WITH_HEAD_CHECKPOINT and not head.get("checkpoint") and block["reference"] == "ground_truth":
         raise ConfigError(

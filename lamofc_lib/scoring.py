@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lamofc_lib.coding import feature_mse, rate
+from lamofc_lib.coding import rate, store_mse
 from lamofc_lib.io import atomic_path
 from lamofc_lib.sources import read_manifest
 from lamofc_lib.store import FeatureStore
@@ -63,7 +63,7 @@ def score_point(
     if list(original.sample_ids) != list(manifest["sample_id"]):
         raise ValueError(f"{features_path} does not hold the samples of {manifest_path}")
     store = FeatureStore(reconstructed_path) if reconstructed_path else original
-    outputs = task.outputs(Path(head_path), (store.read(i) for i in range(len(store))))
+    outputs = task.outputs(Path(head_path), (store.read(i) for i in range(len(store))), original.attrs)
     if reference == "ground_truth":
         refs = task.ground_truth(manifest)
     elif reconstructed_path:
@@ -76,7 +76,7 @@ def score_point(
     table = pd.DataFrame(rows)
     table.insert(0, "sample_id", list(manifest["sample_id"]))
     if reconstructed_path:
-        mse = feature_mse(original, store)
+        mse = store_mse(original, store)
         rates = pd.DataFrame(rate(bitstream_dirs))
         table["mse"] = mse
         table["bits"] = rates["bits"].to_numpy()

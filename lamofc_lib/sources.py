@@ -40,6 +40,8 @@ def build_manifest(source: Mapping, samples: int) -> pd.DataFrame:
         "nyu_depth_v2": _nyu_depth_v2,
         "arc": _arc_file,
         "arc_demo": _arc_demo,
+        "coco_captions": _coco_captions,
+        "captions_demo": _captions_demo,
     }
     if kind not in builders:
         raise SourceError(f"source kind '{kind}' is unknown; expected one of {', '.join(builders)}")
@@ -226,6 +228,18 @@ def _arc_file(source: Mapping, samples: int) -> pd.DataFrame:
     if not path.is_file():
         raise SourceError(f"ARC file {path} does not exist")
     return _arc_rows(path.read_text().splitlines(), str(path))
+
+
+def _coco_captions(source: Mapping, samples: int) -> pd.DataFrame:
+    from lamofc_lib.tasks.tti import coco_captions_manifest
+
+    return coco_captions_manifest(source, samples)
+
+
+def _captions_demo(source: Mapping, samples: int) -> pd.DataFrame:
+    """The COCO-format captions shipped with lamofc_lib (demo)."""
+    path = resources.files("lamofc_lib").joinpath("data/captions_demo.json")
+    return _coco_captions({**source, "path": str(path)}, samples)
 
 
 def _arc_demo(source: Mapping, samples: int) -> pd.DataFrame:

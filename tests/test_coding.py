@@ -17,11 +17,11 @@ from lamofc_lib.codecs import CodecError, get_codec
 from lamofc_lib.coding import (
     decode_point,
     encode_shard,
-    feature_mse,
     from_frame,
     preprocess_store,
     rate,
     read_sidecars,
+    store_mse,
     to_frame,
 )
 from lamofc_lib.store import FeatureStore, write_store
@@ -355,15 +355,15 @@ def test_rate_is_bits_on_disk_over_original_feature_points(pipeline):
         assert 0 < row["bpfp"] < 32
 
 
-def test_feature_mse_is_zero_for_identical_stores(pipeline, tmp_path):
+def test_store_mse_is_zero_for_identical_stores(pipeline, tmp_path):
     p = pipeline
     write_features(tmp_path / "copy", p["task"])
     original = FeatureStore(p["root"] / "features")
-    assert feature_mse(original, original) == [0.0, 0.0, 0.0]
-    assert feature_mse(original, FeatureStore(tmp_path / "copy")) == [0.0, 0.0, 0.0]
+    assert store_mse(original, original) == [0.0, 0.0, 0.0]
+    assert store_mse(original, FeatureStore(tmp_path / "copy")) == [0.0, 0.0, 0.0]
 
 
-def test_feature_mse_matches_a_hand_computed_value(pipeline, tmp_path):
+def test_store_mse_matches_a_hand_computed_value(pipeline, tmp_path):
     p = pipeline
     data = p["data"]
     shapes = CASES[p["task"]]["shapes"]
@@ -373,19 +373,19 @@ def test_feature_mse_matches_a_hand_computed_value(pipeline, tmp_path):
     perturbed[1][0, 0, 4, 7] -= np.float32(1.0)  # and one by -1 -> + 1 / points
     ids = FeatureStore(p["root"] / "features").sample_ids
     write_store(tmp_path / "perturbed", ids, shapes, perturbed)
-    mse = feature_mse(FeatureStore(p["root"] / "features"), FeatureStore(tmp_path / "perturbed"))
+    mse = store_mse(FeatureStore(p["root"] / "features"), FeatureStore(tmp_path / "perturbed"))
     assert mse == [0.25, 10.0 / int(np.prod(shapes[1])), 0.0]
 
 
-def test_feature_mse_rejects_other_samples_or_shapes(pipeline, tmp_path):
+def test_store_mse_rejects_other_samples_or_shapes(pipeline, tmp_path):
     p = pipeline
     original = FeatureStore(p["root"] / "features")
     shapes = CASES[p["task"]]["shapes"]
     write_store(tmp_path / "renamed", ["x", "y", "z"], shapes, p["data"])
     with pytest.raises(ValueError, match="does not hold the samples"):
-        feature_mse(original, FeatureStore(tmp_path / "renamed"))
+        store_mse(original, FeatureStore(tmp_path / "renamed"))
     # Same samples, but one row of tokens only: NumPy would broadcast it silently.
     small = [(n, c, 1, w) for n, c, _, w in shapes]
     write_store(tmp_path / "small", original.sample_ids, small, [x[:, :, :1] for x in p["data"]])
     with pytest.raises(ValueError, match="other sample shapes"):
-        feature_mse(original, FeatureStore(tmp_path / "small"))
+        store_mse(original, FeatureStore(tmp_path / "small"))

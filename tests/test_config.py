@@ -45,7 +45,7 @@ def _error(raw: dict, **kwargs) -> str:
 
 def test_demo_config_validates_and_fills_defaults(raw):
     config = validate(raw)
-    assert config["run"]["tasks"] == ["cls", "csr"]
+    assert config["run"]["tasks"] == ["cls", "seg", "dpt", "csr", "tti"]
     assert config["run"]["device"] == "cpu"  # given in demo.yaml
     vvenc = config["codecs"]["vvenc"]
     assert vvenc["bit_depth"] == 10
@@ -143,7 +143,7 @@ def test_bad_device(raw):
 def test_task_enabled_without_its_block(raw):
     del raw["tasks"]["csr"]
     message = _error(raw)
-    assert "run.tasks[1]" in message
+    assert "run.tasks[3]" in message
     assert "tasks.csr" in message
 
 
@@ -160,7 +160,8 @@ def test_task_with_block_but_not_implemented(raw):
 
 
 def test_a_configured_but_unrun_block_is_allowed(raw):
-    raw["tasks"]["seg"] = copy.deepcopy(raw["tasks"]["cls"])
+    raw["run"]["tasks"] = ["cls", "csr"]
+    raw["tasks"]["seg"]["source"] = {"kind": "voc2012", "root": "no/such/folder"}  # not checked: not run
     config = validate(raw)
     assert "seg" in config["tasks"]
     assert config["run"]["tasks"] == ["cls", "csr"]
@@ -386,6 +387,7 @@ def test_codec_without_points_for_a_run_task(raw, monkeypatch):
     monkeypatch.setattr(lamofc_lib.config, "IMPLEMENTED_CODECS", ("vvenc", "hyperprior"))
     raw["codecs"]["hyperprior"] = {"points": {"cls": [0.01]}, "truncation": "vvc"}
     raw["run"]["codecs"] = ["vvenc", "hyperprior"]
+    raw["run"]["tasks"] = ["cls", "csr"]
     message = _error(raw)
     assert "codecs.hyperprior.points" in message
     assert "csr" in message

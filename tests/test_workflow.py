@@ -56,28 +56,36 @@ def test_demo_writes_tables_and_figures(demo_run):
     workdir, config = demo_run
     table = pd.read_csv(workdir / "results/tables/rate_accuracy.csv", dtype={"point": str})
     assert list(table.columns) == ["task", "codec", "point", "bpfp", "mse", "metric", "value"]
+    tasks = ("cls", "csr", "dpt", "seg", "tti")
     assert sorted(zip(table.task, table.codec, table.point, strict=True)) == [
-        ("cls", "original", "original"),
-        ("cls", "vvenc", "32"),
-        ("cls", "vvenc", "42"),
-        ("csr", "original", "original"),
-        ("csr", "vvenc", "32"),
-        ("csr", "vvenc", "42"),
+        (task, codec, point)
+        for task in tasks
+        for codec, point in [("original", "original"), ("vvenc", "32"), ("vvenc", "42")]
     ]
-    original = table[table.codec == "original"]
+    original = table[table.codec == "original"].set_index("task")
     assert (original.bpfp == 32).all() and (original.mse == 0).all()
-    # Both demo tasks score against the uncompressed model's predictions, so the original scores 100 %.
-    assert (original.value == 100).all()
-    assert set(table.metric) == {"top1", "accuracy"}
-    for task in ("cls", "csr"):
+    # Every demo task scores against the uncompressed model's outputs: 100 % agreement, 0 m depth error, FID 0.
+    assert original.value.to_dict() == pytest.approx({"cls": 100, "csr": 100, "dpt": 0, "seg": 100, "tti": 0}, abs=1e-6)
+    assert dict(zip(table.task, table.metric, strict=True)) == {
+        "cls": "top1",
+        "csr": "accuracy",
+        "dpt": "rmse",
+        "seg": "miou",
+        "tti": "fid",
+    }
+    for task in tasks:
         coded = table[(table.task == task) & (table.codec == "vvenc")].set_index("point")
         assert coded.loc["42", "bpfp"] < coded.loc["32", "bpfp"]
         assert coded.loc["42", "mse"] > coded.loc["32", "mse"] > 0
-        assert ((coded.value >= 0) & (coded.value <= 100)).all()
+        assert (coded.value >= 0).all()
+        if task in ("dpt", "tti"):  # depth error and FID grow as the rate falls
+            assert coded.loc["42", "value"] > coded.loc["32", "value"] > 0
+        else:
+            assert (coded.value <= 100).all()
         assert (workdir / f"results/figures/{task}_rate_accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     r2 = pd.read_csv(workdir / "results/tables/da_r2.csv")
     assert list(r2.columns) == ["task", "codec", "r2"]
-    assert sorted(zip(r2.task, r2.codec, strict=True)) == [("cls", "vvenc"), ("csr", "vvenc")]
+    assert sorted(zip(r2.task, r2.codec, strict=True)) == [(t, "vvenc") for t in tasks]
     markdown = (workdir / "results/tables/rate_accuracy.md").read_text()
     assert "uncompressed model's own predictions" in markdown
 
@@ -110,11 +118,11 @@ def test_adding_a_qp_runs_only_its_jobs_and_unchanged_rerun_does_nothing(demo_ru
     assert job_stats(result.stderr) == {
         "all": 1,
         "da_r2": 1,
-        "decode": 2,
-        "encode": 2,
-        "plot_rate_accuracy": 2,
+        "decode": 5,
+        "encode": 5,
+        "plot_rate_accuracy": 5,
         "rate_accuracy": 1,
-        "score": 2,
+        "score": 5,
     }
     assert kept.stat().st_mtime_ns == kept_mtime
     table = pd.read_csv(workdir / "results/tables/rate_accuracy.csv", dtype={"point": str})
@@ -147,8 +155,25 @@ def test_bad_config_stops_at_start_naming_the_key(tmp_path, change, key):
 
 
 def synthetic_sources(root: Path) -> dict[str, str]:
-    """Stand-ins for the paper's data locations: an ImageNet folder tree, an ARC jsonl, a head checkpoint."""
+    """Stand-ins for the paper's data locations: ImageNet, VOC2012 and NYU folder trees, an ARC jsonl, head
+    checkpoints."""
     from PIL import Image
+
+    from lamofc_lib.heads import random_state_dict
+
+    voc = root / "VOC2012"
+    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (voc / sub).mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(voc / "JPEGImages" / "2007_000033.jpg")
+    Image.new("L", (8, 8)).save(voc / "SegmentationClass" / "2007_000033.png")
+    (voc / "ImageSets/Segmentation/val.txt").write_text("2007_000033\n")
+    (root / "nyu").mkdir()
+    Image.new("RGB", (8, 8)).save(root / "nyu" / "rgb_00045.jpg")
+    (root / "nyu" / "split.txt").write_text("rgb_00045.jpg sync_depth_00045.png 518.8579\n")
+    captions = {"images": [{"id": 7}], "annotations": [{"image_id": 7, "caption": "A cat on a mat."}]}
+    (root / "captions.json").write_text(json.dumps(captions))
+    torch.save({"state_dict": random_state_dict("seg", 1536)}, root / "seg_head.pth")
+    torch.save({"state_dict": random_state_dict("dpt", 1536, layers=4)}, root / "dpt_head.pth")
 
     for synset in ("n01440764", "n01443537"):
         (root / "imagenet" / synset).mkdir(parents=True)
@@ -161,7 +186,17 @@ def synthetic_sources(root: Path) -> dict[str, str]:
     }
     (root / "arc.jsonl").write_text(json.dumps(question) + "\n")
     torch.save({"weight": torch.zeros(1000, 3072), "bias": torch.zeros(1000)}, root / "head.pth")
-    return {"imagenet": str(root / "imagenet"), "arc": str(root / "arc.jsonl"), "head": str(root / "head.pth")}
+    return {
+        "imagenet": str(root / "imagenet"),
+        "arc": str(root / "arc.jsonl"),
+        "head": str(root / "head.pth"),
+        "voc": str(voc),
+        "nyu": str(root / "nyu"),
+        "nyu_split": str(root / "nyu" / "split.txt"),
+        "seg_head": str(root / "seg_head.pth"),
+        "dpt_head": str(root / "dpt_head.pth"),
+        "captions": str(root / "captions.json"),
+    }
 
 
 def test_paper_config_builds_the_full_dag(tmp_path):
@@ -170,19 +205,24 @@ def test_paper_config_builds_the_full_dag(tmp_path):
     config["tasks"]["cls"]["source"]["root"] = paths["imagenet"]
     config["tasks"]["cls"]["head"]["checkpoint"] = paths["head"]
     config["tasks"]["csr"]["source"]["path"] = paths["arc"]
+    config["tasks"]["seg"]["source"]["root"] = paths["voc"]
+    config["tasks"]["seg"]["head"]["checkpoint"] = paths["seg_head"]
+    config["tasks"]["dpt"]["source"].update(root=paths["nyu"], labels=paths["nyu_split"])
+    config["tasks"]["dpt"]["head"]["checkpoint"] = paths["dpt_head"]
+    config["tasks"]["tti"]["source"]["path"] = paths["captions"]
     result = snakemake(tmp_path, config, "--dry-run")
     assert result.returncode == 0, result.stderr[-4000:]
-    # 500 samples at 100 per encoding job = 5 shards, x 5 QPs, for cls and csr.
+    # 100 samples per encoding job: cls, csr, tti (500 samples) 5 shards, seg (100) and dpt (80) 1; x 5 QPs.
     assert job_stats(result.stdout + result.stderr) == {
         "all": 1,
         "da_r2": 1,
-        "decode": 10,
-        "encode": 50,
-        "extract": 2,
-        "manifest": 2,
-        "plot_rate_accuracy": 2,
-        "preprocess": 2,
+        "decode": 25,
+        "encode": 85,
+        "extract": 5,
+        "manifest": 5,
+        "plot_rate_accuracy": 5,
+        "preprocess": 5,
         "rate_accuracy": 1,
-        "score": 10,
-        "score_original": 2,
+        "score": 25,
+        "score_original": 5,
     }

@@ -6,10 +6,11 @@ from __future__ import annotations
 from lamofc_lib.tasks.base import Task, resolve_device
 from lamofc_lib.tasks.cls import ClassificationTask
 from lamofc_lib.tasks.csr import ReasoningTask
+from lamofc_lib.tasks.dense import DepthTask, SegmentationTask
+from lamofc_lib.tasks.tti import TextToImageTask
 
 REGISTRY: dict[str, type[Task]] = {
-    ClassificationTask.name: ClassificationTask,
-    ReasoningTask.name: ReasoningTask,
+    task.name: task for task in (ClassificationTask, SegmentationTask, DepthTask, ReasoningTask, TextToImageTask)
 }
 
 

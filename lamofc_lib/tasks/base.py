@@ -90,14 +90,15 @@ class Task(ABC):
         """Write the split-point features of every manifest sample to the store `features`, and the head
         (everything scoring needs) to `head_out`."""
 
-    @abstractmethod
     def predict(self, head: Path, features: Iterable[np.ndarray]) -> list[str]:
         """Predictions of the head on (decoded) features, one string per sample, computed on `self.device`.
 
         `features` is consumed one sample at a time, so a store larger than memory can be scored."""
+        raise NotImplementedError(f"task {self.name} scores with its own outputs(); it has no label predictions")
 
-    def outputs(self, head: Path, features: Iterable[np.ndarray]) -> list:
-        """Per-sample head outputs, in the form `compare` and `ground_truth` use."""
+    def outputs(self, head: Path, features: Iterable[np.ndarray], attrs: Mapping) -> list:
+        """Per-sample head outputs, in the form `compare` and `ground_truth` use. `attrs` are the attributes of
+        the uncompressed feature store (extraction settings, per-sample geometry)."""
         return self.predict(head, features)
 
     def ground_truth(self, manifest: pd.DataFrame) -> list:

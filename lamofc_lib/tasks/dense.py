@@ -11,16 +11,20 @@ attributes (`geometry`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 
-from lamofc_lib.sources import load_image
+from lamofc_lib import heads
+from lamofc_lib.metrics import ConfusionMatrix, DepthErrors
+from lamofc_lib.sources import load_depth, load_image, load_label_map
 from lamofc_lib.store import write_store
-from lamofc_lib.tasks.base import split_layers
+from lamofc_lib.tasks.base import Task, model_source, split_layers
+from lamofc_lib.tasks.cls import load_dinov2
 from lamofc_lib.tasks.dinov2 import (
     block_outputs,
     center_padding,
@@ -122,3 +126,150 @@ def extract_dense(
     }
     write_store(features, list(manifest["sample_id"]), shapes, samples(), attrs=meta)
     return geometries
+
+
+def dinov2_config(model: Mapping):
+    """The backbone's configuration without its weights (to check a head checkpoint before heavy work)."""
+    from transformers import Dinov2Config
+
+    if model.get("random_init"):
+        return Dinov2Config(**{k: v for k, v in model["random_init"].items() if k != "seed"})
+    return Dinov2Config.from_pretrained(model_source(model))
+
+
+class DenseTask(Task):
+    """What seg and dpt share: DINOv2 extraction with the per-sample geometry, and a head file holding the
+    head's constructor arguments and weights."""
+
+    kind = ""
+
+    def _layers(self, split) -> int:
+        return len(split_layers(split))
+
+    def _head_from_state(self, dim: int, layers: int, state: Mapping, path: str) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def extract(self, manifest, model, split, head, features: Path, head_out: Path) -> None:
+        config = dinov2_config(model)
+        layers, dim = self._layers(split), config.hidden_size
+        if head.get("checkpoint"):
+            state, where = heads.read_state_dict(head["checkpoint"]), head["checkpoint"]
+        else:
+            state, where = heads.random_state_dict(self.kind, dim, int(head.get("seed", 0)), layers=layers), "random"
+        module = self._head_from_state(dim, layers, state, where)  # checks keys and shapes before the model loads
+        net = load_dinov2(model, self.device)
+        if hasattr(module, "set_final_norm") and getattr(module, "norm", None) is not None:
+            module.set_final_norm(heads.FinalNorm.from_module(net.layernorm))
+        torch.save({"dim": dim, "layers": layers, "state": module.state_dict()}, head_out)
+        attrs = {"task": self.name, "model": {k: v for k, v in model.items() if v is not None}}
+        extract_dense(self.name, net, manifest, split, features, self.device, attrs)
+
+    def _load_head(self, head: Path) -> torch.nn.Module:
+        saved = torch.load(head, map_location="cpu", weights_only=True)
+        module = self._new_head(int(saved["dim"]), int(saved["layers"]))
+        module.load_state_dict(saved["state"])
+        return module.to(self.device).eval()
+
+    def _new_head(self, dim: int, layers: int) -> torch.nn.Module:
+        raise NotImplementedError
+
+
+class SegmentationTask(DenseTask):
+    """VOC2012 semantic segmentation: mIoU (%) over 21 classes from an accumulated confusion matrix."""
+
+    name = "seg"
+    kind = "seg"
+    metric = "miou"
+    classes = heads.VOC_CLASSES
+
+    def _new_head(self, dim: int, layers: int) -> torch.nn.Module:
+        return heads.SegmentationLinearHead(dim, self.classes, layers)
+
+    def _head_from_state(self, dim, layers, state, path):
+        heads.check_state_dict(
+            path, state, heads.checkpoint_spec("seg", dim, layers=layers, classes=self.classes), False
+        )
+        module = self._new_head(dim, layers)
+        heads._load_into(
+            module,
+            {k: v for k, v in state.items() if k.startswith("decode_head.") and "num_batches" not in k},
+            "decode_head.",
+        )
+        return module
+
+    def outputs(self, head: Path, features: Iterable[np.ndarray], attrs: Mapping) -> list:
+        module = self._load_head(head)
+        out = []
+        for x, g in zip(features, attrs["geometry"], strict=True):
+            boxes = [(y1, y2, x1, x2) for y1, x1, y2, x2 in g["windows"]]
+            with torch.no_grad():
+                logits = [
+                    module(torch.from_numpy(np.ascontiguousarray(x[i : i + 1])).to(self.device), tuple(g["grid"][i]),
+                           (b[1] - b[0], b[3] - b[2]))[0]
+                    for i, b in enumerate(boxes)
+                ]  # fmt: skip
+                full = heads.stitch_windows(logits, boxes, *g["resized"])
+                full = F.interpolate(full[None], size=tuple(g["original"]), mode="bilinear", align_corners=False)
+            out.append(full[0].argmax(0).to(torch.uint8).cpu().numpy())
+        return out
+
+    def ground_truth(self, manifest: pd.DataFrame) -> list:
+        return [load_label_map(path) for path in Task.ground_truth(self, manifest)]
+
+    def compare(self, outputs: Sequence, references: Sequence) -> tuple[float, list[dict]]:
+        if len(outputs) != len(references) or not len(outputs):
+            raise ValueError(f"task seg: {len(outputs)} outputs for {len(references)} references")
+        total = ConfusionMatrix(self.classes)
+        rows = []
+        for prediction, target in zip(outputs, references, strict=True):
+            if prediction.shape != target.shape:
+                raise ValueError(f"task seg: prediction {prediction.shape} and label map {target.shape} differ in size")
+            valid = target != total.ignore_index
+            total.update(prediction, target)
+            rows.append({"pixel_accuracy": 100.0 * float(np.mean(prediction[valid] == target[valid]))})
+        return total.miou(), rows
+
+
+class DepthTask(DenseTask):
+    """NYU-Depth-v2 depth estimation: RMSE (m) averaged over images, lower is better."""
+
+    name = "dpt"
+    kind = "dpt"
+    metric = "rmse"
+    higher_is_better = False
+
+    def _new_head(self, dim: int, layers: int) -> torch.nn.Module:
+        return heads.DepthLinear4Head(dim, layers)
+
+    def _head_from_state(self, dim, layers, state, path):
+        heads.check_state_dict(path, state, heads.checkpoint_spec("dpt", dim, layers=layers), False)
+        module = self._new_head(dim, layers)
+        heads._load_into(module, {k: v for k, v in state.items() if k.startswith("decode_head.")}, "decode_head.")
+        return module
+
+    def outputs(self, head: Path, features: Iterable[np.ndarray], attrs: Mapping) -> list:
+        module = self._load_head(head)
+        out = []
+        for x, g in zip(features, attrs["geometry"], strict=True):
+            with torch.no_grad():
+                depth = module(torch.from_numpy(np.ascontiguousarray(x)).to(self.device), tuple(g["grid"][0]),
+                               tuple(g["resized"]))  # fmt: skip
+                depth = heads.merge_flip_views(depth, [v == "hflip" for v in g["views"]])
+                if list(g["original"]) != list(g["resized"]):
+                    depth = F.interpolate(depth, size=tuple(g["original"]), mode="bilinear", align_corners=False)
+            out.append(depth[0, 0].cpu().numpy().astype(np.float32))
+        return out
+
+    def ground_truth(self, manifest: pd.DataFrame) -> list:
+        return [load_depth(path) for path in Task.ground_truth(self, manifest)]
+
+    def compare(self, outputs: Sequence, references: Sequence) -> tuple[float, list[dict]]:
+        if len(outputs) != len(references) or not len(outputs):
+            raise ValueError(f"task dpt: {len(outputs)} outputs for {len(references)} references")
+        errors = DepthErrors()
+        rows = [{"rmse": errors.update(p, t, _valid_depth(t))} for p, t in zip(outputs, references, strict=True)]
+        return errors.rmse(), rows
+
+
+def _valid_depth(target: np.ndarray) -> np.ndarray:
+    return (target > heads.MIN_DEPTH) & (target < heads.MAX_DEPTH)

@@ -76,6 +76,16 @@ def head_checkpoint(wildcards):
     return [path] if path else []
 
 
+# The library modules each task's extraction runs (besides sources.py, store.py and io.py).
+TASK_CODE = {
+    "cls": ("tasks/base.py", "tasks/cls.py"),
+    "seg": ("tasks/base.py", "tasks/cls.py", "tasks/dinov2.py", "tasks/dense.py", "heads.py"),
+    "dpt": ("tasks/base.py", "tasks/cls.py", "tasks/dinov2.py", "tasks/dense.py", "heads.py"),
+    "csr": ("tasks/base.py", "tasks/csr.py"),
+    "tti": ("tasks/base.py", "tasks/tti.py"),
+}
+
+
 def code_version(*modules):
     """A hash of lamofc_lib modules (files or folders) a cached rule runs, so a library change reruns it and
     the between-workflow cache never serves results of older code."""

@@ -23,9 +23,9 @@ rule extract:
     params:
         task=lambda wc: wc.task,
         model=lambda wc: task_settings(wc.task)["model"],
-        split=lambda wc: task_settings(wc.task)["split"],
+        split=lambda wc: task_settings(wc.task).get("split"),
         head=lambda wc: task_settings(wc.task)["head"],
         device=config["run"]["device"],
-        code=code_version("tasks", "sources.py", "store.py", "io.py"),
+        code=lambda wc: code_version(*TASK_CODE[wc.task], "sources.py", "store.py", "io.py"),
     script:
         "../scripts/extract.py"

@@ -1,0 +1,482 @@
+"""The official DINOv2 evaluation heads, run on the features as the benchmark stores them.
+
+Every head takes the split-point tokens as stored: an array N x C x T x D (N views or crops, C layers,
+T = 1 + h * w tokens with the CLS token first, D the width), taken BEFORE the backbone's final LayerNorm.
+
+* ``ClassifierHead`` (``dinov2_vitg14_linear_head.pth``): final LayerNorm on every token, then
+  Linear(concat(CLS, mean of the patch tokens)) -> 1000 ImageNet logits. The checkpoint is the bare state dict
+  of ``nn.Linear(2 D, 1000)``: ``weight`` [1000, 2 D], ``bias`` [1000].
+* ``SegmentationLinearHead`` (``dinov2_vitg14_voc2012_linear_head.pth``, the 'linear' config: last block only):
+  final LayerNorm, CLS dropped, patch tokens as an h x w map (row-major), BatchNorm2d (eval, eps 1e-5) over the
+  concatenated layer channels, 1x1 conv ``conv_seg`` -> 21 logits at the patch grid, then bilinear upsampling
+  (align_corners False) to the crop size. Slide inference (crop 512, stride 341: ``slide_windows`` and
+  ``stitch_windows``) and the resize to the original image belong to the caller.
+* ``DepthLinear4Head`` (``dinov2_vitg14_nyu_linear4_head.pth``): NO final LayerNorm (the official config sets
+  ``final_norm=False``); for each of the 4 layers the patch map followed by the CLS token broadcast over the map
+  (2 D channels), layers concatenated in order (8 D channels), upsampled x4 (bilinear, align_corners False),
+  1x1 conv ``conv_depth`` to 256 bins, 'linear' normalisation (relu + 0.1, divided by the sum), expectation over
+  the bin centres linspace(0.001, 10, 256), clamped to [0.001, 10], optionally resized to the original image
+  size (480 x 640 for NYU, from the 490 x 644 padded input's 35 x 46 grid). No BatchNorm: the official depth
+  BNHead has its BatchNorm commented out, so its only weights are ``conv_depth``'s.
+
+The segmentation and depth checkpoints are mmcv files: the state dict, possibly under ``state_dict`` next to
+``meta``, with keys prefixed ``decode_head.``. ``checkpoint_spec`` lists the keys and shapes each loader
+requires; ``random_state_dict`` makes seeded weights in the same format for a small demo model, so the demo
+and the real checkpoints go through the same loader.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+KINDS = ("cls", "seg", "dpt")
+OFFICIAL_FILES = {
+    "cls": "dinov2_vitg14_linear_head.pth",
+    "seg": "dinov2_vitg14_voc2012_linear_head.pth",
+    "dpt": "dinov2_vitg14_nyu_linear4_head.pth",
+}
+IMAGENET_CLASSES = 1000
+VOC_CLASSES = 21
+DEPTH_BINS = 256
+DEPTH_LAYERS = 4
+MIN_DEPTH = 0.001
+MAX_DEPTH = 10.0
+DEPTH_UPSAMPLE = 4
+BN_EPS = 1e-5  # mmseg's SyncBatchNorm default
+LN_EPS = 1e-6  # DINOv2's final LayerNorm
+PATCH = 14
+
+Features = np.ndarray | torch.Tensor
+
+
+@dataclass(frozen=True)
+class FinalNorm:
+    """The backbone's final LayerNorm: per-channel weight and bias [D] and its eps."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    eps: float = LN_EPS
+
+    @classmethod
+    def from_module(cls, module: nn.LayerNorm) -> FinalNorm:
+        """Copy a LayerNorm module's parameters (e.g. ``Dinov2Model.layernorm``)."""
+        return cls(module.weight.detach().float().cpu(), module.bias.detach().float().cpu(), float(module.eps))
+
+    @classmethod
+    def identity(cls, dim: int, eps: float = LN_EPS) -> FinalNorm:
+        """Plain standardisation (weight 1, bias 0)."""
+        return cls(torch.ones(dim), torch.zeros(dim), eps)
+
+
+class FinalLayerNorm(nn.Module):
+    """LayerNorm whose weights, bias and eps live in buffers, so a saved head keeps the backbone's norm; it
+    refuses to run until the backbone's values are set."""
+
+    def __init__(self, dim: int, norm: FinalNorm | None = None):
+        super().__init__()
+        self.dim = dim
+        self.register_buffer("weight", torch.ones(dim))
+        self.register_buffer("bias", torch.zeros(dim))
+        self.register_buffer("eps", torch.tensor(LN_EPS, dtype=torch.float64))
+        self.register_buffer("ready", torch.tensor(False))
+        if norm is not None:
+            self.set(norm)
+
+    def set(self, norm: FinalNorm) -> None:
+        """Take the backbone's final LayerNorm values."""
+        for name, value in (("weight", norm.weight), ("bias", norm.bias)):
+            if tuple(value.shape) != (self.dim,):
+                raise ValueError(f"final LayerNorm {name} has shape {tuple(value.shape)}, expected ({self.dim},)")
+            getattr(self, name).copy_(torch.as_tensor(value, dtype=torch.float32))
+        self.eps.fill_(float(norm.eps))
+        self.ready.fill_(True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not bool(self.ready):
+            raise RuntimeError("the head's final LayerNorm is not set: pass the backbone's (set_final_norm)")
+        return F.layer_norm(x, (self.dim,), self.weight, self.bias, float(self.eps))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Geometry helpers
+
+
+def patch_grid(height: int, width: int, patch: int = PATCH) -> tuple[int, int]:
+    """The token grid of an image centre-padded up to a multiple of the patch size (e.g. 480 x 640 -> 35 x 46,
+    512 x 512 -> 37 x 37)."""
+    return math.ceil(height / patch), math.ceil(width / patch)
+
+
+def slide_windows(height: int, width: int, crop: int = 512, stride: int = 341) -> list[tuple[int, int, int, int]]:
+    """Crop boxes (y1, y2, x1, x2) of mmseg's slide inference, in its order (rows, then columns); the last crop
+    of a row or column is moved back to end at the image border; an image smaller than the crop gives one
+    smaller crop."""
+    rows = max(height - crop + stride - 1, 0) // stride + 1
+    cols = max(width - crop + stride - 1, 0) // stride + 1
+    boxes = []
+    for r in range(rows):
+        for c in range(cols):
+            y2, x2 = min(r * stride + crop, height), min(c * stride + crop, width)
+            boxes.append((max(y2 - crop, 0), y2, max(x2 - crop, 0), x2))
+    return boxes
+
+
+def stitch_windows(
+    crop_logits: Sequence[torch.Tensor], boxes: Sequence[tuple[int, int, int, int]], height: int, width: int
+) -> torch.Tensor:
+    """Average per-crop maps (each K x h_crop x w_crop, already at its crop's size) over the image: K x H x W."""
+    if len(crop_logits) != len(boxes):
+        raise ValueError(f"{len(crop_logits)} crop maps for {len(boxes)} windows")
+    first = crop_logits[0]
+    total = first.new_zeros((first.shape[0], height, width))
+    count = first.new_zeros((1, height, width))
+    for logits, (y1, y2, x1, x2) in zip(crop_logits, boxes, strict=True):
+        if tuple(logits.shape[-2:]) != (y2 - y1, x2 - x1):
+            raise ValueError(f"crop map {tuple(logits.shape[-2:])} does not fit window {(y1, y2, x1, x2)}")
+        total[:, y1:y2, x1:x2] += logits
+        count[:, y1:y2, x1:x2] += 1
+    if bool((count == 0).any()):
+        raise ValueError("the windows do not cover the image")
+    return total / count
+
+
+def merge_flip_views(depth: torch.Tensor, flipped: Sequence[bool]) -> torch.Tensor:
+    """Flip back the horizontally flipped views of N x 1 x H x W maps and average them (the official flip test
+    augmentation): 1 x 1 x H x W."""
+    if depth.shape[0] != len(flipped):
+        raise ValueError(f"{depth.shape[0]} views but {len(flipped)} flip flags")
+    views = [d.flip(-1) if f else d for d, f in zip(depth, flipped, strict=True)]
+    return torch.stack(views).mean(dim=0, keepdim=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Input handling
+
+
+def _tokens(features: Features, device: torch.device, dim: int, layers: int | None = None) -> torch.Tensor:
+    x = torch.as_tensor(np.ascontiguousarray(features) if isinstance(features, np.ndarray) else features)
+    x = x.to(device=device, dtype=torch.float32)
+    if x.ndim != 4:
+        raise ValueError(f"features must be N x C x T x D, got shape {tuple(x.shape)}")
+    if x.shape[-1] != dim:
+        raise ValueError(f"features have width {x.shape[-1]}, the head expects {dim}")
+    if layers is not None and x.shape[1] != layers:
+        raise ValueError(f"features have {x.shape[1]} layers, the head expects {layers}")
+    return x
+
+
+def _grid(tokens: int, registers: int, grid: tuple[int, int] | None) -> tuple[int, int]:
+    patches = tokens - 1 - registers
+    if grid is None:
+        side = math.isqrt(max(patches, 0))
+        if side * side != patches or patches == 0:
+            raise ValueError(f"{tokens} tokens do not form a square grid: pass grid=(h, w)")
+        return side, side
+    h, w = int(grid[0]), int(grid[1])
+    if h * w != patches:
+        raise ValueError(f"grid {h} x {w} needs {1 + registers + h * w} tokens, the features have {tokens}")
+    return h, w
+
+
+def _patch_maps(x: torch.Tensor, registers: int, h: int, w: int) -> torch.Tensor:
+    """N x C x T x D tokens -> N x C x D x h x w maps of the patch tokens (row-major, as DINOv2 reshapes)."""
+    n, c, _, d = x.shape
+    return x[:, :, 1 + registers :].reshape(n, c, h, w, d).permute(0, 1, 4, 2, 3)
+
+
+def _device(module: nn.Module) -> torch.device:
+    return next(module.buffers()).device
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Heads
+
+
+class ClassifierHead(nn.Module):
+    """DINOv2 linear probe (1 block, avgpool): LayerNorm -> concat(CLS, mean(patch tokens)) -> Linear."""
+
+    def __init__(self, dim: int, classes: int = IMAGENET_CLASSES, norm: FinalNorm | None = None, registers: int = 0):
+        super().__init__()
+        self.dim, self.classes, self.registers = dim, classes, registers
+        self.norm = FinalLayerNorm(dim, norm)
+        self.linear = nn.Linear(2 * dim, classes)
+
+    def set_final_norm(self, norm: FinalNorm) -> None:
+        self.norm.set(norm)
+
+    def forward(self, features: Features) -> torch.Tensor:
+        """N x C x T x D tokens (the last layer is used) -> N x classes logits."""
+        x = self.norm(_tokens(features, _device(self), self.dim)[:, -1])
+        pooled = torch.cat([x[:, 0], x[:, 1 + self.registers :].mean(dim=1)], dim=-1)
+        return self.linear(pooled)
+
+
+class SegmentationLinearHead(nn.Module):
+    """mmseg BNHead of the DINOv2 'linear' segmentation eval: LayerNorm -> patch map -> BatchNorm -> 1x1 conv."""
+
+    def __init__(
+        self,
+        dim: int,
+        classes: int = VOC_CLASSES,
+        layers: int = 1,
+        norm: FinalNorm | None = None,
+        registers: int = 0,
+        bn_eps: float = BN_EPS,
+    ):
+        super().__init__()
+        self.dim, self.classes, self.layers, self.registers = dim, classes, layers, registers
+        self.norm = FinalLayerNorm(dim, norm)
+        self.bn = nn.BatchNorm2d(layers * dim, eps=bn_eps)
+        self.conv_seg = nn.Conv2d(layers * dim, classes, kernel_size=1)
+        self.eval()
+
+    def set_final_norm(self, norm: FinalNorm) -> None:
+        self.norm.set(norm)
+
+    def forward(
+        self, features: Features, grid: tuple[int, int] | None = None, size: tuple[int, int] | None = None
+    ) -> torch.Tensor:
+        """N x C x T x D tokens -> N x classes logits at the patch grid (h x w), or bilinearly upsampled to
+        ``size`` (the crop's height and width: 512 x 512 for a full crop)."""
+        x = self.norm(_tokens(features, _device(self), self.dim, self.layers))
+        h, w = _grid(x.shape[2], self.registers, grid)
+        maps = _patch_maps(x, self.registers, h, w).flatten(1, 2)  # layers concatenated in order
+        bn = self.bn
+        maps = F.batch_norm(maps, bn.running_mean, bn.running_var, bn.weight, bn.bias, training=False, eps=bn.eps)
+        logits = self.conv_seg(maps)
+        if size is not None:
+            logits = F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
+        return logits
+
+
+class DepthLinear4Head(nn.Module):
+    """DINOv2 'linear4' depth BNHead (classify, 'UD' bins, 'linear' norm, upsample 4, no BatchNorm)."""
+
+    def __init__(
+        self,
+        dim: int,
+        layers: int = DEPTH_LAYERS,
+        bins: int = DEPTH_BINS,
+        min_depth: float = MIN_DEPTH,
+        max_depth: float = MAX_DEPTH,
+        upsample: int = DEPTH_UPSAMPLE,
+        registers: int = 0,
+        norm: FinalNorm | None = None,
+        final_norm: bool = False,
+    ):
+        super().__init__()
+        self.dim, self.layers, self.bins, self.registers = dim, layers, bins, registers
+        self.min_depth, self.max_depth, self.upsample = float(min_depth), float(max_depth), int(upsample)
+        # The official config runs without the final LayerNorm; `final_norm=True` is only for experiments.
+        self.norm = FinalLayerNorm(dim, norm) if final_norm else None
+        self.conv_depth = nn.Conv2d(2 * layers * dim, bins, kernel_size=1)
+        self.register_buffer("centres", torch.linspace(self.min_depth, self.max_depth, bins))
+
+    def set_final_norm(self, norm: FinalNorm) -> None:
+        if self.norm is None:
+            raise ValueError("this depth head runs without the final LayerNorm (final_norm=False)")
+        self.norm.set(norm)
+
+    def feature_map(self, features: Features, grid: tuple[int, int] | None = None) -> torch.Tensor:
+        """The head's input at the patch grid: per layer [patch map, CLS broadcast], layers in order:
+        N x 2CD x h x w."""
+        x = _tokens(features, _device(self), self.dim, self.layers)
+        if self.norm is not None:
+            x = self.norm(x)
+        h, w = _grid(x.shape[2], self.registers, grid)
+        maps = _patch_maps(x, self.registers, h, w)
+        cls = x[:, :, 0, :, None, None].expand_as(maps)
+        return torch.cat([maps, cls], dim=2).flatten(1, 2)
+
+    def forward(
+        self,
+        features: Features,
+        grid: tuple[int, int] | None = None,
+        size: tuple[int, int] | None = None,
+        fused: bool = True,
+    ) -> torch.Tensor:
+        """N x C x T x D tokens -> N x 1 x (upsample h) x (upsample w) depth in metres, or resized to ``size``
+        (the original image size). ``fused`` runs the 1x1 conv before the bilinear upsampling, which is the same
+        linear map in another order (the official order, ``fused=False``, needs 8D x 16hw floats per view)."""
+        feats = self.feature_map(features, grid)
+        h, w = feats.shape[-2:]
+        up = (h * self.upsample, w * self.upsample)
+        if fused:
+            logits = F.interpolate(self.conv_depth(feats), size=up, mode="bilinear", align_corners=False)
+        else:
+            logits = self.conv_depth(F.interpolate(feats, size=up, mode="bilinear", align_corners=False))
+        weights = torch.relu(logits) + 0.1
+        weights = weights / weights.sum(dim=1, keepdim=True)
+        depth = torch.einsum("nkhw,k->nhw", weights, self.centres).unsqueeze(1)
+        depth = depth.clamp(self.min_depth, self.max_depth)
+        if size is not None:
+            depth = F.interpolate(depth, size=tuple(size), mode="bilinear", align_corners=False)
+        return depth
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def checkpoint_spec(
+    kind: str, dim: int, *, layers: int | None = None, classes: int | None = None, bins: int = DEPTH_BINS
+) -> dict[str, tuple[int, ...]]:
+    """Keys and shapes of an official head checkpoint (the state dict, after any ``state_dict`` wrapper)."""
+    if kind == "cls":
+        classes = classes or IMAGENET_CLASSES
+        return {"weight": (classes, 2 * dim), "bias": (classes,)}
+    if kind == "seg":
+        classes, channels = classes or VOC_CLASSES, (layers or 1) * dim
+        return {
+            "decode_head.bn.weight": (channels,),
+            "decode_head.bn.bias": (channels,),
+            "decode_head.bn.running_mean": (channels,),
+            "decode_head.bn.running_var": (channels,),
+            "decode_head.bn.num_batches_tracked": (),
+            "decode_head.conv_seg.weight": (classes, channels, 1, 1),
+            "decode_head.conv_seg.bias": (classes,),
+        }
+    if kind == "dpt":
+        channels = 2 * (layers or DEPTH_LAYERS) * dim
+        return {"decode_head.conv_depth.weight": (bins, channels, 1, 1), "decode_head.conv_depth.bias": (bins,)}
+    raise ValueError(f"unknown head kind '{kind}'; known: {', '.join(KINDS)}")
+
+
+OPTIONAL_KEYS = {"decode_head.bn.num_batches_tracked"}
+
+
+def random_state_dict(
+    kind: str, dim: int, seed: int = 0, *, layers: int | None = None, classes: int | None = None
+) -> dict[str, torch.Tensor]:
+    """Seeded random weights in the official key format and shapes, for a demo model of width ``dim``."""
+    spec = checkpoint_spec(kind, dim, layers=layers, classes=classes)
+    gen = torch.Generator().manual_seed(int(seed))
+    state = {}
+    for key, shape in spec.items():
+        if key.endswith("num_batches_tracked"):
+            state[key] = torch.tensor(0, dtype=torch.int64)
+        elif key.endswith("running_var"):
+            state[key] = 0.5 + torch.rand(shape, generator=gen)
+        elif key.endswith("bn.weight"):
+            state[key] = 1.0 + 0.1 * torch.randn(shape, generator=gen)
+        elif len(shape) >= 2:  # linear / conv weights
+            state[key] = torch.randn(shape, generator=gen) / math.sqrt(shape[1])
+        else:  # biases, BN shift and mean
+            state[key] = 0.1 * torch.randn(shape, generator=gen)
+    return state
+
+
+def _numpy_safe_globals() -> list:
+    """numpy scalars and dtypes, which mmcv's ``meta`` may hold; allowing them keeps ``weights_only`` loading."""
+    allowed: list = [np.dtype]
+    allowed += [getattr(np.dtypes, name) for name in dir(np.dtypes) if name.endswith("DType")]
+    core = getattr(np, "_core", None)
+    scalar = getattr(getattr(core, "multiarray", None), "scalar", None)
+    if scalar is not None:
+        allowed += [scalar, (scalar, "numpy.core.multiarray.scalar")]
+    return allowed
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Load a head checkpoint with ``weights_only=True``; unwrap mmcv's ``state_dict`` and strip ``module.``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"head checkpoint {path} does not exist")
+    try:
+        with torch.serialization.safe_globals(_numpy_safe_globals()):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # any unreadable file is reported the same way
+        raise ValueError(f"head checkpoint {path} cannot be read as a weights-only torch file: {err}") from err
+    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"head checkpoint {path} holds a {type(obj).__name__}, expected a state dict")
+    return {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in obj.items()}
+
+
+def check_state_dict(
+    path: str | Path, state: Mapping[str, object], spec: Mapping[str, tuple[int, ...]], strict: bool
+) -> None:
+    """Raise ValueError naming the file and the first missing, unexpected or misshapen key. ``strict`` rejects
+    every unexpected key; otherwise only unexpected ``decode_head.`` keys (another head's layout)."""
+    missing = [k for k in spec if k not in state and k not in OPTIONAL_KEYS]
+    if missing:
+        have = sorted(state)
+        more = f" and {len(have) - 10} more" if len(have) > 10 else ""
+        raise ValueError(
+            f"head checkpoint {path} lacks key '{missing[0]}' (missing: {missing}); it has {have[:10]}{more}"
+        )
+    extra = [k for k in state if k not in spec and (strict or k.startswith("decode_head."))]
+    if extra:
+        raise ValueError(f"head checkpoint {path} has unexpected key '{extra[0]}'; expected only {sorted(spec)}")
+    for key, shape in spec.items():
+        if key not in state:
+            continue
+        value = state[key]
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(f"head checkpoint {path}: '{key}' is a {type(value).__name__}, expected a tensor")
+        if tuple(value.shape) != tuple(shape):
+            raise ValueError(f"head checkpoint {path}: '{key}' has shape {tuple(value.shape)}, expected {shape}")
+
+
+def _load_into(module: nn.Module, state: Mapping[str, torch.Tensor], prefix: str) -> None:
+    own = module.state_dict()
+    for key, value in state.items():
+        name = key[len(prefix) :]
+        own[name].copy_(value.to(own[name].dtype))
+
+
+def load_classifier_head(
+    path: str | Path, dim: int, norm: FinalNorm | None = None, classes: int = IMAGENET_CLASSES
+) -> ClassifierHead:
+    """``dinov2_vitg14_linear_head.pth`` (``weight`` [classes, 2 dim], ``bias`` [classes]) as a ClassifierHead;
+    set the backbone's final LayerNorm here or later with ``set_final_norm``."""
+    state = read_state_dict(path)
+    check_state_dict(path, state, checkpoint_spec("cls", dim, classes=classes), strict=True)
+    head = ClassifierHead(dim, classes, norm)
+    _load_into(head.linear, state, "")
+    return head.eval().requires_grad_(False)
+
+
+def load_segmentation_head(
+    path: str | Path, dim: int, norm: FinalNorm | None = None, classes: int = VOC_CLASSES, layers: int = 1
+) -> SegmentationLinearHead:
+    """``dinov2_vitg14_voc2012_linear_head.pth`` (``decode_head.bn.*`` and ``decode_head.conv_seg.*``)."""
+    state = read_state_dict(path)
+    spec = checkpoint_spec("seg", dim, layers=layers, classes=classes)
+    check_state_dict(path, state, spec, strict=False)
+    head = SegmentationLinearHead(dim, classes, layers, norm)
+    _load_into(head, {k: state[k] for k in spec if k in state}, "decode_head.")
+    return head.eval().requires_grad_(False)
+
+
+def load_depth_head(
+    path: str | Path,
+    dim: int,
+    layers: int = DEPTH_LAYERS,
+    min_depth: float = MIN_DEPTH,
+    max_depth: float = MAX_DEPTH,
+) -> DepthLinear4Head:
+    """``dinov2_vitg14_nyu_linear4_head.pth`` (``decode_head.conv_depth.*``, 256 bins over 0.001-10 m)."""
+    state = read_state_dict(path)
+    spec = checkpoint_spec("dpt", dim, layers=layers)
+    check_state_dict(path, state, spec, strict=False)
+    head = DepthLinear4Head(dim, layers, DEPTH_BINS, min_depth, max_depth)
+    _load_into(head, {k: state[k] for k in spec}, "decode_head.")
+    return head.eval().requires_grad_(False)
+
+
+def load_head(kind: str, path: str | Path, dim: int, **kwargs) -> nn.Module:
+    """Dispatch to the loader of ``kind`` (cls, seg or dpt)."""
+    loaders = {"cls": load_classifier_head, "seg": load_segmentation_head, "dpt": load_depth_head}
+    if kind not in loaders:
+        raise ValueError(f"unknown head kind '{kind}'; known: {', '.join(KINDS)}")
+    return loaders[kind](path, dim, **kwargs)

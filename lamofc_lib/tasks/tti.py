@@ -1,0 +1,416 @@
+"""Text-to-image generation with Stable Diffusion 3 (task tti).
+
+Split: the latent that enters the VAE decoder, i.e. the final latent of the denoising loop BEFORE
+`latent / scaling_factor + shift_factor`: 1 x 16 x H/8 x W/8 per prompt (1 x 16 x 128 x 128 at 1024 x 1024).
+Generation follows the benchmark: fp16, 28 steps, guidance 7.0, negative prompt "", seed 3407 (a CPU generator
+seeded per prompt, so every sample's noise is independent of the batch and the device).
+
+Head: the VAE decoder. The head file holds the decoder (and post_quant_conv, where the VAE has one) weights, the
+VAE config and its scaling and shift factors. Outputs: the decoded images' InceptionV3 pool3 activations; the
+metric is the FID between the activations on decoded and on uncompressed latents (no ground truth).
+
+`model.random_init` builds a tiny SD3 pipeline from configs with seeded random weights (demo, tests): an
+SD3Transformer2DModel, an AutoencoderKL with SD3's 16 latent channels and scaling/shift factors, the
+FlowMatchEulerDiscreteScheduler with SD3's shift 3.0, two CLIP text encoders with projection and a T5 encoder.
+The real tokenizers' vocabularies cannot be downloaded here, so the demo tokenizers are built offline: a CLIP
+byte-level BPE tokenizer with the 512 byte symbols of CLIP's base vocabulary and no merges (character level),
+and a T5 Unigram tokenizer over printable ASCII. The pipeline itself (prompt encoding, classifier-free
+guidance, scheduler, latent output) is diffusers' StableDiffusion3Pipeline in both cases.
+"""
+
+from __future__ import annotations
+
+import json
+import string
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from lamofc_lib.sources import COLUMNS, SourceError
+from lamofc_lib.store import write_store
+from lamofc_lib.tasks.base import Task, load_head_file, model_source, torch_dtype
+
+# The benchmark's generation settings; `model` or `model.random_init` may override any of them.
+GENERATION = {
+    "steps": 28,
+    "guidance_scale": 7.0,
+    "height": 1024,
+    "width": 1024,
+    "negative_prompt": "",
+    "generation_seed": 3407,
+    "max_sequence_length": 256,
+}
+SD3_SCALING_FACTOR = 1.5305
+SD3_SHIFT_FACTOR = 0.0609
+LATENT_CHANNELS = 16
+HEAD_KEYS = ("vae_config", "state_dict", "scaling_factor", "shift_factor")
+
+# The tiny demo pipeline; `model.random_init` overrides these per component (keys transformer, vae, clip, clip_2,
+# t5, scheduler). pooled_projection_dim and joint_attention_dim follow from the text encoders.
+TINY_TRANSFORMER = {
+    "sample_size": 128,
+    "patch_size": 2,
+    "in_channels": LATENT_CHANNELS,
+    "out_channels": LATENT_CHANNELS,
+    "num_layers": 2,
+    "attention_head_dim": 8,
+    "num_attention_heads": 4,
+    "caption_projection_dim": 32,
+    "pos_embed_max_size": 96,
+}
+TINY_VAE = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "down_block_types": ["DownEncoderBlock2D"] * 4,
+    "up_block_types": ["UpDecoderBlock2D"] * 4,
+    "block_out_channels": [8, 16, 32, 32],
+    "layers_per_block": 1,
+    "norm_num_groups": 8,
+    "act_fn": "silu",
+    "latent_channels": LATENT_CHANNELS,
+    "sample_size": 1024,
+    "scaling_factor": SD3_SCALING_FACTOR,
+    "shift_factor": SD3_SHIFT_FACTOR,
+    "use_quant_conv": False,
+    "use_post_quant_conv": False,
+}
+TINY_CLIP = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "projection_dim": 32,
+    "max_position_embeddings": 77,
+}
+TINY_T5 = {"d_model": 64, "d_kv": 16, "d_ff": 128, "num_layers": 2, "num_heads": 4}
+SD3_SCHEDULER = {"num_train_timesteps": 1000, "shift": 3.0}
+
+
+def generation_settings(model: Mapping) -> dict:
+    """The generation settings: the benchmark's, overridden by keys of `model` or `model.random_init`."""
+    settings = dict(GENERATION)
+    for where in (model, model.get("random_init") or {}):
+        settings.update({k: where[k] for k in GENERATION if where.get(k) is not None})
+    for key in ("height", "width"):
+        value = settings[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0 or value % 16:
+            raise ValueError(f"tti {key} must be a positive multiple of 16 (VAE factor 8 x patch 2), got {value!r}")
+    if isinstance(settings["steps"], bool) or not isinstance(settings["steps"], int) or settings["steps"] < 1:
+        raise ValueError(f"tti steps must be a positive integer, got {settings['steps']!r}")
+    return settings
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Models
+
+
+def demo_clip_tokenizer(max_length: int = 77):
+    """A CLIP tokenizer built offline: CLIP's byte-level BPE with only its 512 base symbols (each byte symbol,
+    alone and word-final) and no merges, so it tokenizes character by character; lower-cases like CLIP."""
+    from tokenizers import pre_tokenizers
+    from transformers import CLIPTokenizer
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {symbol: i for i, symbol in enumerate(alphabet)}
+    vocab.update({symbol + "</w>": len(alphabet) + i for i, symbol in enumerate(alphabet)})
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=max_length)
+
+
+def demo_t5_tokenizer(max_length: int = 512):
+    """A T5 (Unigram, sentencepiece-style) tokenizer built offline over printable ASCII characters."""
+    from transformers import T5Tokenizer
+
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)]
+    pieces += [(c, -3.0) for c in string.printable if not c.isspace()]
+    return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=max_length)
+
+
+def build_random_sd3(random_init: Mapping):
+    """A small StableDiffusion3Pipeline from configs with seeded random weights (see the module docstring)."""
+    from diffusers import (
+        AutoencoderKL,
+        FlowMatchEulerDiscreteScheduler,
+        SD3Transformer2DModel,
+        StableDiffusion3Pipeline,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection, T5Config, T5EncoderModel
+
+    values = dict(random_init)
+    unknown = set(values) - {"seed", "transformer", "vae", "clip", "clip_2", "t5", "scheduler", *GENERATION}
+    if unknown:
+        raise ValueError(f"model.random_init: unknown keys {sorted(unknown)} for task tti")
+    torch.manual_seed(int(values.get("seed", 0)))
+    tokenizer, tokenizer_3 = demo_clip_tokenizer(), demo_t5_tokenizer()
+
+    def clip_encoder(overrides):
+        config = {**TINY_CLIP, **(overrides or {})}
+        special = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+                   "pad_token_id": tokenizer.pad_token_id, "vocab_size": len(tokenizer)}  # fmt: skip
+        return CLIPTextModelWithProjection(CLIPTextConfig(**config, **special))
+
+    text_encoder, text_encoder_2 = clip_encoder(values.get("clip")), clip_encoder(values.get("clip_2"))
+    t5 = {**TINY_T5, **(values.get("t5") or {}), "vocab_size": len(tokenizer_3)}
+    text_encoder_3 = T5EncoderModel(T5Config(**t5))
+    clip_width = text_encoder.config.hidden_size + text_encoder_2.config.hidden_size
+    if t5["d_model"] < clip_width:
+        raise ValueError(f"model.random_init: t5 d_model {t5['d_model']} is below the two CLIP widths {clip_width}")
+    transformer = SD3Transformer2DModel(
+        **{
+            **TINY_TRANSFORMER,
+            **(values.get("transformer") or {}),
+            "joint_attention_dim": t5["d_model"],
+            "pooled_projection_dim": text_encoder.config.projection_dim + text_encoder_2.config.projection_dim,
+        }
+    )
+    vae = AutoencoderKL(**{**TINY_VAE, **(values.get("vae") or {})})
+    scheduler = FlowMatchEulerDiscreteScheduler(**{**SD3_SCHEDULER, **(values.get("scheduler") or {})})
+    return StableDiffusion3Pipeline(
+        transformer=transformer,
+        scheduler=scheduler,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        text_encoder_2=text_encoder_2,
+        tokenizer_2=tokenizer,
+        text_encoder_3=text_encoder_3,
+        tokenizer_3=tokenizer_3,
+    )
+
+
+def load_sd3(model: Mapping, device: str):
+    """StableDiffusion3Pipeline from a hub id or local folder (model.id), or built from model.random_init."""
+    dtype = torch_dtype(model.get("dtype", "float32"))
+    if model.get("random_init"):
+        pipe = build_random_sd3(model["random_init"]).to(device)
+        if dtype != torch.float32:
+            pipe = pipe.to(dtype=dtype)
+    else:
+        source = model_source(model)  # a missing local folder fails here, before diffusers loads anything
+        from diffusers import StableDiffusion3Pipeline
+
+        pipe = StableDiffusion3Pipeline.from_pretrained(source, torch_dtype=dtype).to(device)
+    for component in pipe.components.values():
+        if isinstance(component, torch.nn.Module):
+            component.eval()  # modules built from configs start in training mode (T5 dropout)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def vae_config_dict(config: Mapping) -> dict:
+    """The VAE config as plain Python values (torch.load(weights_only=True) can read it back)."""
+
+    def plain(value):
+        if isinstance(value, list | tuple):
+            return [plain(v) for v in value]
+        if isinstance(value, Mapping):
+            return {str(k): plain(v) for k, v in value.items()}
+        if value is None or isinstance(value, bool | int | float | str):
+            return value
+        raise TypeError(f"VAE config value {value!r} is not a plain value")
+
+    return {k: plain(v) for k, v in dict(config).items() if not k.startswith("_")}
+
+
+def decoder_state(vae) -> dict[str, torch.Tensor]:
+    """The weights that decoding uses: decoder and post_quant_conv (SD3's VAE has no post_quant_conv)."""
+    return {
+        k: v.detach().cpu().clone()
+        for k, v in vae.state_dict().items()
+        if k.startswith(("decoder.", "post_quant_conv."))
+    }
+
+
+def load_vae_decoder(head: Path | Mapping, device: str = "cpu"):
+    """(vae, scaling_factor, shift_factor) from a head file (or its loaded dict); only the decoding part of the
+    AutoencoderKL holds weights (its encoder is left uninitialised and never used), in float32."""
+    from diffusers import AutoencoderKL
+
+    state = head if isinstance(head, Mapping) else load_head_file(head, dict.fromkeys(HEAD_KEYS))
+    with torch.device("meta"):
+        vae = AutoencoderKL(**state["vae_config"])
+    vae = vae.to_empty(device=device)
+    weights = {k: v.float() for k, v in state["state_dict"].items()}
+    result = vae.load_state_dict(weights, strict=False)
+    missing = [k for k in result.missing_keys if k.startswith(("decoder.", "post_quant_conv."))]
+    if missing or result.unexpected_keys:
+        raise ValueError(f"head: VAE decoder weights do not fit its config: missing {missing[:5]}, "
+                         f"unexpected {result.unexpected_keys[:5]}")  # fmt: skip
+    return vae.float().eval(), float(state["scaling_factor"]), float(state["shift_factor"])
+
+
+def decode_latent(vae, latent: torch.Tensor, scaling_factor: float, shift_factor: float) -> torch.Tensor:
+    """uint8 N x 3 x H x W images from split-point latents, as SD3's pipeline and image processor make them:
+    `latent / scaling_factor + shift_factor`, VAE decode, (x / 2 + 0.5).clamp(0, 1), round(255 x)."""
+    with torch.no_grad():
+        image = vae.decode(latent / scaling_factor + shift_factor).sample
+    image = (image.float() / 2 + 0.5).clamp(0, 1)
+    return (image * 255).round().to(torch.uint8)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Source: COCO captions
+
+
+def coco_captions_manifest(source: Mapping, samples: int) -> pd.DataFrame:
+    """One row per COCO image with its LONGEST caption, the first `samples` images in the json's order of `images`
+    (`source.order: file`, as the reference selection script does) or in ascending id order (`order: id`).
+
+    Captions are cleaned as the reference does (newlines removed, stripped); images without a non-empty caption
+    are skipped; among captions of equal length the first in the file wins.
+    """
+    if not source.get("path"):
+        raise SourceError("source.path must name the COCO captions file (captions_val2017.json)")
+    path = Path(source["path"])
+    if not path.is_file():
+        raise SourceError(f"COCO captions file {path} does not exist")
+    order = source.get("order", "file")
+    if order not in ("id", "file"):
+        raise SourceError(f"source.order must be 'id' or 'file', got {order!r}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        ids = [int(image["id"]) for image in data["images"]]
+        longest: dict[int, str] = {}
+        for annotation in data["annotations"]:
+            caption = annotation["caption"]
+            if not isinstance(caption, str):
+                raise TypeError(f"caption {caption!r} is not a string")
+            image_id = int(annotation["image_id"])
+            caption = caption.replace("\n", "").strip()
+            if caption and len(caption) > len(longest.get(image_id, "")):
+                longest[image_id] = caption
+    except (ValueError, KeyError, TypeError) as err:  # ValueError: bad JSON or ids; TypeError: wrong layout
+        raise SourceError(f"{path}: not a COCO captions file ({err!r})") from None
+    ids = sorted(set(ids)) if order == "id" else list(dict.fromkeys(ids))
+    rows = [{"sample_id": str(i), "source": str(path), "label": "", "text": longest[i]} for i in ids if i in longest]
+    return pd.DataFrame(rows[:samples], columns=COLUMNS)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Task
+
+
+class TextToImageTask(Task):
+    name = "tti"
+    metric = "fid"
+    higher_is_better = False
+
+    def extract(self, manifest: pd.DataFrame, model, split, head, features: Path, head_out: Path) -> None:
+        if head and head.get("checkpoint"):
+            raise ValueError("task tti takes its head (the VAE decoder) from the model; set tasks.tti.head.checkpoint "
+                             "to null")  # fmt: skip
+        settings = generation_settings(model)
+        pipe = load_sd3(model, self.device)
+        vae = pipe.vae
+        channels = int(pipe.transformer.config.in_channels)
+        factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        shape = (1, channels, settings["height"] // factor, settings["width"] // factor)
+        torch.save(
+            {
+                "vae_config": vae_config_dict(vae.config),
+                "state_dict": decoder_state(vae),
+                "scaling_factor": float(vae.config.scaling_factor),
+                "shift_factor": float(vae.config.shift_factor or 0.0),
+                "latent_shape": list(shape),
+            },
+            head_out,
+        )
+
+        def samples():
+            for prompt in manifest["text"]:
+                generator = torch.Generator("cpu").manual_seed(int(settings["generation_seed"]))
+                with torch.no_grad():
+                    latent = pipe(
+                        prompt=str(prompt),
+                        negative_prompt=settings["negative_prompt"],
+                        num_inference_steps=settings["steps"],
+                        guidance_scale=float(settings["guidance_scale"]),
+                        height=settings["height"],
+                        width=settings["width"],
+                        max_sequence_length=settings["max_sequence_length"],
+                        generator=generator,
+                        output_type="latent",
+                    ).images
+                if tuple(latent.shape) != shape:
+                    raise RuntimeError(f"task tti: the pipeline gave a latent of shape {tuple(latent.shape)}, "
+                                       f"expected {shape}")  # fmt: skip
+                yield latent.float().cpu().numpy()
+
+        attrs = {
+            "task": self.name,
+            "model": {k: v for k, v in model.items() if v is not None},
+            "split": {"where": "input of the VAE decoder: final latent, before / scaling_factor + shift_factor"},
+            "extraction": {**settings, "generator": "torch CPU generator, seeded per prompt",
+                           "dtype": model.get("dtype", "float32"), "device": self.device},
+        }  # fmt: skip
+        write_store(features, list(manifest["sample_id"]), [shape] * len(manifest), samples(), attrs=attrs)
+
+    def predict(self, head: Path, features: Iterable[np.ndarray]) -> list[str]:
+        raise NotImplementedError("task tti has no label predictions; its outputs are Inception activations")
+
+    def outputs(
+        self, head: Path, features: Iterable[np.ndarray], attrs: Mapping | None = None, save_images: Path | None = None
+    ) -> list:
+        """Per sample: the 2048-d Inception pool3 activations (float64) of the image decoded from the latent.
+        With `save_images`, the decoded images are also written there as 00000.png, 00001.png, ..."""
+        from lamofc_lib.metrics import InceptionFeatures
+
+        vae, scaling_factor, shift_factor = load_vae_decoder(head, self.device)
+        channels = int(vae.config.latent_channels)
+        inception = InceptionFeatures(device=self.device)
+        if save_images is not None:
+            save_images = Path(save_images)
+            save_images.mkdir(parents=True, exist_ok=True)
+        out = []
+        for i, x in enumerate(features):
+            if x.ndim != 4 or x.shape[:2] != (1, channels):
+                raise ValueError(f"task tti: sample {i} has shape {x.shape}, expected 1 x {channels} x h x w")
+            latent = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device)
+            image = decode_latent(vae, latent, scaling_factor, shift_factor)
+            if save_images is not None:
+                from PIL import Image
+
+                Image.fromarray(image[0].permute(1, 2, 0).cpu().numpy()).save(save_images / f"{i:05d}.png")
+            out.append(inception(image)[0].astype(np.float64))
+        return out
+
+    def ground_truth(self, manifest: pd.DataFrame) -> list:
+        raise ValueError(
+            "task tti is scored against the images decoded from the uncompressed latents, not against ground "
+            "truth; set tasks.tti.reference to uncompressed (reference: uncompressed is required)"
+        )
+
+    def compare(self, outputs: Sequence, references: Sequence) -> tuple[float, list[dict]]:
+        """FID between the two activation sets, and per sample the L2 distance between its two activation
+        vectors (`identical`: the vectors are equal)."""
+        from lamofc_lib.metrics import fid
+
+        if len(outputs) != len(references):
+            raise ValueError(f"task tti: {len(outputs)} outputs for {len(references)} references")
+        if len(outputs) < 2:
+            raise ValueError(f"task tti: FID needs at least 2 samples, got {len(outputs)}")
+        a = np.stack([np.asarray(o, dtype=np.float64).ravel() for o in outputs])
+        b = np.stack([np.asarray(r, dtype=np.float64).ravel() for r in references])
+        if a.shape != b.shape:
+            raise ValueError(f"task tti: activations {a.shape[1:]} and references {b.shape[1:]} differ in size")
+        rows = [
+            {"activation_l2": float(np.linalg.norm(x - y)), "identical": bool(np.array_equal(x, y))}
+            for x, y in zip(a, b, strict=True)
+        ]
+        return float(fid(a, b)), rows
+
+
+__all__ = [
+    "GENERATION",
+    "TextToImageTask",
+    "build_random_sd3",
+    "coco_captions_manifest",
+    "decode_latent",
+    "generation_settings",
+    "load_sd3",
+    "load_vae_decoder",
+]

