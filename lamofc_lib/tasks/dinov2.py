@@ -21,7 +21,7 @@ STD_255 = (58.395, 57.12, 57.375)
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
     """An H x W x 3 uint8 image as a normalised 1 x 3 x H x W float32 tensor."""
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().unsqueeze(0)
+    x = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).float().unsqueeze(0)
     mean = torch.tensor(MEAN_255).view(1, 3, 1, 1)
     std = torch.tensor(STD_255).view(1, 3, 1, 1)
     return (x - mean) / std
