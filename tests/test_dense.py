@@ -9,11 +9,12 @@ import pytest
 import yaml
 from PIL import Image
 
+from lamofc_lib.heads import slide_windows
 from lamofc_lib.sources import SourceError, build_manifest, load_depth, load_label_map
 from lamofc_lib.store import FeatureStore
 from lamofc_lib.tasks.cls import load_dinov2
 from lamofc_lib.tasks.dense import dpt_geometry, extract_dense, seg_geometry
-from lamofc_lib.tasks.dinov2 import center_padding, rescale_shape, slide_windows
+from lamofc_lib.tasks.dinov2 import center_padding, rescale_shape
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -22,7 +23,7 @@ def test_voc_image_gives_two_windows_of_1370_tokens():
     # 500 x 375 (w x h): scale min(2048/500, 512/375) = 1.3653 -> 683 x 512; windows at x = 0 and 683 - 512.
     g = seg_geometry(375, 500)
     assert g["resized"] == [512, 683]
-    assert g["windows"] == [[0, 0, 512, 512], [0, 171, 512, 683]]
+    assert g["windows"] == [[0, 512, 0, 512], [0, 512, 171, 683]]  # (y1, y2, x1, x2)
     assert g["padding"] == [[3, 3, 3, 3]] * 2
     assert g["grid"] == [[37, 37]] * 2  # 1 + 37 * 37 = 1370 tokens
 
@@ -36,8 +37,8 @@ def test_nyu_views_are_padded_to_490_by_644():
 def test_rescale_and_windows_by_hand():
     assert rescale_shape(512, 512) == (512, 512)
     assert rescale_shape(100, 1000) == (205, 2048)  # the long edge limit binds: 2048 / 1000
-    assert slide_windows(512, 512) == [(0, 0, 512, 512)]
-    assert slide_windows(512, 1200) == [(0, 0, 512, 512), (0, 341, 512, 853), (0, 682, 512, 1194), (0, 688, 512, 1200)]
+    assert slide_windows(512, 512) == [(0, 512, 0, 512)]
+    assert slide_windows(512, 1200) == [(0, 512, 0, 512), (0, 512, 341, 853), (0, 512, 682, 1194), (0, 512, 688, 1200)]
     assert center_padding(512, 512) == (3, 3, 3, 3)
     assert center_padding(5, 13, 14) == (4, 5, 0, 1)
 

@@ -46,7 +46,7 @@ def test_seg_outputs_equal_the_head_on_the_models_own_normed_tokens(runs):
     g = seg_geometry(*image.shape[:2])
     x = resize(to_tensor(image), tuple(g["resized"]))
     logits = []
-    for (y1, x1, y2, x2), padding, (h, w) in zip(g["windows"], g["padding"], g["grid"], strict=True):
+    for (y1, y2, x1, x2), padding, (h, w) in zip(g["windows"], g["padding"], g["grid"], strict=True):
         with torch.no_grad():
             tokens = net(pixel_values=pad(x[..., y1:y2, x1:x2], tuple(padding))).last_hidden_state  # final norm
             maps = tokens[0, 1:].reshape(h, w, -1).permute(2, 0, 1)[None]
@@ -55,7 +55,7 @@ def test_seg_outputs_equal_the_head_on_the_models_own_normed_tokens(runs):
             )
             crop = torch.nn.functional.conv2d(maps, saved["conv_seg.weight"], saved["conv_seg.bias"])
             logits.append(torch.nn.functional.interpolate(crop, size=(y2 - y1, x2 - x1), mode="bilinear")[0])
-    full = heads.stitch_windows(logits, [(a, c, b, d) for a, b, c, d in g["windows"]], *g["resized"])
+    full = heads.stitch_windows(logits, [tuple(box) for box in g["windows"]], *g["resized"])
     full = torch.nn.functional.interpolate(full[None], size=image.shape[:2], mode="bilinear")[0]
     expected = full.argmax(0).numpy()
     assert outputs[0].shape == image.shape[:2]

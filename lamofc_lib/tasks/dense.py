@@ -31,7 +31,6 @@ from lamofc_lib.tasks.dinov2 import (
     pad,
     rescale_shape,
     resize,
-    slide_windows,
     to_tensor,
 )
 
@@ -44,11 +43,11 @@ DPT_SIZE = (480, 640)
 def seg_geometry(height: int, width: int, patch: int = 14) -> dict:
     """Where the windows of one image lie: rescaled size, window boxes, padding and patch grid per window."""
     rh, rw = rescale_shape(height, width, SEG_SCALE)
-    windows = slide_windows(rh, rw, SEG_CROP, SEG_STRIDE)
-    paddings = [center_padding(y2 - y1, x2 - x1, patch) for y1, x1, y2, x2 in windows]
+    windows = heads.slide_windows(rh, rw, SEG_CROP, SEG_STRIDE)  # (y1, y2, x1, x2)
+    paddings = [center_padding(y2 - y1, x2 - x1, patch) for y1, y2, x1, x2 in windows]
     grids = [
         ((y2 - y1 + p[0] + p[1]) // patch, (x2 - x1 + p[2] + p[3]) // patch)
-        for (y1, x1, y2, x2), p in zip(windows, paddings, strict=True)
+        for (y1, y2, x1, x2), p in zip(windows, paddings, strict=True)
     ]
     return {
         "original": [height, width],
@@ -74,7 +73,7 @@ def dpt_geometry(height: int, width: int, patch: int = 14) -> dict:
 
 def _views_seg(image: np.ndarray, geometry: dict) -> Iterator[torch.Tensor]:
     x = resize(to_tensor(image), tuple(geometry["resized"]))
-    for (y1, x1, y2, x2), padding in zip(geometry["windows"], geometry["padding"], strict=True):
+    for (y1, y2, x1, x2), padding in zip(geometry["windows"], geometry["padding"], strict=True):
         yield pad(x[..., y1:y2, x1:x2], tuple(padding))
 
 
@@ -201,7 +200,7 @@ class SegmentationTask(DenseTask):
         module = self._load_head(head)
         out = []
         for x, g in zip(features, attrs["geometry"], strict=True):
-            boxes = [(y1, y2, x1, x2) for y1, x1, y2, x2 in g["windows"]]
+            boxes = [tuple(box) for box in g["windows"]]
             with torch.no_grad():
                 logits = [
                     module(torch.from_numpy(np.ascontiguousarray(x[i : i + 1])).to(self.device), tuple(g["grid"][i]),

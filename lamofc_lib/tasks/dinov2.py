@@ -40,20 +40,6 @@ def rescale_shape(height: int, width: int, scale: tuple[int, int] = (2048, 512))
     return int(height * factor + 0.5), int(width * factor + 0.5)
 
 
-def slide_windows(height: int, width: int, crop: int = 512, stride: int = 341) -> list[tuple[int, int, int, int]]:
-    """(y1, x1, y2, x2) of the sliding-window crops covering a height x width image, in mmseg's order."""
-    rows = max(height - crop + stride - 1, 0) // stride + 1
-    cols = max(width - crop + stride - 1, 0) // stride + 1
-    windows = []
-    for r in range(rows):
-        for c in range(cols):
-            y1, x1 = r * stride, c * stride
-            y2, x2 = min(y1 + crop, height), min(x1 + crop, width)
-            y1, x1 = max(y2 - crop, 0), max(x2 - crop, 0)
-            windows.append((y1, x1, y2, x2))
-    return windows
-
-
 def center_padding(height: int, width: int, multiple: int = 14) -> tuple[int, int, int, int]:
     """(top, bottom, left, right) zero padding that makes the size a multiple of the patch size, split evenly."""
     ph, pw = -height % multiple, -width % multiple
