@@ -15,7 +15,7 @@ SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / 
 
 # What this version of the workflow can run end to end; a configured but unlisted task or codec fails at start.
 IMPLEMENTED_TASKS = ("cls", "seg", "dpt", "csr", "tti")
-IMPLEMENTED_CODECS = ("vvenc",)
+IMPLEMENTED_CODECS = ("vvenc", "vtm")
 
 # Source kinds and the keys naming files or folders that must exist before anything runs.
 SOURCE_PATH_KEYS = {
@@ -101,6 +101,8 @@ def _check_semantics(config: dict, check_paths: bool) -> None:
                 f"config key run.codecs[{i}]: codec '{codec}' is configured but this version runs only "
                 f"{', '.join(IMPLEMENTED_CODECS)}; remove it from run.codecs"
             )
+        if codec == "vtm" and check_paths:
+            _check_vtm(config["codecs"]["vtm"])
         profile = config["codecs"][codec]["truncation"]
         for task in run["tasks"]:
             if profile not in config["tasks"][task]["truncation"]:
@@ -110,6 +112,21 @@ def _check_semantics(config: dict, check_paths: bool) -> None:
                 )
             if not points(config, codec, task):
                 raise ConfigError(f"config key codecs.{codec}.points: no operating point for task '{task}'")
+
+
+def _check_vtm(settings: dict) -> None:
+    """The VTM binaries exist and are VTM, before anything runs."""
+    from lamofc_lib.codecs.vtm import resolve_tools, tool_version
+
+    try:
+        tools = resolve_tools(settings)
+    except ValueError as err:
+        raise ConfigError(f"config key {err}") from None
+    for key in ("encoder", "decoder"):
+        try:
+            tool_version(tools[key])
+        except ValueError as err:
+            raise ConfigError(f"config key codecs.vtm.{key}: {err}") from None
 
 
 def _check_task(task: str, block: dict, check_paths: bool) -> None:

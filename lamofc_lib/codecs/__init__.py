@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from lamofc_lib.codecs.base import Codec, CodecError
+from lamofc_lib.codecs.vtm import VTM
 from lamofc_lib.codecs.vvenc import VVenC
 
-REGISTRY: dict[str, type[Codec]] = {VVenC.name: VVenC}
+REGISTRY: dict[str, type[Codec]] = {codec.name: codec for codec in (VVenC, VTM)}
 
 
 def get_codec(name: str, settings: Mapping, threads: int = 1) -> Codec:
