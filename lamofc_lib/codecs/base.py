@@ -24,11 +24,23 @@ class Codec(ABC):
 
     name: str = ""
     input_kind: str = "quantized"
+    bit_depths: tuple[int, ...] = (10,)
 
     def __init__(self, settings: Mapping, threads: int = 1):
         self.settings = dict(settings)
         self.threads = int(threads)
         self.bit_depth = int(self.settings.get("bit_depth", 10))
+        if self.bit_depth not in self.bit_depths:
+            raise ValueError(
+                f"codec {self.name}: bit_depth {self.bit_depth} is not supported; it codes {self.bit_depths} bits"
+            )
+
+    def check_frame(self, frame: np.ndarray) -> None:
+        """A quantized frame: 2-D uint16 holding `bit_depth`-bit values."""
+        if frame.ndim != 2 or frame.dtype != np.uint16:
+            raise ValueError(f"{self.name}: expected a 2-D uint16 frame, got {frame.dtype} {frame.shape}")
+        if int(frame.max(initial=0)) >= 1 << self.bit_depth:
+            raise ValueError(f"{self.name}: frame holds values above {self.bit_depth} bits")
 
     @abstractmethod
     def version(self) -> str:

@@ -78,8 +78,6 @@ class VTM(Codec):
 
     def __init__(self, settings: Mapping, threads: int = 1):
         super().__init__(settings, threads)
-        if self.bit_depth != 10:
-            raise ValueError(f"codec vtm: bit_depth {self.bit_depth} is not supported; the benchmark codes 10 bits")
         self.tools = resolve_tools(self.settings)
 
     def version(self) -> str:
@@ -87,10 +85,7 @@ class VTM(Codec):
         return f"VTM encoder {encoder}, decoder {decoder}"
 
     def encode(self, frame: np.ndarray, point: str, bitstream: Path, workdir: Path) -> None:
-        if frame.ndim != 2 or frame.dtype != np.uint16:
-            raise ValueError(f"vtm: expected a 2-D uint16 frame, got {frame.dtype} {frame.shape}")
-        if int(frame.max(initial=0)) >= 1 << self.bit_depth:
-            raise ValueError(f"vtm: frame holds values above {self.bit_depth} bits")
+        self.check_frame(frame)
         height, width = frame.shape
         raw = Path(workdir) / "input.yuv"
         raw.write_bytes(frame.astype("<u2").tobytes())

@@ -39,8 +39,6 @@ class VVenC(Codec):
 
     def __init__(self, settings: Mapping, threads: int = 1):
         super().__init__(settings, threads)
-        if self.bit_depth != 10:
-            raise ValueError(f"codec vvenc: bit_depth {self.bit_depth} is not supported; VVenC here codes 10 bits")
         self.preset = self.settings.get("preset", "medium")
 
     def version(self) -> str:
@@ -48,10 +46,7 @@ class VVenC(Codec):
 
     def encode(self, frame: np.ndarray, point: str, bitstream: Path, workdir: Path) -> None:
         qp = int(point)
-        if frame.ndim != 2 or frame.dtype != np.uint16:
-            raise ValueError(f"vvenc: expected a 2-D uint16 frame, got {frame.dtype} {frame.shape}")
-        if int(frame.max(initial=0)) >= 1 << self.bit_depth:
-            raise ValueError(f"vvenc: frame holds values above {self.bit_depth} bits")
+        self.check_frame(frame)
         ph, pw = padded_shape(frame.shape)
         luma = np.pad(frame, ((0, ph - frame.shape[0]), (0, pw - frame.shape[1])), mode="edge")
         chroma = np.full((ph // 2, pw // 2), MID, dtype="<u2").tobytes()

@@ -109,10 +109,13 @@ class Task(ABC):
             raise ValueError(f"task {self.name}: samples {missing[:5]} have no ground-truth label in the manifest")
         return labels
 
-    def compare(self, outputs: Sequence, references: Sequence) -> tuple[float, list[dict]]:
-        """The metric in percent (share of outputs equal to their reference) and one row per sample."""
+    def check_counts(self, outputs: Sequence, references: Sequence) -> None:
         if len(outputs) != len(references) or not len(outputs):
             raise ValueError(f"task {self.name}: {len(outputs)} outputs for {len(references)} references")
+
+    def compare(self, outputs: Sequence, references: Sequence) -> tuple[float, list[dict]]:
+        """The metric in percent (share of outputs equal to their reference) and one row per sample."""
+        self.check_counts(outputs, references)
         rows = [
             {"prediction": str(p), "reference": str(r), "correct": str(p) == str(r)}
             for p, r in zip(outputs, references, strict=True)

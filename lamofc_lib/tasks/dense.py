@@ -146,7 +146,16 @@ class DenseTask(Task):
         return len(split_layers(split))
 
     def _head_from_state(self, dim: int, layers: int, state: Mapping, path: str) -> torch.nn.Module:
-        raise NotImplementedError
+        """The head from a state dict in the official layout, checked first (the error names `path`)."""
+        spec = heads.checkpoint_spec(self.kind, dim, layers=layers, **self._spec_options())
+        heads.check_state_dict(path, state, spec, False)
+        module = self._new_head(dim, layers)
+        weights = {k: state[k] for k in spec if k in state and k not in heads.OPTIONAL_KEYS}
+        heads._load_into(module, weights, "decode_head.")
+        return module
+
+    def _spec_options(self) -> dict:
+        return {}
 
     def extract(self, manifest, model, split, head, features: Path, head_out: Path) -> None:
         config = dinov2_config(model)
@@ -184,17 +193,8 @@ class SegmentationTask(DenseTask):
     def _new_head(self, dim: int, layers: int) -> torch.nn.Module:
         return heads.SegmentationLinearHead(dim, self.classes, layers)
 
-    def _head_from_state(self, dim, layers, state, path):
-        heads.check_state_dict(
-            path, state, heads.checkpoint_spec("seg", dim, layers=layers, classes=self.classes), False
-        )
-        module = self._new_head(dim, layers)
-        heads._load_into(
-            module,
-            {k: v for k, v in state.items() if k.startswith("decode_head.") and "num_batches" not in k},
-            "decode_head.",
-        )
-        return module
+    def _spec_options(self) -> dict:
+        return {"classes": self.classes}
 
     def outputs(self, head: Path, features: Iterable[np.ndarray], attrs: Mapping) -> list:
         module = self._load_head(head)
@@ -216,8 +216,7 @@ class SegmentationTask(DenseTask):
         return [load_label_map(path) for path in Task.ground_truth(self, manifest)]
 
     def compare(self, outputs: Sequence, references: Sequence) -> tuple[float, list[dict]]:
-        if len(outputs) != len(references) or not len(outputs):
-            raise ValueError(f"task seg: {len(outputs)} outputs for {len(references)} references")
+        self.check_counts(outputs, references)
         total = ConfusionMatrix(self.classes)
         rows = []
         for prediction, target in zip(outputs, references, strict=True):
@@ -240,12 +239,6 @@ class DepthTask(DenseTask):
     def _new_head(self, dim: int, layers: int) -> torch.nn.Module:
         return heads.DepthLinear4Head(dim, layers)
 
-    def _head_from_state(self, dim, layers, state, path):
-        heads.check_state_dict(path, state, heads.checkpoint_spec("dpt", dim, layers=layers), False)
-        module = self._new_head(dim, layers)
-        heads._load_into(module, {k: v for k, v in state.items() if k.startswith("decode_head.")}, "decode_head.")
-        return module
-
     def outputs(self, head: Path, features: Iterable[np.ndarray], attrs: Mapping) -> list:
         module = self._load_head(head)
         out = []
@@ -263,8 +256,7 @@ class DepthTask(DenseTask):
         return [load_depth(path) for path in Task.ground_truth(self, manifest)]
 
     def compare(self, outputs: Sequence, references: Sequence) -> tuple[float, list[dict]]:
-        if len(outputs) != len(references) or not len(outputs):
-            raise ValueError(f"task dpt: {len(outputs)} outputs for {len(references)} references")
+        self.check_counts(outputs, references)
         errors = DepthErrors()
         rows = [{"rmse": errors.update(p, t, _valid_depth(t))} for p, t in zip(outputs, references, strict=True)]
         return errors.rmse(), rows
