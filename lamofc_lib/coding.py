@@ -119,6 +119,8 @@ def encode_shard(
             start = time.perf_counter()
             with tempfile.TemporaryDirectory() as work:
                 codec.encode(frame, point, bitstream, Path(work))
+                if not bitstream.is_file() or bitstream.stat().st_size == 0:
+                    raise CodecError(f"{codec.name} exited 0 but wrote no bitstream to {bitstream}")
                 _log_tool_output(Path(work))
             seconds = time.perf_counter() - start
             shape = attrs["feature_shapes"][i]

@@ -204,6 +204,20 @@ def test_read_sidecars_raises_when_a_sample_is_missing(pipeline, tmp_path):
         read_sidecars([first, second])
 
 
+def test_encode_shard_rejects_an_empty_bitstream_from_any_codec(pipeline, codec, tmp_path):
+    # A tool that exits 0 without output: the check lives in encode_shard, not in each codec.
+    class Silent(type(codec)):
+        name = "silent"
+
+        def encode(self, frame, point, bitstream, workdir):
+            Path(bitstream).write_bytes(b"")
+
+    silent = Silent(codec.settings)
+    with pytest.raises(CodecError, match="silent exited 0 but wrote no bitstream"):
+        encode_shard(pipeline["root"] / "frames", tmp_path / "bits" / "000", silent, POINT, [0])
+    assert leftovers(tmp_path / "bits") == []
+
+
 def test_encode_shard_rejects_frames_of_another_input_kind(pipeline, codec, tmp_path):
     p = pipeline
     preprocess_store(p["root"] / "features", tmp_path / "frames", p["task"], p["truncation"], "normalized", 10)
