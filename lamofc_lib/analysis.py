@@ -44,6 +44,52 @@ def rate_accuracy_markdown(table: pd.DataFrame, references: Mapping[str, str] | 
     return "\n".join(lines)
 
 
+GENERALIZABILITY_COLUMNS = [
+    "codec", "trained_on", "applied_to", "point", "bpfp", "mse", "metric", "value", "original_value", "accuracy_drop",
+]  # fmt: skip
+
+
+def generalizability_table(scores: Iterable[Mapping], pairs: Iterable[tuple[str, str]]) -> pd.DataFrame:
+    """Models trained on one task's features applied to another's (paper Table 6), beside the applied_to task's
+    own models, each point with its accuracy drop against the uncompressed metric of the applied_to task.
+
+    `scores` holds the score records of the uncompressed features ('original'), of the native runs (codec
+    'hyperprior') and of the cross-task runs (codec 'hyperprior@<trained_on>').
+    """
+    from lamofc_lib.metrics import accuracy_drop
+
+    scores = list(scores)
+    originals = {s["task"]: s for s in scores if s["codec"] == "original"}
+    pairs = list(pairs)
+    rows = []
+    for s in scores:
+        if s["codec"] == "original":
+            continue
+        codec, _, source = str(s["codec"]).partition("@")
+        source = source or s["task"]
+        if source == s["task"] and not any(dst == s["task"] for _, dst in pairs):
+            continue
+        original = originals.get(s["task"])
+        if original is None:
+            raise ValueError(f"no uncompressed score of task '{s['task']}' to compare {s['codec']} with")
+        try:
+            drop = accuracy_drop(s["value"], original["value"], bool(s.get("higher_is_better", True)))
+        except ValueError:
+            drop = float("nan")  # e.g. an uncompressed metric of 0: AD is undefined
+        rows.append({
+            "codec": codec, "trained_on": source, "applied_to": s["task"], "point": str(s["point"]),
+            "bpfp": s["bpfp"], "mse": s["mse"], "metric": s["metric"], "value": s["value"],
+            "original_value": original["value"], "accuracy_drop": drop,
+        })  # fmt: skip
+    missing = [p for p in pairs if not any((r["trained_on"], r["applied_to"]) == p for r in rows)]
+    if missing:
+        raise ValueError(f"no scores for the generalizability pairs (trained_on, applied_to) {missing}")
+    table = pd.DataFrame(rows, columns=GENERALIZABILITY_COLUMNS)
+    table["_native"] = table["trained_on"] != table["applied_to"]
+    table = table.sort_values(["applied_to", "_native", "trained_on", "bpfp"], kind="stable").drop(columns="_native")
+    return table.reset_index(drop=True)
+
+
 def da_r2(table: pd.DataFrame) -> pd.DataFrame:
     """R^2 of the least-squares line value = a + b * mse over each task x codec's coded points.
 

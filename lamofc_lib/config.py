@@ -15,7 +15,7 @@ SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / 
 
 # What this version of the workflow can run end to end; a configured but unlisted task or codec fails at start.
 IMPLEMENTED_TASKS = ("cls", "seg", "dpt", "csr", "tti")
-IMPLEMENTED_CODECS = ("vvenc", "vtm")
+IMPLEMENTED_CODECS = ("vvenc", "vtm", "hyperprior")
 
 # Source kinds and the keys naming files or folders that must exist before anything runs.
 SOURCE_PATH_KEYS = {
@@ -112,6 +112,36 @@ def _check_semantics(config: dict, check_paths: bool) -> None:
                 )
             if not points(config, codec, task):
                 raise ConfigError(f"config key codecs.{codec}.points: no operating point for task '{task}'")
+        if codec == "hyperprior":
+            _check_training(config, check_paths)
+
+
+def _check_training(config: dict, check_paths: bool) -> None:
+    """Every task coded by the Hyperprior has a training split and training settings; generalizability pairs
+    name two different tasks (pairs with a task outside run.tasks are skipped, like unrun task blocks)."""
+    block = config["codecs"]["hyperprior"]
+    tasks = config["run"]["tasks"]
+    for task in tasks:
+        train = config["tasks"][task].get("train")
+        if not train:
+            raise ConfigError(
+                f"config key tasks.{task}.train: not set; the Hyperprior trains on features of a training split "
+                "(give its source and samples)"
+            )
+        _check_source(f"tasks.{task}.train.source", task, train["source"], check_paths)
+        settings = block["training"].get(task)
+        if settings is None:
+            raise ConfigError(
+                f"config key codecs.hyperprior.training.{task}: not set; give steps or epochs, batch, crop"
+            )
+        if settings["steps"] is None and settings["epochs"] is None:
+            raise ConfigError(f"config key codecs.hyperprior.training.{task}: set steps or epochs")
+    for i, pair in enumerate(block["generalizability"]):
+        if pair["trained_on"] == pair["applied_to"]:
+            raise ConfigError(
+                f"config key codecs.hyperprior.generalizability[{i}]: trained_on and applied_to are both "
+                f"'{pair['trained_on']}'; that is the ordinary rate-accuracy run"
+            )
 
 
 def _check_vtm(settings: dict) -> None:
@@ -129,28 +159,31 @@ def _check_vtm(settings: dict) -> None:
             raise ConfigError(f"config key codecs.vtm.{key}: {err}") from None
 
 
-def _check_task(task: str, block: dict, check_paths: bool) -> None:
-    source = block["source"]
+def _check_source(key: str, task: str, source: dict, check_paths: bool) -> None:
     kind = source["kind"]
     if kind not in SOURCE_KINDS_BY_TASK[task]:
         raise ConfigError(
-            f"config key tasks.{task}.source.kind: '{kind}' is not a {task} source; "
+            f"config key {key}.kind: '{kind}' is not a {task} source; "
             f"expected one of {', '.join(SOURCE_KINDS_BY_TASK[task])}"
         )
+    if kind == "skimage" and not source.get("images"):
+        raise ConfigError(f"config key {key}.images: list the scikit-image images to use")
+    for name in SOURCE_PATH_KEYS[kind]:
+        value = source.get(name)
+        if not value:
+            raise ConfigError(f"config key {key}.{name}: not set; point it at your {kind} data")
+        if check_paths and not Path(value).exists():
+            raise ConfigError(f"config key {key}.{name}: path '{value}' does not exist")
+    labels = source.get("labels")
+    if labels and check_paths and not Path(labels).is_file():
+        raise ConfigError(f"config key {key}.labels: file '{labels}' does not exist")
+
+
+def _check_task(task: str, block: dict, check_paths: bool) -> None:
+    _check_source(f"tasks.{task}.source", task, block["source"], check_paths)
     if task not in TASKS_WITHOUT_SPLIT and block.get("split") is None:
         # The schema leaves split optional because tti has none; every other task needs it.
         raise ConfigError(f"config key tasks.{task}.split: not set; give the block or layer the feature is taken at")
-    if kind == "skimage" and not source.get("images"):
-        raise ConfigError(f"config key tasks.{task}.source.images: list the scikit-image images to use")
-    for key in SOURCE_PATH_KEYS[kind]:
-        value = source.get(key)
-        if not value:
-            raise ConfigError(f"config key tasks.{task}.source.{key}: not set; point it at your {kind} data")
-        if check_paths and not Path(value).exists():
-            raise ConfigError(f"config key tasks.{task}.source.{key}: path '{value}' does not exist")
-    labels = source.get("labels")
-    if labels and check_paths and not Path(labels).is_file():
-        raise ConfigError(f"config key tasks.{task}.source.labels: file '{labels}' does not exist")
     model = block["model"]
     given = [k for k in ("id", "package", "random_init") if model.get(k)]
     if len(given) != 1:

@@ -238,10 +238,12 @@ def _coco_captions(source: Mapping, samples: int) -> pd.DataFrame:
 
 def _captions_demo(source: Mapping, samples: int) -> pd.DataFrame:
     """The COCO-format captions shipped with lamofc_lib (demo)."""
-    path = resources.files("lamofc_lib").joinpath("data/captions_demo.json")
+    name = "captions_demo_train.json" if source.get("set") == "train" else "captions_demo.json"
+    path = resources.files("lamofc_lib").joinpath(f"data/{name}")
     return _coco_captions({**source, "path": str(path)}, samples)
 
 
 def _arc_demo(source: Mapping, samples: int) -> pd.DataFrame:
-    text = resources.files("lamofc_lib").joinpath("data/arc_demo.jsonl").read_text()
-    return _arc_rows(text.splitlines(), "lamofc_lib/data/arc_demo.jsonl")
+    name = "arc_demo_train.jsonl" if source.get("set") == "train" else "arc_demo.jsonl"
+    text = resources.files("lamofc_lib").joinpath(f"data/{name}").read_text()
+    return _arc_rows(text.splitlines(), f"lamofc_lib/data/{name}")

@@ -9,7 +9,6 @@ import pytest
 import yaml
 
 from lamofc_lib.config import (
-    IMPLEMENTED_CODECS,
     IMPLEMENTED_TASKS,
     ConfigError,
     format_point,
@@ -332,16 +331,6 @@ def test_points_from_a_per_task_mapping():
     assert points(config, "hyperprior", "seg") == []
 
 
-def test_codec_with_block_but_not_implemented(raw):
-    if "hyperprior" in IMPLEMENTED_CODECS:
-        pytest.skip("hyperprior is implemented")
-    raw["codecs"]["hyperprior"] = {"points": {"cls": [0.01], "csr": [0.01]}, "truncation": "vvc"}
-    raw["run"]["codecs"] = ["vvenc", "hyperprior"]
-    message = _error(raw)
-    assert "run.codecs[1]" in message
-    assert "hyperprior" in message
-
-
 def test_shards():
     assert shards(5, 2) == ["000", "001", "002"]
     assert shards(4, 2) == ["000", "001"]
@@ -381,12 +370,8 @@ def test_ranges():
     assert ranges([[-1, 1], [0, 3]]) == [(-1.0, 1.0), (0.0, 3.0)]
 
 
-def test_codec_without_points_for_a_run_task(raw, monkeypatch):
-    import lamofc_lib.config
-
-    monkeypatch.setattr(lamofc_lib.config, "IMPLEMENTED_CODECS", ("vvenc", "hyperprior"))
-    raw["codecs"]["hyperprior"] = {"points": {"cls": [0.01]}, "truncation": "vvc"}
-    raw["run"]["codecs"] = ["vvenc", "hyperprior"]
+def test_codec_without_points_for_a_run_task(raw):
+    del raw["codecs"]["hyperprior"]["points"]["csr"]
     raw["run"]["tasks"] = ["cls", "csr"]
     message = _error(raw)
     assert "codecs.hyperprior.points" in message
@@ -394,10 +379,43 @@ def test_codec_without_points_for_a_run_task(raw, monkeypatch):
     raw["codecs"]["hyperprior"]["points"]["csr"] = [0.0017]
     config = validate(raw)
     assert points(config, "hyperprior", "csr") == ["0.0017"]
-    assert config["codecs"]["hyperprior"]["N"] == 128
+    assert config["codecs"]["hyperprior"]["threads"] == 1
 
 
 def test_ground_truth_scoring_needs_a_trained_head(raw):
     raw["tasks"]["cls"]["reference"] = "ground_truth"
     with pytest.raises(ConfigError, match=r"config key tasks\.cls\.head\.checkpoint: not set"):
         validate(raw)
+
+
+def test_hyperprior_needs_a_training_split(raw):
+    del raw["tasks"]["seg"]["train"]
+    assert "config key tasks.seg.train: not set" in _error(raw)
+
+
+def test_hyperprior_training_split_source_is_checked(raw):
+    raw["tasks"]["cls"]["train"]["source"] = {"kind": "arc_demo"}
+    assert "config key tasks.cls.train.source.kind: 'arc_demo' is not a cls source" in _error(raw)
+
+
+def test_hyperprior_needs_training_settings_per_task(raw):
+    del raw["codecs"]["hyperprior"]["training"]["tti"]
+    assert "config key codecs.hyperprior.training.tti: not set" in _error(raw)
+    raw["codecs"]["hyperprior"]["training"]["tti"] = {"batch": 4}
+    assert "config key codecs.hyperprior.training.tti: set steps or epochs" in _error(raw)
+
+
+def test_hyperprior_crop_must_be_a_multiple_of_64(raw):
+    raw["codecs"]["hyperprior"]["training"]["cls"] = {"steps": 10, "crop": [64, 100]}
+    assert "codecs.hyperprior.training.cls.crop[1]" in _error(raw)
+
+
+def test_generalizability_pairs_name_distinct_tasks(raw):
+    raw["run"]["tasks"] = ["cls", "seg"]
+    raw["codecs"]["hyperprior"]["generalizability"] = [{"trained_on": "cls", "applied_to": "cls"}]
+    assert "generalizability[0]: trained_on and applied_to are both 'cls'" in _error(raw)
+
+
+def test_hyperprior_lambdas_must_be_positive(raw):
+    raw["codecs"]["hyperprior"]["points"]["cls"] = [0.01, 0]
+    assert "codecs.hyperprior.points.cls[1]" in _error(raw)

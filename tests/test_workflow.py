@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
@@ -11,6 +12,8 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+
+from lamofc_lib.config import format_point
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -57,11 +60,13 @@ def test_demo_writes_tables_and_figures(demo_run):
     table = pd.read_csv(workdir / "results/tables/rate_accuracy.csv", dtype={"point": str})
     assert list(table.columns) == ["task", "codec", "point", "bpfp", "mse", "metric", "value"]
     tasks = ("cls", "csr", "dpt", "seg", "tti")
-    assert sorted(zip(table.task, table.codec, table.point, strict=True)) == [
+    lambdas = {task: [format_point(v) for v in config["codecs"]["hyperprior"]["points"][task]] for task in tasks}
+    assert sorted(zip(table.task, table.codec, table.point, strict=True)) == sorted(
         (task, codec, point)
         for task in tasks
         for codec, point in [("original", "original"), ("vvenc", "32"), ("vvenc", "42")]
-    ]
+        + [("hyperprior", lam) for lam in lambdas[task]]
+    )
     original = table[table.codec == "original"].set_index("task")
     assert (original.bpfp == 32).all() and (original.mse == 0).all()
     # Every demo task scores against the uncompressed model's outputs: 100 % agreement, 0 m depth error, FID 0.
@@ -85,9 +90,47 @@ def test_demo_writes_tables_and_figures(demo_run):
         assert (workdir / f"results/figures/{task}_rate_accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     r2 = pd.read_csv(workdir / "results/tables/da_r2.csv")
     assert list(r2.columns) == ["task", "codec", "r2"]
-    assert sorted(zip(r2.task, r2.codec, strict=True)) == [(t, "vvenc") for t in tasks]
+    assert sorted(zip(r2.task, r2.codec, strict=True)) == [(t, c) for t in tasks for c in ("hyperprior", "vvenc")]
     markdown = (workdir / "results/tables/rate_accuracy.md").read_text()
     assert "uncompressed model's own predictions" in markdown
+
+
+@pytest.mark.e2e
+def test_demo_hyperprior_rate_rises_and_error_falls_with_lambda(demo_run):
+    """Over the demo lambdas of every task, the trained models spend more bits and reconstruct better."""
+    workdir, config = demo_run
+    table = pd.read_csv(workdir / "results/tables/rate_accuracy.csv", dtype={"point": str})
+    for task, lambdas in config["codecs"]["hyperprior"]["points"].items():
+        rows = table[(table.task == task) & (table.codec == "hyperprior")].set_index("point")
+        ordered = rows.loc[[format_point(v) for v in sorted(lambdas)]]
+        assert ordered.bpfp.is_monotonic_increasing and ordered.bpfp.is_unique, (task, ordered)
+        assert ordered.mse.is_monotonic_decreasing and ordered.mse.is_unique, (task, ordered)
+        for lam in lambdas:
+            folder = workdir / f"results/models/hyperprior/{task}/{format_point(lam)}"
+            assert (folder / "loss.png").read_bytes()[:4] == b"\x89PNG"
+            log = pd.read_csv(folder / "loss.csv")
+            assert log.step.iloc[-1] == config["codecs"]["hyperprior"]["training"][task]["steps"]
+
+
+@pytest.mark.e2e
+def test_demo_generalizability_table(demo_run):
+    workdir, config = demo_run
+    table = pd.read_csv(workdir / "results/tables/generalizability.csv", dtype={"point": str})
+    pairs = [(p["trained_on"], p["applied_to"]) for p in config["codecs"]["hyperprior"]["generalizability"]]
+    lambdas = config["codecs"]["hyperprior"]["points"]
+    expected = {(src, dst, format_point(v)) for src, dst in pairs for v in lambdas[src]}
+    expected |= {(dst, dst, format_point(v)) for _, dst in pairs for v in lambdas[dst]}  # native models beside
+    assert set(zip(table.trained_on, table.applied_to, table.point, strict=True)) == expected
+    assert len(table) == len(expected)
+    assert (table.bpfp > 0).all() and (table.mse > 0).all()
+    assert table.accuracy_drop.notna().all()
+    # A cross-task run codes the applied_to task's own features: its bitstreams sit under that task and their
+    # sidecars name the model's training task.
+    src, dst = pairs[0]
+    sidecar = json.loads(
+        next((workdir / f"results/{dst}/hyperprior@{src}").glob("*/bitstreams/*/00000.json")).read_text()
+    )
+    assert sidecar["task"] == dst and f"trained on {src}" in sidecar["codec_version"]
 
 
 @pytest.mark.e2e
@@ -108,11 +151,28 @@ def test_demo_bpfp_is_bitstream_bytes_over_feature_points(demo_run):
 
 
 @pytest.mark.e2e
+def test_demo_hyperprior_bpfp_counts_string_bytes_not_padding(demo_run):
+    workdir, config = demo_run
+    lam = format_point(config["codecs"]["hyperprior"]["points"]["cls"][0])
+    point_dir = workdir / f"results/cls/hyperprior/{lam}"
+    predictions = pd.read_csv(point_dir / "predictions.csv")
+    bitstreams = sorted((point_dir / "bitstreams").glob("*/*.bin"))
+    from lamofc_lib.store import FeatureStore
+
+    store = FeatureStore(workdir / "results/cls/features.zarr")
+    # 257 x 96 frames are coded padded to 320 x 128; BPFP divides by the 257 x 96 feature points only.
+    assert store.points(0) == 257 * 96
+    expected = [8 * path.stat().st_size / store.points(i) for i, path in enumerate(bitstreams)]
+    assert predictions["bpfp"].tolist() == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.e2e
 def test_adding_a_qp_runs_only_its_jobs_and_unchanged_rerun_does_nothing(demo_run):
     workdir, config = demo_run
     kept = workdir / "results/cls/vvenc/32/scores.json"
     kept_mtime = kept.stat().st_mtime_ns
-    config = {**config, "codecs": {"vvenc": {**config["codecs"]["vvenc"], "points": [22, 32, 42]}}}
+    config = copy.deepcopy(config)
+    config["codecs"]["vvenc"]["points"] = [22, 32, 42]
     result = snakemake(workdir, config)
     assert result.returncode == 0, result.stderr[-4000:]
     assert job_stats(result.stderr) == {
@@ -131,6 +191,41 @@ def test_adding_a_qp_runs_only_its_jobs_and_unchanged_rerun_does_nothing(demo_ru
     again = snakemake(workdir, config, "--dry-run")
     assert again.returncode == 0, again.stderr[-4000:]
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+@pytest.mark.e2e
+def test_rerunning_a_hyperprior_point_gives_the_same_bitstreams(demo_run):
+    """Determinism across jobs: encoding one point again, in a new job, reproduces its bytes."""
+    workdir, config = demo_run
+    lam = format_point(config["codecs"]["hyperprior"]["points"]["tti"][0])
+    point_dir = workdir / f"results/tti/hyperprior/{lam}"
+    before = {p.name: p.read_bytes() for p in (point_dir / "bitstreams").glob("*/*.bin")}
+    shard = f"results/tti/hyperprior/{lam}/bitstreams/000"
+    result = snakemake(workdir, config, "--forcerun", shard, "--until", shard)
+    assert result.returncode == 0, result.stderr[-4000:]
+    after = {p.name: p.read_bytes() for p in (point_dir / "bitstreams").glob("*/*.bin")}
+    assert before and after == before
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("codec, point", [("hyperprior", "0.1"), ("vvenc", "42")])
+def test_a_truncated_bitstream_fails_its_decode_job_and_nothing_downstream(demo_run, codec, point):
+    workdir, config = demo_run
+    bitstream = workdir / f"results/cls/{codec}/{point}/bitstreams/000/00001.bin"
+    scores = workdir / f"results/cls/{codec}/{point}/scores.json"
+    original, scores_before = bitstream.read_bytes(), scores.read_bytes()
+    try:
+        bitstream.write_bytes(original[: len(original) // 2])
+        target = f"results/cls/{codec}/{point}/reconstructed.zarr"
+        result = snakemake(workdir, config, "--forcerun", target)
+        assert result.returncode != 0
+        log = (workdir / f"logs/cls/{codec}/{point}/decode.log").read_text()
+        assert "00001.bin" in log and "truncated or altered" in log
+        assert not (workdir / target).exists()
+        assert scores.read_bytes() == scores_before
+    finally:
+        bitstream.write_bytes(original)
+        assert snakemake(workdir, config).returncode == 0
 
 
 @pytest.mark.parametrize(
@@ -210,19 +305,28 @@ def test_paper_config_builds_the_full_dag(tmp_path):
     config["tasks"]["dpt"]["source"].update(root=paths["nyu"], labels=paths["nyu_split"])
     config["tasks"]["dpt"]["head"]["checkpoint"] = paths["dpt_head"]
     config["tasks"]["tti"]["source"]["path"] = paths["captions"]
+    for task in config["tasks"]:  # the training splits read the same stand-ins
+        config["tasks"][task]["train"]["source"] = config["tasks"][task]["source"]
     result = snakemake(tmp_path, config, "--dry-run")
     assert result.returncode == 0, result.stderr[-4000:]
-    # 100 samples per encoding job: cls, csr, tti (500 samples) 5 shards, seg (100) and dpt (80) 1; x 5 QPs.
+    # 100 samples per encoding job: cls, csr, tti (500 samples) 5 shards, seg (100) and dpt (80) 1; x 5 points,
+    # for vvenc and for the hyperprior (85 each); generalizability at the trained_on task's 5 lambdas:
+    # cls->seg 5, seg->cls 25, seg->dpt 5, dpt->seg 5 encoding jobs.
     assert job_stats(result.stdout + result.stderr) == {
         "all": 1,
         "da_r2": 1,
-        "decode": 25,
-        "encode": 85,
+        "decode": 25 + 25 + 20,
+        "encode": 85 + 85 + 40,
         "extract": 5,
+        "extract_train": 5,
+        "generalizability": 1,
         "manifest": 5,
+        "manifest_train": 5,
         "plot_rate_accuracy": 5,
-        "preprocess": 5,
+        "plot_training": 25,
+        "preprocess": 10,
         "rate_accuracy": 1,
-        "score": 25,
+        "score": 25 + 25 + 20,
         "score_original": 5,
+        "train_hyperprior": 25,
     }

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 from lamofc_lib.codecs.base import Codec, CodecError
+from lamofc_lib.codecs.hyperprior import Hyperprior
 from lamofc_lib.codecs.vtm import VTM
 from lamofc_lib.codecs.vvenc import VVenC
 
-REGISTRY: dict[str, type[Codec]] = {codec.name: codec for codec in (VVenC, VTM)}
+REGISTRY: dict[str, type[Codec]] = {codec.name: codec for codec in (VVenC, VTM, Hyperprior)}
 
 
-def get_codec(name: str, settings: Mapping, threads: int = 1) -> Codec:
-    """An instance of the codec registered as `name`, configured by its config block, using `threads` threads."""
+def get_codec(name: str, settings: Mapping, threads: int = 1, model: str | Path | None = None) -> Codec:
+    """An instance of the codec registered as `name`, configured by its config block, using `threads` threads
+    (and, for a trained codec, the model checkpoint of the operating point it codes)."""
     try:
         cls = REGISTRY[name]
     except KeyError:
         raise ValueError(f"codec '{name}' is not registered; known codecs: {', '.join(sorted(REGISTRY))}") from None
+    if cls.trained:
+        return cls(settings, threads=threads, model=model)
     return cls(settings, threads=threads)
 
 

@@ -25,10 +25,13 @@ class Codec(ABC):
     name: str = ""
     input_kind: str = "quantized"
     bit_depths: tuple[int, ...] = (10,)
+    # A trained codec codes each operating point with its own model, which the workflow trains first.
+    trained: bool = False
 
-    def __init__(self, settings: Mapping, threads: int = 1):
+    def __init__(self, settings: Mapping, threads: int = 1, model: str | Path | None = None):
         self.settings = dict(settings)
         self.threads = int(threads)
+        self.model = Path(model) if model else None
         self.bit_depth = int(self.settings.get("bit_depth", 10))
         if self.bit_depth not in self.bit_depths:
             raise ValueError(

@@ -1,7 +1,7 @@
 rule encode:
     """Encode one group of samples' frames at one operating point; keep bitstreams and sidecars."""
     input:
-        frames=f"{RESULTS}/{{task}}/{{codec}}/frames.zarr",
+        unpack(coding_inputs),
     output:
         bitstreams=directory(f"{RESULTS}/{{task}}/{{codec}}/{{point}}/bitstreams/{{shard}}"),
     log:
@@ -10,12 +10,12 @@ rule encode:
         "benchmarks/{task}/{codec}/{point}/encode-{shard}.tsv"
     conda:
         "../../envs/codec.yaml"
-    threads: lambda wc: config["codecs"][wc.codec].get("threads", 1)
+    threads: lambda wc: codec_block(wc.codec).get("threads", 1)
     resources:
         mem_mb=lambda wc: codec_resources(wc.codec, "encode")["mem_mb"],
         runtime=lambda wc: codec_resources(wc.codec, "encode")["runtime"],
     params:
-        codec=lambda wc: wc.codec,
+        codec=lambda wc: codec_kind(wc.codec),
         settings=lambda wc: codec_settings(wc.codec),
         point=lambda wc: wc.point,
         samples=lambda wc: task_settings(wc.task)["samples"],
@@ -26,6 +26,7 @@ rule encode:
 rule decode:
     """Decode every bitstream of one operating point and post-process it back into features."""
     input:
+        unpack(model_inputs),
         bitstreams=bitstream_dirs,
     output:
         reconstructed=directory(f"{RESULTS}/{{task}}/{{codec}}/{{point}}/reconstructed.zarr"),
@@ -36,11 +37,13 @@ rule decode:
         "benchmarks/{task}/{codec}/{point}/decode.tsv"
     conda:
         "../../envs/codec.yaml"
+    # A learned codec decodes with the encoder's thread count (see codecs/hyperprior.py).
+    threads: lambda wc: codec_block(wc.codec).get("threads", 1) if is_trained(wc.codec) else 1
     resources:
         mem_mb=lambda wc: codec_resources(wc.codec, "decode")["mem_mb"],
         runtime=lambda wc: codec_resources(wc.codec, "decode")["runtime"],
     params:
-        codec=lambda wc: wc.codec,
+        codec=lambda wc: codec_kind(wc.codec),
         settings=lambda wc: codec_settings(wc.codec),
         samples=lambda wc: task_settings(wc.task)["samples"],
     script:

@@ -10,6 +10,7 @@ REPO = Path(workflow.basedir)
 sys.path.insert(0, str(REPO))
 os.environ.update(PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
 
+from lamofc_lib.codecs import REGISTRY
 from lamofc_lib.config import ConfigError, points, shards, validate
 
 try:
@@ -26,22 +27,99 @@ def task_settings(task):
     return config["tasks"][task]
 
 
-def codec_settings(codec):
+# A coded configuration is named by a codec label: the codec's name ("vvenc", "hyperprior"), or, for a trained
+# codec applied to another task's features, "<codec>@<task it was trained on>" (e.g. "hyperprior@cls").
+def codec_kind(label):
+    return label.split("@")[0]
+
+
+def trained_on(task, label):
+    """The task whose training split trained the models of `label` when it codes `task`."""
+    return label.split("@")[1] if "@" in label else task
+
+
+def codec_block(label):
+    return config["codecs"][codec_kind(label)]
+
+
+def codec_settings(label):
     """A codec's settings as its jobs' params: without its operating points (adding a point reruns only that
-    point's jobs) and without threads and resources (they change how fast, not what is coded)."""
-    return {k: v for k, v in config["codecs"][codec].items() if k not in ("points", "threads", "resources")}
+    point's jobs), threads and resources (they change how fast, not what is coded), and training settings and
+    generalizability pairs (their effect reaches the jobs through the model files)."""
+    drop = ("points", "threads", "resources", "training", "generalizability", "device")
+    return {k: v for k, v in codec_block(label).items() if k not in drop}
 
 
-def codec_resources(codec, job):
-    return config["codecs"][codec]["resources"][job]
+def codec_resources(label, job):
+    return codec_block(label)["resources"][job]
 
 
-def codec_shards(task, codec):
-    return shards(task_settings(task)["samples"], config["codecs"][codec]["samples_per_job"])
+def codec_shards(task, label):
+    return shards(task_settings(task)["samples"], codec_block(label)["samples_per_job"])
+
+
+def is_trained(label):
+    return REGISTRY[codec_kind(label)].trained
+
+
+def frames_path(task, label):
+    """The frame store a codec codes: keyed by truncation profile and input form, so codecs that take the same
+    frames (vvenc and vtm; hyperprior and hyperprior@cls) share one pre-processing job."""
+    block = codec_block(label)
+    kind = REGISTRY[codec_kind(label)].input_kind
+    form = f"q{block.get('bit_depth', 10)}" if kind == "quantized" else "float"
+    return f"{RESULTS}/{task}/frames/{block['truncation']}-{form}.zarr"
+
+
+def model_path(task, label, point):
+    return f"{RESULTS}/models/{codec_kind(label)}/{trained_on(task, label)}/{point}/model.pt"
+
+
+def coding_inputs(wildcards):
+    """The frames (encoding) and, for a trained codec, the model of the operating point."""
+    inputs = {"frames": frames_path(wildcards.task, wildcards.codec)}
+    if is_trained(wildcards.codec):
+        inputs["model"] = model_path(wildcards.task, wildcards.codec, wildcards.point)
+    return inputs
+
+
+def model_inputs(wildcards):
+    if is_trained(wildcards.codec):
+        return {"model": model_path(wildcards.task, wildcards.codec, wildcards.point)}
+    return {}
 
 
 def coded_points():
+    """(task, codec label, point) of the rate-accuracy runs."""
     return [(t, c, p) for t in TASKS for c in CODECS for p in points(config, c, t)]
+
+
+def generalizability_pairs():
+    """The configured (trained_on, applied_to) pairs whose two tasks both run."""
+    pairs = config["codecs"].get("hyperprior", {}).get("generalizability", [])
+    return [(g["trained_on"], g["applied_to"]) for g in pairs if {g["trained_on"], g["applied_to"]} <= set(TASKS)]
+
+
+def generalizability_points():
+    """(task, codec label, point) of the generalizability runs: the trained_on task's lambdas."""
+    if "hyperprior" not in CODECS:
+        return []
+    return [
+        (dst, f"hyperprior@{src}", p)
+        for src, dst in generalizability_pairs()
+        for p in points(config, "hyperprior", src)
+    ]
+
+
+def trained_models():
+    """(codec, task, point) of every model to train."""
+    return sorted(
+        {
+            (codec_kind(c), trained_on(t, c), p)
+            for t, c, p in coded_points() + generalizability_points()
+            if is_trained(c)
+        }
+    )
 
 
 def _alternatives(values):
@@ -50,9 +128,11 @@ def _alternatives(values):
 
 wildcard_constraints:
     task=_alternatives(TASKS),
-    codec=_alternatives(CODECS),
-    point=_alternatives(p for _, _, p in coded_points()),
+    codec=_alternatives([c for _, c, _ in coded_points() + generalizability_points()] or CODECS),
+    point=_alternatives(p for _, _, p in coded_points() + generalizability_points()),
     shard=r"\d+",
+    profile=r"[A-Za-z0-9_]+",
+    form=r"q\d+|float",
 
 
 def reference_inputs(wildcards):
@@ -103,4 +183,6 @@ def final_outputs():
         f"{RESULTS}/tables/rate_accuracy.md",
         f"{RESULTS}/tables/da_r2.csv",
         *[f"{RESULTS}/figures/{task}_rate_accuracy.png" for task in TASKS],
+        *[f"{RESULTS}/models/{c}/{t}/{p}/loss.png" for c, t, p in trained_models()],
+        *([f"{RESULTS}/tables/generalizability.csv"] if generalizability_points() else []),
     ]

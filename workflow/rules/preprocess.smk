@@ -1,13 +1,14 @@
 rule preprocess:
-    """Truncate, quantize (or normalize) and pack every feature into one 2-D frame per sample."""
+    """Truncate, quantize (form qB: B-bit integers) or normalize (form float: [0, 1], for learned codecs) and pack
+    every feature into one 2-D frame per sample, with the task's truncation profile."""
     input:
         features=f"{RESULTS}/{{task}}/features.zarr",
     output:
-        frames=directory(f"{RESULTS}/{{task}}/{{codec}}/frames.zarr"),
+        frames=directory(f"{RESULTS}/{{task}}/frames/{{profile}}-{{form}}.zarr"),
     log:
-        "logs/{task}/{codec}/preprocess.log",
+        "logs/{task}/frames/{profile}-{form}.log",
     benchmark:
-        "benchmarks/{task}/{codec}/preprocess.tsv"
+        "benchmarks/{task}/frames/{profile}-{form}.tsv"
     conda:
         "../../envs/codec.yaml"
     resources:
@@ -15,8 +16,8 @@ rule preprocess:
         runtime=30,
     params:
         task=lambda wc: wc.task,
-        codec=lambda wc: wc.codec,
-        truncation=lambda wc: task_settings(wc.task)["truncation"][codec_settings(wc.codec)["truncation"]],
-        bit_depth=lambda wc: codec_settings(wc.codec).get("bit_depth", 10),
+        truncation=lambda wc: task_settings(wc.task)["truncation"][wc.profile],
+        input_kind=lambda wc: "normalized" if wc.form == "float" else "quantized",
+        bit_depth=lambda wc: int(wc.form[1:]) if wc.form != "float" else 10,
     script:
         "../scripts/preprocess.py"

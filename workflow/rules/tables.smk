@@ -42,3 +42,27 @@ rule plot_rate_accuracy:
         task=lambda wc: wc.task,
     script:
         "../scripts/plot_rate_accuracy.py"
+
+
+rule generalizability:
+    """Hyperprior models trained on one task applied to another task's features, beside the native models."""
+    input:
+        original=lambda wc: [
+            f"{RESULTS}/{dst}/original/scores.json" for dst in sorted({d for _, d in generalizability_pairs()})
+        ],
+        native=lambda wc: [
+            f"{RESULTS}/{t}/{c}/{p}/scores.json"
+            for t, c, p in coded_points()
+            if c == "hyperprior" and t in {d for _, d in generalizability_pairs()}
+        ],
+        cross=lambda wc: [f"{RESULTS}/{t}/{c}/{p}/scores.json" for t, c, p in generalizability_points()],
+    output:
+        csv=f"{RESULTS}/tables/generalizability.csv",
+    log:
+        "logs/tables/generalizability.log",
+    conda:
+        "../../envs/analysis.yaml"
+    params:
+        pairs=generalizability_pairs(),
+    script:
+        "../scripts/generalizability.py"

@@ -8,7 +8,9 @@ from lamofc_lib.io import atomic_path
 from lamofc_lib.joblog import log_to
 
 log = log_to(snakemake.log[0])
-codec = get_codec(snakemake.params.codec, snakemake.params.settings)
+codec = get_codec(
+    snakemake.params.codec, snakemake.params.settings, threads=snakemake.threads, model=snakemake.input.get("model")
+)
 timings = decode_point(
     snakemake.input.bitstreams, snakemake.output.reconstructed, codec, samples=snakemake.params.samples
 )

@@ -7,7 +7,7 @@ from lamofc_lib.joblog import log_to
 
 log = log_to(snakemake.log[0])
 p = snakemake.params
-codec = get_codec(p.codec, p.settings, threads=snakemake.threads)
+codec = get_codec(p.codec, p.settings, threads=snakemake.threads, model=snakemake.input.get("model"))
 indices = shard_samples(snakemake.wildcards.shard, p.samples, p.settings["samples_per_job"])
 records = encode_shard(snakemake.input.frames, snakemake.output.bitstreams, codec, p.point, indices)
 log.info("%s point %s: %d bitstreams, %d bytes", p.codec, p.point, len(records), sum(r.bytes for r in records))

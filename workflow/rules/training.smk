@@ -1,0 +1,64 @@
+use rule manifest as manifest_train with:
+    output:
+        manifest=f"{RESULTS}/{{task}}/train/manifest.csv",
+    log:
+        "logs/{task}/train/manifest.log",
+    params:
+        source=lambda wc: task_settings(wc.task)["train"]["source"],
+        samples=lambda wc: task_settings(wc.task)["train"]["samples"],
+
+
+use rule extract as extract_train with:
+    input:
+        manifest=f"{RESULTS}/{{task}}/train/manifest.csv",
+        head_checkpoint=head_checkpoint,
+    output:
+        features=directory(f"{RESULTS}/{{task}}/train/features.zarr"),
+    log:
+        "logs/{task}/train/extract.log",
+
+
+rule train_hyperprior:
+    """Train the Hyperprior at one lambda on random crops of a task's training features (GPU when there is one)."""
+    input:
+        features=f"{RESULTS}/{{task}}/train/features.zarr",
+    output:
+        model=f"{RESULTS}/models/hyperprior/{{task}}/{{point}}/model.pt",
+        loss=f"{RESULTS}/models/hyperprior/{{task}}/{{point}}/loss.csv",
+    log:
+        "logs/models/hyperprior/{task}/{point}/train.log",
+    benchmark:
+        "benchmarks/models/hyperprior/{task}/{point}/train.tsv"
+    conda:
+        "../../envs/codec.yaml"
+    threads: config["run"]["threads"]
+    resources:
+        mem_mb=lambda wc: config["codecs"]["hyperprior"]["resources"]["train"]["mem_mb"],
+        runtime=lambda wc: config["codecs"]["hyperprior"]["resources"]["train"]["runtime"],
+        gpu=lambda wc: config["codecs"]["hyperprior"]["resources"]["train"]["gpu"],
+    params:
+        task=lambda wc: wc.task,
+        lam=lambda wc: float(wc.point),
+        N=config.get("codecs", {}).get("hyperprior", {}).get("N"),
+        M=config.get("codecs", {}).get("hyperprior", {}).get("M"),
+        truncation=lambda wc: task_settings(wc.task)["truncation"][config["codecs"]["hyperprior"]["truncation"]],
+        training=lambda wc: config["codecs"]["hyperprior"]["training"][wc.task],
+        device=config.get("codecs", {}).get("hyperprior", {}).get("device", "auto"),
+    script:
+        "../scripts/train_hyperprior.py"
+
+
+rule plot_training:
+    """The training curve of one model: loss, estimated rate and distortion per logged step."""
+    input:
+        loss=f"{RESULTS}/models/{{model_codec}}/{{task}}/{{point}}/loss.csv",
+    output:
+        png=f"{RESULTS}/models/{{model_codec}}/{{task}}/{{point}}/loss.png",
+    log:
+        "logs/models/{model_codec}/{task}/{point}/plot.log",
+    conda:
+        "../../envs/analysis.yaml"
+    params:
+        title=lambda wc: f"{wc.model_codec} trained on {wc.task}, lambda {wc.point}",
+    script:
+        "../scripts/plot_training.py"

@@ -1,0 +1,30 @@
+"""Train one Hyperprior model on a task's training features (rule train_hyperprior)."""
+
+import time
+
+import torch
+
+from lamofc_lib.hyperprior import TrainSettings, train, training_frames
+from lamofc_lib.joblog import log_to
+from lamofc_lib.tasks.base import resolve_device
+
+log = log_to(snakemake.log[0])
+p = snakemake.params
+torch.set_num_threads(snakemake.threads)
+device = resolve_device(p.device)
+frames = training_frames(snakemake.input.features, p.task, p.truncation)
+log.info("training %s hyperprior N=%d M=%d at lambda %g on %s", p.task, p.N, p.M, p.lam, device)
+start = time.perf_counter()
+provenance = {"task": p.task, "truncation": p.truncation, "train_features": snakemake.input.features, "device": device}
+final = train(
+    frames,
+    p.lam,
+    p.N,
+    p.M,
+    TrainSettings.from_config(p.training),
+    snakemake.output.model,
+    snakemake.output.loss,
+    device=device,
+    provenance=provenance,
+)
+log.info("trained in %.1f s; last logged step: %s", time.perf_counter() - start, final)
