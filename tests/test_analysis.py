@@ -260,3 +260,41 @@ def test_plot_rate_accuracy_unknown_task_raises(tmp_path):
     with pytest.raises(ValueError, match="seg"):
         plot_rate_accuracy(table, "seg", path)
     assert not path.exists()
+
+
+def _score(task, codec, point, bpfp, value, higher=True):
+    return {"task": task, "codec": codec, "point": point, "bpfp": bpfp, "mse": 1.0 / (bpfp + 1), "metric": "m",
+            "value": value, "higher_is_better": higher}  # fmt: skip
+
+
+def test_generalizability_table_sets_cross_task_runs_beside_native_ones():
+    from lamofc_lib.analysis import generalizability_table
+
+    scores = [
+        _score("seg", "original", "original", 32, 80.0),
+        _score("seg", "hyperprior", "0.01", 0.5, 60.0),
+        _score("seg", "hyperprior@cls", "0.01", 0.7, 40.0),
+        _score("seg", "hyperprior@cls", "0.1", 1.2, 72.0),
+        _score("dpt", "original", "original", 32, 0.5, higher=False),
+        _score("dpt", "hyperprior@cls", "0.1", 1.0, 0.625, higher=False),
+        _score("cls", "hyperprior", "0.1", 1.0, 50.0),  # cls is no applied_to task: left out
+    ]
+    table = generalizability_table(scores, [("cls", "seg"), ("cls", "dpt")])
+    rows = list(table[["trained_on", "applied_to", "point"]].itertuples(index=False, name=None))
+    assert rows == [("cls", "dpt", "0.1"), ("seg", "seg", "0.01"), ("cls", "seg", "0.01"), ("cls", "seg", "0.1")]
+    drop = dict(
+        zip(zip(table.trained_on, table.applied_to, table.point, strict=True), table.accuracy_drop, strict=True)
+    )
+    assert drop[("seg", "seg", "0.01")] == pytest.approx(25.0)  # (80 - 60) / 80
+    assert drop[("cls", "seg", "0.01")] == pytest.approx(50.0)
+    assert drop[("cls", "dpt", "0.1")] == pytest.approx(20.0)  # 1 - 0.5 / 0.625: 1/RMSE for lower-is-better
+    assert set(table.codec) == {"hyperprior"}
+    assert (table.original_value[table.applied_to == "seg"] == 80.0).all()
+
+
+def test_generalizability_table_names_missing_pairs():
+    from lamofc_lib.analysis import generalizability_table
+
+    scores = [_score("seg", "original", "original", 32, 80.0), _score("seg", "hyperprior@cls", "0.1", 1.0, 70.0)]
+    with pytest.raises(ValueError, match=r"\('dpt', 'seg'\)"):
+        generalizability_table(scores, [("cls", "seg"), ("dpt", "seg")])

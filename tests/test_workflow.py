@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -49,7 +50,10 @@ def demo_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("demo")
     config = demo_config()
     config["codecs"]["vvenc"]["points"] = [32, 42]
+    # Requests that grow with frame size: 1000 min and 1000 MB per million frame samples.
+    config["codecs"]["vvenc"]["resources"]["encode"]["per_mpixel"] = {"runtime": 1000, "mem_mb": 1000}
     result = snakemake(workdir, config)
+    (workdir / "run.log").write_text(result.stderr)
     assert result.returncode == 0, result.stderr[-4000:]
     return workdir, config
 
@@ -93,6 +97,23 @@ def test_demo_writes_tables_and_figures(demo_run):
     assert sorted(zip(r2.task, r2.codec, strict=True)) == [(t, c) for t in tasks for c in ("hyperprior", "vvenc")]
     markdown = (workdir / "results/tables/rate_accuracy.md").read_text()
     assert "uncompressed model's own predictions" in markdown
+
+
+@pytest.mark.e2e
+def test_encode_resources_grow_with_frame_size(demo_run):
+    workdir, config = demo_run
+    blocks = (workdir / "run.log").read_text().split("\n\n")
+
+    def encode_resources(task):
+        block = next(b for b in blocks if "rule encode:" in b and f"results/{task}/vvenc/32/bitstreams/000" in b)
+        return dict(kv.split("=") for kv in block.split("resources: ")[1].splitlines()[0].split(", "))
+
+    base = config["codecs"]["vvenc"]["resources"]["encode"]
+    # cls: 8 frames of 257 x 96 (0.0247 Mpx each) in one job; tti: 6 frames of 128 x 128 (0.0164 Mpx).
+    cls, tti = encode_resources("cls"), encode_resources("tti")
+    assert int(cls["runtime"]) == base["runtime"] + math.ceil(1000 * 8 * 257 * 96 / 1e6)
+    assert int(cls["mem_mb"]) == base["mem_mb"] + math.ceil(1000 * 257 * 96 / 1e6)
+    assert int(tti["runtime"]) == base["runtime"] + math.ceil(1000 * 6 * 128 * 128 / 1e6)
 
 
 @pytest.mark.e2e

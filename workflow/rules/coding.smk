@@ -12,8 +12,8 @@ rule encode:
         "../../envs/codec.yaml"
     threads: lambda wc: codec_block(wc.codec).get("threads", 1)
     resources:
-        mem_mb=lambda wc: codec_resources(wc.codec, "encode")["mem_mb"],
-        runtime=lambda wc: codec_resources(wc.codec, "encode")["runtime"],
+        mem_mb=coding_resource("encode", "mem_mb"),
+        runtime=coding_resource("encode", "runtime"),
     params:
         codec=lambda wc: codec_kind(wc.codec),
         settings=lambda wc: codec_settings(wc.codec),
@@ -40,8 +40,8 @@ rule decode:
     # A learned codec decodes with the encoder's thread count (see codecs/hyperprior.py).
     threads: lambda wc: codec_block(wc.codec).get("threads", 1) if is_trained(wc.codec) else 1
     resources:
-        mem_mb=lambda wc: codec_resources(wc.codec, "decode")["mem_mb"],
-        runtime=lambda wc: codec_resources(wc.codec, "decode")["runtime"],
+        mem_mb=coding_resource("decode", "mem_mb"),
+        runtime=coding_resource("decode", "runtime"),
     params:
         codec=lambda wc: codec_kind(wc.codec),
         settings=lambda wc: codec_settings(wc.codec),

@@ -1,6 +1,7 @@
 """Configuration, wildcard constraints and input functions shared by all rule files."""
 
 import hashlib
+import math
 import os
 import re
 import sys
@@ -11,7 +12,8 @@ sys.path.insert(0, str(REPO))
 os.environ.update(PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
 
 from lamofc_lib.codecs import REGISTRY
-from lamofc_lib.config import ConfigError, points, shards, validate
+from lamofc_lib.config import ConfigError, points, shard_samples, shards, validate
+from lamofc_lib.store import FeatureStore
 
 try:
     config = validate(config)
@@ -52,6 +54,30 @@ def codec_settings(label):
 
 def codec_resources(label, job):
     return codec_block(label)["resources"][job]
+
+
+def coding_resource(job, key):
+    """A resource of an encode or decode job: the configured base plus, with `per_mpixel`, memory per million
+    samples of the job's largest frame and runtime per million frame samples it codes, so a cluster gets larger
+    requests for larger frames (a dpt frame is 50 times a cls frame). Snakemake evaluates it once the frames
+    exist; before that (dry runs) the base is given."""
+
+    def evaluate(wildcards, input):
+        spec = codec_resources(wildcards.codec, job)
+        per = spec.get("per_mpixel", {}).get(key)
+        if not per:
+            return spec[key]
+        frames = Path(frames_path(wildcards.task, wildcards.codec))
+        if not frames.exists():
+            return spec[key]
+        store = FeatureStore(frames)
+        indices = range(len(store))
+        if job == "encode":
+            indices = shard_samples(wildcards.shard, len(store), codec_block(wildcards.codec)["samples_per_job"])
+        sizes = [math.prod(store.shapes[i]) / 1e6 for i in indices]
+        return spec[key] + math.ceil(per * (max(sizes) if key == "mem_mb" else sum(sizes)))
+
+    return evaluate
 
 
 def codec_shards(task, label):
