@@ -229,7 +229,7 @@ def test_rerunning_a_hyperprior_point_gives_the_same_bitstreams(demo_run):
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("codec, point", [("hyperprior", "0.1"), ("vvenc", "42")])
+@pytest.mark.parametrize("codec, point", [("hyperprior", "0.001"), ("vvenc", "42")])
 def test_a_truncated_bitstream_fails_its_decode_job_and_nothing_downstream(demo_run, codec, point):
     workdir, config = demo_run
     bitstream = workdir / f"results/cls/{codec}/{point}/bitstreams/000/00001.bin"
