@@ -9,7 +9,6 @@ import pytest
 import yaml
 
 from lamofc_lib.config import (
-    IMPLEMENTED_TASKS,
     ConfigError,
     format_point,
     points,
@@ -146,16 +145,15 @@ def test_task_enabled_without_its_block(raw):
     assert "tasks.csr" in message
 
 
-def test_task_with_block_but_not_implemented(raw):
-    unimplemented = [t for t in ("seg", "dpt", "tti") if t not in IMPLEMENTED_TASKS]
-    if not unimplemented:
-        pytest.skip("every task of the schema is implemented")
-    task = unimplemented[0]
-    raw["tasks"][task] = copy.deepcopy(raw["tasks"]["cls"])
-    raw["run"]["tasks"] = ["cls", task]
+def test_task_with_block_but_not_implemented(raw, monkeypatch):
+    """A task the schema knows but this version cannot run stops at start (all five run now, so narrow the list)."""
+    import lamofc_lib.config
+
+    monkeypatch.setattr(lamofc_lib.config, "IMPLEMENTED_TASKS", ("cls", "seg", "dpt", "csr"))
+    raw["run"]["tasks"] = ["cls", "tti"]
     message = _error(raw)
     assert "run.tasks[1]" in message
-    assert task in message
+    assert "tti" in message and "remove it from run.tasks" in message
 
 
 def test_a_configured_but_unrun_block_is_allowed(raw):
