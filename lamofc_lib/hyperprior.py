@@ -16,7 +16,6 @@ A bitstream file is a 4-byte big-endian length of the hyperprior (z) string, the
 from __future__ import annotations
 
 import csv
-import hashlib
 import logging
 import math
 import struct
@@ -227,10 +226,6 @@ def plot_loss(loss_log: str | Path, png: str | Path, title: str) -> None:
     plt.close(fig)
 
 
-def file_digest(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def load_model(checkpoint: str | Path):
     """The trained network of a checkpoint, in eval mode with its entropy-coder tables rebuilt by `update()`,
     and the checkpoint's record (without the state dict)."""
@@ -253,9 +248,14 @@ def pad_to(frame: np.ndarray, align: int = ALIGN) -> np.ndarray:
     return np.pad(frame, ((0, -h % align), (0, -w % align)), mode="edge")
 
 
+def _network_input(frame: np.ndarray) -> torch.Tensor:
+    """1 x 1 x H' x W' float32 tensor of the frame padded to multiples of 64."""
+    return torch.from_numpy(np.ascontiguousarray(pad_to(frame), dtype=np.float32))[None, None]
+
+
 def compress(net, frame: np.ndarray) -> bytes:
     """The bitstream of one normalized frame (2-D float32); the frame is padded to multiples of 64."""
-    x = torch.from_numpy(np.ascontiguousarray(pad_to(frame), dtype=np.float32))[None, None]
+    x = _network_input(frame)
     with torch.no_grad():
         out = net.compress(x)
     (y,), (z,) = out["strings"]
@@ -272,7 +272,7 @@ def decompress(net, data: bytes, frame_shape: tuple[int, int]) -> np.ndarray:
         raise ValueError(f"its z string claims {z_len} bytes but only {len(data) - HEADER.size} follow the header")
     z = data[HEADER.size : HEADER.size + z_len]
     y = data[HEADER.size + z_len :]
-    shape = (-(-h // ALIGN) * ALIGN // ALIGN, -(-w // ALIGN) * ALIGN // ALIGN)
+    shape = (-(-h // ALIGN), -(-w // ALIGN))  # the hyperprior latent z: one sample per 64 x 64 block
     with torch.no_grad():
         x_hat = net.decompress([[y], [z]], shape)["x_hat"]
     return x_hat[0, 0, :h, :w].numpy().astype(np.float32)
@@ -281,9 +281,8 @@ def decompress(net, data: bytes, frame_shape: tuple[int, int]) -> np.ndarray:
 def reconstruct(net, frame: np.ndarray) -> np.ndarray:
     """The network's own eval-mode reconstruction (quantized latents, no entropy coding), clamped to [0, 1]
     and cropped: what `decompress(compress(frame))` must reproduce."""
-    x = torch.from_numpy(np.ascontiguousarray(pad_to(frame), dtype=np.float32))[None, None]
     with torch.no_grad():
-        x_hat = net(x)["x_hat"].clamp(0, 1)
+        x_hat = net(_network_input(frame))["x_hat"].clamp(0, 1)
     h, w = frame.shape
     return x_hat[0, 0, :h, :w].numpy()
 

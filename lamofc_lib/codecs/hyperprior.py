@@ -48,12 +48,12 @@ class Hyperprior(Codec):
     def version(self) -> str:
         import compressai
 
-        from lamofc_lib.hyperprior import file_digest
+        from lamofc_lib.coding import file_sha256
 
         r = self.record
         return (
             f"CompressAI {compressai.__version__} ScaleHyperprior N={r['N']} M={r['M']} lambda={r['lambda']:g} "
-            f"trained on {r.get('task', '?')} ({r['steps']} steps; model sha256 {file_digest(self.model)[:16]})"
+            f"trained on {r.get('task', '?')} ({r['steps']} steps; model sha256 {file_sha256(self.model)[:16]})"
         )
 
     def check_frame(self, frame: np.ndarray) -> None:

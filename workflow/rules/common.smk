@@ -103,13 +103,11 @@ def model_path(task, label, point):
 
 def coding_inputs(wildcards):
     """The frames (encoding) and, for a trained codec, the model of the operating point."""
-    inputs = {"frames": frames_path(wildcards.task, wildcards.codec)}
-    if is_trained(wildcards.codec):
-        inputs["model"] = model_path(wildcards.task, wildcards.codec, wildcards.point)
-    return inputs
+    return {"frames": frames_path(wildcards.task, wildcards.codec), **model_inputs(wildcards)}
 
 
 def model_inputs(wildcards):
+    """The model of the operating point, for a trained codec."""
     if is_trained(wildcards.codec):
         return {"model": model_path(wildcards.task, wildcards.codec, wildcards.point)}
     return {}

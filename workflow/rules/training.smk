@@ -39,11 +39,11 @@ rule train_hyperprior:
     params:
         task=lambda wc: wc.task,
         lam=lambda wc: float(wc.point),
-        N=config.get("codecs", {}).get("hyperprior", {}).get("N"),
-        M=config.get("codecs", {}).get("hyperprior", {}).get("M"),
+        N=lambda wc: config["codecs"]["hyperprior"]["N"],
+        M=lambda wc: config["codecs"]["hyperprior"]["M"],
         truncation=lambda wc: task_settings(wc.task)["truncation"][config["codecs"]["hyperprior"]["truncation"]],
         training=lambda wc: config["codecs"]["hyperprior"]["training"][wc.task],
-        device=config.get("codecs", {}).get("hyperprior", {}).get("device", "auto"),
+        device=lambda wc: config["codecs"]["hyperprior"]["device"],
     script:
         "../scripts/train_hyperprior.py"
 
