@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+
+from lamofc_lib.store import write_store
 
 
 def resolve_device(device: str) -> str:
@@ -62,11 +65,40 @@ def load_head_file(path: str | Path, required: Mapping[str, tuple | None]) -> di
     return state
 
 
+@dataclass
+class Layout:
+    """What a task's features look like before any model runs: one shape per manifest sample (`None` on an axis
+    whose length only the model knows, e.g. csr's token count), the store attributes (split point, per-sample
+    geometry) and the dtype the model produces."""
+
+    shapes: list[tuple[int | None, ...]]
+    attrs: dict
+    dtype: str = "float32"
+
+
+@dataclass
+class Extraction:
+    """A task's split-point features of a manifest: concrete shapes, store attributes, dtype, and the samples
+    themselves as a lazy iterator in manifest order (computed one at a time while the store is written)."""
+
+    shapes: list[tuple[int, ...]]
+    samples: Iterable[np.ndarray]
+    attrs: dict
+    dtype: str = "float32"
+
+
 class Task(ABC):
-    """A benchmark task. Scoring works in three steps so that every metric fits: `outputs` runs the head on
-    each sample's features; `ground_truth` gives the data set's answers in the same form; `compare` turns
-    outputs and references (ground truth, or the outputs on the uncompressed features) into the metric and
-    per-sample rows. This base class implements them for tasks whose output is one label per sample."""
+    """A benchmark task.
+
+    Features and head are built apart, so that a new head checkpoint reruns scoring, not extraction:
+    `write_head` writes everything scoring needs (head weights plus the parts of the model the head applies,
+    e.g. DINOv2's final LayerNorm); `features` runs the model up to the split point; `layout` says, without
+    loading weights, what the features of a manifest look like (to check features imported from files).
+
+    Scoring works in three steps so that every metric fits: `outputs` runs the head on each sample's
+    features; `ground_truth` gives the data set's answers in the same form; `compare` turns outputs and
+    references (ground truth, or the outputs on the uncompressed features) into the metric and per-sample
+    rows. This base class implements them for tasks whose output is one label per sample."""
 
     name: str = ""
     metric: str = ""
@@ -78,17 +110,32 @@ class Task(ABC):
             torch.set_num_threads(threads)
 
     @abstractmethod
-    def extract(
-        self,
-        manifest: pd.DataFrame,
-        model: Mapping,
-        split,
-        head: Mapping,
-        features: Path,
-        head_out: Path,
-    ) -> None:
-        """Write the split-point features of every manifest sample to the store `features`, and the head
-        (everything scoring needs) to `head_out`."""
+    def write_head(self, model: Mapping, split, head: Mapping, head_out: Path) -> None:
+        """Check the configured head checkpoint (or draw the seeded random head), then write the head file."""
+
+    @abstractmethod
+    def layout(self, manifest: pd.DataFrame, model: Mapping, split) -> Layout:
+        """The features' shapes, attributes and dtype for `manifest`, without loading model weights."""
+
+    @abstractmethod
+    def features(self, manifest: pd.DataFrame, model: Mapping, split) -> Extraction:
+        """Load the model and return the split-point features of every manifest sample (computed lazily)."""
+
+    def extract(self, manifest: pd.DataFrame, model: Mapping, split, out: Path) -> None:
+        """Write the split-point features of every manifest sample to a new store at `out`."""
+        extraction = self.features(manifest, model, split)
+        write_store(
+            out,
+            list(manifest["sample_id"]),
+            extraction.shapes,
+            extraction.samples,
+            attrs=extraction.attrs,
+            dtype=extraction.dtype,
+        )
+
+    def reference_stem(self, sample_id: str) -> str:
+        """The file stem of a sample's feature in the reference implementation's feature folders."""
+        return sample_id
 
     def predict(self, head: Path, features: Iterable[np.ndarray]) -> list[str]:
         """Predictions of the head on (decoded) features, one string per sample, computed on `self.device`.
