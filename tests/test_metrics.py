@@ -13,6 +13,8 @@ from lamofc_lib.metrics import (
     ConfusionMatrix,
     DepthErrors,
     accuracy_drop,
+    depth_valid_mask,
+    eigen_crop_box,
     feature_mse,
     fid,
     fid_statistics,
@@ -174,6 +176,71 @@ def test_dataset_rmse_is_mean_of_per_image_rmse():
     assert (first + second).rmse() == pytest.approx(2.0)
     with pytest.raises(ValueError):
         DepthErrors().rmse()
+
+
+def test_eigen_crop_box_is_the_reference_crop_at_480_by_640_and_scaled_elsewhere():
+    assert eigen_crop_box((480, 640)) == (45, 471, 41, 601)
+    # 96 x 128 (a fifth): 45/5 = 9, 471/5 = 94.2 -> 94, 41/5 = 8.2 -> 8, 601/5 = 120.2 -> 120.
+    assert eigen_crop_box((96, 128)) == (9, 94, 8, 120)
+    # 512 x 512 (astronaut): 45 * 512/480 = 48, 471 * 512/480 = 502.4 -> 502, 41 * 512/640 = 32.8 -> 33,
+    # 601 * 512/640 = 480.8 -> 481.
+    assert eigen_crop_box((512, 512)) == (48, 502, 33, 481)
+    # Half up: 960 x 1280 doubles every edge exactly; 240 x 320 gives 22.5 -> 23 and 20.5 -> 21.
+    assert eigen_crop_box((960, 1280)) == (90, 942, 82, 1202)
+    assert eigen_crop_box((240, 320)) == (23, 236, 21, 301)
+
+
+def test_depth_valid_mask_limits_and_crop_by_hand():
+    target = np.full((480, 640), 5.0)
+    target[100, 100] = 0.001  # not > 0.001
+    target[100, 101] = 10.0  # not < 10
+    target[100, 102] = np.nan
+    target[100, 103] = 0.0011  # valid
+    target[0, 0] = 0.0
+    valid = depth_valid_mask(target)
+    assert valid.sum() == 426 * 560 - 3
+    assert valid[45, 41] and valid[470, 600] and valid[100, 103]
+    assert not (valid[44, 41] or valid[45, 40] or valid[471, 41] or valid[45, 601] or valid[100, 100:103].any())
+    assert depth_valid_mask(target, eigen_crop=False).sum() == 480 * 640 - 4
+    with pytest.raises(ValueError, match="H x W"):
+        depth_valid_mask(np.ones((1, 4, 4)))
+
+
+def test_dpt_rmse_inside_the_eigen_crop_by_hand():
+    """The dpt metric as the reference computes it, on two maps whose errors are placed by hand."""
+    from lamofc_lib.tasks.dense import DepthTask
+
+    # Image 1, 480 x 640, crop rows 45:471, cols 41:601 (426 x 560 = 238,560 pixels).
+    target = np.full((480, 640), 4.0)
+    prediction = target.copy()
+    prediction[45, 41] += 3.0  # inside the crop, first row and column: counted
+    prediction[470, 600] -= 4.0  # inside, last row and column: counted
+    for y, x in ((44, 300), (471, 300), (200, 40), (200, 601), (0, 0)):
+        prediction[y, x] += 100.0  # just outside the crop: not counted
+    target[300, 300], prediction[300, 300] = 0.0, 7.0  # missing depth inside the crop
+    target[300, 301], prediction[300, 301] = 10.0, 1.0  # at the 10 m cap
+    target[300, 302], prediction[300, 302] = 12.0, 1.0  # beyond it
+    rmse_1 = math.sqrt((9 + 16) / (426 * 560 - 3))
+    # Image 2, 96 x 128: the crop scaled to rows 9:94, cols 8:120 (85 x 112 = 9,520 pixels).
+    target_2 = np.full((96, 128), 2.0)
+    prediction_2 = target_2 + 0.5  # error 0.5 everywhere ...
+    prediction_2[9:94, 8:120] = 3.0  # ... but 1.0 inside the crop
+    prediction_2[9, 8] = 4.0  # one error of 2 inside
+    rmse_2 = math.sqrt((9520 - 1 + 4) / 9520)
+
+    task = DepthTask()
+    value, rows = task.compare([prediction, prediction_2], [target, target_2])
+    assert [row["rmse"] for row in rows] == pytest.approx([rmse_1, rmse_2], rel=1e-12)
+    assert [row["valid_pixels"] for row in rows] == [426 * 560 - 3, 9520]
+    assert value == pytest.approx((rmse_1 + rmse_2) / 2, rel=1e-12)
+
+    # eigen_crop off: every valid pixel counts, the five outside ones (error 100) too.
+    full_1 = math.sqrt((9 + 16 + 5 * 100**2) / (480 * 640 - 3))
+    full_2 = math.sqrt((9520 - 1 + 4 + (96 * 128 - 9520) * 0.25) / (96 * 128))
+    value, rows = task.compare([prediction, prediction_2], [target, target_2], eigen_crop=False)
+    assert [row["rmse"] for row in rows] == pytest.approx([full_1, full_2], rel=1e-12)
+    task.eigen_crop = False  # the attribute a configured task sets
+    assert task.compare([prediction], [target])[0] == pytest.approx(full_1, rel=1e-12)
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from lamofc_lib import heads
-from lamofc_lib.metrics import ConfusionMatrix, DepthErrors
+from lamofc_lib.metrics import ConfusionMatrix, DepthErrors, depth_valid_mask
 from lamofc_lib.sources import load_depth, load_image, load_label_map
 from lamofc_lib.store import write_store
 from lamofc_lib.tasks.base import Task, model_source, split_layers
@@ -255,12 +255,22 @@ class DepthTask(DenseTask):
     def ground_truth(self, manifest: pd.DataFrame) -> list:
         return [load_depth(path) for path in Task.ground_truth(self, manifest)]
 
-    def compare(self, outputs: Sequence, references: Sequence) -> tuple[float, list[dict]]:
+    def compare(
+        self, outputs: Sequence, references: Sequence, eigen_crop: bool | None = None
+    ) -> tuple[float, list[dict]]:
+        """Mean over images of each image's RMSE over its valid pixels (`_valid_depth`). `eigen_crop`
+        (tasks.dpt.eigen_crop; None: the class default, True as in the reference) limits them to the Eigen crop."""
         self.check_counts(outputs, references)
+        crop = getattr(self, "eigen_crop", True) if eigen_crop is None else bool(eigen_crop)
         errors = DepthErrors()
-        rows = [{"rmse": errors.update(p, t, _valid_depth(t))} for p, t in zip(outputs, references, strict=True)]
+        rows = []
+        for p, t in zip(outputs, references, strict=True):
+            valid = _valid_depth(t, crop)
+            rows.append({"rmse": errors.update(p, t, valid), "valid_pixels": int(valid.sum())})
         return errors.rmse(), rows
 
 
-def _valid_depth(target: np.ndarray) -> np.ndarray:
-    return (target > heads.MIN_DEPTH) & (target < heads.MAX_DEPTH)
+def _valid_depth(target: np.ndarray, eigen_crop: bool = True) -> np.ndarray:
+    """0.001 m < depth < 10 m, inside the Eigen crop (rows 45:471, columns 41:601 at 480 x 640; the same
+    fractions of other map sizes, see metrics.eigen_crop_box) unless `eigen_crop` is False."""
+    return depth_valid_mask(target, eigen_crop, heads.MIN_DEPTH, heads.MAX_DEPTH)
