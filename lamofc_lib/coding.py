@@ -26,7 +26,10 @@ log = logging.getLogger(__name__)
 
 
 def to_frame(x: np.ndarray, task: str, truncation, input_kind: str, bit_depth: int) -> np.ndarray:
-    """Truncate, quantize (or normalize, for learned codecs) and pack one N x C x H x W feature."""
+    """Truncate, quantize (or normalize, for learned codecs) and pack one N x C x H x W feature.
+
+    The quantizer computes in the feature's own dtype (float16 for fp16 features such as the tti latents,
+    float32 otherwise; see `preprocess.quantization_dtype`), so pass the stored array, not a widened copy."""
     lo, hi = truncation_bounds(truncation)
     if input_kind == "quantized":
         y = preprocess.quantize(x, lo, hi, bit_depth=bit_depth)
@@ -49,7 +52,10 @@ def from_frame(frame: np.ndarray, task: str, shape, truncation, input_kind: str,
 def preprocess_store(
     features: str | Path, frames: str | Path, task: str, truncation, input_kind: str, bit_depth: int
 ) -> None:
-    """Write the packed frame of every sample of the feature store `features` to the store `frames`."""
+    """Write the packed frame of every sample of the feature store `features` to the store `frames`.
+
+    Samples are quantized as stored (float16 stays float16 in the quantizer's arithmetic); the frames'
+    attribute `feature_dtype` records which dtype that was."""
     store = FeatureStore(features)
     dtype = "uint16" if input_kind == "quantized" else "float32"
     shapes = [preprocess.frame_shape(task, s) for s in store.shapes]
@@ -61,6 +67,7 @@ def preprocess_store(
         "input_kind": input_kind,
         "bit_depth": bit_depth,
         "feature_shapes": [list(s) for s in store.shapes],
+        "feature_dtype": str(store.dtype),
         "features": str(features),
     }
     write_store(frames, store.sample_ids, shapes, frames_iter, attrs=attrs, dtype=dtype)
@@ -259,7 +266,8 @@ def rate(shard_dirs: Sequence[str | Path]) -> list[dict]:
 
 
 def store_mse(original: FeatureStore, reconstructed: FeatureStore) -> list[float]:
-    """Per-sample mean squared error between the original and the reconstructed feature stores."""
+    """Per-sample mean squared error between the original and the reconstructed feature stores, in float64
+    whatever the stores' dtypes (fp16 originals against float32 reconstructions included)."""
     if original.sample_ids != reconstructed.sample_ids:
         raise ValueError(f"{reconstructed.path} does not hold the samples of {original.path}")
     if original.shapes != reconstructed.shapes:

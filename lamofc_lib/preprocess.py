@@ -2,9 +2,12 @@
 
 Every function here must stay bit-exact with the benchmark's reference implementation, because the
 coded bitstreams and the reported rate/accuracy numbers depend on the exact integer codes. In
-particular the arithmetic of :func:`quantize` and :func:`dequantize` is carried out in float32 (not
-float64) and the default quantizer truncates toward zero (floor), which gives a deliberate -0.5 LSB
-bias compared with round-to-nearest.
+particular the arithmetic of :func:`quantize` follows the stored feature's dtype, as the reference's
+numpy expressions do: float16 for float16 features (the tti latents, which the reference stores as
+fp16 ``.npy`` files) and float32 for everything else (never float64). :func:`dequantize`,
+:func:`normalize` and :func:`denormalize` work in float32 for any input (the reference casts to float32
+there). The default quantizer truncates toward zero (floor), which gives a deliberate -0.5 LSB bias
+compared with round-to-nearest.
 
 Range arguments ``lo`` / ``hi`` are either two scalars (one range for the whole array) or two
 sequences of length C (one range per layer along axis 1 of an N x C x H x W array, as used by the
@@ -26,6 +29,7 @@ __all__ = [
     "frame_shape",
     "normalize",
     "pack",
+    "quantization_dtype",
     "quantize",
     "unpack",
 ]
@@ -87,14 +91,27 @@ def _ranges(func: str, x: np.ndarray, lo: Bound, hi: Bound) -> tuple[list[float]
     return los, his, per_layer
 
 
-def _as_f32(values: list[float], per_layer: bool) -> np.ndarray:
-    """Cast Python floats to float32, shaped to broadcast along axis 1 when per layer.
+def _as_f32(values: list[float], per_layer: bool, dtype: type[np.floating] = np.float32) -> np.ndarray:
+    """Cast Python floats to float32 (or ``dtype``), shaped to broadcast along axis 1 when per layer.
 
-    Casting a Python float to float32 here is exactly what numpy 2 does implicitly with a weak
-    Python scalar in ``float32_array op python_float``, so both forms give identical bits.
+    Casting a Python float to float32 (float16) here is exactly what numpy 2 does implicitly with a
+    weak Python scalar in ``float32_array op python_float`` (``float16_array op python_float``, NEP 50;
+    numpy 1's value-based casting gave the same), so both forms give identical bits.
     """
-    arr = np.asarray(values, dtype=np.float64).astype(np.float32)
+    arr = np.asarray(values, dtype=np.float64).astype(dtype)
     return arr.reshape(1, -1, 1, 1) if per_layer else arr.reshape(())
+
+
+def quantization_dtype(x: np.ndarray) -> type[np.floating]:
+    """The dtype :func:`quantize` computes in: float16 for a float16 ``x``, float32 for anything else.
+
+    The reference evaluates ``(np.clip(x, lo, hi) - lo) * scale`` on the loaded ``.npy`` array with
+    Python-float ``lo``, ``hi`` and ``scale``, so numpy keeps the array's dtype: float16 for the SD3
+    latents (saved in fp16), float32 for the DINOv2 and Llama features. In float16 the scale itself
+    is rounded (tti: 1023 / 10.844 = 94.337... becomes 94.3125) and products above 512 are rounded to
+    0.5, so about one code in ten differs by one from the float32 arithmetic's.
+    """
+    return np.float16 if np.asarray(x).dtype == np.float16 else np.float32
 
 
 def _check_bit_depth(func: str, bit_depth: int) -> int:
@@ -126,11 +143,13 @@ def _scales(lo: list[float], hi: list[float], bit_depth: int) -> list[float]:
 def quantize(x: np.ndarray, lo: Bound, hi: Bound, bit_depth: int = 10, rounding: bool = False) -> np.ndarray:
     """Truncate ``x`` to [lo, hi] and quantize it uniformly to ``bit_depth``-bit uint16 codes.
 
-    Bit-exact with the reference: ``q = ((clip(x, lo, hi) - lo) * scale).astype(uint16)`` in float32,
-    where ``scale = (2**B - 1) / (hi - lo)`` is computed in float64 and then used as float32. The cast
+    Bit-exact with the reference: ``q = ((clip(x, lo, hi) - lo) * scale).astype(uint16)`` in the
+    dtype of :func:`quantization_dtype` (float16 for a float16 ``x``, else float32), where
+    ``scale = (2**B - 1) / (hi - lo)`` is computed in float64 and then used in that dtype. The cast
     truncates (floor, as the value is >= 0), which is the benchmark's default. ``rounding=True``
     rounds to nearest instead (``floor(v + 0.5)``, capped at ``2**B - 1``). With sequences for
-    ``lo`` / ``hi`` each layer ``x[:, c]`` of a 4-D ``x`` uses its own range.
+    ``lo`` / ``hi`` each layer ``x[:, c]`` of a 4-D ``x`` uses its own range (no benchmark task has
+    per-layer ranges on float16 features; the reference's per-layer truncation would write float32).
 
     Raises ValueError for NaN inputs, since the float-to-integer cast of NaN is platform dependent.
     """
@@ -138,16 +157,17 @@ def quantize(x: np.ndarray, lo: Bound, hi: Bound, bit_depth: int = 10, rounding:
     x = np.asarray(x)
     _check_real("quantize", "x", x)
     los, his, per_layer = _ranges("quantize", x, lo, hi)
-    xf = x.astype(np.float32, copy=False)
+    dtype = quantization_dtype(x)
+    xf = x.astype(dtype, copy=False)
     n_nan = int(np.count_nonzero(np.isnan(xf)))
     if n_nan:
         raise ValueError(f"quantize: x contains {n_nan} NaN value(s); cannot quantize NaN")
-    lo32 = _as_f32(los, per_layer)
-    hi32 = _as_f32(his, per_layer)
-    scale32 = _as_f32(_scales(los, his, bit_depth), per_layer)
-    v = (np.clip(xf, lo32, hi32) - lo32) * scale32
+    lo_t = _as_f32(los, per_layer, dtype)
+    hi_t = _as_f32(his, per_layer, dtype)
+    scale_t = _as_f32(_scales(los, his, bit_depth), per_layer, dtype)
+    v = (np.clip(xf, lo_t, hi_t) - lo_t) * scale_t
     if rounding:
-        v = np.minimum(np.floor(v + np.float32(0.5)), np.float32(2**bit_depth - 1))
+        v = np.minimum(np.floor(v + dtype(0.5)), dtype(2**bit_depth - 1))
     return v.astype(np.uint16)
 
 
@@ -174,27 +194,32 @@ def dequantize(q: np.ndarray, lo: Bound, hi: Bound, bit_depth: int = 10) -> np.n
 def normalize(x: np.ndarray, lo: Bound, hi: Bound) -> np.ndarray:
     """Truncate ``x`` to [lo, hi] and map it linearly to [0, 1] in float32, without rounding.
 
-    Learned codecs take continuous inputs, so this is the counterpart of :func:`quantize` for them:
-    ``(clip(x, lo, hi) - lo) / (hi - lo)`` with ``hi - lo`` computed in float64. Per-layer ranges work
-    like in :func:`quantize`.
+    Learned codecs take continuous inputs, so this is the counterpart of :func:`quantize` for them,
+    and it is the reference's learned-codec pre-processing (its uniform quantization with bit depth 1):
+    ``(clip(x, lo, hi) - lo) * scale`` with ``scale = 1 / (hi - lo)`` computed in float64 and used as
+    float32 (a multiplication, not a division by ``hi - lo``: the two differ in the last bit of about
+    one value in five). Always float32, float16 features included: the reference's Hyperprior training
+    and evaluation cast the loaded features to float32 first. Per-layer ranges work like in
+    :func:`quantize`.
     """
     x = np.asarray(x)
     _check_real("normalize", "x", x)
     los, his, per_layer = _ranges("normalize", x, lo, hi)
     lo32 = _as_f32(los, per_layer)
     hi32 = _as_f32(his, per_layer)
-    width32 = _as_f32([b - a for a, b in zip(los, his, strict=True)], per_layer)
-    return (np.clip(x.astype(np.float32, copy=False), lo32, hi32) - lo32) / width32
+    scale32 = _as_f32(_scales(los, his, 1), per_layer)
+    return (np.clip(x.astype(np.float32, copy=False), lo32, hi32) - lo32) * scale32
 
 
 def denormalize(y: np.ndarray, lo: Bound, hi: Bound) -> np.ndarray:
-    """Invert :func:`normalize`: ``y * (hi - lo) + lo`` in float32 (per layer if given)."""
+    """Invert :func:`normalize` as the reference does: ``y / scale + lo`` in float32, ``scale = 1 / (hi - lo)``
+    (per layer if given)."""
     y = np.asarray(y)
     _check_real("denormalize", "y", y)
     los, his, per_layer = _ranges("denormalize", y, lo, hi)
     lo32 = _as_f32(los, per_layer)
-    width32 = _as_f32([b - a for a, b in zip(los, his, strict=True)], per_layer)
-    return y.astype(np.float32, copy=False) * width32 + lo32
+    scale32 = _as_f32(_scales(los, his, 1), per_layer)
+    return y.astype(np.float32, copy=False) / scale32 + lo32
 
 
 # --------------------------------------------------------------------------------------------------

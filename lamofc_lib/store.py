@@ -32,7 +32,10 @@ def write_store(
     attrs: Mapping | None = None,
     dtype: str = "float32",
 ) -> None:
-    """Write `samples` (in `sample_ids` order, each of its declared shape) to a new store at `path`."""
+    """Write `samples` (in `sample_ids` order, each of its declared shape) to a new store at `path`.
+
+    The array has the element type `dtype` (e.g. "float16" for SD3's fp16 latents, which are kept, not
+    widened; "uint16" for quantized frames), recorded in the attribute `dtype` too; samples are cast to it."""
     shapes = [tuple(int(v) for v in s) for s in shapes]
     if len(sample_ids) != len(shapes) or not shapes:
         raise ValueError(f"write_store: {len(sample_ids)} sample ids for {len(shapes)} shapes")
@@ -83,6 +86,8 @@ class FeatureStore:
         self.attrs = dict(self._array.attrs)
         self.sample_ids: list[str] = list(self.attrs["sample_ids"])
         self.shapes: list[Shape] = [tuple(s) for s in self.attrs["shapes"]]
+        self.dtype: np.dtype = np.dtype(self._array.dtype)
+        """The element type every `read` returns (float16 for fp16 features, float32, uint16 frames)."""
 
     def __len__(self) -> int:
         return len(self.sample_ids)

@@ -403,3 +403,67 @@ def test_store_mse_rejects_other_samples_or_shapes(pipeline, tmp_path):
     write_store(tmp_path / "small", original.sample_ids, small, [x[:, :, :1] for x in p["data"]])
     with pytest.raises(ValueError, match="other sample shapes"):
         store_mse(original, FeatureStore(tmp_path / "small"))
+
+
+# --------------------------------------------------------------------------------------------------
+# float16 features (tti latents): stored as fp16, quantized in fp16 arithmetic, reconstructed in float32
+# --------------------------------------------------------------------------------------------------
+
+TTI_TRUNCATION = [-6.176, 4.668]
+TTI_SHAPES = [(1, 16, 8, 8), (1, 16, 8, 8), (1, 16, 8, 8)]
+
+
+def fp16_latents(seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [(rng.standard_normal(s) * 1.1).astype(np.float16) for s in TTI_SHAPES]
+
+
+def test_fp16_features_round_trip_through_store_and_preprocess_store(tmp_path):
+    data = fp16_latents()
+    ids = ["397133", "37777", "252219"]
+    write_store(tmp_path / "features", ids, TTI_SHAPES, iter(data), attrs={"stage": "features"}, dtype="float16")
+    features = FeatureStore(tmp_path / "features")
+    assert features.dtype == np.float16 and features.attrs["dtype"] == "float16"
+    lo, hi = TTI_TRUNCATION
+    preprocess_store(tmp_path / "features", tmp_path / "frames", "tti", TTI_TRUNCATION, "quantized", 10)
+    frames = FeatureStore(tmp_path / "frames")
+    assert frames.attrs["feature_dtype"] == "float16"
+    assert frames.attrs["feature_shapes"] == [list(s) for s in TTI_SHAPES]
+    assert frames.dtype == np.uint16 and frames.shapes == [(32, 32)] * 3  # 4 x 4 grid of 8 x 8 channel tiles
+    # The reference's expression on the fp16 latent, each operand an explicit float16, then SD3 packing.
+    lo16, hi16, scale16 = np.float16(lo), np.float16(hi), np.float16(1023 / (hi - lo))
+    differ = 0
+    for i, x in enumerate(data):
+        frame = frames.read(i)
+        codes = ((np.minimum(np.maximum(x, lo16), hi16) - lo16) * scale16).astype(np.uint16)
+        expected = codes[0].reshape(4, 4, 8, 8).transpose(0, 2, 1, 3).reshape(32, 32)  # P[8i+h, 8j+w] = F[4i+j]
+        np.testing.assert_array_equal(frame, expected)
+        widened = to_frame(x.astype(np.float32), "tti", TTI_TRUNCATION, "quantized", 10)
+        diff = frame.astype(np.int64) - widened
+        assert np.abs(diff).max() <= 1
+        differ += int(np.count_nonzero(diff))
+        back = from_frame(frame, "tti", x.shape, TTI_TRUNCATION, "quantized", 10)
+        assert back.dtype == np.float32 and back.shape == x.shape
+        assert np.abs(back.astype(np.float64) - x).max() <= 2 * (hi - lo) / 1023
+    assert differ > 0  # fp16 arithmetic gives other codes than float32 arithmetic on some values
+    # Learned codecs get float32 frames, normalized as the widened feature (the reference casts to float32).
+    preprocess_store(tmp_path / "features", tmp_path / "norm", "tti", TTI_TRUNCATION, "normalized", 10)
+    norm = FeatureStore(tmp_path / "norm")
+    assert norm.dtype == np.float32 and norm.attrs["feature_dtype"] == "float16"
+    np.testing.assert_array_equal(norm.read(0), to_frame(data[0].astype(np.float32), "tti", TTI_TRUNCATION,
+                                                         "normalized", 10))  # fmt: skip
+
+
+def test_store_mse_of_fp16_features_is_computed_in_float64(tmp_path):
+    data = fp16_latents(seed=1)
+    ids = ["1", "2", "3"]
+    write_store(tmp_path / "features", ids, TTI_SHAPES, data, dtype="float16")
+    # float32 reconstructions off by exactly 2**-12 (exact in float32 at these magnitudes, below fp16's
+    # resolution): float16 arithmetic would see no error at all, float64 gives exactly 2**-24 per point.
+    offset = np.float32(2.0**-12)
+    write_store(tmp_path / "rec", ids, TTI_SHAPES, [x.astype(np.float32) + offset for x in data])
+    original, rec = FeatureStore(tmp_path / "features"), FeatureStore(tmp_path / "rec")
+    assert (original.dtype, rec.dtype) == (np.float16, np.float32)
+    assert store_mse(original, rec) == [2.0**-24] * 3
+    big = np.abs(original.read(0)) >= 1  # fp16 spacing 2**-10 or more there: the offset is invisible
+    assert big.any() and np.all(rec.read(0).astype(np.float16)[big] == original.read(0)[big])

@@ -17,6 +17,7 @@ from lamofc_lib.preprocess import (
     frame_shape,
     normalize,
     pack,
+    quantization_dtype,
     quantize,
     unpack,
 )
@@ -373,6 +374,80 @@ def test_per_layer_equals_layer_by_layer(b: int, rounding: bool, n: int, h: int,
 
 
 # --------------------------------------------------------------------------------------------------
+# Quantization of float16 features (the tti latents): the arithmetic stays float16
+# --------------------------------------------------------------------------------------------------
+
+TTI_LO, TTI_HI = -6.176, 4.668  # the tti truncation: the data range of the SD3 latents
+
+
+def latent_like(shape=(1, 16, 64, 64), seed: int = 0) -> np.ndarray:
+    """Synthetic fp16 latents: roughly unit-variance values (SD3's scaled latents), with tails out to the
+    truncation bounds and beyond, so clipping is exercised too."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape) * 1.1
+    x.flat[:8] = [TTI_LO, TTI_HI, -7.5, 5.25, 0.0, -6.17578125, 4.66796875, 3.5]
+    return x.astype(np.float16)
+
+
+def test_fp16_codes_are_the_reference_formula_in_float16() -> None:
+    x = latent_like()
+    assert quantization_dtype(x) is np.float16 and quantization_dtype(x.astype(np.float32)) is np.float32
+    q = quantize(x, TTI_LO, TTI_HI)
+    assert q.dtype == np.uint16 and q.shape == x.shape
+
+    # The reference's expression on an fp16 array, every operand an explicit np.float16.
+    lo16, hi16 = np.float16(TTI_LO), np.float16(TTI_HI)
+    scale16 = np.float16(1023 / (TTI_HI - TTI_LO))
+    assert float(lo16) == -6.17578125 and float(hi16) == 4.66796875
+    assert float(scale16) == 94.3125  # 1023 / 10.844 = 94.337...: already the scale loses a quarter LSB at the top
+    clipped = np.minimum(np.maximum(x, lo16), hi16)
+    shifted = clipped - lo16
+    product = shifted * scale16
+    assert clipped.dtype == shifted.dtype == product.dtype == np.float16
+    expected = product.astype(np.uint16)
+    np.testing.assert_array_equal(q, expected)
+
+    # The same codes without float16 arithmetic: exact float64 steps, each rounded to float16 (fp16 + and *
+    # are correctly rounded; float64 holds the exact difference and product of two fp16 numbers).
+    def fl16(v: np.ndarray) -> np.ndarray:
+        return v.astype(np.float16).astype(np.float64)
+
+    c = np.minimum(np.maximum(x.astype(np.float64), float(lo16)), float(hi16))
+    v = fl16(fl16(c - float(lo16)) * float(scale16))
+    np.testing.assert_array_equal(q, np.floor(v).astype(np.uint16))
+    assert q.flat[0] == 0 and q.flat[2] == 0 and q.flat[1] == q.flat[3] == q.flat[6]
+
+
+def test_fp16_codes_differ_from_float32_arithmetic_by_at_most_one() -> None:
+    x = latent_like(seed=1)
+    q16 = quantize(x, TTI_LO, TTI_HI).astype(np.int64)
+    # float32 arithmetic on the same (exactly widened) values: today's path for float32 features
+    scale = 1023 / (TTI_HI - TTI_LO)
+    q32 = ((np.clip(x.astype(np.float32), TTI_LO, TTI_HI) - TTI_LO) * scale).astype(np.uint16).astype(np.int64)
+    np.testing.assert_array_equal(quantize(x.astype(np.float32), TTI_LO, TTI_HI), q32)
+    diff = q16 - q32
+    share = float(np.mean(diff != 0))
+    assert np.abs(diff).max() == 1
+    assert 0.05 < share < 0.2  # about one code in ten (measured 0.108 on unit-variance latents)
+    assert (diff > 0).any() and (diff < 0).any()  # fp16 rounding goes both ways
+
+
+def test_fp16_rounding_variant_and_dequantize() -> None:
+    x = latent_like(seed=2)
+    q = quantize(x, TTI_LO, TTI_HI)
+    qr = quantize(x, TTI_LO, TTI_HI, rounding=True)
+    assert qr.dtype == np.uint16 and int(qr.max()) <= 1023
+    assert np.all((qr.astype(np.int64) - q) >= 0) and np.all((qr.astype(np.int64) - q) <= 1)
+    d = dequantize(q, TTI_LO, TTI_HI)
+    assert d.dtype == np.float32 and d.shape == x.shape  # reconstruction is float32, as for every task
+    np.testing.assert_array_equal(d, ref_dequantize(q, TTI_LO, TTI_HI))
+    step = (TTI_HI - TTI_LO) / 1023
+    inside = (x >= TTI_LO) & (x <= TTI_HI)
+    err = x.astype(np.float64)[inside] - d.astype(np.float64)[inside]
+    assert err.min() > -0.5 * step and err.max() < 1.5 * step  # floor-biased, plus fp16 arithmetic's 1-code slips
+
+
+# --------------------------------------------------------------------------------------------------
 # Normalization
 # --------------------------------------------------------------------------------------------------
 
@@ -386,6 +461,27 @@ def test_normalize_hand_computed() -> None:
     assert z.dtype == np.float32
     assert z.tolist() == [-20.0, -20.0, 0.0, 10.0, 20.0, 20.0]
     assert normalize(np.float32([0.5]), -1, 1).tolist() == [0.75]  # no rounding to a bit depth
+
+
+def test_normalize_is_the_reference_multiplication_in_float32() -> None:
+    """normalize is the reference's bit-depth-1 uniform quantization: ``(clip(x) - lo) * scale`` with the
+    Python-float ``scale = 1 / (hi - lo)``, not a division by ``hi - lo`` (which differs in the last bit of
+    some values); denormalize is its ``y / scale + lo``."""
+    x = np.random.default_rng(3).uniform(-25, 25, 20_000).astype(np.float32)
+    for lo, hi in [(-20, 20), (-5, 5), (TTI_LO, TTI_HI)]:
+        scale = 1 / (hi - lo)
+        expected = (np.clip(x, lo, hi) - lo) * scale
+        assert expected.dtype == np.float32
+        y = normalize(x, lo, hi)
+        np.testing.assert_array_equal(y, expected)
+        division = (np.clip(x, lo, hi) - lo) / np.float32(hi - lo)
+        assert np.any(y != division)
+        np.testing.assert_array_equal(denormalize(y, lo, hi), y / scale + lo)
+    # float16 features are normalized in float32 (the reference casts them before its learned codec)
+    h = latent_like(seed=4)
+    y16 = normalize(h, TTI_LO, TTI_HI)
+    assert y16.dtype == np.float32
+    np.testing.assert_array_equal(y16, normalize(h.astype(np.float32), TTI_LO, TTI_HI))
 
 
 @FAST

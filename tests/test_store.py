@@ -24,7 +24,7 @@ def samples(shapes=SHAPES, dtype="float32", seed=0):
         if dtype == "uint16":
             out.append(rng.integers(1, 1024, size=s).astype(np.uint16))
         else:
-            out.append((rng.standard_normal(s) * (i + 1) + 0.5).astype(np.float32))
+            out.append((rng.standard_normal(s) * (i + 1) + 0.5).astype(dtype))
     return out
 
 
@@ -38,7 +38,7 @@ def leftovers(parent: Path) -> list[str]:
 # --------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("dtype", ["float32", "uint16"])
+@pytest.mark.parametrize("dtype", ["float32", "float16", "uint16"])
 def test_round_trip_of_ragged_samples(tmp_path, dtype):
     data = samples(dtype=dtype)
     write_store(tmp_path / "store", IDS, SHAPES, iter(data), dtype=dtype)
@@ -52,6 +52,26 @@ def test_round_trip_of_ragged_samples(tmp_path, dtype):
         assert y.dtype == np.dtype(dtype)
         np.testing.assert_array_equal(y, x)
         assert store.points(i) == int(np.prod(SHAPES[i]))
+
+
+def test_float16_features_stay_float16(tmp_path):
+    """fp16 features (SD3 latents) are stored as float16, not widened: the Zarr array, its `dtype` attribute
+    and every read are float16, and the values are the fp16 values written (bit for bit)."""
+    data = samples(dtype="float16", seed=3)
+    assert all(x.dtype == np.float16 for x in data)
+    write_store(tmp_path / "store", IDS, SHAPES, iter(data), dtype="float16")
+    array = zarr.open_array(str(tmp_path / "store"), mode="r")
+    assert array.dtype == np.float16
+    store = FeatureStore(tmp_path / "store")
+    assert store.attrs["dtype"] == "float16" and store.dtype == np.float16
+    for i, x in enumerate(data):
+        y = store.read(i)
+        assert y.dtype == np.float16
+        np.testing.assert_array_equal(y.view(np.uint16), x.view(np.uint16))
+    # half the bytes of the float32 store of the same values
+    write_store(tmp_path / "wide", IDS, SHAPES, (x.astype(np.float32) for x in data))
+    assert FeatureStore(tmp_path / "wide").dtype == np.float32
+    assert array.nbytes * 2 == zarr.open_array(str(tmp_path / "wide"), mode="r").nbytes
 
 
 def test_attrs_are_kept(tmp_path):
