@@ -30,13 +30,44 @@ def rate_accuracy_table(scores: Iterable[Mapping]) -> pd.DataFrame:
     return table.reset_index(drop=True)
 
 
-def rate_accuracy_markdown(table: pd.DataFrame, references: Mapping[str, str] | None = None) -> str:
-    """The table in Markdown, one section per task, with the reference each metric was scored against."""
+SELECTION_COLUMNS = ["task", "policy", "candidates", "kept", "skipped", "skipped_by_reason"]
+# Policies that keep only samples the uncompressed model gets right.
+CORRECT_ONLY_POLICIES = ("first_correct", "correct_longest")
+
+
+def selection_table(summaries: Iterable[Mapping]) -> pd.DataFrame:
+    """One row per task: its selection policy, candidates tried, samples kept and skipped (with reasons)."""
+    rows = []
+    for s in summaries:
+        reasons = "; ".join(f"{k}: {v}" for k, v in sorted(s["skipped_by_reason"].items()))
+        rows.append({**{k: s[k] for k in SELECTION_COLUMNS[:-1]}, "skipped_by_reason": reasons})
+    return pd.DataFrame(rows, columns=SELECTION_COLUMNS).sort_values("task", kind="stable").reset_index(drop=True)
+
+
+def selection_note(summary: Mapping, reference: str | None) -> str:
+    """One sentence on how a task's samples were selected, for the Markdown tables."""
+    text = f"Samples: {summary['kept']} kept of {summary['candidates']} candidates (selection {summary['policy']}"
+    if summary["skipped"]:
+        reasons = ", ".join(f"{v} {k}" for k, v in sorted(summary["skipped_by_reason"].items()))
+        text += f"; skipped: {reasons}"
+    text += ")."
+    if summary["policy"] in CORRECT_ONLY_POLICIES and reference == "ground_truth":
+        text += " Only samples the uncompressed model gets right are kept, so its value is 100 % by construction."
+    return text
+
+
+def rate_accuracy_markdown(
+    table: pd.DataFrame, references: Mapping[str, str] | None = None, selections: Mapping[str, Mapping] | None = None
+) -> str:
+    """The table in Markdown, one section per task, with the reference each metric was scored against and how
+    the task's samples were selected."""
     lines = ["# Rate-accuracy", ""]
     for task, rows in table.groupby("task", sort=True):
         lines += [f"## {task}", ""]
         if references and task in references:
             lines += [f"Metric {rows['metric'].iloc[0]}, {REFERENCE_NOTES[references[task]]}.", ""]
+        if selections and task in selections:
+            lines += [selection_note(selections[task], (references or {}).get(task)), ""]
         lines += ["| codec | point | bpfp | mse | metric | value |", "|---|---|---:|---:|---|---:|"]
         for r in rows.itertuples():
             lines.append(f"| {r.codec} | {r.point} | {r.bpfp:.6g} | {r.mse:.6g} | {r.metric} | {r.value:.4g} |")

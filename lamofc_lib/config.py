@@ -39,6 +39,21 @@ SOURCE_KINDS_BY_TASK = {
 TASKS_WITH_HEAD_CHECKPOINT = ("cls", "seg", "dpt")
 # Tasks whose feature is not taken at a numbered block (tti: the input of the VAE decoder).
 TASKS_WITHOUT_SPLIT = ("tti",)
+# The reference implementation's sample selection per task (see lamofc_lib/selection.py), used when
+# tasks.<task>.selection.policy is not set; the source kinds each policy needs.
+REFERENCE_POLICY = {
+    "cls": "first_correct",
+    "seg": "class_coverage",
+    "dpt": "scene_quota",
+    "csr": "correct_longest",
+    "tti": "first",
+}
+POLICY_SOURCES = {
+    "first_correct": ("imagenet",),
+    "correct_longest": ("arc", "arc_demo"),
+    "class_coverage": ("voc2012",),
+    "scene_quota": ("nyu_depth_v2",),
+}
 
 
 class ConfigError(ValueError):
@@ -151,7 +166,10 @@ def _check_vtm(settings: dict) -> None:
     try:
         tools = resolve_tools(settings)
     except ValueError as err:
-        raise ConfigError(f"config key {err}") from None
+        raise ConfigError(
+            f"config key {err}. VTM is the paper's VVC baseline; without its binaries, code with VVenC instead "
+            "(replace vtm by vvenc in run.codecs; a documented deviation)"
+        ) from None
     for key in ("encoder", "decoder"):
         try:
             tool_version(tools[key])
@@ -179,8 +197,37 @@ def _check_source(key: str, task: str, source: dict, check_paths: bool) -> None:
         raise ConfigError(f"config key {key}.labels: file '{labels}' does not exist")
 
 
+def _check_selection(task: str, block: dict, check_paths: bool) -> None:
+    """Resolve the default policy (the reference's) and check that the source can serve it."""
+    selection = block.setdefault("selection", {})
+    if selection.get("policy") is None:
+        selection["policy"] = REFERENCE_POLICY[task]
+    policy, kind = selection["policy"], block["source"]["kind"]
+    listed, files = selection.get("list"), block.get("features_from")
+    if policy in POLICY_SOURCES and kind not in POLICY_SOURCES[policy] and not listed and not files:
+        raise ConfigError(
+            f"config key tasks.{task}.selection.policy: '{policy}' needs a {' or '.join(POLICY_SOURCES[policy])} "
+            f"source, the source is '{kind}'; set the policy to first (or give selection.list)"
+        )
+    if (
+        policy in ("first_correct", "correct_longest")
+        and not listed
+        and not files
+        and block["reference"] != "ground_truth"
+    ):
+        raise ConfigError(
+            f"config key tasks.{task}.selection.policy: '{policy}' keeps the samples the model gets right, which "
+            f"needs tasks.{task}.reference: ground_truth"
+        )
+    if listed and check_paths and not Path(listed).is_file():
+        raise ConfigError(f"config key tasks.{task}.selection.list: file '{listed}' does not exist")
+    if files and check_paths and not Path(files).is_dir():
+        raise ConfigError(f"config key tasks.{task}.features_from: folder '{files}' does not exist")
+
+
 def _check_task(task: str, block: dict, check_paths: bool) -> None:
     _check_source(f"tasks.{task}.source", task, block["source"], check_paths)
+    _check_selection(task, block, check_paths)
     if task not in TASKS_WITHOUT_SPLIT and block.get("split") is None:
         # The schema leaves split optional because tti has none; every other task needs it.
         raise ConfigError(f"config key tasks.{task}.split: not set; give the block or layer the feature is taken at")

@@ -30,8 +30,8 @@ class SourceError(ValueError):
     """The source data cannot give the configured samples; the message names the file or folder."""
 
 
-def build_manifest(source: Mapping, samples: int) -> pd.DataFrame:
-    """Select `samples` samples from the configured source."""
+def build_candidates(source: Mapping) -> pd.DataFrame:
+    """Every sample the configured source offers, in the source's order (the pool that selection picks from)."""
     kind = source["kind"]
     builders = {
         "skimage": _skimage,
@@ -45,10 +45,13 @@ def build_manifest(source: Mapping, samples: int) -> pd.DataFrame:
     }
     if kind not in builders:
         raise SourceError(f"source kind '{kind}' is unknown; expected one of {', '.join(builders)}")
-    table = builders[kind](source, samples)
-    if len(table) < samples:
-        raise SourceError(f"source {kind} gives {len(table)} samples, the config asks for {samples}")
-    return table.iloc[:samples].reset_index(drop=True)[COLUMNS]
+    table = builders[kind](source, None)
+    if not len(table):
+        raise SourceError(f"source {kind} gives no samples")
+    duplicated = table["sample_id"][table["sample_id"].duplicated()].tolist()
+    if duplicated:
+        raise SourceError(f"source {kind} gives duplicate sample ids {duplicated[:5]}")
+    return table.reset_index(drop=True)[COLUMNS]
 
 
 def read_manifest(path: str | Path) -> pd.DataFrame:
@@ -153,6 +156,16 @@ def load_depth(path: str | Path, scale: float = 1000.0) -> np.ndarray:
         return np.asarray(im, dtype=np.float32) / scale
 
 
+def image_size(source: str) -> tuple[int, int]:
+    """(height, width) of a manifest `source` image, read from the file header where possible."""
+    if source.startswith("skimage:"):
+        return load_image(source).shape[:2]
+    from PIL import Image
+
+    with Image.open(source) as im:
+        return im.height, im.width
+
+
 def load_image(source: str) -> np.ndarray:
     """An RGB uint8 image from a manifest `source` entry (a file, or skimage:NAME)."""
     if source.startswith("skimage:"):
@@ -176,10 +189,25 @@ def load_image(source: str) -> np.ndarray:
     return np.ascontiguousarray(image[..., :3])
 
 
+# The csr prompt of the reference implementation (machines/llama3/llama3.py), one string with Llama-3's header
+# tokens written out; a text-generation pipeline tokenizes it with the tokenizer's special tokens (Llama-3: BOS).
+ARC_PROMPT_BEGIN = (
+    "<|start_header_id|>user<|end_header_id|>\n\n"
+    "Given the following question and four candidate answers (A, B, C and D), choose the best answer.\n"
+)
+ARC_PROMPT_END = (
+    'Your response should end with "The best answer is [the_answer_letter]" where the [the_answer_letter] is one '
+    "of A, B, C or D.<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\nThe best answer is"
+)
+# The reference's answer letters: an answer key's position in the choice list (ARC labels some choices 1-4).
+ARC_ANSWER_LETTERS = "ABCDE"
+
+
 def parse_arc_line(line: str, where: str) -> dict:
-    """One ARC question, from either the original ARC jsonl or the Hugging Face ai2_arc layout."""
+    """One ARC question, from either the original ARC jsonl or the Hugging Face ai2_arc layout. `letter` is the
+    answer's letter by position in the choice list, as in the reference ('ABCDE'[index of the answer key])."""
     try:
-        item = json.loads(line)
+        item = json.loads(line.strip())
         question = item["question"]
         if isinstance(question, dict):
             stem = question["stem"]
@@ -191,43 +219,50 @@ def parse_arc_line(line: str, where: str) -> dict:
         qid = item["id"]
     except (ValueError, KeyError, TypeError) as err:  # ValueError: bad JSON, or labels and texts of unequal length
         raise SourceError(f"{where}: not an ARC question ({err!r})") from None
-    return {"id": qid, "stem": stem, "choices": choices, "answer": answer}
+    labels = [label for label, _ in choices]
+    if answer not in labels:
+        raise SourceError(f"{where}: answer key {answer!r} is not among the choice labels {labels}")
+    index = labels.index(answer)
+    if index >= len(ARC_ANSWER_LETTERS):
+        raise SourceError(f"{where}: the answer is choice {index + 1}; the benchmark's letters stop at E")
+    return {"id": qid, "stem": stem, "choices": choices, "answer": answer, "letter": ARC_ANSWER_LETTERS[index]}
 
 
 def arc_prompt(question: dict) -> str:
-    """The user message of the benchmark's ARC prompt (four candidates, answer with a letter)."""
-    lines = [
-        "Given the following question and four candidate answers (A, B, C and D), choose the best answer.",
-        f"Question: {question['stem']}",
-        *[f"{label}. {text}" for label, text in question["choices"]],
-        'Your response should end with "The best answer is [the_answer_letter]" where the [the_answer_letter] '
-        "is one of A, B, C or D.",
-    ]
-    return "\n".join(lines)
+    """The reference's csr prompt for one question, quirks included: one `X: text` line per slot A-D from the
+    first four choices; a slot without a choice repeats the previous line (3 choices: the C line twice), and
+    choices after the fourth are left out."""
+    middle = f"Question: {question['stem']}\n"
+    line = ""
+    for index, letter in enumerate("ABCD"):
+        if index < len(question["choices"]):
+            line = f"{letter}: {question['choices'][index][1]}\n"
+        middle += line
+    return ARC_PROMPT_BEGIN + middle + ARC_PROMPT_END
 
 
 def _arc_rows(lines: list[str], where: str) -> pd.DataFrame:
+    """Every question in file order; `label` is the positional answer letter, `text` the full prompt string
+    (whose length in characters is the reference's prompt length)."""
     rows = []
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         q = parse_arc_line(line, f"{where} line {n}")
-        labels = [label for label, _ in q["choices"]]
-        if labels != list(LETTERS):
-            # The benchmark keeps four-choice questions labelled A-D (the prompt names four candidates).
-            continue
-        rows.append({"sample_id": q["id"], "source": f"{where}:{n}", "label": q["answer"], "text": arc_prompt(q)})
-    table = pd.DataFrame(rows, columns=COLUMNS)
-    # The benchmark takes the longest prompts; ties keep file order.
-    order = table["text"].str.len().sort_values(ascending=False, kind="stable").index
-    return table.loc[order]
+        rows.append({"sample_id": q["id"], "source": f"{where}:{n}", "label": q["letter"], "text": arc_prompt(q)})
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _arc_lines(data: bytes) -> list[str]:
+    """Lines as the reference reads them: UTF-8 with undecodable bytes dropped, universal newlines."""
+    return data.decode("utf-8", errors="ignore").replace("\r\n", "\n").replace("\r", "\n").split("\n")
 
 
 def _arc_file(source: Mapping, samples: int) -> pd.DataFrame:
     path = Path(source["path"])
     if not path.is_file():
         raise SourceError(f"ARC file {path} does not exist")
-    return _arc_rows(path.read_text().splitlines(), str(path))
+    return _arc_rows(_arc_lines(path.read_bytes()), str(path))
 
 
 def _coco_captions(source: Mapping, samples: int) -> pd.DataFrame:
@@ -245,5 +280,5 @@ def _captions_demo(source: Mapping, samples: int) -> pd.DataFrame:
 
 def _arc_demo(source: Mapping, samples: int) -> pd.DataFrame:
     name = "arc_demo_train.jsonl" if source.get("set") == "train" else "arc_demo.jsonl"
-    text = resources.files("lamofc_lib").joinpath(f"data/{name}").read_text()
-    return _arc_rows(text.splitlines(), f"lamofc_lib/data/{name}")
+    data = resources.files("lamofc_lib").joinpath(f"data/{name}").read_bytes()
+    return _arc_rows(_arc_lines(data), f"lamofc_lib/data/{name}")

@@ -16,17 +16,33 @@ import torch
 from torch import nn
 
 from lamofc_lib.sources import load_image
-from lamofc_lib.store import write_store
-from lamofc_lib.tasks.base import Task, load_head_file, model_source, split_layers, torch_dtype
+from lamofc_lib.tasks.base import (
+    Extraction,
+    Layout,
+    Task,
+    load_head_file,
+    model_source,
+    split_layers,
+    torch_dtype,
+)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 NUM_CLASSES = 1000
+RESIZE = 256
+CROP = 224
 
 
 def load_dinov2(model: Mapping, device: str) -> nn.Module:
-    """DINOv2 from a hub id or local folder, or built from `random_init` config values with seeded weights."""
+    """DINOv2 from a hub id or local folder, or built from `random_init` config values with seeded weights.
+
+    Position embeddings are interpolated as `model.interpolation` says: `reference` (the default, the DINOv2
+    release's scale-factor bicubic resampling) or `transformers` (its output-size resampling); see
+    lamofc_lib.tasks.dinov2.set_interpolation.
+    """
     from transformers import Dinov2Config, Dinov2Model
+
+    from lamofc_lib.tasks.dinov2 import set_interpolation
 
     dtype = torch_dtype(model.get("dtype", "float32"))
     if model.get("random_init"):
@@ -36,17 +52,19 @@ def load_dinov2(model: Mapping, device: str) -> nn.Module:
         net = Dinov2Model(Dinov2Config(**values))
     else:
         net = Dinov2Model.from_pretrained(model_source(model), dtype=dtype)
+    set_interpolation(net, model.get("interpolation") or "reference")
     return net.to(device=device, dtype=dtype).eval()
 
 
 def image_transform():
-    """Resize 256 (bicubic), centre crop 224, ImageNet normalisation: the DINOv2 evaluation transform."""
+    """The reference's cls transform: torchvision Resize(256) with its default interpolation (bilinear,
+    antialiased on PIL images) on the short side, CenterCrop(224), ToTensor and ImageNet normalisation."""
     from torchvision import transforms
 
     return transforms.Compose(
         [
             transforms.ToPILImage(),
-            transforms.Resize(256, interpolation=transforms.InterpolationMode.BICUBIC),
+            transforms.Resize(256, interpolation=transforms.InterpolationMode.BILINEAR),
             transforms.CenterCrop(224),
             transforms.ToTensor(),
             transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
@@ -67,30 +85,58 @@ class LinearHead(nn.Module):
         return self.linear(torch.cat([x[:, 0], x[:, 1:].mean(dim=1)], dim=-1))
 
 
+def dinov2_config(model: Mapping):
+    """The backbone's configuration without its weights (to check a head or a feature layout before heavy work)."""
+    from transformers import Dinov2Config
+
+    if model.get("random_init"):
+        return Dinov2Config(**{k: v for k, v in model["random_init"].items() if k != "seed"})
+    return Dinov2Config.from_pretrained(model_source(model))
+
+
 class ClassificationTask(Task):
     name = "cls"
     metric = "top1"
 
-    def extract(self, manifest: pd.DataFrame, model, split, head, features: Path, head_out: Path) -> None:
+    def _block(self, split) -> int:
         layers = split_layers(split)
         if len(layers) != 1:
             raise ValueError(f"task cls takes one split block, got {layers} (tasks.cls.split)")
-        block = layers[0]
-        head_module = self._build_head(model, head) if head.get("checkpoint") else None
+        return layers[0]
+
+    def write_head(self, model, split, head, head_out: Path) -> None:
+        """The official linear probe (checked before the backbone loads) or a seeded random one, with the
+        backbone's final LayerNorm, which the probe applies first."""
+        head_module = self._build_head(head) if head.get("checkpoint") else None
         net = load_dinov2(model, self.device)
-        depth = net.config.num_hidden_layers
-        if not 1 <= block <= depth:
-            raise ValueError(f"tasks.cls.split: block {block} is outside the model's 1..{depth}")
         if head_module is None:
-            head_module = self._random_head(net, head)
-        else:
-            self._copy_norm(net, head_module)
-        torch.save({k: v.cpu() for k, v in head_module.state_dict().items()} | {"eps": net.config.layer_norm_eps},
-                   head_out)  # fmt: skip
+            torch.manual_seed(int(head.get("seed", 0)))
+            head_module = LinearHead(net.config.hidden_size, net.config.layer_norm_eps)
+        head_module.norm.load_state_dict({k: v.float().cpu() for k, v in net.layernorm.state_dict().items()})
+        state = {k: v.cpu() for k, v in head_module.state_dict().items()}
+        torch.save(state | {"eps": net.config.layer_norm_eps}, head_out)
+
+    def layout(self, manifest: pd.DataFrame, model, split) -> Layout:
+        block = self._block(split)
+        config = dinov2_config(model)
+        if not 1 <= block <= config.num_hidden_layers:
+            raise ValueError(f"tasks.cls.split: block {block} is outside the model's 1..{config.num_hidden_layers}")
+        shape = (1, 1, 1 + (CROP // config.patch_size) ** 2, config.hidden_size)
+        attrs = {
+            "task": self.name,
+            "model": {k: v for k, v in model.items() if v is not None},
+            "split": {"blocks": [block], "where": "block output, before the final LayerNorm"},
+            "extraction": {"resize": RESIZE, "crop": CROP, "interpolation": "bilinear (antialiased)"},
+        }
+        return Layout([shape] * len(manifest), attrs)
+
+    def features(self, manifest: pd.DataFrame, model, split) -> Extraction:
+        layout = self.layout(manifest, model, split)
+        block = self._block(split)
+        net = load_dinov2(model, self.device)
         transform = image_transform()
         dtype = next(net.parameters()).dtype
-        tokens = 1 + (224 // net.config.patch_size) ** 2
-        shape = (1, 1, tokens, net.config.hidden_size)
+        shape = layout.shapes[0]
 
         def samples():
             for source in manifest["source"]:
@@ -99,27 +145,11 @@ class ClassificationTask(Task):
                     out = net(pixel_values=pixels, output_hidden_states=True)
                 yield out.hidden_states[block].float().cpu().numpy().reshape(shape)
 
-        attrs = {
-            "task": self.name,
-            "model": {k: v for k, v in model.items() if v is not None},
-            "split": {"blocks": layers, "where": "block output, before the final LayerNorm"},
-            "extraction": {"resize": 256, "crop": 224, "interpolation": "bicubic", "device": self.device},
-        }
-        write_store(features, list(manifest["sample_id"]), [shape] * len(manifest), samples(), attrs=attrs)
+        attrs = {**layout.attrs, "extraction": {**layout.attrs["extraction"], "device": self.device}}
+        return Extraction([shape] * len(manifest), samples(), attrs)
 
-    def _random_head(self, net: nn.Module, head: Mapping) -> LinearHead:
-        torch.manual_seed(int(head.get("seed", 0)))
-        module = LinearHead(net.config.hidden_size, net.config.layer_norm_eps)
-        self._copy_norm(net, module)
-        return module
-
-    @staticmethod
-    def _copy_norm(net: nn.Module, module: LinearHead) -> None:
-        module.norm.load_state_dict({k: v.float().cpu() for k, v in net.layernorm.state_dict().items()})
-
-    def _build_head(self, model: Mapping, head: Mapping) -> LinearHead:
-        """The official DINOv2 linear probe (keys `weight`, `bias` of Linear(2D, 1000)); checked before the
-        backbone loads."""
+    def _build_head(self, head: Mapping) -> LinearHead:
+        """The official DINOv2 linear probe (keys `weight`, `bias` of Linear(2D, classes))."""
         state = load_head_file(head["checkpoint"], {"weight": None, "bias": None})
         weight = state["weight"]
         if weight.ndim != 2 or weight.shape[1] % 2 or tuple(state["bias"].shape) != (weight.shape[0],):

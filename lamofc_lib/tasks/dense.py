@@ -22,9 +22,8 @@ import torch.nn.functional as F
 from lamofc_lib import heads
 from lamofc_lib.metrics import ConfusionMatrix, DepthErrors, depth_valid_mask
 from lamofc_lib.sources import load_depth, load_image, load_label_map
-from lamofc_lib.store import write_store
-from lamofc_lib.tasks.base import Task, model_source, split_layers
-from lamofc_lib.tasks.cls import load_dinov2
+from lamofc_lib.tasks.base import Extraction, Layout, Task, split_layers
+from lamofc_lib.tasks.cls import dinov2_config, load_dinov2
 from lamofc_lib.tasks.dinov2 import (
     block_outputs,
     center_padding,
@@ -86,68 +85,51 @@ def _views_dpt(image: np.ndarray, geometry: dict) -> Iterator[torch.Tensor]:
 GEOMETRY = {"seg": (seg_geometry, _views_seg), "dpt": (dpt_geometry, _views_dpt)}
 
 
-def extract_dense(
-    task: str,
-    net: torch.nn.Module,
-    manifest: pd.DataFrame,
-    split,
-    features: Path,
-    device: str,
-    attrs: Mapping,
-) -> list[dict]:
-    """Write the windows' (seg) or views' (dpt) block outputs of every manifest image; return the geometries."""
-    geometry_of, views_of = GEOMETRY[task]
+def dense_layout(task: str, config, manifest: pd.DataFrame, split, attrs: Mapping) -> Layout:
+    """The windows' (seg) or views' (dpt) feature shapes of every manifest image and their geometries (image
+    sizes only: no model runs), for a backbone of configuration `config`."""
+    geometry_of = GEOMETRY[task][0]
     blocks: Sequence[int] = split_layers(split)
-    depth = net.config.num_hidden_layers
+    depth = config.num_hidden_layers
     if not all(1 <= b <= depth for b in blocks):
         raise ValueError(f"tasks.{task}.split: blocks {blocks} are not all inside the model's 1..{depth}")
-    patch, width = net.config.patch_size, net.config.hidden_size
-    images = list(manifest["source"])
-    geometries = []
-    for source in images:
-        h, w = load_image(source).shape[:2]
-        geometries.append(geometry_of(h, w, patch))
+    patch, width = config.patch_size, config.hidden_size
+    geometries = [geometry_of(*load_image(source).shape[:2], patch) for source in manifest["source"]]
     shapes = [(len(g["grid"]), len(blocks), 1 + g["grid"][0][0] * g["grid"][0][1], width) for g in geometries]
-    dtype = next(net.parameters()).dtype
-
-    def samples():
-        for source, geometry, shape in zip(images, geometries, shapes, strict=True):
-            views = [
-                block_outputs(net, v.to(device, dtype), blocks).float().cpu()
-                for v in views_of(load_image(source), geometry)
-            ]
-            yield torch.stack(views).numpy().reshape(shape)
-
     meta = {
         **attrs,
         "geometry": geometries,
         "split": {"blocks": list(blocks), "where": "block output, before the final LayerNorm"},
     }
-    write_store(features, list(manifest["sample_id"]), shapes, samples(), attrs=meta)
-    return geometries
+    return Layout(shapes, meta)
 
 
-def dinov2_config(model: Mapping):
-    """The backbone's configuration without its weights (to check a head checkpoint before heavy work)."""
-    from transformers import Dinov2Config
-
-    if model.get("random_init"):
-        return Dinov2Config(**{k: v for k, v in model["random_init"].items() if k != "seed"})
-    return Dinov2Config.from_pretrained(model_source(model))
+def dense_samples(
+    task: str, net: torch.nn.Module, manifest: pd.DataFrame, layout: Layout, device: str
+) -> Iterator[np.ndarray]:
+    """The block outputs of every manifest image's windows (seg) or views (dpt), one sample at a time."""
+    views_of = GEOMETRY[task][1]
+    blocks = layout.attrs["split"]["blocks"]
+    dtype = next(net.parameters()).dtype
+    for source, geometry, shape in zip(manifest["source"], layout.attrs["geometry"], layout.shapes, strict=True):
+        views = [
+            block_outputs(net, v.to(device, dtype), blocks).float().cpu()
+            for v in views_of(load_image(source), geometry)
+        ]
+        yield torch.stack(views).numpy().reshape(shape)
 
 
 class DenseTask(Task):
     """What seg and dpt share: DINOv2 extraction with the per-sample geometry, and a head file holding the
     head's constructor arguments and weights."""
 
-    kind = ""
 
     def _layers(self, split) -> int:
         return len(split_layers(split))
 
     def _head_from_state(self, dim: int, layers: int, state: Mapping, path: str) -> torch.nn.Module:
         """The head from a state dict in the official layout, checked first (the error names `path`)."""
-        spec = heads.checkpoint_spec(self.kind, dim, layers=layers, **self._spec_options())
+        spec = heads.checkpoint_spec(self.name, dim, layers=layers, **self._spec_options())
         heads.check_state_dict(path, state, spec, False)
         module = self._new_head(dim, layers)
         weights = {k: state[k] for k in spec if k in state and k not in heads.OPTIONAL_KEYS}
@@ -157,20 +139,30 @@ class DenseTask(Task):
     def _spec_options(self) -> dict:
         return {}
 
-    def extract(self, manifest, model, split, head, features: Path, head_out: Path) -> None:
+    def write_head(self, model, split, head, head_out: Path) -> None:
+        """The official head checkpoint (or seeded random weights in its layout), checked before the backbone
+        loads, with the backbone's final LayerNorm where the head applies one."""
         config = dinov2_config(model)
         layers, dim = self._layers(split), config.hidden_size
         if head.get("checkpoint"):
             state, where = heads.read_state_dict(head["checkpoint"]), head["checkpoint"]
         else:
-            state, where = heads.random_state_dict(self.kind, dim, int(head.get("seed", 0)), layers=layers), "random"
-        module = self._head_from_state(dim, layers, state, where)  # checks keys and shapes before the model loads
-        net = load_dinov2(model, self.device)
+            state, where = heads.random_state_dict(self.name, dim, int(head.get("seed", 0)), layers=layers), "random"
+        module = self._head_from_state(dim, layers, state, where)
         if hasattr(module, "set_final_norm") and getattr(module, "norm", None) is not None:
+            net = load_dinov2(model, self.device)
             module.set_final_norm(heads.FinalNorm.from_module(net.layernorm))
         torch.save({"dim": dim, "layers": layers, "state": module.state_dict()}, head_out)
+
+    def layout(self, manifest: pd.DataFrame, model, split) -> Layout:
         attrs = {"task": self.name, "model": {k: v for k, v in model.items() if v is not None}}
-        extract_dense(self.name, net, manifest, split, features, self.device, attrs)
+        return dense_layout(self.name, dinov2_config(model), manifest, split, attrs)
+
+    def features(self, manifest: pd.DataFrame, model, split) -> Extraction:
+        layout = self.layout(manifest, model, split)
+        net = load_dinov2(model, self.device)
+        samples = dense_samples(self.name, net, manifest, layout, self.device)
+        return Extraction(list(layout.shapes), samples, layout.attrs)
 
     def _load_head(self, head: Path) -> torch.nn.Module:
         saved = torch.load(head, map_location="cpu", weights_only=True)
@@ -186,7 +178,6 @@ class SegmentationTask(DenseTask):
     """VOC2012 semantic segmentation: mIoU (%) over 21 classes from an accumulated confusion matrix."""
 
     name = "seg"
-    kind = "seg"
     metric = "miou"
     classes = heads.VOC_CLASSES
 
@@ -232,7 +223,6 @@ class DepthTask(DenseTask):
     """NYU-Depth-v2 depth estimation: RMSE (m) averaged over images, lower is better."""
 
     name = "dpt"
-    kind = "dpt"
     metric = "rmse"
     higher_is_better = False
 

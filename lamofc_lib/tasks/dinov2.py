@@ -5,10 +5,20 @@ Follows the DINOv2 evaluation pipelines (mmseg-style): normalisation with ImageN
 keep-ratio rescaling to the image scale (2048, 512), slide inference with 512 crops at stride 341, and centre
 padding of every view to a multiple of the patch size (512 -> 518, 480 x 640 -> 490 x 644). Resizing uses
 torch's bilinear interpolation (align_corners=False), which approximates but is not bit-identical to OpenCV's.
+
+Position embeddings follow the DINOv2 release's ViT-g/14 (hub code: interpolate_offset=0.1,
+interpolate_antialias=False) by default: for any input other than a square one with the pretraining patch count,
+the M x M grid (37 x 37 for giant) is resampled in float32, bicubic, align_corners=False, with the scale factors
+((rows + 0.1) / M, (cols + 0.1) / M) instead of an output size, then cast back to the tokens' dtype.
+transformers' Dinov2Model passes the output size (rows, cols), which samples the grid at slightly different points,
+so its features for 224 x 224 (cls, 16 x 16 patches) and 490 x 644 (dpt, 35 x 46) inputs differ from the
+reference's; `set_interpolation(net, "transformers")` keeps that behaviour as an option.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -17,6 +27,9 @@ import torch.nn.functional as F
 
 MEAN_255 = (123.675, 116.28, 103.53)
 STD_255 = (58.395, 57.12, 57.375)
+
+INTERPOLATIONS = ("reference", "transformers")
+RELEASE_OFFSET = 0.1  # interpolate_offset of the release's hub backbones without registers (dinov2_vitg14)
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
@@ -56,3 +69,56 @@ def block_outputs(net: torch.nn.Module, pixels: torch.Tensor, blocks: Sequence[i
     with torch.no_grad():
         out = net(pixel_values=pixels, output_hidden_states=True)
     return torch.stack([out.hidden_states[b][0] for b in blocks])
+
+
+def release_interpolate_pos_encoding(
+    module: torch.nn.Module, embeddings: torch.Tensor, height: int, width: int
+) -> torch.Tensor:
+    """Position embeddings for an input of height x width pixels, computed as the DINOv2 release does.
+
+    `module` is a transformers Dinov2Embeddings carrying `interpolate_offset` and `interpolate_antialias`;
+    `embeddings` are its CLS + patch tokens (1 + rows * cols of them). The release names the pixel axes (w, h) in
+    NCHW order, so its (sx, sy) are the factors for (rows, cols).
+    """
+    pos = module.position_embeddings
+    num_patches, num_positions = embeddings.shape[1] - 1, pos.shape[1] - 1
+    if num_patches == num_positions and height == width:
+        return pos
+    grid = math.isqrt(num_positions)
+    if grid * grid != num_positions:
+        raise ValueError(f"{num_positions} position embeddings do not form a square grid")
+    patch_h, patch_w = module.patch_embeddings.patch_size
+    rows, cols = height // patch_h, width // patch_w
+    pos = pos.float()
+    dim = pos.shape[-1]
+    offset = module.interpolate_offset
+    if offset:
+        resample = {"scale_factor": (float(rows + offset) / grid, float(cols + offset) / grid)}
+    else:
+        resample = {"size": (rows, cols)}
+    grid_pos = pos[:, 1:].reshape(1, grid, grid, dim).permute(0, 3, 1, 2)
+    grid_pos = F.interpolate(grid_pos, mode="bicubic", antialias=module.interpolate_antialias, **resample)
+    if tuple(grid_pos.shape[-2:]) != (rows, cols):
+        raise ValueError(f"interpolated grid {tuple(grid_pos.shape[-2:])} is not {(rows, cols)}")
+    patch_pos = grid_pos.permute(0, 2, 3, 1).reshape(1, rows * cols, dim)
+    return torch.cat((pos[:, :1], patch_pos), dim=1).to(embeddings.dtype)
+
+
+def set_interpolation(
+    net: torch.nn.Module, interpolation: str = "reference", offset: float = RELEASE_OFFSET, antialias: bool = False
+) -> torch.nn.Module:
+    """Make a transformers Dinov2Model interpolate its position embeddings as the DINOv2 release (`reference`) or
+    keep transformers' own output-size interpolation (`transformers`). Returns `net`, changed in place.
+
+    The reference method is an instance attribute of `net.embeddings` (a partial over the module), so it stays
+    with the module through `.to(device, dtype)`, deepcopy and pickling; weights and state_dict are unchanged.
+    """
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
+    embeddings = net.embeddings
+    embeddings.__dict__.pop("interpolate_pos_encoding", None)  # back to the class's (transformers') method
+    if interpolation == "reference":
+        embeddings.interpolate_offset = float(offset)
+        embeddings.interpolate_antialias = bool(antialias)
+        embeddings.interpolate_pos_encoding = functools.partial(release_interpolate_pos_encoding, embeddings)
+    return net

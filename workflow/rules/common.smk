@@ -13,6 +13,7 @@ os.environ.update(PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.g
 
 from lamofc_lib.codecs import REGISTRY
 from lamofc_lib.config import ConfigError, points, shard_samples, shards, validate
+from lamofc_lib.selection import needs_model
 from lamofc_lib.store import FeatureStore
 
 try:
@@ -175,14 +176,66 @@ def bitstream_dirs(wildcards):
 
 
 def head_checkpoint(wildcards):
-    """The configured head checkpoint file as an input, so replacing it reruns extraction."""
+    """The configured head checkpoint file as an input, so replacing it rebuilds the head (and rescores)."""
     path = task_settings(wildcards.task).get("head", {}).get("checkpoint")
     return [path] if path else []
 
 
-# The library modules each task's extraction runs (besides sources.py, store.py and io.py).
+def selection_needs_model(task):
+    """Whether the task's selection runs the uncompressed model (cls/csr policies, without a list or files)."""
+    block = task_settings(task)
+    return needs_model(block["selection"]["policy"]) and not block["selection"].get("list") and not block.get(
+        "features_from"
+    )
+
+
+def selection_label(task):
+    """The selection rule that made a task's manifest, as the report names it."""
+    block = task_settings(task)
+    if block["selection"].get("list"):
+        return "list"
+    if block.get("features_from"):
+        return "files"
+    return block["selection"]["policy"]
+
+
+def selection_settings(task):
+    block = task_settings(task)
+    keys = ("samples", "selection", "features_from", "source")
+    return {k: block.get(k) for k in keys}
+
+
+def training_selection_settings(task):
+    train = task_settings(task)["train"]
+    return {"samples": train["samples"], "selection": {"policy": "first", "list": None}, "source": train["source"]}
+
+
+def selection_inputs(wildcards):
+    """The candidates, the sample list if one is configured, and, for the model policies, the head (ancient:
+    a later head swap keeps the samples; see rule select)."""
+    block = task_settings(wildcards.task)
+    inputs = {"candidates": f"{RESULTS}/{wildcards.task}/candidates.csv"}
+    if block["selection"].get("list"):
+        inputs["sample_list"] = block["selection"]["list"]
+    if selection_needs_model(wildcards.task):
+        inputs["head"] = ancient(f"{RESULTS}/{wildcards.task}/head.pt")
+    return inputs
+
+
+def selection_resource(task, key):
+    """A model-running selection asks for what extraction asks for; the others for a small CPU job."""
+    if selection_needs_model(task):
+        return task_settings(task)["resources"]["extract"][key]
+    return {"mem_mb": 2000, "runtime": 30, "gpu": 0}[key]
+
+
+IMPORTED_TASKS = _alternatives([t for t in TASKS if task_settings(t).get("features_from")]) or "(?!)"
+EXTRACTED_TASKS = _alternatives([t for t in TASKS if not task_settings(t).get("features_from")]) or "(?!)"
+
+
+# The library modules each task's extraction and head run (besides sources.py, store.py and io.py).
 TASK_CODE = {
-    "cls": ("tasks/base.py", "tasks/cls.py"),
+    "cls": ("tasks/base.py", "tasks/cls.py", "tasks/dinov2.py"),
     "seg": ("tasks/base.py", "tasks/cls.py", "tasks/dinov2.py", "tasks/dense.py", "heads.py"),
     "dpt": ("tasks/base.py", "tasks/cls.py", "tasks/dinov2.py", "tasks/dense.py", "heads.py"),
     "csr": ("tasks/base.py", "tasks/csr.py"),
@@ -205,6 +258,7 @@ def final_outputs():
     return [
         f"{RESULTS}/tables/rate_accuracy.csv",
         f"{RESULTS}/tables/rate_accuracy.md",
+        f"{RESULTS}/tables/selection.csv",
         f"{RESULTS}/tables/da_r2.csv",
         *[f"{RESULTS}/figures/{task}_rate_accuracy.png" for task in TASKS],
         *[f"{RESULTS}/models/{c}/{t}/{p}/loss.png" for c, t, p in trained_models()],

@@ -1,15 +1,41 @@
+rule head:
+    """The task head (checked checkpoint or seeded random head) with the parts of the model it applies: apart
+    from the features, so a new head checkpoint reruns scoring, not extraction."""
+    input:
+        head_checkpoint=head_checkpoint,
+    output:
+        head=f"{RESULTS}/{{task}}/head.pt",
+    log:
+        "logs/{task}/head.log",
+    benchmark:
+        "benchmarks/{task}/head.tsv"
+    conda:
+        "../../envs/extract.yaml"
+    threads: config["run"]["threads"]
+    resources:
+        mem_mb=lambda wc: task_settings(wc.task)["resources"]["extract"]["mem_mb"],
+        runtime=lambda wc: task_settings(wc.task)["resources"]["extract"]["runtime"],
+    params:
+        task=lambda wc: wc.task,
+        model=lambda wc: task_settings(wc.task)["model"],
+        split=lambda wc: task_settings(wc.task).get("split"),
+        head=lambda wc: task_settings(wc.task)["head"],
+        device=config["run"]["device"],
+        code=lambda wc: code_version(*TASK_CODE[wc.task], "sources.py", "store.py", "io.py"),
+    script:
+        "../scripts/head.py"
+
+
 rule extract:
-    """Run the model up to the split point on every sample; store the features (Zarr) and the task head.
+    """Run the model up to the split point on every selected sample; store the features (Zarr).
 
     Eligible for Snakemake's between-workflow cache (--cache): every setting comes in through params. Snakemake
     forbids a benchmark directive on cached rules, so the extraction time goes to the log instead.
     """
     input:
         manifest=f"{RESULTS}/{{task}}/manifest.csv",
-        head_checkpoint=head_checkpoint,
     output:
-        features=directory(f"{RESULTS}/{{task}}/features.zarr"),
-        head=f"{RESULTS}/{{task}}/head.pt",
+        features=directory(f"{RESULTS}/{{task,{EXTRACTED_TASKS}}}/features.zarr"),
     log:
         "logs/{task}/extract.log",
     cache: "omit-software"
@@ -24,8 +50,33 @@ rule extract:
         task=lambda wc: wc.task,
         model=lambda wc: task_settings(wc.task)["model"],
         split=lambda wc: task_settings(wc.task).get("split"),
-        head=lambda wc: task_settings(wc.task)["head"],
         device=config["run"]["device"],
         code=lambda wc: code_version(*TASK_CODE[wc.task], "sources.py", "store.py", "io.py"),
     script:
         "../scripts/extract.py"
+
+
+rule import_features:
+    """Features from files (tasks.<task>.features_from): one .npy per selected sample, named as the reference
+    implementation names them, checked against the task's layout and stored like extracted features."""
+    input:
+        manifest=f"{RESULTS}/{{task}}/manifest.csv",
+    output:
+        features=directory(f"{RESULTS}/{{task,{IMPORTED_TASKS}}}/features.zarr"),
+    log:
+        "logs/{task}/import_features.log",
+    benchmark:
+        "benchmarks/{task}/import_features.tsv"
+    conda:
+        "../../envs/extract.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        task=lambda wc: wc.task,
+        folder=lambda wc: task_settings(wc.task)["features_from"],
+        model=lambda wc: task_settings(wc.task)["model"],
+        split=lambda wc: task_settings(wc.task).get("split"),
+        code=lambda wc: code_version(*TASK_CODE[wc.task], "feature_files.py", "sources.py", "store.py"),
+    script:
+        "../scripts/import_features.py"

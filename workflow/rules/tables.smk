@@ -1,11 +1,14 @@
 rule rate_accuracy:
-    """Collect every operating point's scores into the tidy rate-accuracy table (CSV and Markdown)."""
+    """Collect every operating point's scores into the tidy rate-accuracy table (CSV and Markdown, with each
+    task's sample selection) and the selection table."""
     input:
         original=expand(f"{RESULTS}/{{task}}/original/scores.json", task=TASKS),
         coded=[f"{RESULTS}/{t}/{c}/{p}/scores.json" for t, c, p in coded_points()],
+        selection=expand(f"{RESULTS}/{{task}}/selection/summary.json", task=TASKS),
     output:
         csv=f"{RESULTS}/tables/rate_accuracy.csv",
         markdown=f"{RESULTS}/tables/rate_accuracy.md",
+        selection=f"{RESULTS}/tables/selection.csv",
     log:
         "logs/tables/rate_accuracy.log",
     conda:

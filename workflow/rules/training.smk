@@ -1,17 +1,39 @@
-use rule manifest as manifest_train with:
+use rule candidates as candidates_train with:
     output:
-        manifest=f"{RESULTS}/{{task}}/train/manifest.csv",
+        candidates=f"{RESULTS}/{{task}}/train/candidates.csv",
     log:
-        "logs/{task}/train/manifest.log",
+        "logs/{task}/train/candidates.log",
     params:
         source=lambda wc: task_settings(wc.task)["train"]["source"],
-        samples=lambda wc: task_settings(wc.task)["train"]["samples"],
+
+
+use rule select as select_train with:
+    input:
+        candidates=f"{RESULTS}/{{task}}/train/candidates.csv",
+    output:
+        manifest=f"{RESULTS}/{{task}}/train/manifest.csv",
+        report=f"{RESULTS}/{{task}}/train/selection/report.csv",
+        summary=f"{RESULTS}/{{task}}/train/selection/summary.json",
+    log:
+        "logs/{task}/train/select.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+        gpu=0,
+    params:
+        task=lambda wc: wc.task,
+        policy="first",
+        settings=lambda wc: training_selection_settings(wc.task),
+        model=None,
+        split=None,
+        device="cpu",
+        code=lambda wc: code_version("selection.py", "sources.py", "io.py"),
 
 
 use rule extract as extract_train with:
     input:
         manifest=f"{RESULTS}/{{task}}/train/manifest.csv",
-        head_checkpoint=head_checkpoint,
     output:
         features=directory(f"{RESULTS}/{{task}}/train/features.zarr"),
     log:
