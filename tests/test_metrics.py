@@ -379,16 +379,13 @@ def test_inception_fid(inception):
     # pool3 follows a ReLU: non-negative, and not all zero.
     assert acts.min() >= 0.0 and acts.mean() > 0.01
 
-    # uint8 input equals the same images as float in [0, 1].
-    as_float = images.float() / 255
-    np.testing.assert_allclose(inception(as_float[:1]), acts[:1], atol=1e-4)
-
     # 10 samples in 2048 dims: both covariances have rank 9.
     assert abs(fid(acts, acts)) < 1e-3
 
     # Blurred (5 x 5 box) and brightened (+0.2) versions of the same images, against an independent draw of
-    # the same noise distribution. Measured: FID 275 for the perturbed set; 25-29 for independent draws
+    # the same noise distribution. Measured: FID 218 for the perturbed set; 24-26 for independent draws
     # (seeds 1-4), the sampling floor of a 10-image FID. The perturbation must stand well clear of that floor.
+    as_float = images.float() / 255
     perturbed = (F.avg_pool2d(as_float, 5, stride=1, padding=2, count_include_pad=False) + 0.2).clamp(0, 1)
     acts_perturbed = inception(perturbed)
     fid_perturbed = fid(acts, acts_perturbed)
@@ -414,18 +411,96 @@ def test_inception_rejects_bad_images(inception):
         inception(torch.zeros((1, 1, 8, 8), dtype=torch.uint8))
     with pytest.raises(ValueError, match="dtype"):
         inception(torch.zeros((1, 3, 8, 8), dtype=torch.int32))
+    with pytest.raises(TypeError):
+        inception([np.zeros((8, 8, 3), dtype=np.uint8)])
 
 
-def test_inception_preprocessing_is_pytorch_fids(inception):
-    """The documented contract: /255, bilinear resize (align_corners=False) to 299 x 299, then 2x - 1."""
+def real_images() -> list[np.ndarray]:
+    """scikit-image pictures (H x W x 3 uint8) at several sizes: a 1024 x 1024 (the paper's SD3 output size),
+    non-square crops, one smaller than 299 (upscaled) and one exactly 299 x 299."""
+    from PIL import Image
+    from skimage import data
+
+    astronaut, chelsea, coffee = data.astronaut(), data.chelsea(), data.coffee()
+    big = np.asarray(Image.fromarray(astronaut).resize((1024, 1024), Image.Resampling.LANCZOS))
+    return [
+        big,
+        astronaut,  # 512 x 512
+        chelsea,  # 300 x 451
+        coffee[13:371, 40:597],  # 358 x 557
+        chelsea[50:250, 100:420],  # 200 x 320
+        coffee[:299, :299],
+        coffee[100:197, 200:333],  # 97 x 133
+    ]
+
+
+def test_inception_input_equals_pil_resize_on_real_images(tmp_path):
+    """The project's resize is PIL's own Image.resize((299, 299)), pixel for pixel, whatever the input form."""
     import torch
-    import torch.nn.functional as F
+    from PIL import Image
 
-    images = noise_images(2, n=1)
-    x = F.interpolate(images.float() / 255, size=(299, 299), mode="bilinear", align_corners=False)
+    for k, image in enumerate(real_images()):
+        expected = np.asarray(Image.fromarray(image).resize((299, 299)))
+        assert expected.shape == (299, 299, 3) and expected.dtype == np.uint8
+        chw = image.transpose(2, 0, 1)[None]
+        ours = metrics.inception_input(torch.from_numpy(np.ascontiguousarray(chw)))
+        assert ours.shape == (1, 3, 299, 299) and ours.dtype == np.uint8
+        np.testing.assert_array_equal(ours[0].transpose(1, 2, 0), expected)
+        np.testing.assert_array_equal(metrics.inception_input(chw), ours)  # NumPy N x 3 x H x W
+        png = tmp_path / f"{k:05d}.png"
+        Image.fromarray(image).save(png)
+        np.testing.assert_array_equal(metrics.inception_input([png]), ours)  # the reference's saved PNGs
+        np.testing.assert_array_equal(metrics.inception_input([Image.fromarray(image)]), ours)
+        if k == 0:
+            # The filter matters: bilinear (PIL's, or torch's without antialias as pytorch-fid) gives other pixels.
+            bilinear = np.asarray(Image.fromarray(image).resize((299, 299), Image.Resampling.BILINEAR))
+            assert np.abs(bilinear.astype(int) - expected).max() > 10
+            torch_bilinear = torch.nn.functional.interpolate(
+                torch.from_numpy(chw.copy()).float(), size=(299, 299), mode="bilinear", align_corners=False
+            )
+            assert np.abs(torch_bilinear[0].permute(1, 2, 0).round().numpy() - expected).mean() > 1.0
+    # Several images of different sizes in one call, in order.
+    images = real_images()[1:4]
+    batch = metrics.inception_input([Image.fromarray(im) for im in images])
+    assert batch.shape == (3, 3, 299, 299)
+    third = np.asarray(Image.fromarray(images[2]).resize((299, 299)))
+    np.testing.assert_array_equal(batch[2].transpose(1, 2, 0), third)
+
+
+def test_float_images_are_rounded_to_uint8_first():
+    import torch
+
+    images = noise_images(3, n=2)
+    as_float = images.double() / 255  # round(x / 255 * 255) gives x back
+    np.testing.assert_array_equal(metrics.inception_input(as_float), metrics.inception_input(images))
+    # 0.5 * 255 = 127.5 rounds to 128 (as diffusers' numpy_to_pil), not 127 (truncation).
+    half = metrics.inception_input(torch.full((1, 3, 299, 299), 0.5))
+    assert (half == 128).all()
+
+
+def test_inception_scaling_by_hand():
+    import torch
+
+    x = torch.tensor([[0, 1, 127, 128, 129, 255]], dtype=torch.uint8)
+    expected = torch.tensor([[-1.0, -127 / 128, -1 / 128, 0.0, 1 / 128, 127 / 128]])
+    scaled = metrics.inception_scaling(x)
+    assert scaled.dtype == torch.float32
+    torch.testing.assert_close(scaled, expected, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="uint8"):
+        metrics.inception_scaling(torch.zeros(3))
+
+
+def test_inception_runs_the_reference_pipeline(inception):
+    """Activations = the network on (PIL-resized uint8 - 128) / 128, by hand; pytorch-fid's 2x/255 - 1 differs."""
+    import torch
+    from PIL import Image
+
+    image = real_images()[2]  # chelsea, 300 x 451
+    resized = np.asarray(Image.fromarray(image).resize((299, 299))).transpose(2, 0, 1)[None]
+    x = torch.from_numpy(np.ascontiguousarray(resized)).float()
     with torch.inference_mode():
-        expected = inception.model(2 * x - 1).double().numpy()
-        tf_range = inception.model(x * (255 / 128) - 1).double().numpy()
-    np.testing.assert_allclose(inception(images), expected, rtol=1e-5, atol=1e-5)
-    # The TF graph's x / 128 - 1 range is a different (nearby) input: the test can tell them apart.
-    assert np.abs(tf_range - expected).max() > 1e-3
+        expected = inception.model((x - 128) / 128).double().numpy()
+        pytorch_fid_range = inception.model(2 * x / 255 - 1).double().numpy()
+    chw = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)[None]))
+    np.testing.assert_allclose(inception(chw), expected, rtol=1e-5, atol=1e-5)
+    assert np.abs(pytorch_fid_range - expected).max() > 1e-3  # the test can tell the two scalings apart
