@@ -10,10 +10,9 @@ import yaml
 from PIL import Image
 
 from lamofc_lib.heads import slide_windows
-from lamofc_lib.sources import SourceError, build_manifest, load_depth, load_label_map
+from lamofc_lib.sources import SourceError, build_candidates, load_depth, load_label_map
 from lamofc_lib.store import FeatureStore
-from lamofc_lib.tasks.cls import load_dinov2
-from lamofc_lib.tasks.dense import dpt_geometry, extract_dense, seg_geometry
+from lamofc_lib.tasks.dense import DepthTask, SegmentationTask, dpt_geometry, seg_geometry
 from lamofc_lib.tasks.dinov2 import center_padding, rescale_shape
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,22 +42,24 @@ def test_rescale_and_windows_by_hand():
     assert center_padding(5, 13, 14) == (4, 5, 0, 1)
 
 
-def test_extract_dense_shapes_and_geometry_attrs(tmp_path):
-    demo = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
-    net = load_dinov2(demo["tasks"]["cls"]["model"], "cpu")
-    manifest = build_manifest({"kind": "skimage", "images": ["astronaut", "chelsea"]}, 2)
-    extract_dense("seg", net, manifest, 4, tmp_path / "seg.zarr", "cpu", {"task": "seg"})
-    extract_dense("dpt", net, manifest, [1, 2, 3, 4], tmp_path / "dpt.zarr", "cpu", {"task": "dpt"})
-    seg, dpt = FeatureStore(tmp_path / "seg.zarr"), FeatureStore(tmp_path / "dpt.zarr")
+def test_dense_extraction_shapes_and_geometry_attrs(tmp_path):
+    model = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())["tasks"]["cls"]["model"]
+    manifest = build_candidates({"kind": "skimage", "images": ["astronaut", "chelsea"]})
+    seg, dpt = SegmentationTask(), DepthTask()
+    # The layout needs no weights and gives the shapes the extraction then writes.
+    layout = seg.layout(manifest, model, 4)
+    seg.extract(manifest, model, 4, tmp_path / "seg.zarr")
+    dpt.extract(manifest, model, [1, 2, 3, 4], tmp_path / "dpt.zarr")
+    seg_store, dpt_store = FeatureStore(tmp_path / "seg.zarr"), FeatureStore(tmp_path / "dpt.zarr")
     # astronaut 512 x 512 -> one window; chelsea 300 x 451 -> 512 x 770 -> two windows.
-    assert seg.shapes == [(1, 1, 1370, 96), (2, 1, 1370, 96)]
-    assert dpt.shapes == [(2, 4, 1611, 96)] * 2
-    assert seg.attrs["geometry"][1]["resized"] == [512, 770]
-    assert dpt.attrs["split"]["blocks"] == [1, 2, 3, 4]
+    assert seg_store.shapes == [(1, 1, 1370, 96), (2, 1, 1370, 96)] == [tuple(s) for s in layout.shapes]
+    assert dpt_store.shapes == [(2, 4, 1611, 96)] * 2
+    assert seg_store.attrs["geometry"][1]["resized"] == [512, 770]
+    assert dpt_store.attrs["split"]["blocks"] == [1, 2, 3, 4]
     # The flipped view is a different input, so its features differ from the first view's.
-    assert not np.allclose(dpt.read(0)[0], dpt.read(0)[1])
+    assert not np.allclose(dpt_store.read(0)[0], dpt_store.read(0)[1])
     with pytest.raises(ValueError, match=r"blocks \[5\] are not all inside the model's 1\.\.4"):
-        extract_dense("seg", net, manifest, 5, tmp_path / "bad.zarr", "cpu", {})
+        seg.layout(manifest, model, 5)
 
 
 def test_voc_reader_lists_images_and_label_maps(tmp_path):
@@ -71,12 +72,12 @@ def test_voc_reader_lists_images_and_label_maps(tmp_path):
         label.putpalette(np.repeat(np.arange(256, dtype=np.uint8), 3).tolist())  # a full palette, like VOC's
         label.save(root / "SegmentationClass" / f"{name}.png")
     (root / "ImageSets/Segmentation/val.txt").write_text("2007_000033\n2007_000042\n")
-    table = build_manifest({"kind": "voc2012", "root": str(root)}, 2)
+    table = build_candidates({"kind": "voc2012", "root": str(root)})
     assert list(table.sample_id) == ["2007_000033", "2007_000042"]
     assert load_label_map(table.label[0])[0].tolist() == [0, 1, 255, 20, 0]
     (root / "JPEGImages" / "2007_000042.jpg").unlink()
     with pytest.raises(SourceError, match="2007_000042.jpg does not exist"):
-        build_manifest({"kind": "voc2012", "root": str(root)}, 2)
+        build_candidates({"kind": "voc2012", "root": str(root)})
 
 
 def test_nyu_reader_uses_the_split_file_and_depth_in_metres(tmp_path):
@@ -89,8 +90,6 @@ def test_nyu_reader_uses_the_split_file_and_depth_in_metres(tmp_path):
         "/bathroom/rgb_00045.jpg /bathroom/sync_depth_00045.png 518.8579\n"
         "/bathroom/rgb_00046.jpg /bathroom/sync_depth_00046.png 518.8579\n"
     )
-    table = build_manifest({"kind": "nyu_depth_v2", "root": str(tmp_path), "labels": str(split)}, 1)
+    table = build_candidates({"kind": "nyu_depth_v2", "root": str(tmp_path), "labels": str(split)})
     assert list(table.sample_id) == ["bathroom_rgb_00045"]
     assert float(load_depth(table.label[0])[0, 0]) == pytest.approx(2.5)
-    with pytest.raises(SourceError, match="gives 1 samples, the config asks for 2"):
-        build_manifest({"kind": "nyu_depth_v2", "root": str(tmp_path), "labels": str(split)}, 2)

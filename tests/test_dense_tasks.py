@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from lamofc_lib import heads
-from lamofc_lib.sources import build_manifest, load_image
+from lamofc_lib.sources import build_candidates, load_image
 from lamofc_lib.store import FeatureStore
 from lamofc_lib.tasks import get_task
 from lamofc_lib.tasks.cls import load_dinov2
@@ -26,11 +26,12 @@ MODEL = DEMO["tasks"]["cls"]["model"]
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dense")
-    manifest = build_manifest({"kind": "skimage", "images": ["chelsea", "coffee"]}, 2)
+    manifest = build_candidates({"kind": "skimage", "images": ["chelsea", "coffee"]})
     out = {}
     for name, split in (("seg", 4), ("dpt", [1, 2, 3, 4])):
         task = get_task(name)
-        task.extract(manifest, MODEL, split, {"seed": 0}, tmp / f"{name}.zarr", tmp / f"{name}.pt")
+        task.write_head(MODEL, split, {"seed": 0}, tmp / f"{name}.pt")
+        task.extract(manifest, MODEL, split, tmp / f"{name}.zarr")
         store = FeatureStore(tmp / f"{name}.zarr")
         outputs = task.outputs(tmp / f"{name}.pt", [store.read(i) for i in range(len(store))], store.attrs)
         out[name] = (task, store, tmp / f"{name}.pt", outputs)
@@ -111,26 +112,27 @@ def test_dpt_flip_view_is_merged_back(runs):
     np.testing.assert_allclose(mirrored[0], outputs[0][:, ::-1], rtol=1e-4, atol=1e-4)
 
 
-def test_bad_seg_checkpoint_fails_before_the_backbone_loads(tmp_path):
-    manifest = build_manifest({"kind": "skimage", "images": ["coffee"]}, 1)
+def test_bad_seg_checkpoint_fails_before_the_backbone_loads(tmp_path, monkeypatch):
     bad = tmp_path / "head.pth"
     torch.save({"state_dict": {"decode_head.conv_seg.weight": torch.zeros(21, 7, 1, 1)}}, bad)
     task = get_task("seg")
+
+    def no_backbone(*args, **kwargs):
+        raise AssertionError("the backbone was loaded before the head checkpoint was checked")
+
+    monkeypatch.setattr("lamofc_lib.tasks.dense.load_dinov2", no_backbone)
     with pytest.raises(ValueError, match=f"head checkpoint {bad}"):
-        task.extract(manifest, MODEL, 4, {"checkpoint": str(bad)}, tmp_path / "f.zarr", tmp_path / "h.pt")
+        task.write_head(MODEL, 4, {"checkpoint": str(bad)}, tmp_path / "h.pt")
     with pytest.raises(FileNotFoundError, match="head checkpoint .*missing.pth does not exist"):
-        task.extract(
-            manifest, MODEL, 4, {"checkpoint": str(tmp_path / "missing.pth")}, tmp_path / "f.zarr", tmp_path / "h.pt"
-        )
-    assert not (tmp_path / "f.zarr").exists() and not (tmp_path / "h.pt").exists()
+        task.write_head(MODEL, 4, {"checkpoint": str(tmp_path / "missing.pth")}, tmp_path / "h.pt")
+    assert not (tmp_path / "h.pt").exists()
 
 
 def test_official_layout_seg_checkpoint_loads(tmp_path):
-    manifest = build_manifest({"kind": "skimage", "images": ["coffee"]}, 1)
     ckpt = tmp_path / "dinov2_voc2012_linear_head.pth"
     torch.save({"meta": {"epoch": 1}, "state_dict": heads.random_state_dict("seg", 96, seed=3)}, ckpt)
     task = get_task("seg")
-    task.extract(manifest, MODEL, 4, {"checkpoint": str(ckpt)}, tmp_path / "f.zarr", tmp_path / "h.pt")
+    task.write_head(MODEL, 4, {"checkpoint": str(ckpt)}, tmp_path / "h.pt")
     saved = torch.load(tmp_path / "h.pt", weights_only=True)
     expected = heads.random_state_dict("seg", 96, seed=3)["decode_head.conv_seg.weight"]
     assert torch.equal(saved["state"]["conv_seg.weight"], expected)
