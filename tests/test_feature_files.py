@@ -37,7 +37,7 @@ def test_cls_features_in_the_reference_layout_are_imported_as_they_are(tmp_path)
              "features_from": str(tmp_path / "feature_test")}  # fmt: skip
     selection = run_selection("cls", candidates, block)  # the files decide; no model runs
     assert list(selection.manifest.sample_id) == IMAGES
-    assert dict(zip(selection.report.sample_id, selection.report.reason))["camera"] == "no feature file"
+    assert dict(zip(selection.report.sample_id, selection.report.reason, strict=True))["camera"] == "no feature file"
     task = get_task("cls")
     import_features(
         task, tmp_path / "feature_test", selection.manifest, CLS["model"], CLS["split"], tmp_path / "f.zarr"

@@ -61,7 +61,10 @@ def cls_pool(tmp_path_factory):
         placed[f"{i:02d}_{name}"] = label
     candidates = build_candidates({"kind": "imagenet", "root": str(root)})
     stem_to_name = {f"{i:02d}_{n}": n for i, n in enumerate(IMAGES)}
-    correct = [predicted[stem_to_name[sid]] == int(label) for sid, label in zip(candidates.sample_id, candidates.label)]
+    correct = [
+        predicted[stem_to_name[sid]] == int(label)
+        for sid, label in zip(candidates.sample_id, candidates.label, strict=True)
+    ]
     return candidates, model, split, head, correct
 
 
@@ -70,10 +73,10 @@ def test_first_correct_keeps_the_correctly_classified_first_images_in_class_orde
     assert 1 <= sum(correct) < len(candidates)  # the pool holds both kinds
     samples = sum(correct) - 1 if sum(correct) > 1 else 1
     selection = run_selection("cls", candidates, settings(samples, "first_correct"), model, split, head)
-    expected = [sid for sid, ok in zip(candidates.sample_id, correct) if ok][:samples]
+    expected = [sid for sid, ok in zip(candidates.sample_id, correct, strict=True) if ok][:samples]
     assert list(selection.manifest.sample_id) == expected
     report = selection.report.set_index("sample_id")
-    for sid, ok in zip(candidates.sample_id, correct):
+    for sid, ok in zip(candidates.sample_id, correct, strict=True):
         if sid in expected:
             assert report.loc[sid, "kept"] and report.loc[sid, "reason"] == ""
         else:
@@ -116,7 +119,7 @@ def test_correct_longest_keeps_the_longest_correct_prompts_in_file_order():
     # Correct: a(2) b(5) c(1) e(5) f(3); the 3 longest: b, e (5, file order breaks the tie), then f (3).
     selection = select_correct("csr", candidates, correct, 3, "correct_longest")
     assert list(selection.manifest.sample_id) == ["b", "e", "f"]
-    assert dict(zip(selection.report.sample_id, selection.report.reason)) == {
+    assert dict(zip(selection.report.sample_id, selection.report.reason, strict=True)) == {
         "a": "shorter prompt", "b": "", "c": "shorter prompt", "d": "incorrect", "e": "", "f": "",
     }  # fmt: skip
     selection = select_correct("csr", candidates, correct, 1, "correct_longest")
@@ -156,7 +159,7 @@ def test_class_coverage_covers_every_class_first_then_fills_in_list_order(tmp_pa
     # Coverage pass keeps i0, i3, i4 (classes 1-4 of the usable pool); filling to 5 adds i1 and i5.
     selection = run_selection("seg", candidates, settings(5, "class_coverage", source))
     assert list(selection.manifest.sample_id) == ["i0", "i1", "i3", "i4", "i5"]
-    reasons = dict(zip(selection.report.sample_id, selection.report.reason))
+    reasons = dict(zip(selection.report.sample_id, selection.report.reason, strict=True))
     assert reasons["i2"] == "1 sliding window(s), not 2"
     assert reasons["i6"] == "beyond samples"
     with pytest.raises(SelectionError, match=r"covering the 4 object classes .* takes 3 images .* asks for 2"):
