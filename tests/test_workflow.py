@@ -100,6 +100,45 @@ def test_demo_writes_tables_and_figures(demo_run):
 
 
 @pytest.mark.e2e
+def test_demo_selection_is_a_stage_with_a_report_and_a_table(demo_run):
+    workdir, config = demo_run
+    selection = pd.read_csv(workdir / "results/tables/selection.csv").set_index("task")
+    for task, block in config["tasks"].items():
+        candidates = pd.read_csv(workdir / f"results/{task}/candidates.csv", dtype=str, keep_default_na=False)
+        manifest = pd.read_csv(workdir / f"results/{task}/manifest.csv", dtype=str, keep_default_na=False)
+        report = pd.read_csv(workdir / f"results/{task}/selection/report.csv", dtype={"sample_id": str})
+        assert len(manifest) == block["samples"] == selection.loc[task, "kept"]
+        assert selection.loc[task, "candidates"] == len(candidates) == len(report)
+        assert set(manifest.sample_id) == set(report.sample_id[report.kept])
+    # csr keeps the questions SmolLM2 answers correctly, the longest prompts: against the answer keys the
+    # uncompressed accuracy is then 100 % by construction, and the tables say so.
+    assert selection.loc["csr", "policy"] == "correct_longest"
+    report = pd.read_csv(workdir / "results/csr/selection/report.csv")
+    kept_lengths = [len(t) for t in pd.read_csv(workdir / "results/csr/manifest.csv").text]
+    candidates = pd.read_csv(workdir / "results/csr/candidates.csv").set_index("sample_id")
+    shorter = [len(candidates.loc[s, "text"]) for s in report.sample_id[report.reason == "shorter prompt"]]
+    assert not shorter or max(shorter) <= min(kept_lengths)
+    original = json.loads((workdir / "results/csr/original/scores.json").read_text())
+    assert original["reference"] == "ground_truth" and original["value"] == 100.0
+    markdown = (workdir / "results/tables/rate_accuracy.md").read_text()
+    assert "csr" in markdown and "100 % by construction" in markdown
+
+
+@pytest.mark.e2e
+def test_a_new_head_reruns_scoring_not_extraction(demo_run):
+    workdir, config = demo_run
+    config = copy.deepcopy(config)
+    config["tasks"]["seg"]["head"]["seed"] = 5
+    result = snakemake(workdir, config, "--dry-run")
+    assert result.returncode == 0, result.stderr[-4000:]
+    stats = job_stats(result.stdout + result.stderr)
+    assert stats["head"] == 1 and stats["score_original"] == 1
+    # every seg point is rescored: 2 VVenC QPs, 3 native lambdas and 3 of the cls models (generalizability)
+    assert stats["score"] == 2 + 3 + 3
+    assert not {"candidates", "select", "extract", "preprocess", "encode", "decode"} & set(stats)
+
+
+@pytest.mark.e2e
 def test_encode_resources_grow_with_frame_size(demo_run):
     workdir, config = demo_run
     blocks = (workdir / "run.log").read_text().split("\n\n")
@@ -185,6 +224,38 @@ def test_demo_hyperprior_bpfp_counts_string_bytes_not_padding(demo_run):
     assert store.points(0) == 257 * 96
     expected = [8 * path.stat().st_size / store.points(i) for i, path in enumerate(bitstreams)]
     assert predictions["bpfp"].tolist() == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.e2e
+def test_features_from_reference_files_skip_selection_and_extraction(demo_run, tmp_path):
+    """The demo's cls features written as the reference does (one <image stem>.npy per sample) and coded by a
+    second workflow that imports them: same scores as the run that extracted them."""
+    import numpy as np
+
+    from lamofc_lib.store import FeatureStore
+
+    workdir, config = demo_run
+    store = FeatureStore(workdir / "results/cls/features.zarr")
+    folder = tmp_path / "feature_test"
+    folder.mkdir()
+    for i, sample_id in enumerate(store.sample_ids):
+        np.save(folder / f"{sample_id}.npy", store.read(i))
+    config = copy.deepcopy(config)
+    config["run"].update(tasks=["cls"], codecs=["vvenc"])
+    config["codecs"]["vvenc"]["points"] = [42]
+    config["tasks"]["cls"]["features_from"] = str(folder)
+    second = tmp_path / "second"
+    second.mkdir()
+    result = snakemake(second, config)
+    assert result.returncode == 0, result.stderr[-4000:]
+    stats = job_stats(result.stderr)
+    assert stats["import_features"] == 1 and "extract" not in stats
+    summary = json.loads((second / "results/cls/selection/summary.json").read_text())
+    assert summary["policy"] == "files" and summary["kept"] == len(store.sample_ids)
+    for point in ("original", "vvenc/42"):
+        first = json.loads((workdir / f"results/cls/{point}/scores.json").read_text())
+        again = json.loads((second / f"results/cls/{point}/scores.json").read_text())
+        assert {k: again[k] for k in ("bpfp", "mse", "value")} == {k: first[k] for k in ("bpfp", "mse", "value")}
 
 
 @pytest.mark.e2e
@@ -315,7 +386,33 @@ def synthetic_sources(root: Path) -> dict[str, str]:
     }
 
 
-def test_paper_config_builds_the_full_dag(tmp_path):
+def fake_vtm(folder: Path) -> Path:
+    """Stand-ins for the user's VTM binaries (they cannot exist here): programs that print VTM's banner, enough
+    for the start-up check of a dry run; nothing is coded with them."""
+    folder.mkdir(parents=True)
+    for name, role in (("EncoderAppStatic", "Encoder"), ("DecoderAppStatic", "Decoder")):
+        path = folder / name
+        path.write_text(f"#!/bin/sh\necho 'VTM {role} Version 23.3 [Linux]'\n")
+        path.chmod(0o755)
+    (folder / "encoder_intra_vtm.cfg").write_text("")
+    return folder
+
+
+def test_paper_config_without_vtm_stops_naming_the_variable_and_the_fallback(tmp_path, monkeypatch):
+    monkeypatch.delenv("LAMOFC_VTM_DIR", raising=False)
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    assert config["run"]["codecs"][0] == "vtm"  # the paper's VVC baseline
+    config["run"]["tasks"] = ["tti"]
+    config["tasks"]["tti"]["source"]["path"] = synthetic_sources(tmp_path / "data")["captions"]
+    config["tasks"]["tti"]["train"]["source"] = config["tasks"]["tti"]["source"]
+    result = snakemake(tmp_path, config, "--dry-run")
+    assert result.returncode != 0
+    assert "config key codecs.vtm.encoder: not set and $LAMOFC_VTM_DIR" in result.stderr
+    assert "replace vtm by vvenc in run.codecs" in result.stderr
+
+
+def test_paper_config_builds_the_full_dag(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAMOFC_VTM_DIR", str(fake_vtm(tmp_path / "vtm")))
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     paths = synthetic_sources(tmp_path / "data")
     config["tasks"]["cls"]["source"]["root"] = paths["imagenet"]
@@ -330,24 +427,28 @@ def test_paper_config_builds_the_full_dag(tmp_path):
         config["tasks"][task]["train"]["source"] = config["tasks"][task]["source"]
     result = snakemake(tmp_path, config, "--dry-run")
     assert result.returncode == 0, result.stderr[-4000:]
-    # 100 samples per encoding job: cls, csr, tti (500 samples) 5 shards, seg (100) and dpt (80) 1; x 5 points,
-    # for vvenc and for the hyperprior (85 each); generalizability at the trained_on task's 5 lambdas:
-    # cls->seg 5, seg->cls 25, seg->dpt 5, dpt->seg 5 encoding jobs.
+    # VTM: one job per sample and QP: (500 + 100 + 80 + 500 + 500) x 5 encodings, one decoding per task and QP.
+    # Hyperprior: 100 samples per encoding job: cls, csr, tti (500 samples) 5 shards, seg (100) and dpt (80) 1;
+    # x 5 lambdas (85). Generalizability (paper Table 6) at the trained_on task's 5 lambdas: seg->csr, seg->tti,
+    # csr->tti, tti->csr 25 encoding jobs each, csr->seg and tti->seg 5.
     assert job_stats(result.stdout + result.stderr) == {
         "all": 1,
+        "candidates": 5,
+        "candidates_train": 5,
         "da_r2": 1,
-        "decode": 25 + 25 + 20,
-        "encode": 85 + 85 + 40,
+        "decode": 25 + 25 + 30,
+        "encode": 1680 * 5 + 85 + 4 * 25 + 2 * 5,
         "extract": 5,
         "extract_train": 5,
         "generalizability": 1,
-        "manifest": 5,
-        "manifest_train": 5,
+        "head": 5,
         "plot_rate_accuracy": 5,
         "plot_training": 25,
         "preprocess": 10,
         "rate_accuracy": 1,
-        "score": 25 + 25 + 20,
+        "score": 25 + 25 + 30,
         "score_original": 5,
+        "select": 5,
+        "select_train": 5,
         "train_hyperprior": 25,
     }
