@@ -184,8 +184,10 @@ def head_checkpoint(wildcards):
 def selection_needs_model(task):
     """Whether the task's selection runs the uncompressed model (cls/csr policies, without a list or files)."""
     block = task_settings(task)
-    return needs_model(block["selection"]["policy"]) and not block["selection"].get("list") and not block.get(
-        "features_from"
+    return (
+        needs_model(block["selection"]["policy"])
+        and not block["selection"].get("list")
+        and not block.get("features_from")
     )
 
 

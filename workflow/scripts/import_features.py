@@ -10,5 +10,6 @@ from lamofc_lib.tasks import get_task
 log = log_to(snakemake.log[0])
 params = snakemake.params
 manifest = read_manifest(snakemake.input.manifest)
-import_features(get_task(params.task), params.folder, manifest, params.model, params.split, Path(snakemake.output.features))
+out = Path(snakemake.output.features)
+import_features(get_task(params.task), params.folder, manifest, params.model, params.split, out)
 log.info("imported %d %s features from %s", len(manifest), params.task, params.folder)
