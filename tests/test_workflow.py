@@ -133,7 +133,7 @@ def test_a_new_head_reruns_scoring_not_extraction(demo_run):
     assert result.returncode == 0, result.stderr[-4000:]
     stats = job_stats(result.stdout + result.stderr)
     assert stats["head"] == 1 and stats["score_original"] == 1
-    # every seg point is rescored: 2 VVenC QPs, 3 native lambdas and 3 of the cls models (generalizability)
+    # every seg point is rescored: 2 VVenC QPs, 3 native lambdas and 3 of the tti models (generalizability)
     assert stats["score"] == 2 + 3 + 3
     assert not {"candidates", "select", "extract", "preprocess", "encode", "decode"} & set(stats)
 
