@@ -7,7 +7,14 @@ its last synthesis deconvolution giving one, as in the benchmark's reference. It
 Training (`train`) uses the reference's loss, `lambda * 255^2 * MSE + rate`, where rate is the estimated bits
 per frame sample, i.e. per feature point, Adam for the network and a separate Adam for the entropy
 bottleneck's quantiles (the auxiliary loss), gradient clipping and ReduceLROnPlateau. Batches are random crops
-of the packed training frames.
+of the packed training frames. As in the reference, a held-out part of the training frames (`validation`) is
+evaluated without gradient, in eval mode, after every epoch, and that loss steps the scheduler once per epoch;
+an epoch is ceil(training frames / batch) steps, also when the length is given in `steps`.
+
+Coding, as the reference's CompressAI evaluation (`compute_padding(h, w, min_div=64)`): each frame is
+zero-padded, centred (the odd pixel goes to the bottom / right), to multiples of 64 in both dimensions before
+the network, and the reconstruction is cropped back to the frame's window; BPFP counts the strings' bytes over
+the original feature's points, never the padding.
 
 A bitstream file is a 4-byte big-endian length of the hyperprior (z) string, the z string, then the latent
 (y) string: the entropy coder's actual output plus that length field, all of which counts towards BPFP.
@@ -49,7 +56,12 @@ def build_model(N: int, M: int, seed: int = 0):
 
 @dataclass
 class TrainSettings:
-    """How to train one model; `steps` wins over `epochs` (an epoch draws one crop per training sample)."""
+    """How to train one model; `steps` wins over `epochs`. An epoch draws one crop per training sample:
+    ceil(training samples / batch) steps, after which the held-out loss steps ReduceLROnPlateau.
+
+    `validation`: the held-out part of the training frames, a fraction in (0, 1) (rounded half up, at least one
+    sample) or a count (an integer >= 1); at least one frame must be left to train on.
+    """
 
     batch: int = 8
     crop: tuple[int, int] = (64, 64)
@@ -61,6 +73,7 @@ class TrainSettings:
     lr_patience: int = 10
     log_every: int = 10
     seed: int = 0
+    validation: float | int = 0.1
 
     @classmethod
     def from_config(cls, block: Mapping) -> TrainSettings:
@@ -71,16 +84,48 @@ class TrainSettings:
             raise ValueError(f"crop {list(settings.crop)}: give [height, width], each a positive multiple of {ALIGN}")
         if settings.steps is None and settings.epochs is None:
             raise ValueError("set steps or epochs")
+        v = settings.validation
+        if isinstance(v, bool) or not isinstance(v, int | float) or not (0 < v < 1 or (v >= 1 and v == int(v))):
+            raise ValueError(f"validation {v!r}: give a fraction in (0, 1) or a whole count >= 1 of held-out samples")
         return settings
+
+    def validation_count(self, samples: int) -> int:
+        """How many of `samples` training frames are held out."""
+        v = self.validation
+        count = max(1, math.floor(v * samples + 0.5)) if 0 < v < 1 else int(v)
+        if samples - count < 1:
+            raise ValueError(
+                f"validation {v!r} holds out {count} of {samples} training samples and leaves none to train on"
+            )
+        return count
+
+    def steps_per_epoch(self, samples: int) -> int:
+        """Steps of one epoch over `samples` training frames (the frames left after the held-out ones)."""
+        return math.ceil(samples / self.batch)
 
     def total_steps(self, samples: int) -> int:
         if self.steps is not None:
             return int(self.steps)
-        return int(self.epochs) * math.ceil(samples / self.batch)
+        return int(self.epochs) * self.steps_per_epoch(samples)
+
+
+def centre_padding(height: int, width: int, align: int = ALIGN) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) zero padding that centres a height x width frame in the next multiples of
+    `align`, as CompressAI's `compute_padding`: top = (H' - h) // 2, the odd pixel at the bottom (likewise left)."""
+    ph, pw = -height % align, -width % align
+    return ph // 2, ph - ph // 2, pw // 2, pw - pw // 2
+
+
+def pad_centred(frame: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The frame zero-padded, centred, to at least `shape` (a frame already as large in a dimension keeps it)."""
+    h, w = frame.shape
+    ph, pw = max(shape[0] - h, 0), max(shape[1] - w, 0)
+    return np.pad(frame, ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2)), mode="constant", constant_values=0)
 
 
 class CropSampler:
-    """Random crops of packed, normalized frames; frames smaller than the crop are padded by edge replication.
+    """Random crops of packed, normalized frames; frames smaller than the crop are zero-padded, centred, first
+    (as frames are padded for coding).
 
     Sample order follows shuffled epochs (every sample once before any sample twice), `batch` at a time.
     """
@@ -95,10 +140,8 @@ class CropSampler:
 
     def _crop(self, frame: np.ndarray) -> np.ndarray:
         ch, cw = self.crop
+        frame = pad_centred(frame, (ch, cw))
         h, w = frame.shape
-        if h < ch or w < cw:
-            frame = np.pad(frame, ((0, max(ch - h, 0)), (0, max(cw - w, 0))), mode="edge")
-            h, w = frame.shape
         y = int(self.rng.integers(0, h - ch + 1))
         x = int(self.rng.integers(0, w - cw + 1))
         return frame[y : y + ch, x : x + cw]
@@ -122,6 +165,30 @@ def rd_loss(net, x: torch.Tensor, lam: float) -> dict[str, torch.Tensor]:
     return {"loss": lam * 255**2 * mse + bpfp, "mse": mse, "bpfp": bpfp}
 
 
+def validation_crops(frames: Sequence[np.ndarray], crop: tuple[int, int], seed: int) -> torch.Tensor:
+    """One fixed crop per held-out frame (drawn once from a seeded generator, the same every epoch; frames
+    smaller than the crop zero-padded, centred): V x 1 x H x W."""
+    sampler = CropSampler(frames, crop, seed + 1)
+    return torch.from_numpy(np.stack([sampler._crop(f) for f in frames]).astype(np.float32)).unsqueeze(1)
+
+
+def evaluate(net, crops: torch.Tensor, lam: float, batch: int, device: str = "cpu") -> dict[str, float]:
+    """Mean loss terms over the crops, without gradient and in eval mode (rounded latents, as the reference's
+    test epoch); the network is put back into training mode."""
+    net.eval()
+    sums: dict[str, float] = {}
+    try:
+        with torch.no_grad():
+            for start in range(0, crops.shape[0], batch):
+                x = crops[start : start + batch].to(device)
+                terms = rd_loss(net, x, lam) | {"aux": net.aux_loss()}
+                for k, v in terms.items():
+                    sums[k] = sums.get(k, 0.0) + float(v) * x.shape[0]
+    finally:
+        net.train()
+    return {k: v / crops.shape[0] for k, v in sums.items()}
+
+
 def _optimizers(net, settings: TrainSettings):
     params = {n: p for n, p in net.named_parameters() if p.requires_grad}
     main = [p for n, p in params.items() if not n.endswith(".quantiles")]
@@ -142,19 +209,35 @@ def train(
 ) -> dict:
     """Train a model at rate-distortion trade-off `lam` on random crops of `frames`; save the updated model.
 
-    Writes the checkpoint (state dict after `update()`, sizes, lambda, provenance) and a CSV loss log, each
-    atomically. Returns the last logged row.
+    A seeded `settings.validation` share of the frames is held out; after every epoch (ceil(training frames /
+    batch) steps; the last one may be shorter when `steps` is not a whole number of epochs) their fixed crops
+    are evaluated and that loss steps ReduceLROnPlateau, once per epoch. Writes the checkpoint (state dict after
+    `update()`, sizes, lambda, split, provenance; no timings) and a CSV loss log (`split` train: means over
+    `log_every` steps; validation: one row per epoch), each atomically. Returns the last validation row.
     """
     torch.manual_seed(settings.seed)
     net = build_model(N, M, settings.seed).to(device)
     net.train()
-    sampler = CropSampler(frames, settings.crop, settings.seed)
+    order = np.random.default_rng(settings.seed).permutation(len(frames))
+    held = sorted(int(i) for i in order[: settings.validation_count(len(frames))])
+    kept = [i for i in range(len(frames)) if i not in set(held)]
+    sampler = CropSampler([frames[i] for i in kept], settings.crop, settings.seed)
+    crops = validation_crops([frames[i] for i in held], settings.crop, settings.seed)
     optimizer, aux_optimizer = _optimizers(net, settings)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, patience=settings.lr_patience)
-    steps = settings.total_steps(len(frames))
+    steps = settings.total_steps(len(kept))
+    per_epoch = settings.steps_per_epoch(len(kept))
+    log.info("%d training and %d held-out frames; %d steps, %d per epoch", len(kept), len(held), steps, per_epoch)
     rows: list[dict] = []
     window: list[dict[str, float]] = []
     start = time.perf_counter()
+
+    def add_row(split: str, step: int, terms: Mapping[str, float], lr: float) -> dict:
+        row = {"split": split, "step": step, "epoch": math.ceil(step / per_epoch), **terms, "lr": lr,
+               "seconds": round(time.perf_counter() - start, 2)}  # fmt: skip
+        rows.append(row)
+        return row
+
     for step in range(1, steps + 1):
         x = sampler.batch(settings.batch).to(device)
         optimizer.zero_grad()
@@ -170,21 +253,23 @@ def train(
         window.append({k: float(v.detach()) for k, v in terms.items()} | {"aux": float(aux.detach())})
         if not math.isfinite(window[-1]["loss"]):
             raise FloatingPointError(f"training diverged at step {step}: loss {window[-1]['loss']}")
+        lr = optimizer.param_groups[0]["lr"]
         if step % settings.log_every == 0 or step == steps:
-            row = {"step": step, **{k: float(np.mean([w[k] for w in window])) for k in window[0]}}
-            row["lr"] = optimizer.param_groups[0]["lr"]
-            row["seconds"] = round(time.perf_counter() - start, 2)
-            rows.append(row)
-            scheduler.step(row["loss"])
+            row = add_row("train", step, {k: float(np.mean([w[k] for w in window])) for k in window[0]}, lr)
             window = []
             log.info("step %d/%d loss %.4f mse %.3g bpfp %.4f aux %.2f", step, steps, row["loss"], row["mse"],
                      row["bpfp"], row["aux"])  # fmt: skip
+        if step % per_epoch == 0 or step == steps:
+            held_out = add_row("validation", step, evaluate(net, crops, lam, settings.batch, device), lr)
+            scheduler.step(held_out["loss"])
+            log.info("epoch %d: held-out loss %.4f (lr %.3g)", held_out["epoch"], held_out["loss"], lr)
     net = net.cpu().eval()
     net.update(force=True)
     with atomic_path(loss_log) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=["split", "step", "epoch", "loss", "mse", "bpfp", "aux", "lr", "seconds"])
         writer.writeheader()
         writer.writerows(rows)
+    final = {k: v for k, v in held_out.items() if k != "seconds"}  # no timings: the file's digest identifies it
     record = {
         "format": CHECKPOINT_FORMAT,
         "state_dict": net.state_dict(),
@@ -192,14 +277,16 @@ def train(
         "M": int(M),
         "lambda": float(lam),
         "steps": steps,
-        "train_samples": len(frames),
+        "epochs": math.ceil(steps / per_epoch),
+        "train_samples": len(kept),
+        "validation_samples": held,
         "settings": asdict(settings),
-        "final": rows[-1],
+        "final": final,
         **dict(provenance or {}),
     }
     with atomic_path(checkpoint) as tmp:
         torch.save(record, tmp)
-    return rows[-1]
+    return held_out
 
 
 def plot_loss(loss_log: str | Path, png: str | Path, title: str) -> None:
@@ -213,12 +300,15 @@ def plot_loss(loss_log: str | Path, png: str | Path, title: str) -> None:
     table = pd.read_csv(loss_log)
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
     labels = ("loss", "estimated BPFP", "MSE (normalized)")
+    splits = table.groupby("split") if "split" in table else [("train", table)]
     for ax, column, label in zip(axes, ("loss", "bpfp", "mse"), labels, strict=True):
-        ax.plot(table["step"], table[column])
+        for split, part in splits:
+            ax.plot(part["step"], part[column], label=split)
         ax.set_xlabel("step")
         ax.set_ylabel(label)
         if column == "mse":
             ax.set_yscale("log")
+    axes[0].legend()
     fig.suptitle(title)
     fig.tight_layout()
     with atomic_path(png) as tmp:
@@ -244,17 +334,27 @@ def load_model(checkpoint: str | Path):
 
 
 def pad_to(frame: np.ndarray, align: int = ALIGN) -> np.ndarray:
-    h, w = frame.shape
-    return np.pad(frame, ((0, -h % align), (0, -w % align)), mode="edge")
+    """The frame zero-padded, centred, to multiples of `align` (see `centre_padding`)."""
+    top, bottom, left, right = centre_padding(*frame.shape, align)
+    return np.pad(frame, ((top, bottom), (left, right)), mode="constant", constant_values=0)
+
+
+def crop_window(x_hat: torch.Tensor, frame_shape: tuple[int, int]) -> np.ndarray:
+    """The frame's window (2-D float32) of a 1 x 1 x H' x W' network output of its centred, padded input."""
+    h, w = frame_shape
+    top, _, left, _ = centre_padding(h, w)
+    if tuple(x_hat.shape[-2:]) != (h + -h % ALIGN, w + -w % ALIGN):
+        raise ValueError(f"a {tuple(x_hat.shape[-2:])} reconstruction does not hold a {h} x {w} frame")
+    return x_hat[0, 0, top : top + h, left : left + w].cpu().numpy().astype(np.float32)
 
 
 def _network_input(frame: np.ndarray) -> torch.Tensor:
-    """1 x 1 x H' x W' float32 tensor of the frame padded to multiples of 64."""
+    """1 x 1 x H' x W' float32 tensor of the frame zero-padded, centred, to multiples of 64."""
     return torch.from_numpy(np.ascontiguousarray(pad_to(frame), dtype=np.float32))[None, None]
 
 
 def compress(net, frame: np.ndarray) -> bytes:
-    """The bitstream of one normalized frame (2-D float32); the frame is padded to multiples of 64."""
+    """The bitstream of one normalized frame (2-D float32), zero-padded, centred, to multiples of 64."""
     x = _network_input(frame)
     with torch.no_grad():
         out = net.compress(x)
@@ -275,7 +375,7 @@ def decompress(net, data: bytes, frame_shape: tuple[int, int]) -> np.ndarray:
     shape = (-(-h // ALIGN), -(-w // ALIGN))  # the hyperprior latent z: one sample per 64 x 64 block
     with torch.no_grad():
         x_hat = net.decompress([[y], [z]], shape)["x_hat"]
-    return x_hat[0, 0, :h, :w].numpy().astype(np.float32)
+    return crop_window(x_hat, (h, w))
 
 
 def reconstruct(net, frame: np.ndarray) -> np.ndarray:
@@ -283,8 +383,7 @@ def reconstruct(net, frame: np.ndarray) -> np.ndarray:
     and cropped: what `decompress(compress(frame))` must reproduce."""
     with torch.no_grad():
         x_hat = net(_network_input(frame))["x_hat"].clamp(0, 1)
-    h, w = frame.shape
-    return x_hat[0, 0, :h, :w].numpy()
+    return crop_window(x_hat, frame.shape)
 
 
 def training_frames(features: str | Path, task: str, truncation) -> list[np.ndarray]:

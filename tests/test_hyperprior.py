@@ -50,11 +50,16 @@ def test_the_network_takes_and_gives_one_channel():
 def test_training_writes_checkpoint_and_loss_log(trained):
     frames, models, folder = trained
     log = pd.read_csv(folder / "0.05.csv")
-    assert list(log["step"]) == [10, 20, 30]
-    assert {"loss", "mse", "bpfp", "aux", "lr"} <= set(log.columns)
+    train, held_out = log[log["split"] == "train"], log[log["split"] == "validation"]
+    assert list(train["step"]) == [10, 20, 30]
+    # 3 frames: 1 held out (10 %, at least one), 2 to train on at batch 4: an epoch is 1 step.
+    assert list(held_out["step"]) == list(range(1, 31)) and list(held_out["epoch"]) == list(range(1, 31))
+    assert {"loss", "mse", "bpfp", "aux", "lr", "epoch"} <= set(log.columns)
     assert np.isfinite(log[["loss", "mse", "bpfp"]].to_numpy()).all()
     net, record = hp.load_model(models[0.05])
     assert (record["N"], record["M"], record["lambda"], record["steps"], record["task"]) == (16, 24, 0.05, 30, "test")
+    assert (record["epochs"], record["train_samples"], len(record["validation_samples"])) == (30, 2, 1)
+    assert "seconds" not in record["final"] and record["final"]["loss"] == pytest.approx(held_out["loss"].iloc[-1])
     hp.plot_loss(folder / "0.05.csv", folder / "curve.png", "test")
     assert (folder / "curve.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -101,11 +106,116 @@ def test_training_settings_are_checked():
 
 
 def test_crops_pad_small_frames_and_visit_every_sample():
-    frames = [np.full((20, 30), i, np.float32) for i in range(5)]
+    frames = [np.full((20, 30), i + 1, np.float32) for i in range(5)]
     sampler = hp.CropSampler(frames, (64, 64), seed=0)
     batch = sampler.batch(5)
     assert batch.shape == (5, 1, 64, 64)
-    assert sorted(float(b.max()) for b in batch) == [0, 1, 2, 3, 4]  # one epoch: every sample once
+    assert sorted(float(b.max()) for b in batch) == [1, 2, 3, 4, 5]  # one epoch: every sample once
+    # A 20 x 30 frame in a 64 x 64 crop: zero-padded, centred (22 rows above, 22 below; 17 columns each side).
+    expected = np.zeros((64, 64), np.float32)
+    expected[22:42, 17:47] = 1.0
+    np.testing.assert_array_equal((batch[:, 0] > 0).numpy(), np.broadcast_to(expected > 0, (5, 64, 64)))
+
+
+def test_coding_input_is_a_centred_zero_pad_to_multiples_of_64():
+    rng = np.random.default_rng(0)
+    frame = rng.uniform(0.1, 1.0, (37, 130)).astype(np.float32)
+    # 37 x 130 -> 64 x 192: 27 rows of padding, 13 on top and 14 below; 62 columns, 31 on each side.
+    assert hp.centre_padding(37, 130) == (13, 14, 31, 31)
+    expected = np.zeros((64, 192), np.float32)
+    expected[13:50, 31:161] = frame
+    x = hp._network_input(frame)
+    assert x.shape == (1, 1, 64, 192) and x.dtype == torch.float32
+    np.testing.assert_array_equal(x[0, 0].numpy(), expected)
+    # Already aligned: untouched.
+    aligned = rng.uniform(size=(64, 128)).astype(np.float32)
+    np.testing.assert_array_equal(hp._network_input(aligned)[0, 0].numpy(), aligned)
+    assert hp.centre_padding(257, 1536) == (31, 32, 0, 0)  # a cls frame: 320 x 1536
+
+
+def test_decoding_crops_the_centred_window():
+    """decompress hands back the frame's window of the decoded padded frame, not its top-left corner."""
+
+    class FakeNet:
+        def __init__(self):
+            self.shapes = []
+
+        def decompress(self, strings, shape):
+            self.shapes.append(shape)
+            return {"x_hat": torch.arange(64 * 192, dtype=torch.float32).reshape(1, 1, 64, 192)}
+
+    net = FakeNet()
+    data = hp.HEADER.pack(2) + b"zz" + b"yyy"
+    decoded = hp.decompress(net, data, (37, 130))
+    full = np.arange(64 * 192, dtype=np.float32).reshape(64, 192)
+    np.testing.assert_array_equal(decoded, full[13:50, 31:161])
+    assert net.shapes == [(1, 3)]  # z: one sample per 64 x 64 block of the padded frame
+    with pytest.raises(ValueError, match="does not hold"):
+        hp.decompress(net, data, (70, 130))
+
+
+def test_validation_split_sizes():
+    settings = hp.TrainSettings(steps=1)
+    assert [settings.validation_count(n) for n in (2, 8, 15, 20, 100)] == [1, 1, 2, 2, 10]  # 10 %, half up, >= 1
+    assert hp.TrainSettings(steps=1, validation=3).validation_count(10) == 3
+    with pytest.raises(ValueError, match="leaves none"):
+        hp.TrainSettings(steps=1, validation=3).validation_count(3)
+    with pytest.raises(ValueError, match="leaves none"):
+        settings.validation_count(1)
+    for bad in (0, 1.5, -0.1, True):
+        with pytest.raises(ValueError, match="validation"):
+            hp.TrainSettings.from_config({"steps": 1, "crop": [64, 64], "validation": bad})
+
+
+def test_scheduler_steps_once_per_epoch_on_the_held_out_loss(tmp_path, monkeypatch):
+    """5 frames, 1 held out, 4 to train on at batch 2: an epoch is 2 steps; 9 steps are 5 epochs (the last one
+    step long). The scheduler must get exactly those 5 steps, each with that epoch's held-out loss."""
+    calls = []
+
+    class Recording(torch.optim.lr_scheduler.ReduceLROnPlateau):
+        def step(self, metrics, *args, **kwargs):
+            calls.append(float(metrics))
+            return super().step(metrics, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.lr_scheduler, "ReduceLROnPlateau", Recording)
+    frames = smooth_frames(5, shape=(64, 96), seed=4)
+    settings = hp.TrainSettings(batch=2, crop=(64, 64), steps=9, lr=2e-3, lr_patience=0, log_every=3, seed=1,
+                                validation=0.2)  # fmt: skip
+    hp.train(frames, 0.01, 8, 12, settings, tmp_path / "m.pt", tmp_path / "loss.csv")
+    log = pd.read_csv(tmp_path / "loss.csv")
+    held_out = log[log["split"] == "validation"]
+    assert list(held_out["step"]) == [2, 4, 6, 8, 9] and list(held_out["epoch"]) == [1, 2, 3, 4, 5]
+    assert list(log[log["split"] == "train"]["step"]) == [3, 6, 9]
+    assert calls == pytest.approx(list(held_out["loss"]), rel=1e-12)
+    # The learning rates logged per epoch are those a fresh scheduler gives on the same held-out losses.
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.Adam([param], lr=2e-3)
+    reference = Recording.__mro__[1](optimizer, patience=0)  # torch's own class
+    expected = []
+    for loss in held_out["loss"]:
+        expected.append(optimizer.param_groups[0]["lr"])
+        reference.step(loss)
+    assert list(held_out["lr"]) == pytest.approx(expected, rel=1e-12)
+    assert len(set(expected)) > 1  # patience 0 on 5 noisy epochs: the rate was reduced at least once
+    # The last held-out loss, by hand: the final model in eval mode on the fixed crop of the held-out frame.
+    net, record = hp.load_model(tmp_path / "m.pt")
+    assert len(record["validation_samples"]) == 1 and record["train_samples"] == 4
+    crops = hp.validation_crops([frames[i] for i in record["validation_samples"]], (64, 64), 1)
+    assert crops.shape == (1, 1, 64, 64)
+    with torch.no_grad():
+        out = net(crops)
+    mse = float(torch.mean((out["x_hat"] - crops) ** 2))
+    bits = sum(float(-torch.log2(v).sum()) for v in out["likelihoods"].values())
+    assert held_out["loss"].iloc[-1] == pytest.approx(0.01 * 255**2 * mse + bits / crops.numel(), rel=1e-5)
+
+
+def test_epochs_mode_validates_after_each_epoch(tmp_path):
+    frames = smooth_frames(5, shape=(64, 64), seed=5)
+    settings = hp.TrainSettings(batch=2, crop=(64, 64), epochs=3, lr=2e-3, log_every=100, validation=1)
+    hp.train(frames, 0.01, 8, 12, settings, tmp_path / "m.pt", tmp_path / "loss.csv")
+    log = pd.read_csv(tmp_path / "loss.csv")
+    assert list(log[log["split"] == "validation"]["step"]) == [2, 4, 6]  # 4 training frames, batch 2
+    assert list(log[log["split"] == "train"]["step"]) == [6]
 
 
 def test_a_broken_checkpoint_is_named(tmp_path):

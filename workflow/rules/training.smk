@@ -41,7 +41,8 @@ use rule extract as extract_train with:
 
 
 rule train_hyperprior:
-    """Train the Hyperprior at one lambda on random crops of a task's training features (GPU when there is one)."""
+    """Train the Hyperprior at one lambda on random crops of a task's training features (GPU when there is one);
+    a held-out share of them (training.validation) steps the learning-rate schedule once per epoch."""
     input:
         features=f"{RESULTS}/{{task}}/train/features.zarr",
     output:

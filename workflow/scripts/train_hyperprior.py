@@ -27,4 +27,4 @@ final = train(
     device=device,
     provenance=provenance,
 )
-log.info("trained in %.1f s; last logged step: %s", time.perf_counter() - start, final)
+log.info("trained in %.1f s; last held-out evaluation: %s", time.perf_counter() - start, final)
