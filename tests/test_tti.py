@@ -5,7 +5,6 @@ the uncompressed latents."""
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pandas as pd
@@ -16,7 +15,6 @@ from lamofc_lib.metrics import fid
 from lamofc_lib.sources import COLUMNS, SourceError
 from lamofc_lib.store import FeatureStore
 from lamofc_lib.tasks.tti import (
-    GENERATION,
     TextToImageTask,
     coco_captions_manifest,
     decode_latent,
@@ -57,23 +55,28 @@ DEMO = {"random_init": {"seed": 0, "height": 128, "width": 128, "steps": 6}}
 
 
 def test_generation_defaults_are_the_benchmark_settings():
-    assert (
-        generation_settings({})
-        == GENERATION
-        == {
-            "steps": 28,
-            "guidance_scale": 7.0,
-            "height": 1024,
-            "width": 1024,
-            "negative_prompt": "",
-            "generation_seed": 3407,
-            "max_sequence_length": 256,
-        }
-    )
+    """The paper's and the reference's values (28 steps, guidance 7.0, 1024 x 1024, negative prompt "", seed 3407,
+    batches of 16, the global seed set once)."""
+    settings = generation_settings({})
+    assert (settings["steps"], settings["guidance_scale"]) == (28, 7.0)
+    assert (settings["height"], settings["width"]) == (1024, 1024)
+    assert (settings["negative_prompt"], settings["generation_seed"]) == ("", 3407)
+    assert (settings["generation_batch"], settings["seeding"]) == (16, "global_once")
     assert generation_settings({"random_init": {"height": 256, "steps": 4}})["height"] == 256
     assert generation_settings({"id": "x", "guidance_scale": 5.0})["guidance_scale"] == 5.0
+    assert generation_settings({"id": "x", "seeding": "per_prompt", "generation_batch": 2})["generation_batch"] == 2
     with pytest.raises(ValueError, match="height must be a positive multiple of 16"):
         generation_settings({"random_init": {"height": 100}})
+    with pytest.raises(ValueError, match="generation_batch must be a positive integer"):
+        generation_settings({"generation_batch": 0})
+    with pytest.raises(ValueError, match="seeding must be one of"):
+        generation_settings({"seeding": "per_batch"})
+
+
+def test_reference_stem_is_the_coco_file_name():
+    task = TextToImageTask()
+    assert task.reference_stem("397133") == "COCO_val2017_000000397133"
+    assert task.reference_stem("5") == "COCO_val2017_000000000005"
 
 
 def test_sd3_medium_vae_maps_a_128x128_latent_to_a_1024x1024_image():
@@ -113,57 +116,153 @@ def test_sd3_medium_vae_decodes_a_latent_through_the_head_file(tmp_path):
     assert torch.equal(image, expected)
 
 
+def manifest_of(prompts) -> pd.DataFrame:
+    ids = [str(397133 + i) for i in range(len(prompts))]
+    return pd.DataFrame({"sample_id": ids, "source": "coco.json", "label": "", "text": prompts}, columns=COLUMNS)
+
+
+def reference_generation(prompts, model=DEMO, batch=16, output_type="latent"):
+    """The reference's loop (machines/sd3/sd3.py), written out: the global seed 3407 once, then the pipeline on
+    consecutive slices of `batch` prompts with no generator."""
+    pipe = load_sd3(model, "cpu")
+    torch.manual_seed(3407)
+    out = []
+    for start in range(0, len(prompts), batch):
+        with torch.no_grad():
+            result = pipe(prompt=prompts[start : start + batch], negative_prompt="", num_inference_steps=6,
+                          guidance_scale=7.0, height=128, width=128, output_type=output_type)  # fmt: skip
+        out.extend(result.images[i] for i in range(len(result.images)))
+    return out
+
+
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("tti")
-    manifest = pd.DataFrame(
-        {"sample_id": ["1", "2", "3", "4"], "source": "coco.json", "label": "", "text": PROMPTS}, columns=COLUMNS
-    )
+    manifest = manifest_of(PROMPTS)
     task = TextToImageTask(device="cpu")
-    start = time.perf_counter()
-    task.extract(manifest, DEMO, None, {"checkpoint": None}, tmp / "f.zarr", tmp / "head.pt")
-    seconds = time.perf_counter() - start
-    return manifest, task, FeatureStore(tmp / "f.zarr"), tmp / "head.pt", seconds, tmp
+    task.write_head(DEMO, None, {"checkpoint": None}, tmp / "head.pt")
+    task.extract(manifest, DEMO, None, tmp / "f.zarr")
+    return manifest, task, FeatureStore(tmp / "f.zarr"), tmp / "head.pt", tmp
 
 
 def test_demo_extract_writes_latents_of_the_declared_shape_and_a_safe_head(demo_run):
-    _, _, store, head, seconds, _ = demo_run
+    manifest, task, store, head, _ = demo_run
     assert store.shapes == [(1, 16, 16, 16)] * 4  # 1 x 16 x H/8 x W/8 at 128 x 128
-    assert store.attrs["extraction"]["steps"] == 6 and store.attrs["extraction"]["generation_seed"] == 3407
+    assert store.dtype == np.float32 and store.attrs["dtype"] == "float32"  # a float32 model
+    extraction = store.attrs["extraction"]
+    assert extraction["steps"] == 6 and extraction["generation_seed"] == 3407
+    assert (extraction["generation_batch"], extraction["seeding"], extraction["device"]) == (16, "global_once", "cpu")
+    layout = task.layout(manifest, DEMO, None)
+    assert (layout.shapes, layout.dtype) == (store.shapes, "float32")
+    assert {**layout.attrs, "sample_ids": store.sample_ids, "shapes": [[1, 16, 16, 16]] * 4, "dtype": "float32",
+            "extraction": {**layout.attrs["extraction"], "device": "cpu"}} == store.attrs  # fmt: skip
     latents = [store.read(i) for i in range(4)]
     assert all(np.isfinite(x).all() and x.std() > 0.1 for x in latents)
-    # One generator seeded per prompt: the same prompt gives the same latent wherever it is in the manifest.
-    np.testing.assert_array_equal(latents[0], latents[3])
-    assert not np.array_equal(latents[0], latents[1])
+    # Noise from the global RNG, one draw for the batch: the same prompt at positions 0 and 3 gets other noise.
+    assert not np.array_equal(latents[0], latents[3])
     state = torch.load(head, map_location="cpu", weights_only=True)
     assert {"vae_config", "state_dict", "scaling_factor", "shift_factor"} <= set(state)
     assert state["scaling_factor"] == pytest.approx(1.5305) and state["shift_factor"] == pytest.approx(0.0609)
     assert state["vae_config"]["latent_channels"] == 16 and len(state["vae_config"]["block_out_channels"]) == 4
     assert state["state_dict"] and all(k.startswith("decoder.") for k in state["state_dict"])  # no encoder
-    assert seconds < 60
+    assert state["latent_shape"] == [1, 16, 16, 16]
+
+
+def test_demo_latents_are_the_reference_loop_s(demo_run):
+    """The stored latents are those of the reference's procedure: seed once, one pipeline call on all prompts."""
+    manifest, _, store, _, _ = demo_run
+    expected = reference_generation(list(manifest["text"]))
+    for i, latent in enumerate(expected):
+        np.testing.assert_array_equal(store.read(i)[0], latent.numpy())
+
+
+def test_the_global_seed_is_set_once_and_each_batch_draws_on(tmp_path, monkeypatch):
+    """The noise each batch starts from, recorded in the pipeline: with batches of 2, the first is the first draw
+    of torch's global RNG after torch.manual_seed(3407) and the second the next draw (not a reseed)."""
+    from diffusers import StableDiffusion3Pipeline
+
+    noise = []
+    original = StableDiffusion3Pipeline.prepare_latents
+
+    def recording(self, *args, **kwargs):
+        latents = original(self, *args, **kwargs)
+        noise.append(latents.clone())
+        return latents
+
+    monkeypatch.setattr(StableDiffusion3Pipeline, "prepare_latents", recording)
+    model = {**DEMO, "generation_batch": 2}
+    task = TextToImageTask(device="cpu")
+    task.extract(manifest_of(PROMPTS[:3]), model, None, tmp_path / "f.zarr")
+    assert [tuple(n.shape) for n in noise] == [(2, 16, 16, 16), (1, 16, 16, 16)]
+    torch.manual_seed(3407)
+    first, second = torch.randn(2, 16, 16, 16), torch.randn(1, 16, 16, 16)
+    assert torch.equal(noise[0], first) and torch.equal(noise[1], second)
+    assert FeatureStore(tmp_path / "f.zarr").attrs["extraction"]["generation_batch"] == 2
+
+    noise.clear()
+    task.extract(manifest_of(PROMPTS[:3]), {**model, "seeding": "per_prompt"}, None, tmp_path / "p.zarr")
+    own = torch.randn(16, 16, 16, generator=torch.Generator("cpu").manual_seed(3407))
+    assert all(torch.equal(n[i], own) for n in noise for i in range(len(n)))
+
+
+def test_per_prompt_seeding_gives_a_prompt_the_same_latent_anywhere(tmp_path):
+    task = TextToImageTask(device="cpu")
+    task.extract(manifest_of(PROMPTS), {**DEMO, "seeding": "per_prompt", "generation_batch": 3}, None, tmp_path / "f")
+    store = FeatureStore(tmp_path / "f")
+    assert store.attrs["extraction"]["noise"] == "a torch CPU generator per prompt, seeded with generation_seed"
+    latents = [store.read(i) for i in range(4)]
+    # positions 0 (first batch) and 3 (second batch): same prompt, same noise, same latent up to batched numerics
+    np.testing.assert_allclose(latents[0], latents[3], rtol=0, atol=1e-5)
+    assert not np.allclose(latents[0], latents[1], atol=1e-2)
+
+
+def test_fp16_model_stores_its_fp16_latents(tmp_path):
+    """A float16 pipeline's latents are stored as float16, exactly as the pipeline returns them (no widening)."""
+    model = {**DEMO, "dtype": "float16"}
+    task = TextToImageTask(device="cpu")
+    manifest = manifest_of(PROMPTS[:2])
+    assert task.layout(manifest, model, None).dtype == "float16"
+    task.extract(manifest, model, None, tmp_path / "f.zarr")
+    store = FeatureStore(tmp_path / "f.zarr")
+    assert store.dtype == np.float16 and store.attrs["dtype"] == "float16"
+    assert store.attrs["extraction"]["dtype"] == "float16"
+    expected = reference_generation(PROMPTS[:2], model)
+    assert all(latent.dtype == torch.float16 for latent in expected)
+    for i, latent in enumerate(expected):
+        np.testing.assert_array_equal(store.read(i)[0].view(np.uint16), latent.numpy().view(np.uint16))
+
+
+def test_layout_of_a_hub_style_folder_reads_the_vae_config_only(tmp_path):
+    """For a model folder (or hub id) the layout comes from vae/config.json: no weights are needed."""
+    (tmp_path / "sd3" / "vae").mkdir(parents=True)
+    config = {"_class_name": "AutoencoderKL", **SD3_MEDIUM_VAE}
+    (tmp_path / "sd3" / "vae" / "config.json").write_text(json.dumps(config))
+    task = TextToImageTask()
+    manifest = manifest_of(PROMPTS[:3])
+    layout = task.layout(manifest, {"id": str(tmp_path / "sd3"), "dtype": "float16"}, None)
+    assert layout.shapes == [(1, 16, 128, 128)] * 3 and layout.dtype == "float16"
+    assert layout.attrs["extraction"]["height"] == 1024 and layout.attrs["extraction"]["seeding"] == "global_once"
+    wide = task.layout(manifest, {"id": str(tmp_path / "sd3"), "dtype": "float32", "height": 512}, None)
+    assert wide.shapes == [(1, 16, 64, 128)] * 3 and wide.dtype == "float32"
+    assert task.layout(manifest, {"dtype": "bfloat16", "random_init": {"seed": 0}}, None).dtype == "float32"
 
 
 def test_features_are_the_latent_before_scaling_and_shift(demo_run):
-    """Decoding the stored latent with the head file gives exactly the image the SD3 pipeline itself outputs."""
-    manifest, _, store, head, _, _ = demo_run
-    pipe = load_sd3(DEMO, "cpu")
-    settings = generation_settings(DEMO)
-    generator = torch.Generator("cpu").manual_seed(3407)
-    with torch.no_grad():
-        image = pipe(prompt=manifest["text"][1], negative_prompt="", num_inference_steps=6, guidance_scale=7.0,
-                     height=128, width=128, generator=generator, output_type="np").images  # fmt: skip
-    assert settings["guidance_scale"] == 7.0
-    expected = (image * 255).round().astype(np.uint8)[0]
+    """Decoding the stored latents with the head file gives exactly the images the SD3 pipeline itself outputs
+    (decoded as one batch, as the pipeline does: batched convolutions may differ in the last bit)."""
+    manifest, _, store, head, _ = demo_run
+    images = np.stack(reference_generation(list(manifest["text"]), output_type="np"))
+    expected = (images * 255).round().astype(np.uint8)
     vae, scaling, shift = load_vae_decoder(head)
-    latent = torch.from_numpy(store.read(1))
-    ours = decode_latent(vae, latent, scaling, shift)[0].permute(1, 2, 0).numpy()
+    latents = torch.from_numpy(np.concatenate([store.read(i) for i in range(len(store))]))
+    ours = decode_latent(vae, latents, scaling, shift).permute(0, 2, 3, 1).numpy()
     np.testing.assert_array_equal(ours, expected)
     # Feeding the latent to the decoder without / scaling_factor + shift_factor would give another image.
-    assert not np.array_equal(decode_latent(vae, latent, 1.0, 0.0)[0].permute(1, 2, 0).numpy(), expected)
+    assert not np.array_equal(decode_latent(vae, latents, 1.0, 0.0).permute(0, 2, 3, 1).numpy(), expected)
 
 
 def test_fid_is_zero_against_itself_and_positive_for_perturbed_latents(demo_run):
-    _, task, store, head, _, tmp = demo_run
+    _, task, store, head, tmp = demo_run
     reference = task.outputs(head, (store.read(i) for i in range(len(store))), save_images=tmp / "images")
     assert len(reference) == 4
     assert all(a.shape == (2048,) and a.dtype == np.float64 for a in reference)
@@ -193,15 +292,19 @@ def test_tti_has_no_ground_truth():
 
 
 def test_missing_model_folder_fails_before_any_work(tmp_path):
-    manifest = pd.DataFrame({"sample_id": ["1"], "source": "c.json", "label": "", "text": ["a cat"]}, columns=COLUMNS)
+    manifest = manifest_of(["a cat"])
     task = TextToImageTask()
-    missing = tmp_path / "no-such-sd3"
-    start = time.perf_counter()
-    with pytest.raises(FileNotFoundError, match="no-such-sd3"):
-        task.extract(manifest, {"id": str(missing), "dtype": "float16"}, None, {}, tmp_path / "f.zarr", tmp_path / "h")
-    assert time.perf_counter() - start < 5
+    missing = {"id": str(tmp_path / "no-such-sd3"), "dtype": "float16"}
+    calls = (
+        lambda: task.layout(manifest, missing, None),
+        lambda: task.write_head(missing, None, {}, tmp_path / "h"),
+        lambda: task.extract(manifest, missing, None, tmp_path / "f.zarr"),
+    )
+    for call in calls:
+        with pytest.raises(FileNotFoundError, match="no-such-sd3"):
+            call()
     with pytest.raises(ValueError, match="head.checkpoint"):
-        task.extract(manifest, {"id": str(missing)}, None, {"checkpoint": "x.pth"}, tmp_path / "f.zarr", tmp_path / "h")
+        task.write_head(missing, None, {"checkpoint": "x.pth"}, tmp_path / "h")
     assert not (tmp_path / "f.zarr").exists() and not (tmp_path / "h").exists()
 
 

@@ -2,8 +2,15 @@
 
 Split: the latent that enters the VAE decoder, i.e. the final latent of the denoising loop BEFORE
 `latent / scaling_factor + shift_factor`: 1 x 16 x H/8 x W/8 per prompt (1 x 16 x 128 x 128 at 1024 x 1024).
-Generation follows the benchmark: fp16, 28 steps, guidance 7.0, negative prompt "", seed 3407 (a CPU generator
-seeded per prompt, so every sample's noise is independent of the batch and the device).
+Generation follows the reference implementation: the pipeline in `model.dtype` (fp16 for the benchmark) on the
+run's device, 28 steps, guidance 7.0, negative prompt "", prompts in batches of 16 in manifest (caption file)
+order, and the global seed 3407 set ONCE per run (`torch.manual_seed` before the first batch; the pipeline gets
+no generator, so its noise comes from the global RNG of the device, one draw per batch). The latents are stored
+in the pipeline's dtype: float16 for an fp16 model (the reference saves fp16 `.npy` files), else float32.
+Because the noise of a batch is the next draw of the device's RNG, another batch size, another prompt count or
+order, or another device gives other latents (the reference warns about this too). `model.seeding: per_prompt`
+instead gives every prompt its own CPU generator seeded with the seed: noise independent of the batch, the other
+prompts and the device (demos, tests), but not the reference's latents.
 
 Head: the VAE decoder. The head file holds the decoder (and post_quant_conv, where the VAE has one) weights, the
 VAE config and its scaling and shift factors. Outputs: the decoded images' InceptionV3 pool3 activations; the
@@ -30,8 +37,7 @@ import pandas as pd
 import torch
 
 from lamofc_lib.sources import COLUMNS, SourceError
-from lamofc_lib.store import write_store
-from lamofc_lib.tasks.base import Task, load_head_file, model_source, torch_dtype
+from lamofc_lib.tasks.base import Extraction, Layout, Task, load_head_file, model_source, torch_dtype
 
 # The benchmark's generation settings; `model` or `model.random_init` may override any of them.
 GENERATION = {
@@ -42,6 +48,15 @@ GENERATION = {
     "negative_prompt": "",
     "generation_seed": 3407,
     "max_sequence_length": 256,
+    # Prompts per pipeline call. The reference keeps 16: another size gives other latents (see the module
+    # docstring), so change it only knowingly.
+    "generation_batch": 16,
+    # global_once: the reference's global seed, set once per run; per_prompt: a seeded CPU generator per prompt.
+    "seeding": "global_once",
+}
+SEEDING = {
+    "global_once": "torch.manual_seed(generation_seed) once before the first batch; the device's global RNG",
+    "per_prompt": "a torch CPU generator per prompt, seeded with generation_seed",
 }
 SD3_SCALING_FACTOR = 1.5305
 SD3_SHIFT_FACTOR = 0.0609
@@ -98,9 +113,19 @@ def generation_settings(model: Mapping) -> dict:
         value = settings[key]
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0 or value % 16:
             raise ValueError(f"tti {key} must be a positive multiple of 16 (VAE factor 8 x patch 2), got {value!r}")
-    if isinstance(settings["steps"], bool) or not isinstance(settings["steps"], int) or settings["steps"] < 1:
-        raise ValueError(f"tti steps must be a positive integer, got {settings['steps']!r}")
+    for key in ("steps", "generation_batch"):
+        value = settings[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"tti {key} must be a positive integer, got {value!r}")
+    if settings["seeding"] not in SEEDING:
+        raise ValueError(f"tti seeding must be one of {sorted(SEEDING)}, got {settings['seeding']!r}")
     return settings
+
+
+def feature_dtype(model: Mapping) -> str:
+    """The store dtype of the latents: float16 when the pipeline runs in fp16 (kept as produced), else float32
+    (bfloat16 latents are widened: NumPy has no bfloat16)."""
+    return "float16" if model.get("dtype", "float32") == "float16" else "float32"
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -128,6 +153,22 @@ def demo_t5_tokenizer(max_length: int = 512):
     pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)]
     pieces += [(c, -3.0) for c in string.printable if not c.isspace()]
     return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=max_length)
+
+
+def tiny_vae_config(random_init: Mapping) -> dict:
+    """The demo VAE's config: TINY_VAE with the overrides of `random_init.vae`."""
+    return {**TINY_VAE, **(random_init.get("vae") or {})}
+
+
+def vae_config(model: Mapping) -> dict:
+    """The VAE config of the model without loading any weights: the tiny config for `model.random_init`, else
+    vae/config.json of the hub id or local folder (read by diffusers, from the hub cache or the folder)."""
+    if model.get("random_init"):
+        return tiny_vae_config(model["random_init"])
+    source = model_source(model)  # a missing local folder fails here
+    from diffusers import AutoencoderKL
+
+    return dict(AutoencoderKL.load_config(source, subfolder="vae"))
 
 
 def build_random_sd3(random_init: Mapping):
@@ -167,7 +208,7 @@ def build_random_sd3(random_init: Mapping):
             "pooled_projection_dim": text_encoder.config.projection_dim + text_encoder_2.config.projection_dim,
         }
     )
-    vae = AutoencoderKL(**{**TINY_VAE, **(values.get("vae") or {})})
+    vae = AutoencoderKL(**tiny_vae_config(values))
     scheduler = FlowMatchEulerDiscreteScheduler(**{**SD3_SCHEDULER, **(values.get("scheduler") or {})})
     return StableDiffusion3Pipeline(
         transformer=transformer,
@@ -199,6 +240,18 @@ def load_sd3(model: Mapping, device: str):
             component.eval()  # modules built from configs start in training mode (T5 dropout)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def load_vae(model: Mapping, device: str):
+    """The model's VAE alone (the pipeline's own for `random_init`, whose seeded weights depend on the order
+    the components are built in), in `model.dtype`."""
+    if model.get("random_init"):
+        return load_sd3(model, device).vae
+    source = model_source(model)
+    from diffusers import AutoencoderKL
+
+    dtype = torch_dtype(model.get("dtype", "float32"))
+    return AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=dtype).to(device).eval()
 
 
 def vae_config_dict(config: Mapping) -> dict:
@@ -241,6 +294,12 @@ def load_vae_decoder(head: Path | Mapping, device: str = "cpu"):
         raise ValueError(f"head: VAE decoder weights do not fit its config: missing {missing[:5]}, "
                          f"unexpected {result.unexpected_keys[:5]}")  # fmt: skip
     return vae.float().eval(), float(state["scaling_factor"]), float(state["shift_factor"])
+
+
+def latent_shape(config: Mapping, settings: Mapping) -> tuple[int, int, int, int]:
+    """1 x latent_channels x height/f x width/f, f = 2^(number of VAE levels - 1) (8 for SD3's four levels)."""
+    factor = 2 ** (len(config["block_out_channels"]) - 1)
+    return (1, int(config["latent_channels"]), settings["height"] // factor, settings["width"] // factor)
 
 
 def decode_latent(vae, latent: torch.Tensor, scaling_factor: float, shift_factor: float) -> torch.Tensor:
@@ -299,33 +358,59 @@ class TextToImageTask(Task):
     metric = "fid"
     higher_is_better = False
 
-    def extract(self, manifest: pd.DataFrame, model, split, head, features: Path, head_out: Path) -> None:
+    def write_head(self, model, split, head, head_out: Path) -> None:
+        """The VAE decoder (decoder and post_quant_conv weights, in the model's dtype), its config and the
+        scaling and shift factors; tti takes no head checkpoint."""
         if head and head.get("checkpoint"):
             raise ValueError("task tti takes its head (the VAE decoder) from the model; set tasks.tti.head.checkpoint "
                              "to null")  # fmt: skip
         settings = generation_settings(model)
-        pipe = load_sd3(model, self.device)
-        vae = pipe.vae
-        channels = int(pipe.transformer.config.in_channels)
-        factor = 2 ** (len(vae.config.block_out_channels) - 1)
-        shape = (1, channels, settings["height"] // factor, settings["width"] // factor)
+        vae = load_vae(model, "cpu")
         torch.save(
             {
                 "vae_config": vae_config_dict(vae.config),
                 "state_dict": decoder_state(vae),
                 "scaling_factor": float(vae.config.scaling_factor),
                 "shift_factor": float(vae.config.shift_factor or 0.0),
-                "latent_shape": list(shape),
+                "latent_shape": list(latent_shape(vae.config, settings)),
             },
             head_out,
         )
 
+    def layout(self, manifest: pd.DataFrame, model, split) -> Layout:
+        """1 x latent_channels x H/f x W/f per prompt (f = 2^(VAE levels - 1) = 8), from the generation settings
+        and the VAE config alone."""
+        settings = generation_settings(model)
+        shape = latent_shape(vae_config(model), settings)
+        attrs = {
+            "task": self.name,
+            "model": {k: v for k, v in model.items() if v is not None},
+            "split": {"where": "input of the VAE decoder: final latent, before / scaling_factor + shift_factor"},
+            "extraction": {**settings, "noise": SEEDING[settings["seeding"]], "dtype": model.get("dtype", "float32")},
+        }
+        return Layout([shape] * len(manifest), attrs, feature_dtype(model))
+
+    def features(self, manifest: pd.DataFrame, model, split) -> Extraction:
+        layout = self.layout(manifest, model, split)
+        settings = generation_settings(model)
+        shape = layout.shapes[0]
+        dtype = layout.dtype
+        pipe = load_sd3(model, self.device)
+        prompts = [str(p) for p in manifest["text"]]
+        batch = settings["generation_batch"]
+        seed = int(settings["generation_seed"])
+
         def samples():
-            for prompt in manifest["text"]:
-                generator = torch.Generator("cpu").manual_seed(int(settings["generation_seed"]))
+            if settings["seeding"] == "global_once":
+                torch.manual_seed(seed)  # seeds the CPU and every CUDA device; once, before the first batch
+            for start in range(0, len(prompts), batch):
+                chunk = prompts[start : start + batch]
+                generator = None
+                if settings["seeding"] == "per_prompt":
+                    generator = [torch.Generator("cpu").manual_seed(seed) for _ in chunk]
                 with torch.no_grad():
-                    latent = pipe(
-                        prompt=str(prompt),
+                    latents = pipe(
+                        prompt=chunk,
                         negative_prompt=settings["negative_prompt"],
                         num_inference_steps=settings["steps"],
                         guidance_scale=float(settings["guidance_scale"]),
@@ -335,19 +420,21 @@ class TextToImageTask(Task):
                         generator=generator,
                         output_type="latent",
                     ).images
-                if tuple(latent.shape) != shape:
-                    raise RuntimeError(f"task tti: the pipeline gave a latent of shape {tuple(latent.shape)}, "
-                                       f"expected {shape}")  # fmt: skip
-                yield latent.float().cpu().numpy()
+                expected = (len(chunk), *shape[1:])
+                if tuple(latents.shape) != expected:
+                    raise RuntimeError(f"task tti: the pipeline gave latents of shape {tuple(latents.shape)}, "
+                                       f"expected {expected}")  # fmt: skip
+                latents = latents.cpu()
+                latents = latents if dtype == "float16" else latents.float()
+                for i in range(len(chunk)):
+                    yield latents[i : i + 1].numpy()
 
-        attrs = {
-            "task": self.name,
-            "model": {k: v for k, v in model.items() if v is not None},
-            "split": {"where": "input of the VAE decoder: final latent, before / scaling_factor + shift_factor"},
-            "extraction": {**settings, "generator": "torch CPU generator, seeded per prompt",
-                           "dtype": model.get("dtype", "float32"), "device": self.device},
-        }  # fmt: skip
-        write_store(features, list(manifest["sample_id"]), [shape] * len(manifest), samples(), attrs=attrs)
+        attrs = {**layout.attrs, "extraction": {**layout.attrs["extraction"], "device": self.device}}
+        return Extraction(layout.shapes, samples(), attrs, dtype)
+
+    def reference_stem(self, sample_id: str) -> str:
+        """The reference names each latent after its COCO file, e.g. COCO_val2017_000000397133.npy."""
+        return f"COCO_val2017_{int(sample_id):012d}"
 
     def predict(self, head: Path, features: Iterable[np.ndarray]) -> list[str]:
         raise NotImplementedError("task tti has no label predictions; its outputs are Inception activations")
@@ -411,6 +498,7 @@ __all__ = [
     "coco_captions_manifest",
     "decode_latent",
     "generation_settings",
+    "latent_shape",
     "load_sd3",
     "load_vae_decoder",
 ]
