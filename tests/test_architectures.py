@@ -12,6 +12,7 @@ from PIL import Image
 from lamofc_lib.sources import COLUMNS
 from lamofc_lib.store import FeatureStore
 from lamofc_lib.tasks.cls import image_transform
+from lamofc_lib.tasks.csr import decoder_output, head_logits, head_state
 from lamofc_lib.tasks.dense import extract_dense
 from lamofc_lib.tasks.dinov2 import block_outputs
 
@@ -71,17 +72,19 @@ def test_llama3_8b_split_feature_is_n_by_4096_before_the_final_norm():
 
     torch.manual_seed(0)
     net = LlamaForCausalLM(LlamaConfig(**LLAMA3_8B)).to(torch.bfloat16).eval()
-    captured = []
-    handle = net.model.layers[-1].register_forward_hook(
-        lambda _m, _i, out: captured.append(out[0] if isinstance(out, tuple) else out)
-    )
     ids = torch.randint(0, 128256, (1, 37), generator=torch.Generator().manual_seed(0))
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    # The csr task's own extraction (forward hook on the split layer) and head code.
+    feature = decoder_output(net, 2, inputs)
+    assert feature.dtype == torch.bfloat16
+    stored = feature.float().numpy().reshape(1, 1, 37, 4096)  # as the store holds it: float32, exact for bf16
     with torch.no_grad():
-        logits = net(input_ids=ids).logits
-    handle.remove()
-    feature = captured[0].reshape(1, 1, 37, 4096)
-    assert tuple(feature.shape) == (1, 1, 37, 4096)
-    # The head (final RMSNorm + lm_head) on the stored feature gives the model's own next-token logits.
-    with torch.no_grad():
-        head_logits = net.lm_head(net.model.norm(feature[0, 0]))
-    assert torch.equal(head_logits, logits[0])
+        out = net(**inputs, output_hidden_states=True)
+    # Before the final norm: transformers' last hidden state is the norm of the feature, not the feature.
+    assert not torch.equal(out.hidden_states[-1][0], feature[0])
+    assert torch.equal(net.model.norm(feature)[0], out.hidden_states[-1][0])
+    # The head (final RMSNorm + lm_head, in bf16) on the stored feature gives the model's own next-token logits.
+    logits = head_logits(head_state(net), torch.from_numpy(stored[0, 0]))
+    assert logits.dtype == torch.bfloat16
+    assert torch.equal(logits, out.logits[0])
+    assert int(logits[-1].float().argmax()) == int(out.logits[0, -1].float().argmax())

@@ -11,6 +11,8 @@ from PIL import Image
 from lamofc_lib.sources import (
     COLUMNS,
     SourceError,
+    _arc_demo,
+    _arc_file,
     arc_prompt,
     build_manifest,
     load_image,
@@ -112,29 +114,15 @@ def test_load_image_file(tmp_path):
 
 # --- ARC --------------------------------------------------------------------------------------------------------
 
-
-def test_arc_demo_manifest():
-    table = build_manifest({"kind": "arc_demo"}, 20)
-    assert list(table.columns) == COLUMNS
-    assert len(table) == 20
-    assert table["sample_id"].is_unique
-    lengths = table["text"].str.len().to_list()
-    assert lengths == sorted(lengths, reverse=True)
-    assert set(table["label"]) <= set("ABCD")
-    assert all(s.startswith("lamofc_lib/data/arc_demo.jsonl:") for s in table["source"])
-    for text in table["text"]:
-        assert "Question: " in text
-        for letter in "ABCD":
-            assert f"\n{letter}. " in text
-        assert text.endswith("is one of A, B, C or D.")
-
-
-def test_arc_demo_first_rows_are_the_longest():
-    all_rows = build_manifest({"kind": "arc_demo"}, 20)
-    few = build_manifest({"kind": "arc_demo"}, 3)
-    assert few.to_dict("records") == all_rows.iloc[:3].to_dict("records")
-    with pytest.raises(SourceError):
-        build_manifest({"kind": "arc_demo"}, 21)
+# The reference's prompt, written out (FACTS.md / machines/llama3/llama3.py), for the expected strings below.
+BEGIN = (
+    "<|start_header_id|>user<|end_header_id|>\n\nGiven the following question and four candidate answers "
+    "(A, B, C and D), choose the best answer.\n"
+)
+END = (
+    'Your response should end with "The best answer is [the_answer_letter]" where the [the_answer_letter] is one '
+    "of A, B, C or D.<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\nThe best answer is"
+)
 
 
 def _hf(qid, stem, texts, answer, labels="ABCD"):
@@ -148,28 +136,104 @@ def _original(qid, stem, texts, answer, labels="ABCD"):
     return json.dumps({"id": qid, "question": {"stem": stem, "choices": choices}, "answerKey": answer})
 
 
+def test_arc_prompt_of_a_four_choice_question():
+    q = parse_arc_line(_original("x", "Which is a mammal?", ["shark", "whale", "trout", "frog"], "B"), "f line 1")
+    assert arc_prompt(q) == (
+        "<|start_header_id|>user<|end_header_id|>\n\n"
+        "Given the following question and four candidate answers (A, B, C and D), choose the best answer.\n"
+        "Question: Which is a mammal?\n"
+        "A: shark\n"
+        "B: whale\n"
+        "C: trout\n"
+        "D: frog\n"
+        'Your response should end with "The best answer is [the_answer_letter]" where the [the_answer_letter] is '
+        "one of A, B, C or D.<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+        "The best answer is"
+    )
+
+
+def test_arc_prompt_of_a_three_choice_question_repeats_the_c_line():
+    # The reference's loop appends the last option line again for the empty slot D.
+    q = parse_arc_line(_original("x", "Pick one.", ["red", "green", "blue"], "C", labels="ABC"), "f line 1")
+    assert q["letter"] == "C"
+    assert arc_prompt(q) == BEGIN + "Question: Pick one.\nA: red\nB: green\nC: blue\nC: blue\n" + END
+
+
+def test_arc_prompt_of_a_numerically_labelled_question_uses_letters_by_position():
+    q = parse_arc_line(_hf("x", "How many legs has a spider?", ["4", "6", "8", "10"], "3", labels="1234"), "f")
+    assert (q["answer"], q["letter"]) == ("3", "C")
+    assert arc_prompt(q) == BEGIN + "Question: How many legs has a spider?\nA: 4\nB: 6\nC: 8\nD: 10\n" + END
+
+
+def test_arc_prompt_of_a_five_choice_question_drops_the_fifth():
+    q = parse_arc_line(_original("x", "Q?", ["a", "b", "c", "d", "e"], "E", labels="ABCDE"), "f line 1")
+    # The answer keeps its positional letter E, which the prompt never offers (the reference counts it wrong
+    # unless the model says E).
+    assert q["letter"] == "E"
+    assert arc_prompt(q) == BEGIN + "Question: Q?\nA: a\nB: b\nC: c\nD: d\n" + END
+
+
+def test_arc_prompt_of_a_two_choice_question():
+    q = parse_arc_line(_hf("x", "Yes or no?", ["yes", "no"], "2", labels="12"), "f line 1")
+    assert q["letter"] == "B"
+    assert arc_prompt(q) == BEGIN + "Question: Yes or no?\nA: yes\nB: no\nB: no\nB: no\n" + END
+
+
+def test_arc_demo_candidates_are_every_question_in_file_order():
+    from importlib import resources
+
+    files = [("arc_demo.jsonl", {"kind": "arc_demo"}), ("arc_demo_train.jsonl", {"kind": "arc_demo", "set": "train"})]
+    for name, source in files:
+        text = resources.files("lamofc_lib").joinpath(f"data/{name}").read_text()
+        items = [json.loads(line) for line in text.splitlines()]
+        table = _arc_demo(source, None)
+        assert list(table.columns) == COLUMNS
+        assert table["sample_id"].to_list() == [item["id"] for item in items]
+        assert table["label"].to_list() == ["ABCD"[item["choices"]["label"].index(item["answerKey"])] for item in items]
+        assert table["source"].to_list() == [f"lamofc_lib/data/{name}:{n}" for n in range(1, len(items) + 1)]
+        for text, item in zip(table["text"], items, strict=True):
+            choices = "".join(f"{letter}: {t}\n" for letter, t in zip("ABCD", item["choices"]["text"], strict=True))
+            assert text == BEGIN + f"Question: {item['question']}\n" + choices + END
+    assert len(_arc_demo({"kind": "arc_demo"}, None)) == 20
+    assert len(_arc_demo({"kind": "arc_demo", "set": "train"}, None)) == 12
+
+
 @pytest.mark.parametrize("layout", [_hf, _original])
 def test_arc_file(tmp_path, layout):
     lines = [
         layout("q-short", "Short?", ["a", "b", "c", "d"], "B"),
         "",
         layout("q-long", "A much longer question about science?", ["one", "two", "three", "four"], "D"),
-        layout("q-digits", "Numbered labels are left out?", ["w", "x", "y", "z"], "2", labels="1234"),
-        layout("q-three", "Three choices are left out?", ["x", "y", "z"], "A", labels="ABC"),
+        layout("q-digits", "Numbered labels?", ["w", "x", "y", "z"], "2", labels="1234"),
+        layout("q-three", "Three choices?", ["x", "y", "z"], "A", labels="ABC"),
         layout("q-mid", "Medium length question?", ["e", "f", "g", "h"], "A"),
     ]
     path = tmp_path / "ARC-Challenge-Test.jsonl"
     path.write_text("\n".join(lines) + "\n")
-    table = build_manifest({"kind": "arc", "path": str(path)}, 3)
-    assert table["sample_id"].to_list() == ["q-long", "q-mid", "q-short"]
-    assert table["label"].to_list() == ["D", "A", "B"]
+    table = _arc_file({"kind": "arc", "path": str(path)}, None)
+    # All questions, in file order (selection by correctness and prompt length comes later).
+    assert table["sample_id"].to_list() == ["q-short", "q-long", "q-digits", "q-three", "q-mid"]
+    assert table["label"].to_list() == ["B", "D", "B", "A", "A"]
     # The source names the file and its 1-based line (the blank line 2 counts).
-    assert table["source"].to_list() == [f"{path}:3", f"{path}:6", f"{path}:1"]
-    long = table["text"].iloc[0]
-    assert "Question: A much longer question about science?" in long
-    assert "\nA. one\nB. two\nC. three\nD. four\n" in long
-    with pytest.raises(SourceError, match="gives 3 samples"):
-        build_manifest({"kind": "arc", "path": str(path)}, 4)
+    assert table["source"].to_list() == [f"{path}:{n}" for n in (1, 3, 4, 5, 6)]
+    assert table["text"][1] == BEGIN + "Question: A much longer question about science?\n" \
+        "A: one\nB: two\nC: three\nD: four\n" + END  # fmt: skip
+    assert table["text"][3] == BEGIN + "Question: Three choices?\nA: x\nB: y\nC: z\nC: z\n" + END
+
+
+def test_arc_file_lines_split_at_newlines_only(tmp_path):
+    # A question text may hold U+2028 unescaped (valid JSON); the reference reads files line by line at newlines,
+    # and it drops bytes that are not UTF-8.
+    path = tmp_path / "arc.jsonl"
+    line = json.dumps(
+        {"id": "u", "question": {"stem": "One\u2028two?", "choices": [{"label": "A", "text": "x"}]}, "answerKey": "A"},
+        ensure_ascii=False,
+    )
+    path.write_bytes(line.encode() + b"\r\n" + _hf("v", "Caf\xff?", "abcd", "D").encode().replace(b"\\u00ff", b"\xff"))
+    table = _arc_file({"kind": "arc", "path": str(path)}, None)
+    assert table["sample_id"].to_list() == ["u", "v"]
+    assert table["text"][0] == BEGIN + "Question: One\u2028two?\nA: x\nA: x\nA: x\nA: x\n" + END
+    assert "Question: Caf?\n" in table["text"][1]
 
 
 def test_both_layouts_parse_the_same():
@@ -181,45 +245,39 @@ def test_both_layouts_parse_the_same():
         "stem": "Which is a mammal?",
         "choices": [("A", "shark"), ("B", "whale"), ("C", "trout"), ("D", "frog")],
         "answer": "B",
+        "letter": "B",
     }
     assert hf == expected
     assert original == expected
-    prompt = arc_prompt(hf)
-    assert prompt.splitlines()[1:6] == ["Question: Which is a mammal?", "A. shark", "B. whale", "C. trout", "D. frog"]
-
-
-def test_arc_ties_keep_file_order(tmp_path):
-    path = tmp_path / "arc.jsonl"
-    path.write_text(
-        "\n".join(_hf(f"q{i}", "Same length?", ["a", "b", "c", "d"], "A") for i in range(3)) + "\n",
-    )
-    table = build_manifest({"kind": "arc", "path": str(path)}, 3)
-    assert table["sample_id"].to_list() == ["q0", "q1", "q2"]
 
 
 @pytest.mark.parametrize(
-    "bad",
+    "bad, why",
     [
-        "{not json",
-        json.dumps({"id": "q", "question": "No choices?", "answerKey": "A"}),
-        json.dumps({"question": "No id?", "choices": {"text": list("abcd"), "label": list("ABCD")}, "answerKey": "A"}),
-        json.dumps(["a", "list"]),
+        ("{not json", "not an ARC question"),
+        (json.dumps({"id": "q", "question": "No choices?", "answerKey": "A"}), "not an ARC question"),
+        (json.dumps({"question": "No id?", "choices": {"text": list("abcd"), "label": list("ABCD")}, "answerKey": "A"}),
+         "not an ARC question"),  # fmt: skip
+        (json.dumps(["a", "list"]), "not an ARC question"),
         # Labels and texts of different lengths.
-        json.dumps({"id": "q", "question": "?", "choices": {"text": ["a"], "label": list("ABCD")}, "answerKey": "A"}),
+        (json.dumps({"id": "q", "question": "?", "choices": {"text": ["a"], "label": list("ABCD")}, "answerKey": "A"}),
+         "not an ARC question"),  # fmt: skip
+        (_hf("q", "Key?", "abcd", "E"), r"answer key 'E' is not among the choice labels \['A', 'B', 'C', 'D'\]"),
+        (_hf("q", "Six?", "abcdef", "F", labels="ABCDEF"), "the answer is choice 6"),
     ],
 )
-def test_arc_malformed_line_names_file_and_line(tmp_path, bad):
+def test_arc_malformed_line_names_file_and_line(tmp_path, bad, why):
     path = tmp_path / "arc.jsonl"
     path.write_text(_hf("ok", "Fine?", ["a", "b", "c", "d"], "A") + "\n" + bad + "\n")
-    with pytest.raises(SourceError) as info:
-        build_manifest({"kind": "arc", "path": str(path)}, 1)
+    with pytest.raises(SourceError, match=why) as info:
+        _arc_file({"kind": "arc", "path": str(path)}, None)
     assert f"{path} line 2" in str(info.value)
 
 
 def test_arc_file_missing(tmp_path):
     missing = tmp_path / "none.jsonl"
     with pytest.raises(SourceError, match="none.jsonl"):
-        build_manifest({"kind": "arc", "path": str(missing)}, 1)
+        _arc_file({"kind": "arc", "path": str(missing)}, None)
 
 
 # --- ImageNet ---------------------------------------------------------------------------------------------------

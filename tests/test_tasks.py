@@ -3,6 +3,7 @@ uncompressed features reproduces the full model's own predictions."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -10,11 +11,11 @@ import pytest
 import torch
 import yaml
 
-from lamofc_lib.sources import build_manifest, load_image
+from lamofc_lib.sources import _arc_demo, build_manifest, load_image
 from lamofc_lib.store import FeatureStore
 from lamofc_lib.tasks import get_task
 from lamofc_lib.tasks.cls import image_transform, load_dinov2
-from lamofc_lib.tasks.csr import chat_prompt, load_llm
+from lamofc_lib.tasks.csr import answer_tokens, encode_prompt, load_llm
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
@@ -92,16 +93,81 @@ def test_cls_split_outside_the_model_is_refused(cls_run, tmp_path):
 def csr_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("csr")
     settings = DEMO["tasks"]["csr"]
-    manifest = build_manifest({"kind": "arc_demo"}, 3)
+    manifest = _arc_demo({"kind": "arc_demo"}, None).iloc[:4].reset_index(drop=True)
     task = get_task("csr", device="cpu")
-    task.extract(manifest, settings["model"], settings["split"], {}, tmp / "f.zarr", tmp / "head.pt")
+    task.write_head(settings["model"], settings["split"], {}, tmp / "head.pt")
+    task.extract(manifest, settings["model"], settings["split"], tmp / "f.zarr")
     net, tokenizer = load_llm(settings["model"], "cpu")
-    return manifest, FeatureStore(tmp / "f.zarr"), tmp / "head.pt", task, net, tokenizer
+    return manifest, settings, FeatureStore(tmp / "f.zarr"), tmp / "head.pt", task, net, tokenizer
+
+
+def _llama3_like_tokenizer(base):
+    """SmolLM2's vocabulary with Llama-3's special tokens and BOS post-processor (Llama3-8B's own tokenizer is
+    not available offline), plus three added tokens for the answer-token map."""
+    from tokenizers import AddedToken, processors
+    from transformers import PreTrainedTokenizerFast
+
+    backend = copy.deepcopy(base.backend_tokenizer)
+    specials = ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
+    backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
+    backend.add_tokens([AddedToken(t, normalized=False) for t in ["A.", " B)", "\tC\n"]])
+    bos = backend.token_to_id("<|begin_of_text|>")
+    backend.post_processor = processors.TemplateProcessing(
+        single="<|begin_of_text|> $A", pair="<|begin_of_text|> $A <|begin_of_text|> $B",
+        special_tokens=[("<|begin_of_text|>", bos)],
+    )  # fmt: skip
+    return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>")
+
+
+def test_csr_layout_needs_no_weights(csr_run, monkeypatch):
+    import transformers
+
+    manifest, settings, store, _, task, _, _ = csr_run
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("layout loaded model weights")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", refuse)
+    layout = task.layout(manifest, settings["model"], settings["split"])
+    assert layout.shapes == [(1, 1, None, 576)] * 4  # SmolLM2-135M: hidden size 576
+    assert layout.dtype == "float32"
+    assert layout.attrs["split"]["layer"] == 30
+    # The stored features have the layout's shapes with the token counts filled in.
+    assert [s[:2] + s[3:] for s in store.shapes] == [(1, 1, 576)] * 4
+    for key in ("task", "model", "split"):
+        assert store.attrs[key] == layout.attrs[key]
+    with pytest.raises(ValueError, match=r"layer 31 is outside the model's 1\.\.30"):
+        task.layout(manifest, settings["model"], 31)
+    with pytest.raises(ValueError, match="one split layer"):
+        task.layout(manifest, settings["model"], [29, 30])
+
+
+def test_csr_tokens_are_the_text_generation_pipelines(csr_run):
+    from transformers import LlamaConfig, LlamaForCausalLM, pipeline
+
+    manifest, _, store, _, _, net, tokenizer = csr_run
+    prompt = manifest["text"][0]
+    # SmolLM2's tokenizer adds no BOS and reads Llama-3's header tokens as plain text.
+    smol = pipeline("text-generation", model=net, tokenizer=tokenizer).preprocess(prompt)["input_ids"]
+    assert torch.equal(encode_prompt(tokenizer, prompt)["input_ids"], smol)
+    assert tokenizer.decode(smol[0]) == prompt
+    assert store.shapes[0][2] == smol.shape[1]
+    # A tokenizer that, like Llama-3's, has a BOS post-processor and the header tokens as special tokens.
+    llama = _llama3_like_tokenizer(tokenizer)
+    tiny = LlamaForCausalLM(LlamaConfig(vocab_size=len(llama), hidden_size=16, intermediate_size=32,
+                                        num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1))  # fmt: skip
+    expected = pipeline("text-generation", model=tiny, tokenizer=llama).preprocess(prompt)["input_ids"][0].tolist()
+    ids = encode_prompt(llama, prompt)["input_ids"][0].tolist()
+    assert ids == expected
+    assert ids[0] == llama.bos_token_id and ids.count(llama.bos_token_id) == 1
+    header = llama.convert_tokens_to_ids(["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"])
+    assert [ids.count(t) for t in header] == [2, 2, 1]
+    assert llama.decode(ids[1:]) == prompt
 
 
 def test_csr_features_are_the_last_layer_output_before_the_final_norm(csr_run):
-    manifest, store, _, _, net, tokenizer = csr_run
-    ids = tokenizer(chat_prompt(tokenizer, manifest["text"][0]), add_special_tokens=False, return_tensors="pt")
+    manifest, _, store, _, _, net, tokenizer = csr_run
+    ids = tokenizer(manifest["text"][0], return_tensors="pt")
     with torch.no_grad():
         out = net(**ids, output_hidden_states=True)
     feature = store.read(0)
@@ -112,16 +178,63 @@ def test_csr_features_are_the_last_layer_output_before_the_final_norm(csr_run):
         normed = net.model.norm(torch.from_numpy(feature[0, 0]))
     np.testing.assert_allclose(normed.numpy(), out.hidden_states[-1][0].numpy(), rtol=1e-5, atol=1e-4)
     assert not np.allclose(feature[0, 0], out.hidden_states[-1][0].numpy(), atol=1e-2)
+    # ... and it is layer 30's output, not its input.
+    assert not np.allclose(feature[0, 0], out.hidden_states[-2][0].numpy(), atol=1e-2)
 
 
-def test_csr_head_on_uncompressed_features_reproduces_greedy_decoding(csr_run):
-    manifest, store, head, task, net, tokenizer = csr_run
+def test_csr_head_on_uncompressed_features_reproduces_the_pipeline_answers(csr_run):
+    from transformers import pipeline
+
+    manifest, _, store, head, task, net, tokenizer = csr_run
     predictions = task.predict(head, [store.read(i) for i in range(len(store))])
-    expected = []
+    generator = pipeline("text-generation", model=net, tokenizer=tokenizer)
+    answers, tokens = [], []
     for text in manifest["text"]:
-        ids = tokenizer(chat_prompt(tokenizer, text), add_special_tokens=False, return_tensors="pt")
+        # The reference's call: a list of one prompt string, one new token, greedy, new text only.
+        answers.append(generator([text], max_new_tokens=1, return_full_text=0, do_sample=False)[0][0]["generated_text"])
         with torch.no_grad():
-            generated = net.generate(**ids, max_new_tokens=1, do_sample=False)
-        token = tokenizer.decode(generated[0, -1:]).strip()
-        expected.append(token if token in "ABCD" and token else f"<token {int(generated[0, -1])}>")
+            tokens.append(int(net(**tokenizer(text, return_tensors="pt")).logits[0, -1].argmax()))
+    texts = [a.strip() for a in answers]
+    expected = [t if t and t in "ABCDE" else f"<token {k}>" for t, k in zip(texts, tokens, strict=True)]
     assert predictions == expected
+    assert any(p in "ABCD" for p in predictions)
+    # The reference's correctness test: the generated text, stripped, equals the positional answer letter.
+    correct = [t == label for t, label in zip(texts, manifest["label"], strict=True)]
+    accuracy, rows = task.compare(predictions, task.ground_truth(manifest))
+    assert [r["correct"] for r in rows] == correct
+    assert accuracy == pytest.approx(100 * np.mean(correct))
+
+
+def test_csr_head_file_holds_the_models_norm_and_lm_head(csr_run):
+    _, _, _, head, _, net, tokenizer = csr_run
+    state = torch.load(head, weights_only=True)
+    assert torch.equal(state["norm.weight"], net.model.norm.weight.detach())
+    assert torch.equal(state["lm_head.weight"], net.lm_head.weight.detach())
+    assert state["eps"] == net.config.rms_norm_eps
+    # SmolLM2's answer tokens: the letters A-E with and without a leading space (token strings, byte-level BPE).
+    names = ["A", "B", "C", "D", "E", "ĠA", "ĠB", "ĠC", "ĠD", "ĠE"]
+    expected = dict(zip(tokenizer.convert_tokens_to_ids(names), [n[-1] for n in names], strict=True))
+    letters = ["ABCDE"[i] for i in state["letter_of"].tolist()]
+    assert dict(zip(state["letter_ids"].tolist(), letters, strict=True)) == expected
+
+
+def test_csr_prediction_is_the_argmax_tokens_stripped_text(csr_run, tmp_path):
+    """A token decoding to "A." is not the answer A; one decoding to "\\tC\\n" is C; a special token is none."""
+    _, _, _, _, task, _, tokenizer = csr_run
+    llama = _llama3_like_tokenizer(tokenizer)
+    letters = answer_tokens(llama)
+    picks = [*llama.convert_tokens_to_ids(["ĠB", "A.", "\tC\n", " B)", "<|eot_id|>"])]
+    assert letters[picks[0]] == "B" and letters[picks[2]] == "C"
+    dim = len(picks)
+    weight = torch.zeros(len(llama), dim)
+    for j, token in enumerate(picks):
+        weight[token, j] = 1.0
+    torch.save({"norm.weight": torch.ones(dim), "eps": 1e-5, "lm_head.weight": weight,
+                "letter_ids": torch.tensor(sorted(letters)),
+                "letter_of": torch.tensor(["ABCDE".index(letters[i]) for i in sorted(letters)])},
+               tmp_path / "head.pt")  # fmt: skip
+    features = [np.eye(dim, dtype=np.float32)[j].reshape(1, 1, 1, dim) * 3 for j in range(dim)]
+    predictions = task.predict(tmp_path / "head.pt", features)
+    assert predictions == ["B", f"<token {picks[1]}>", "C", f"<token {picks[3]}>", f"<token {picks[4]}>"]
+    accuracy, _ = task.compare(predictions, ["B", "A", "C", "B", "A"])
+    assert accuracy == pytest.approx(40.0)

@@ -1,8 +1,12 @@
 """Common-sense reasoning with a Llama-architecture LLM on ARC-Challenge (task csr).
 
-Split: the output of a decoder layer before the final RMSNorm (layer 32, the last, of Llama3-8B), taken with
-a forward hook: 1 x 1 x N x D for an N-token prompt. Head: final RMSNorm and lm_head on the last position,
-greedy next token; the prediction is that token's answer letter.
+As in the reference implementation: the prompt is one string (`sources.arc_prompt`, Llama-3's header tokens
+written out, no chat template applied here) tokenized the way a transformers text-generation pipeline does
+(the tokenizer's own special tokens: Llama-3 prepends its BOS; SmolLM2's tokenizer adds none and reads the header
+tokens as plain text). Split: the output of a decoder layer before the final RMSNorm (layer 32, the last, of
+Llama3-8B), taken with a forward hook: 1 x 1 x N x D for an N-token prompt, stored as float32 (exact for bf16).
+Head: the final RMSNorm and lm_head in the model's dtype, greedy (argmax) next token at the last position; the
+prediction is the token's decoded text, stripped, which is correct iff it equals the answer letter.
 """
 
 from __future__ import annotations
@@ -14,108 +18,176 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lamofc_lib.sources import LETTERS
-from lamofc_lib.store import write_store
-from lamofc_lib.tasks.base import Task, model_source, split_layers, torch_dtype
+from lamofc_lib.sources import ARC_ANSWER_LETTERS
+from lamofc_lib.tasks.base import Extraction, Layout, Task, model_source, split_layers, torch_dtype
 
-ANSWER_PREFIX = "The best answer is"
+
+def _gguf_kwargs(model: Mapping, source: str) -> dict:
+    if not model.get("gguf_file"):
+        return {}
+    if not (Path(source) / model["gguf_file"]).is_file():
+        raise FileNotFoundError(f"GGUF file {Path(source) / model['gguf_file']} does not exist (model.gguf_file)")
+    return {"gguf_file": model["gguf_file"]}
+
+
+def _source(model: Mapping) -> str:
+    if model.get("random_init"):
+        raise ValueError("task csr needs a tokenizer: set model.id or model.package, not model.random_init")
+    return model_source(model)
+
+
+def llm_config(model: Mapping):
+    """The model's configuration without its weights (config.json, or a GGUF file's metadata)."""
+    from transformers import AutoConfig
+
+    source = _source(model)
+    return AutoConfig.from_pretrained(source, **_gguf_kwargs(model, source))
+
+
+def load_tokenizer(model: Mapping):
+    from transformers import AutoTokenizer
+
+    source = _source(model)
+    return AutoTokenizer.from_pretrained(source, **_gguf_kwargs(model, source))
 
 
 def load_llm(model: Mapping, device: str):
-    """(model, tokenizer) from a hub id, a local folder or a package folder, optionally a GGUF file in it."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """(model, tokenizer) from a hub id, a local folder or a package folder, optionally a GGUF file in it, in the
+    configured dtype (model.dtype)."""
+    from transformers import AutoModelForCausalLM
 
-    if model.get("random_init"):
-        raise ValueError("task csr needs a tokenizer: set model.id or model.package, not model.random_init")
-    source = model_source(model)
-    kwargs = {"gguf_file": model["gguf_file"]} if model.get("gguf_file") else {}
-    if kwargs and not (Path(source) / model["gguf_file"]).is_file():
-        raise FileNotFoundError(f"GGUF file {Path(source) / model['gguf_file']} does not exist (model.gguf_file)")
-    tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+    source = _source(model)
+    kwargs = _gguf_kwargs(model, source)
+    tokenizer = load_tokenizer(model)
     net = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype(model.get("dtype", "float32")), **kwargs)
     return net.to(device).eval(), tokenizer
 
 
-def chat_prompt(tokenizer, user: str) -> str:
-    """The model's chat template around the question, with the answer prefix the model continues."""
-    messages = [{"role": "user", "content": user}]
-    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    return text + ANSWER_PREFIX
+def encode_prompt(tokenizer, prompt: str) -> dict[str, torch.Tensor]:
+    """Token ids and attention mask of one prompt string, as a text-generation pipeline's preprocessing makes
+    them: the tokenizer's default `add_special_tokens=True` (transformers 5 passes no `add_special_tokens` unless
+    the caller sets it), so a tokenizer with a BOS post-processor (Llama-3) prepends it once."""
+    encoded = tokenizer(prompt, return_tensors="pt", add_special_tokens=True)
+    return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
 
 
-def letter_tokens(tokenizer) -> dict[int, str]:
-    """Every vocabulary entry that decodes to an answer letter (with or without a leading space)."""
-    ids = range(len(tokenizer))
-    texts = tokenizer.batch_decode([[i] for i in ids])
-    return {i: t.strip() for i, t in zip(ids, texts, strict=True) if t.strip() in set(LETTERS)}
+def answer_tokens(tokenizer) -> dict[int, str]:
+    """The vocabulary entries whose generated text, stripped, is an answer letter (A-E), with that letter.
+
+    The text is what a text-generation pipeline returns for one new token (`return_full_text=False`): the
+    token decoded with `skip_special_tokens=True` (and the tokenizer's clean-up setting, which only removes
+    spaces, so it cannot make or unmake a bare letter). A token such as "A." is not an answer."""
+    ids = list(range(len(tokenizer)))
+    texts = tokenizer.batch_decode([[i] for i in ids], skip_special_tokens=True)
+    return {i: t.strip() for i, t in zip(ids, texts, strict=True) if t.strip() in set(ARC_ANSWER_LETTERS)}
+
+
+def decoder_output(net, layer: int, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """The output of decoder layer `layer` (1-based) for one tokenized prompt (batch 1): 1 x N x D in the model's
+    dtype, before the final RMSNorm (transformers' last hidden state is after it), taken with a forward hook."""
+    captured: list[torch.Tensor] = []
+
+    def hook(_module, _inputs, output):
+        captured.append((output[0] if isinstance(output, tuple) else output).detach())
+
+    device = next(net.parameters()).device
+    handle = net.model.layers[layer - 1].register_forward_hook(hook)
+    try:
+        with torch.no_grad():
+            net.model(**{k: v.to(device) for k, v in inputs.items()}, use_cache=False)
+    finally:
+        handle.remove()
+    return captured[0]
+
+
+def head_state(net) -> dict:
+    """The parts of the model the head applies: final RMSNorm (weight, eps) and lm_head, in the model's dtype."""
+    return {
+        "norm.weight": net.model.norm.weight.detach().cpu(),
+        "eps": float(net.config.rms_norm_eps),
+        "lm_head.weight": net.lm_head.weight.detach().cpu(),
+    }
+
+
+def head_logits(state: Mapping, hidden: torch.Tensor) -> torch.Tensor:
+    """Final RMSNorm then lm_head on hidden states (... x D), computed in the head's dtype as the model does."""
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+    weight = state["lm_head.weight"]
+    norm = LlamaRMSNorm(weight.shape[1], eps=float(state["eps"])).to(weight.device, weight.dtype)
+    norm.load_state_dict({"weight": state["norm.weight"].to(weight.device)})
+    with torch.no_grad():
+        return torch.nn.functional.linear(norm(hidden.to(weight.device, weight.dtype)), weight)
 
 
 class ReasoningTask(Task):
+    """The head is the model's own answer when the split is the last decoder layer (the paper's 32 of 32; the
+    demo's 30 of 30); at an earlier split it reads that layer's output with the final norm and lm_head directly."""
+
     name = "csr"
     metric = "accuracy"
 
-    def extract(self, manifest: pd.DataFrame, model, split, head, features: Path, head_out: Path) -> None:
+    def _layer(self, split, layers_in_model: int) -> int:
         layers = split_layers(split)
         if len(layers) != 1:
             raise ValueError(f"task csr takes one split layer, got {layers} (tasks.csr.split)")
-        net, tokenizer = load_llm(model, self.device)
-        decoder = net.model.layers
-        layer = layers[0]
-        if not 1 <= layer <= len(decoder):
-            raise ValueError(f"tasks.csr.split: layer {layer} is outside the model's 1..{len(decoder)}")
-        letters = letter_tokens(tokenizer)
-        torch.save(
-            {
-                "norm.weight": net.model.norm.weight.detach().cpu(),
-                "eps": float(net.config.rms_norm_eps),
-                "lm_head.weight": net.lm_head.weight.detach().cpu(),
-                "letter_ids": torch.tensor(sorted(letters)),
-                "letter_of": torch.tensor([LETTERS.index(letters[i]) for i in sorted(letters)]),
-            },
-            head_out,
-        )
-        encoded = [
-            tokenizer(chat_prompt(tokenizer, text), add_special_tokens=False, return_tensors="pt")["input_ids"]
-            for text in manifest["text"]
-        ]
-        shapes = [(1, 1, ids.shape[1], net.config.hidden_size) for ids in encoded]
-        captured: list[torch.Tensor] = []
+        if not 1 <= layers[0] <= layers_in_model:
+            raise ValueError(f"tasks.csr.split: layer {layers[0]} is outside the model's 1..{layers_in_model}")
+        return layers[0]
 
-        def hook(_module, _inputs, output):
-            captured.append((output[0] if isinstance(output, tuple) else output).detach())
+    def write_head(self, model, split, head, head_out: Path) -> None:
+        """Final RMSNorm, eps and lm_head of the model (loaded in its configured dtype), and the answer tokens:
+        `letter_ids` with `letter_of`, the index of each one's letter in ARC_ANSWER_LETTERS."""
+        self._layer(split, llm_config(model).num_hidden_layers)
+        net, tokenizer = load_llm(model, "cpu")
+        letters = answer_tokens(tokenizer)
+        ids = sorted(letters)
+        state = head_state(net) | {
+            "letter_ids": torch.tensor(ids, dtype=torch.long),
+            "letter_of": torch.tensor([ARC_ANSWER_LETTERS.index(letters[i]) for i in ids], dtype=torch.long),
+        }
+        torch.save(state, head_out)
 
-        def samples():
-            handle = decoder[layer - 1].register_forward_hook(hook)
-            try:
-                for ids, shape in zip(encoded, shapes, strict=True):
-                    captured.clear()
-                    with torch.no_grad():
-                        net.model(input_ids=ids.to(self.device))
-                    yield captured[0].float().cpu().numpy().reshape(shape)
-            finally:
-                handle.remove()
-
+    def layout(self, manifest: pd.DataFrame, model, split) -> Layout:
+        config = llm_config(model)
+        layer = self._layer(split, config.num_hidden_layers)
         attrs = {
             "task": self.name,
             "model": {k: v for k, v in model.items() if v is not None},
             "split": {"layer": layer, "where": "decoder layer output, before the final RMSNorm (forward hook)"},
-            "extraction": {"prompt": "ARC four-choice prompt in the chat template", "answer_prefix": ANSWER_PREFIX,
-                           "device": self.device},
-        }  # fmt: skip
-        write_store(features, list(manifest["sample_id"]), shapes, samples(), attrs=attrs)
+            "extraction": {
+                "prompt": "the reference's ARC prompt string (sources.arc_prompt), no chat template",
+                "tokenization": "tokenizer defaults (add_special_tokens=True), as a text-generation pipeline",
+            },
+        }
+        return Layout([(1, 1, None, config.hidden_size)] * len(manifest), attrs, "float32")
+
+    def features(self, manifest: pd.DataFrame, model, split) -> Extraction:
+        layout = self.layout(manifest, model, split)
+        layer = layout.attrs["split"]["layer"]
+        net, tokenizer = load_llm(model, self.device)
+        self._layer(layer, len(net.model.layers))
+        encoded = [encode_prompt(tokenizer, text) for text in manifest["text"]]
+        shapes = [(1, 1, int(e["input_ids"].shape[1]), net.config.hidden_size) for e in encoded]
+
+        def samples():
+            for inputs, shape in zip(encoded, shapes, strict=True):
+                yield decoder_output(net, layer, inputs).float().cpu().numpy().reshape(shape)
+
+        attrs = {**layout.attrs, "extraction": {**layout.attrs["extraction"], "device": self.device}}
+        return Extraction(shapes, samples(), attrs, "float32")
 
     def predict(self, head: Path, features: Iterable[np.ndarray]) -> list[str]:
-        from transformers.models.llama.modeling_llama import LlamaRMSNorm
-
+        """The greedy next token's stripped text when it is an answer letter, else `<token N>`."""
         state = torch.load(head, map_location="cpu", weights_only=True)
-        weight = state["lm_head.weight"].to(self.device)
-        norm = LlamaRMSNorm(weight.shape[1], eps=float(state["eps"])).to(self.device, weight.dtype)
-        norm.load_state_dict({"weight": state["norm.weight"]})
+        state = {**state, "lm_head.weight": state["lm_head.weight"].to(self.device)}
         letter_of = dict(zip(state["letter_ids"].tolist(), state["letter_of"].tolist(), strict=True))
         out = []
         for x in features:
-            last = torch.from_numpy(np.ascontiguousarray(x[0, 0, -1:])).to(self.device, weight.dtype)
-            with torch.no_grad():
-                token = int((norm(last) @ weight.T).argmax(dim=-1)[0])
-            out.append(LETTERS[letter_of[token]] if token in letter_of else f"<token {token}>")
+            # As the reference's model (transformers 4.43): the bf16 feature (decoded features cast to bf16), the
+            # lm_head over all N positions in the model's dtype, the float argmax of the last position's logits
+            # (the first index among ties).
+            hidden = torch.from_numpy(np.ascontiguousarray(x[0, 0]))
+            token = int(head_logits(state, hidden)[-1].float().argmax())
+            out.append(ARC_ANSWER_LETTERS[letter_of[token]] if token in letter_of else f"<token {token}>")
         return out
