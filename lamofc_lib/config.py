@@ -48,6 +48,8 @@ REFERENCE_POLICY = {
     "csr": "correct_longest",
     "tti": "first",
 }
+# Task settings that change how a task's metric is computed (passed to its scoring jobs).
+METRIC_OPTIONS = {"dpt": ("eigen_crop",)}
 POLICY_SOURCES = {
     "first_correct": ("imagenet",),
     "correct_longest": ("arc", "arc_demo"),

@@ -3,7 +3,7 @@ MSE against the uncompressed features."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +50,7 @@ def score_point(
     point: str = ORIGINAL,
     device: str = "cpu",
     threads: int | None = None,
+    metric_options: Mapping | None = None,
 ) -> tuple[dict, pd.DataFrame, list]:
     """Score the reconstructed features of one point, or the uncompressed ones when none are given.
 
@@ -58,6 +59,7 @@ def score_point(
     features). Returns the scores record, the per-sample table and the per-sample outputs.
     """
     task = get_task(task_name, device=device, threads=threads)
+    task.set_metric_options(metric_options or {})
     manifest = read_manifest(manifest_path)
     original = FeatureStore(features_path)
     if list(original.sample_ids) != list(manifest["sample_id"]):
@@ -96,6 +98,7 @@ def score_point(
         "higher_is_better": task.higher_is_better,
         "samples": len(manifest),
         "reference": reference,
+        **({"metric_options": dict(metric_options)} if metric_options else {}),
     }
     if reconstructed_path:
         scores["codec_version"] = store.attrs.get("codec_version", "")

@@ -38,3 +38,16 @@ def test_ground_truth_needs_labels():
     with pytest.raises(ValueError, match=r"samples \['y'\] have no ground-truth label"):
         task.ground_truth(manifest)
     assert task.ground_truth(manifest.assign(label=["3", "4"])) == ["3", "4"]
+
+
+def test_metric_options_reach_the_task_and_unknown_ones_are_refused():
+    target = np.full((480, 640), 2.0, dtype=np.float32)
+    prediction = target.copy()
+    prediction[0:45, :] = 3.0  # 1 m off outside the Eigen crop's rows 45:471 only
+    task = get_task("dpt")
+    assert task.compare([prediction], [target])[0] == 0.0  # the reference's crop by default
+    task.set_metric_options({"eigen_crop": False})
+    inside = 45 / 480  # share of the valid pixels that are 1 m off
+    assert task.compare([prediction], [target])[0] == pytest.approx(np.sqrt(inside), rel=1e-6)
+    with pytest.raises(ValueError, match=r"task cls has no metric options \['eigen_crop'\]"):
+        get_task("cls").set_metric_options({"eigen_crop": False})

@@ -103,6 +103,8 @@ class Task(ABC):
     name: str = ""
     metric: str = ""
     higher_is_better: bool = True
+    # Task settings (tasks.<task>.<option>) that change how the metric is computed; scoring sets them.
+    metric_options: tuple[str, ...] = ()
 
     def __init__(self, device: str = "cpu", threads: int | None = None):
         self.device = device
@@ -132,6 +134,13 @@ class Task(ABC):
             attrs=extraction.attrs,
             dtype=extraction.dtype,
         )
+
+    def set_metric_options(self, options: Mapping) -> None:
+        unknown = sorted(set(options) - set(self.metric_options))
+        if unknown:
+            raise ValueError(f"task {self.name} has no metric options {unknown}; it has {list(self.metric_options)}")
+        for key, value in options.items():
+            setattr(self, key, value)
 
     def reference_stem(self, sample_id: str) -> str:
         """The file stem of a sample's feature in the reference implementation's feature folders."""

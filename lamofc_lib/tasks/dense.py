@@ -224,6 +224,8 @@ class DepthTask(DenseTask):
     name = "dpt"
     metric = "rmse"
     higher_is_better = False
+    metric_options = ("eigen_crop",)
+    eigen_crop = True  # tasks.dpt.eigen_crop
 
     def _new_head(self, dim: int, layers: int) -> torch.nn.Module:
         return heads.DepthLinear4Head(dim, layers)
@@ -250,7 +252,7 @@ class DepthTask(DenseTask):
         """Mean over images of each image's RMSE over its valid pixels (`_valid_depth`). `eigen_crop`
         (tasks.dpt.eigen_crop; None: the class default, True as in the reference) limits them to the Eigen crop."""
         self.check_counts(outputs, references)
-        crop = getattr(self, "eigen_crop", True) if eigen_crop is None else bool(eigen_crop)
+        crop = self.eigen_crop if eigen_crop is None else bool(eigen_crop)
         errors = DepthErrors()
         rows = []
         for p, t in zip(outputs, references, strict=True):

@@ -12,7 +12,7 @@ sys.path.insert(0, str(REPO))
 os.environ.update(PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
 
 from lamofc_lib.codecs import REGISTRY
-from lamofc_lib.config import ConfigError, points, shard_samples, shards, validate
+from lamofc_lib.config import METRIC_OPTIONS, ConfigError, points, shard_samples, shards, validate
 from lamofc_lib.selection import needs_model
 from lamofc_lib.store import FeatureStore
 
@@ -179,6 +179,11 @@ def head_checkpoint(wildcards):
     """The configured head checkpoint file as an input, so replacing it rebuilds the head (and rescores)."""
     path = task_settings(wildcards.task).get("head", {}).get("checkpoint")
     return [path] if path else []
+
+
+def metric_options(task):
+    """The task settings that change how its metric is computed (e.g. dpt's eigen_crop)."""
+    return {k: task_settings(task)[k] for k in METRIC_OPTIONS.get(task, ())}
 
 
 def selection_needs_model(task):

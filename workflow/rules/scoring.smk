@@ -22,6 +22,7 @@ rule score_original:
     params:
         task=lambda wc: wc.task,
         reference=lambda wc: task_settings(wc.task)["reference"],
+        metric_options=lambda wc: metric_options(wc.task),
         device=config["run"]["device"],
     script:
         "../scripts/score.py"
@@ -53,6 +54,7 @@ rule score:
     params:
         task=lambda wc: wc.task,
         reference=lambda wc: task_settings(wc.task)["reference"],
+        metric_options=lambda wc: metric_options(wc.task),
         device=config["run"]["device"],
     script:
         "../scripts/score.py"

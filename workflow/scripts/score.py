@@ -20,6 +20,7 @@ scores, table, outputs = score_point(
     point=wc.point if coded else "original",
     device=snakemake.params.device,
     threads=snakemake.threads,
+    metric_options=snakemake.params.metric_options,
 )
 with atomic_path(snakemake.output.predictions) as tmp:
     table.to_csv(tmp, index=False)
