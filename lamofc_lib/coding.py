@@ -95,6 +95,7 @@ class Sidecar:
     feature_points: int
     encode_seconds: float
     version: int = SIDECAR_VERSION
+    feature_dtype: str = "float32"  # the uncompressed feature's dtype; reconstructions are stored in it
 
 
 def bitstream_name(index: int) -> str:
@@ -149,6 +150,7 @@ def encode_shard(
                 sha256=file_sha256(bitstream),
                 feature_points=int(np.prod(shape)),
                 encode_seconds=round(seconds, 4),
+                feature_dtype=attrs.get("feature_dtype", "float32"),
             )
             write_json(bitstream.with_suffix(".json"), asdict(record))
             records.append(record)
@@ -243,8 +245,9 @@ def decode_point(
         out,
         [r.sample_id for _, r in items],
         [tuple(r.feature_shape) for _, r in items],
-        features(),
+        (x.astype(first.feature_dtype) for x in features()),
         attrs=attrs,
+        dtype=first.feature_dtype,
     )
     return timings
 

@@ -406,7 +406,7 @@ def test_store_mse_rejects_other_samples_or_shapes(pipeline, tmp_path):
 
 
 # --------------------------------------------------------------------------------------------------
-# float16 features (tti latents): stored as fp16, quantized in fp16 arithmetic, reconstructed in float32
+# float16 features (tti latents): stored as fp16, quantized in fp16 arithmetic, reconstructed as fp16
 # --------------------------------------------------------------------------------------------------
 
 TTI_TRUNCATION = [-6.176, 4.668]
@@ -467,3 +467,22 @@ def test_store_mse_of_fp16_features_is_computed_in_float64(tmp_path):
     assert store_mse(original, rec) == [2.0**-24] * 3
     big = np.abs(original.read(0)) >= 1  # fp16 spacing 2**-10 or more there: the offset is invisible
     assert big.any() and np.all(rec.read(0).astype(np.float16)[big] == original.read(0)[big])
+
+
+def test_fp16_features_are_reconstructed_in_fp16_as_the_reference_saves_them(codec, tmp_path):
+    data = fp16_latents(seed=2)
+    ids = ["1", "2", "3"]
+    write_store(tmp_path / "features", ids, TTI_SHAPES, data, dtype="float16")
+    preprocess_store(tmp_path / "features", tmp_path / "frames", "tti", TTI_TRUNCATION, "quantized", 10)
+    records = encode_shard(tmp_path / "frames", tmp_path / "bits", codec, POINT, range(3))
+    assert {r.feature_dtype for r in records} == {"float16"}
+    decode_point([tmp_path / "bits"], tmp_path / "rec", codec)
+    rec = FeatureStore(tmp_path / "rec")
+    assert rec.dtype == np.float16
+    # The decoded frame dequantized in float32, then cast to float16 (the reference's order).
+    frames = FeatureStore(tmp_path / "frames")
+    for i, x in enumerate(data):
+        assert rec.read(i).dtype == np.float16 and rec.read(i).shape == x.shape
+        decoded = codec.decode(tmp_path / "bits" / f"{i:05d}.bin", frames.shapes[i], tmp_path)
+        expected = from_frame(decoded, "tti", x.shape, TTI_TRUNCATION, "quantized", 10).astype(np.float16)
+        np.testing.assert_array_equal(rec.read(i), expected)

@@ -280,20 +280,24 @@ def decoder_state(vae) -> dict[str, torch.Tensor]:
 
 def load_vae_decoder(head: Path | Mapping, device: str = "cpu"):
     """(vae, scaling_factor, shift_factor) from a head file (or its loaded dict); only the decoding part of the
-    AutoencoderKL holds weights (its encoder is left uninitialised and never used), in float32."""
+    AutoencoderKL holds weights (its encoder is left uninitialised and never used). On a GPU the decoder runs in
+    the dtype its weights were saved in (fp16 for the benchmark's SD3, as the reference decodes); on the CPU, in
+    float32 (half-precision convolutions are slow or missing there), a documented deviation."""
     from diffusers import AutoencoderKL
 
     state = head if isinstance(head, Mapping) else load_head_file(head, dict.fromkeys(HEAD_KEYS))
     with torch.device("meta"):
         vae = AutoencoderKL(**state["vae_config"])
     vae = vae.to_empty(device=device)
+    saved = {v.dtype for v in state["state_dict"].values()}
+    dtype = saved.pop() if len(saved) == 1 and str(device).startswith("cuda") else torch.float32
     weights = {k: v.float() for k, v in state["state_dict"].items()}
     result = vae.load_state_dict(weights, strict=False)
     missing = [k for k in result.missing_keys if k.startswith(("decoder.", "post_quant_conv."))]
     if missing or result.unexpected_keys:
         raise ValueError(f"head: VAE decoder weights do not fit its config: missing {missing[:5]}, "
                          f"unexpected {result.unexpected_keys[:5]}")  # fmt: skip
-    return vae.float().eval(), float(state["scaling_factor"]), float(state["shift_factor"])
+    return vae.to(dtype).eval(), float(state["scaling_factor"]), float(state["shift_factor"])
 
 
 def latent_shape(config: Mapping, settings: Mapping) -> tuple[int, int, int, int]:
@@ -456,7 +460,7 @@ class TextToImageTask(Task):
         for i, x in enumerate(features):
             if x.ndim != 4 or x.shape[:2] != (1, channels):
                 raise ValueError(f"task tti: sample {i} has shape {x.shape}, expected 1 x {channels} x h x w")
-            latent = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device)
+            latent = torch.from_numpy(np.ascontiguousarray(x)).to(self.device, vae.dtype)
             image = decode_latent(vae, latent, scaling_factor, shift_factor)
             if save_images is not None:
                 from PIL import Image
