@@ -14,7 +14,7 @@ from lamofc_lib.sources import (
     _arc_demo,
     _arc_file,
     arc_prompt,
-    build_manifest,
+    build_candidates,
     load_image,
     parse_arc_line,
     read_manifest,
@@ -23,8 +23,8 @@ from lamofc_lib.sources import (
 # --- skimage ----------------------------------------------------------------------------------------------------
 
 
-def test_skimage_manifest():
-    table = build_manifest({"kind": "skimage", "images": ["astronaut", "camera"]}, 2)
+def test_skimage_candidates():
+    table = build_candidates({"kind": "skimage", "images": ["astronaut", "camera"]})
     assert list(table.columns) == COLUMNS
     assert table["sample_id"].to_list() == ["astronaut", "camera"]
     assert table["source"].to_list() == ["skimage:astronaut", "skimage:camera"]
@@ -32,29 +32,29 @@ def test_skimage_manifest():
     assert table["text"].to_list() == ["", ""]
 
 
-def test_skimage_manifest_takes_the_first_samples():
-    table = build_manifest({"kind": "skimage", "images": ["coins", "astronaut", "camera"]}, 2)
-    assert table["sample_id"].to_list() == ["coins", "astronaut"]
-    assert list(table.index) == [0, 1]
+def test_skimage_candidates_keep_the_configured_order():
+    table = build_candidates({"kind": "skimage", "images": ["coins", "astronaut", "camera"]})
+    assert table["sample_id"].to_list() == ["coins", "astronaut", "camera"]
+    assert list(table.index) == [0, 1, 2]
+
+
+def test_duplicate_sample_ids_are_refused():
+    with pytest.raises(SourceError, match=r"duplicate sample ids \['camera'\]"):
+        build_candidates({"kind": "skimage", "images": ["camera", "astronaut", "camera"]})
 
 
 def test_skimage_unknown_image():
     with pytest.raises(SourceError, match="no_such_picture"):
-        build_manifest({"kind": "skimage", "images": ["astronaut", "no_such_picture"]}, 2)
-
-
-def test_more_samples_than_the_source_has():
-    with pytest.raises(SourceError, match=r"gives 2 samples.*asks for 3"):
-        build_manifest({"kind": "skimage", "images": ["astronaut", "camera"]}, 3)
+        build_candidates({"kind": "skimage", "images": ["astronaut", "no_such_picture"]})
 
 
 def test_unknown_source_kind():
     with pytest.raises(SourceError, match="coco"):
-        build_manifest({"kind": "coco"}, 1)
+        build_candidates({"kind": "coco"})
 
 
 def test_manifest_csv_round_trip(tmp_path):
-    table = build_manifest({"kind": "skimage", "images": ["astronaut", "camera"]}, 2)
+    table = build_candidates({"kind": "skimage", "images": ["astronaut", "camera"]})
     path = tmp_path / "manifest.csv"
     table.to_csv(path, index=False)
     back = read_manifest(path)
@@ -305,7 +305,7 @@ def imagenet(tmp_path):
 
 
 def test_imagenet_one_image_per_class(imagenet):
-    table = build_manifest({"kind": "imagenet", "root": str(imagenet)}, 3)
+    table = build_candidates({"kind": "imagenet", "root": str(imagenet)})
     assert list(table.columns) == COLUMNS
     assert table["sample_id"].to_list() == ["ILSVRC2012_val_00000005", "ILSVRC2012_val_00000003", "a"]
     assert table["label"].to_list() == ["0", "1", "3"]
@@ -321,14 +321,12 @@ def test_imagenet_one_image_per_class(imagenet):
     assert (gray == 128).all()
     png = load_image(table["source"].iloc[2])
     assert png[0, 0].tolist() == [10, 20, 30]
-    with pytest.raises(SourceError, match="gives 3 samples"):
-        build_manifest({"kind": "imagenet", "root": str(imagenet)}, 4)
 
 
 def test_imagenet_labels_file(imagenet, tmp_path):
     labels = tmp_path / "selection.txt"
     labels.write_text("n04/b.jpg 7\n\nn02/ILSVRC2012_val_00000009.JPEG 12\nn01/ILSVRC2012_val_00000005.png 0\n")
-    table = build_manifest({"kind": "imagenet", "root": str(imagenet), "labels": str(labels)}, 3)
+    table = build_candidates({"kind": "imagenet", "root": str(imagenet), "labels": str(labels)})
     assert table["sample_id"].to_list() == ["b", "ILSVRC2012_val_00000009", "ILSVRC2012_val_00000005"]
     assert table["label"].to_list() == ["7", "12", "0"]
     assert table["source"].to_list() == [
@@ -340,7 +338,6 @@ def test_imagenet_labels_file(imagenet, tmp_path):
     assert first.shape == (4, 6, 3)
     # JPEG is lossy; pure red stays close to red.
     assert first[..., 0].min() > 200 and first[..., 1:].max() < 60
-    assert len(build_manifest({"kind": "imagenet", "root": str(imagenet), "labels": str(labels)}, 2)) == 2
 
 
 @pytest.mark.parametrize("line", ["n04/b.jpg", "n04/b.jpg seven"])
@@ -348,11 +345,11 @@ def test_imagenet_bad_labels_line(imagenet, tmp_path, line):
     labels = tmp_path / "selection.txt"
     labels.write_text(f"n01/ILSVRC2012_val_00000005.png 0\n{line}\n")
     with pytest.raises(SourceError) as info:
-        build_manifest({"kind": "imagenet", "root": str(imagenet), "labels": str(labels)}, 1)
+        build_candidates({"kind": "imagenet", "root": str(imagenet), "labels": str(labels)})
     assert f"{labels} line 2" in str(info.value)
 
 
 def test_imagenet_missing_root(tmp_path):
     missing = tmp_path / "no-imagenet"
     with pytest.raises(SourceError, match="no-imagenet"):
-        build_manifest({"kind": "imagenet", "root": str(missing)}, 1)
+        build_candidates({"kind": "imagenet", "root": str(missing)})

@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from lamofc_lib.sources import _arc_demo, build_manifest, load_image
+from lamofc_lib.sources import _arc_demo, build_candidates, load_image
 from lamofc_lib.store import FeatureStore
 from lamofc_lib.tasks import get_task
 from lamofc_lib.tasks.cls import image_transform, load_dinov2
@@ -25,9 +25,10 @@ DEMO = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
 def cls_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cls")
     settings = DEMO["tasks"]["cls"]
-    manifest = build_manifest({"kind": "skimage", "images": ["astronaut", "coffee", "horse"]}, 3)
+    manifest = build_candidates({"kind": "skimage", "images": ["astronaut", "coffee", "horse"]})
     task = get_task("cls", device="cpu")
-    task.extract(manifest, settings["model"], settings["split"], settings["head"], tmp / "f.zarr", tmp / "head.pt")
+    task.write_head(settings["model"], settings["split"], settings["head"], tmp / "head.pt")
+    task.extract(manifest, settings["model"], settings["split"], tmp / "f.zarr")
     return manifest, settings, FeatureStore(tmp / "f.zarr"), tmp / "head.pt", task
 
 
@@ -64,7 +65,8 @@ def test_cls_head_on_uncompressed_features_reproduces_the_model_predictions(cls_
 
 def test_cls_random_head_is_seeded(cls_run, tmp_path):
     manifest, settings, store, head, task = cls_run
-    task.extract(manifest, settings["model"], settings["split"], settings["head"], tmp_path / "f.zarr", tmp_path / "h")
+    task.write_head(settings["model"], settings["split"], settings["head"], tmp_path / "h")
+    task.extract(manifest, settings["model"], settings["split"], tmp_path / "f.zarr")
     first, second = torch.load(head, weights_only=True), torch.load(tmp_path / "h", weights_only=True)
     assert first.keys() == second.keys()
     assert all(torch.equal(first[k], second[k]) for k in first if isinstance(first[k], torch.Tensor))
@@ -77,16 +79,18 @@ def test_cls_bad_head_checkpoint_fails_before_the_model_loads(cls_run, tmp_path)
     torch.save({"linear.weight": torch.zeros(10, 8)}, bad)
     missing_model = {"id": str(tmp_path / "no-such-model")}
     with pytest.raises(ValueError, match=f"head checkpoint {bad} lacks keys"):
-        task.extract(manifest, missing_model, 4, {"checkpoint": str(bad)}, tmp_path / "f.zarr", tmp_path / "h.pt")
+        task.write_head(missing_model, 4, {"checkpoint": str(bad)}, tmp_path / "h.pt")
     with pytest.raises(FileNotFoundError, match="no-such-model"):
-        task.extract(manifest, missing_model, 4, {"checkpoint": None}, tmp_path / "f.zarr", tmp_path / "h.pt")
-    assert not (tmp_path / "f.zarr").exists()
+        task.write_head(missing_model, 4, {"checkpoint": None}, tmp_path / "h.pt")
+    with pytest.raises(FileNotFoundError, match="no-such-model"):
+        task.extract(manifest, missing_model, 4, tmp_path / "f.zarr")
+    assert not (tmp_path / "f.zarr").exists() and not (tmp_path / "h.pt").exists()
 
 
 def test_cls_split_outside_the_model_is_refused(cls_run, tmp_path):
     manifest, settings, _, _, task = cls_run
     with pytest.raises(ValueError, match=r"block 5 is outside the model's 1\.\.4"):
-        task.extract(manifest, settings["model"], 5, settings["head"], tmp_path / "f.zarr", tmp_path / "h.pt")
+        task.extract(manifest, settings["model"], 5, tmp_path / "f.zarr")
 
 
 @pytest.fixture(scope="module")
