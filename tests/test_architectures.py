@@ -10,11 +10,10 @@ import torch
 from PIL import Image
 
 from lamofc_lib.sources import COLUMNS
-from lamofc_lib.store import FeatureStore
 from lamofc_lib.tasks.cls import image_transform
 from lamofc_lib.tasks.csr import decoder_output, head_logits, head_state
-from lamofc_lib.tasks.dense import extract_dense
-from lamofc_lib.tasks.dinov2 import block_outputs
+from lamofc_lib.tasks.dense import dense_layout, dense_samples
+from lamofc_lib.tasks.dinov2 import block_outputs, set_interpolation
 
 # facebook/dinov2-giant config.json
 DINOV2_GIANT = dict(
@@ -36,7 +35,9 @@ def giant():
     from transformers import Dinov2Config, Dinov2Model
 
     torch.manual_seed(0)
-    return Dinov2Model(Dinov2Config(**DINOV2_GIANT)).eval()
+    net = Dinov2Model(Dinov2Config(**DINOV2_GIANT)).eval()
+    set_interpolation(net, "reference")  # as load_dinov2 sets it
+    return net
 
 
 def _image(path, width: int, height: int) -> str:
@@ -57,14 +58,16 @@ def test_dinov2_giant_cls_feature_is_257_by_1536(giant, tmp_path):
 
 def test_dinov2_giant_seg_feature_of_a_500_by_375_image(giant, tmp_path):
     manifest = _manifest(_image(tmp_path / "voc.jpg", 500, 375))
-    extract_dense("seg", giant, manifest, 40, tmp_path / "seg.zarr", "cpu", {})
-    assert FeatureStore(tmp_path / "seg.zarr").shapes == [(2, 1, 1370, 1536)]
+    layout = dense_layout("seg", giant.config, manifest, 40, {})
+    feature = next(dense_samples("seg", giant, manifest, layout, "cpu"))
+    assert layout.shapes == [(2, 1, 1370, 1536)] and feature.shape == (2, 1, 1370, 1536)
 
 
 def test_dinov2_giant_dpt_feature_of_a_480_by_640_image(giant, tmp_path):
     manifest = _manifest(_image(tmp_path / "nyu.jpg", 640, 480))
-    extract_dense("dpt", giant, manifest, [10, 20, 30, 40], tmp_path / "dpt.zarr", "cpu", {})
-    assert FeatureStore(tmp_path / "dpt.zarr").shapes == [(2, 4, 1611, 1536)]
+    layout = dense_layout("dpt", giant.config, manifest, [10, 20, 30, 40], {})
+    feature = next(dense_samples("dpt", giant, manifest, layout, "cpu"))
+    assert layout.shapes == [(2, 4, 1611, 1536)] and feature.shape == (2, 4, 1611, 1536)
 
 
 def test_llama3_8b_split_feature_is_n_by_4096_before_the_final_norm():
