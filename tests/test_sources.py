@@ -256,12 +256,20 @@ def test_both_layouts_parse_the_same():
     [
         ("{not json", "not an ARC question"),
         (json.dumps({"id": "q", "question": "No choices?", "answerKey": "A"}), "not an ARC question"),
-        (json.dumps({"question": "No id?", "choices": {"text": list("abcd"), "label": list("ABCD")}, "answerKey": "A"}),
-         "not an ARC question"),  # fmt: skip
+        (
+            json.dumps(
+                {"question": "No id?", "choices": {"text": list("abcd"), "label": list("ABCD")}, "answerKey": "A"}
+            ),
+            "not an ARC question",
+        ),  # fmt: skip
         (json.dumps(["a", "list"]), "not an ARC question"),
         # Labels and texts of different lengths.
-        (json.dumps({"id": "q", "question": "?", "choices": {"text": ["a"], "label": list("ABCD")}, "answerKey": "A"}),
-         "not an ARC question"),  # fmt: skip
+        (
+            json.dumps(
+                {"id": "q", "question": "?", "choices": {"text": ["a"], "label": list("ABCD")}, "answerKey": "A"}
+            ),
+            "not an ARC question",
+        ),  # fmt: skip
         (_hf("q", "Key?", "abcd", "E"), r"answer key 'E' is not among the choice labels \['A', 'B', 'C', 'D'\]"),
         (_hf("q", "Six?", "abcdef", "F", labels="ABCDEF"), "the answer is choice 6"),
     ],
