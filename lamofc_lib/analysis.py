@@ -30,7 +30,7 @@ def rate_accuracy_table(scores: Iterable[Mapping]) -> pd.DataFrame:
     return table.reset_index(drop=True)
 
 
-SELECTION_COLUMNS = ["task", "policy", "candidates", "kept", "skipped", "skipped_by_reason"]
+SELECTION_COLUMNS = ["task", "policy", "candidates", "kept", "skipped", "skipped_by_reason", "notes"]
 # Policies that keep only samples the uncompressed model gets right.
 CORRECT_ONLY_POLICIES = ("first_correct", "correct_longest")
 
@@ -40,8 +40,15 @@ def selection_table(summaries: Iterable[Mapping]) -> pd.DataFrame:
     rows = []
     for s in summaries:
         reasons = "; ".join(f"{k}: {v}" for k, v in sorted(s["skipped_by_reason"].items()))
-        rows.append({**{k: s[k] for k in SELECTION_COLUMNS[:-1]}, "skipped_by_reason": reasons})
+        rows.append({**{k: s[k] for k in SELECTION_COLUMNS[:-2]}, "skipped_by_reason": reasons, "notes": _notes(s)})
     return pd.DataFrame(rows, columns=SELECTION_COLUMNS).sort_values("task", kind="stable").reset_index(drop=True)
+
+
+def _notes(summary: Mapping) -> str:
+    below = summary.get("scenes_below_minimum")
+    if not below:
+        return ""
+    return "scenes with fewer than 3 images (all they have): " + ", ".join(f"{k} {v}" for k, v in sorted(below.items()))
 
 
 def selection_note(summary: Mapping, reference: str | None) -> str:
@@ -51,6 +58,8 @@ def selection_note(summary: Mapping, reference: str | None) -> str:
         reasons = ", ".join(f"{v} {k}" for k, v in sorted(summary["skipped_by_reason"].items()))
         text += f"; skipped: {reasons}"
     text += ")."
+    if _notes(summary):
+        text += f" Note: {_notes(summary)}."
     if summary["policy"] in CORRECT_ONLY_POLICIES and reference == "ground_truth":
         text += " Only samples the uncompressed model gets right are kept, so its value is 100 % by construction."
     return text

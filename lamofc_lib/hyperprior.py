@@ -333,10 +333,16 @@ def load_model(checkpoint: str | Path):
     return net, {k: v for k, v in record.items() if k != "state_dict"}
 
 
-def pad_to(frame: np.ndarray, align: int = ALIGN) -> np.ndarray:
-    """The frame zero-padded, centred, to multiples of `align` (see `centre_padding`)."""
+PADDING_MODES = {"zero": "constant", "replicate": "edge"}
+
+
+def pad_to(frame: np.ndarray, align: int = ALIGN, padding: str = "zero") -> np.ndarray:
+    """The frame padded, centred, to multiples of `align` (see `centre_padding`): with zeros (the reference's
+    `padding: zero`) or by repeating its edge values (`padding: replicate`)."""
+    if padding not in PADDING_MODES:
+        raise ValueError(f"padding must be one of {sorted(PADDING_MODES)}, got {padding!r}")
     top, bottom, left, right = centre_padding(*frame.shape, align)
-    return np.pad(frame, ((top, bottom), (left, right)), mode="constant", constant_values=0)
+    return np.pad(frame, ((top, bottom), (left, right)), mode=PADDING_MODES[padding])
 
 
 def crop_window(x_hat: torch.Tensor, frame_shape: tuple[int, int]) -> np.ndarray:
@@ -348,14 +354,14 @@ def crop_window(x_hat: torch.Tensor, frame_shape: tuple[int, int]) -> np.ndarray
     return x_hat[0, 0, top : top + h, left : left + w].cpu().numpy().astype(np.float32)
 
 
-def _network_input(frame: np.ndarray) -> torch.Tensor:
-    """1 x 1 x H' x W' float32 tensor of the frame zero-padded, centred, to multiples of 64."""
-    return torch.from_numpy(np.ascontiguousarray(pad_to(frame), dtype=np.float32))[None, None]
+def _network_input(frame: np.ndarray, padding: str = "zero") -> torch.Tensor:
+    """1 x 1 x H' x W' float32 tensor of the frame padded, centred, to multiples of 64."""
+    return torch.from_numpy(np.ascontiguousarray(pad_to(frame, padding=padding), dtype=np.float32))[None, None]
 
 
-def compress(net, frame: np.ndarray) -> bytes:
-    """The bitstream of one normalized frame (2-D float32), zero-padded, centred, to multiples of 64."""
-    x = _network_input(frame)
+def compress(net, frame: np.ndarray, padding: str = "zero") -> bytes:
+    """The bitstream of one normalized frame (2-D float32), padded, centred, to multiples of 64."""
+    x = _network_input(frame, padding)
     with torch.no_grad():
         out = net.compress(x)
     (y,), (z,) = out["strings"]
@@ -378,11 +384,11 @@ def decompress(net, data: bytes, frame_shape: tuple[int, int]) -> np.ndarray:
     return crop_window(x_hat, (h, w))
 
 
-def reconstruct(net, frame: np.ndarray) -> np.ndarray:
+def reconstruct(net, frame: np.ndarray, padding: str = "zero") -> np.ndarray:
     """The network's own eval-mode reconstruction (quantized latents, no entropy coding), clamped to [0, 1]
     and cropped: what `decompress(compress(frame))` must reproduce."""
     with torch.no_grad():
-        x_hat = net(_network_input(frame))["x_hat"].clamp(0, 1)
+        x_hat = net(_network_input(frame, padding))["x_hat"].clamp(0, 1)
     return crop_window(x_hat, frame.shape)
 
 

@@ -239,20 +239,6 @@ class DepthErrors:
         return float(np.mean(self.per_image))
 
 
-def mean_rmse(
-    predictions: Sequence[np.ndarray], targets: Sequence[np.ndarray], valids: Sequence[np.ndarray] | None = None
-) -> float:
-    """Dataset RMSE as the mean of per-image RMSEs (see :class:`DepthErrors`)."""
-    if len(predictions) != len(targets):
-        raise ValueError(f"{len(predictions)} predictions but {len(targets)} targets")
-    if valids is not None and len(valids) != len(targets):
-        raise ValueError(f"{len(valids)} valid masks but {len(targets)} targets")
-    errors = DepthErrors()
-    for i, (p, t) in enumerate(zip(predictions, targets, strict=True)):
-        errors.update(p, t, None if valids is None else valids[i])
-    return errors.rmse()
-
-
 # --------------------------------------------------------------------------------------------------------------------
 # Comparisons with the uncompressed pipeline
 

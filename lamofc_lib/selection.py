@@ -19,7 +19,7 @@ reference implementation does it as follows, and so do these policies (`tasks.<t
   the demo's unlabelled images).
 
 An explicit list (`selection.list`: one sample id per line) overrides the policy. With features imported from
-files (`features.from`), the candidates whose feature file exists are kept, in candidate order.
+files (`tasks.<task>.features_from`), the candidates whose feature file exists are kept, in candidate order.
 
 Every selection writes a report: one row per candidate tried (kept or skipped, and why).
 """
@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +52,7 @@ class SelectionError(ValueError):
 class Selection:
     manifest: pd.DataFrame
     report: pd.DataFrame  # sample_id, kept, reason (one row per candidate considered)
+    notes: dict = field(default_factory=dict)  # what the policy could not meet, e.g. scenes below 3 images
 
     def summary(self, task: str, policy: str) -> dict:
         reasons = self.report.loc[~self.report["kept"], "reason"].value_counts()
@@ -62,6 +63,7 @@ class Selection:
             "kept": int(self.report["kept"].sum()),
             "skipped": int((~self.report["kept"]).sum()),
             "skipped_by_reason": {str(k): int(v) for k, v in reasons.items()},
+            **self.notes,
         }
 
 
@@ -114,7 +116,8 @@ def read_id_list(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise SelectionError(f"sample list {path} does not exist (selection.list)")
-    ids = [line.split()[0] for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    lines = [line.strip() for line in path.read_text().splitlines()]
+    ids = [line.split()[0] for line in lines if line and not line.startswith("#")]
     if not ids:
         raise SelectionError(f"sample list {path} holds no sample ids (selection.list)")
     return ids
@@ -174,6 +177,12 @@ def select_class_coverage(
         for label, ok in zip(candidates["label"], usable, strict=True)
     ]
     pool = set().union(*present)
+    missing = sorted(set(VOC_OBJECT_CLASSES) - pool)
+    if missing:
+        raise SelectionError(
+            f"task {task}: no usable candidate holds object classes {missing}, so no selection covers all 20 "
+            f"(check the label maps, or set tasks.{task}.selection.policy to first)"
+        )
     covered: set[int] = set()
     kept = [False] * len(candidates)
     for i, classes in enumerate(present):
@@ -194,10 +203,7 @@ def select_class_coverage(
         "" if k else ("beyond samples" if ok else f"{w} sliding window(s), not {SEG_WINDOWS}")
         for k, ok, w in zip(kept, usable, windows, strict=True)
     ]
-    missing = sorted(set(VOC_OBJECT_CLASSES) - pool)
-    selection = _pick(candidates, kept, reasons)
-    selection.report.attrs["classes_missing_from_pool"] = missing
-    return selection
+    return _pick(candidates, kept, reasons)
 
 
 def _label_classes(label_path: str) -> set[int]:
@@ -248,7 +254,12 @@ def select_scene_quota(task: str, candidates: pd.DataFrame, samples: int, scenes
         k = quota[s]
         chosen.update(m[math.floor((j + 0.5) * len(m) / k)] for j in range(k))
     kept = [i in chosen for i in range(len(candidates))]
-    return _pick(candidates, kept, ["" if k else "scene quota" for k in kept])
+    selection = _pick(candidates, kept, ["" if k else "scene quota" for k in kept])
+    selection.notes["images_per_scene"] = dict(quota)
+    below = {s: q for s, q in quota.items() if q < SCENE_MIN}
+    if below:  # reported, not refused: such a scene gives all it has
+        selection.notes["scenes_below_minimum"] = below
+    return selection
 
 
 def select(
@@ -286,13 +297,17 @@ def select_files(task: str, candidates: pd.DataFrame, samples: int, stems: Seque
     """The candidates whose feature file (`stems`: each candidate's file stem) exists in `folder`."""
     have = {p.stem for p in Path(folder).glob("*.npy")}
     if not have:
-        raise SelectionError(f"task {task}: feature folder {folder} holds no .npy files (features.from)")
+        raise SelectionError(f"task {task}: feature folder {folder} holds no .npy files (tasks.{task}.features_from)")
     kept, count = [], 0
     for stem in stems:
         kept.append(stem in have and count < samples)
         count += kept[-1]
     if count < samples:
-        raise _too_few(task, f"{folder} (feature files of {count} candidates)", count, samples)
+        found = sum(stem in have for stem in stems)
+        raise SelectionError(
+            f"task {task}: {found} of the {len(stems)} candidates have a feature file in {folder} "
+            f"(tasks.{task}.features_from), tasks.{task}.samples asks for {samples}"
+        )
     reasons = [
         "" if k else ("no feature file" if s not in have else "beyond samples")
         for k, s in zip(kept, stems, strict=True)

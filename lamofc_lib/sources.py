@@ -45,7 +45,7 @@ def build_candidates(source: Mapping) -> pd.DataFrame:
     }
     if kind not in builders:
         raise SourceError(f"source kind '{kind}' is unknown; expected one of {', '.join(builders)}")
-    table = builders[kind](source, None)
+    table = builders[kind](source)
     if not len(table):
         raise SourceError(f"source {kind} gives no samples")
     duplicated = table["sample_id"][table["sample_id"].duplicated()].tolist()
@@ -58,7 +58,7 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
     return pd.read_csv(path, dtype=str, keep_default_na=False)
 
 
-def _skimage(source: Mapping, samples: int) -> pd.DataFrame:
+def _skimage(source: Mapping) -> pd.DataFrame:
     import skimage.data
 
     rows = []
@@ -71,7 +71,7 @@ def _skimage(source: Mapping, samples: int) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def _imagenet(source: Mapping, samples: int) -> pd.DataFrame:
+def _imagenet(source: Mapping) -> pd.DataFrame:
     """ImageNet validation images in class folders (sorted folder names give the class indices), one image per
     class in class order; or the samples listed in `labels` ("relative/path class_index" lines)."""
     root = Path(source["root"])
@@ -97,7 +97,7 @@ def _imagenet(source: Mapping, samples: int) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def _voc2012(source: Mapping, samples: int) -> pd.DataFrame:
+def _voc2012(source: Mapping) -> pd.DataFrame:
     """VOC2012 segmentation val images in list order (ImageSets/Segmentation/val.txt, or the `labels` list);
     the label is the SegmentationClass PNG (class indices, 255 = ignored boundary)."""
     root = Path(source["root"])
@@ -114,7 +114,7 @@ def _voc2012(source: Mapping, samples: int) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def _nyu_depth_v2(source: Mapping, samples: int) -> pd.DataFrame:
+def _nyu_depth_v2(source: Mapping) -> pd.DataFrame:
     """NYU-Depth-v2 test images from a split file of "rgb_path depth_path [focal]" lines relative to the root
     (the layout of nyudepthv2_test_files_with_gt.txt); depth PNGs hold millimetres."""
     root = Path(source["root"])
@@ -258,27 +258,27 @@ def _arc_lines(data: bytes) -> list[str]:
     return data.decode("utf-8", errors="ignore").replace("\r\n", "\n").replace("\r", "\n").split("\n")
 
 
-def _arc_file(source: Mapping, samples: int) -> pd.DataFrame:
+def _arc_file(source: Mapping) -> pd.DataFrame:
     path = Path(source["path"])
     if not path.is_file():
         raise SourceError(f"ARC file {path} does not exist")
     return _arc_rows(_arc_lines(path.read_bytes()), str(path))
 
 
-def _coco_captions(source: Mapping, samples: int) -> pd.DataFrame:
+def _coco_captions(source: Mapping) -> pd.DataFrame:
     from lamofc_lib.tasks.tti import coco_captions_manifest
 
-    return coco_captions_manifest(source, samples)
+    return coco_captions_manifest(source)
 
 
-def _captions_demo(source: Mapping, samples: int) -> pd.DataFrame:
+def _captions_demo(source: Mapping) -> pd.DataFrame:
     """The COCO-format captions shipped with lamofc_lib (demo)."""
     name = "captions_demo_train.json" if source.get("set") == "train" else "captions_demo.json"
     path = resources.files("lamofc_lib").joinpath(f"data/{name}")
-    return _coco_captions({**source, "path": str(path)}, samples)
+    return _coco_captions({**source, "path": str(path)})
 
 
-def _arc_demo(source: Mapping, samples: int) -> pd.DataFrame:
+def _arc_demo(source: Mapping) -> pd.DataFrame:
     name = "arc_demo_train.jsonl" if source.get("set") == "train" else "arc_demo.jsonl"
     data = resources.files("lamofc_lib").joinpath(f"data/{name}").read_bytes()
     return _arc_rows(_arc_lines(data), f"lamofc_lib/data/{name}")

@@ -298,3 +298,23 @@ def test_generalizability_table_names_missing_pairs():
     scores = [_score("seg", "original", "original", 32, 80.0), _score("seg", "hyperprior@cls", "0.1", 1.0, 70.0)]
     with pytest.raises(ValueError, match=r"\('dpt', 'seg'\)"):
         generalizability_table(scores, [("cls", "seg"), ("dpt", "seg")])
+
+
+def test_selection_table_and_notes_state_the_counts_and_the_100_percent_by_construction():
+    from lamofc_lib.analysis import selection_note, selection_table
+
+    summaries = [
+        {"task": "dpt", "policy": "scene_quota", "candidates": 10, "kept": 7, "skipped": 3,
+         "skipped_by_reason": {"scene quota": 3}, "scenes_below_minimum": {"foyer": 2}},
+        {"task": "cls", "policy": "first_correct", "candidates": 633, "kept": 500, "skipped": 133,
+         "skipped_by_reason": {"incorrect": 120, "beyond samples": 13}},
+    ]  # fmt: skip
+    table = selection_table(summaries)
+    assert list(table.task) == ["cls", "dpt"]
+    assert table.loc[0, "skipped_by_reason"] == "beyond samples: 13; incorrect: 120"
+    assert table.loc[1, "notes"] == "scenes with fewer than 3 images (all they have): foyer 2"
+    cls_note = selection_note(summaries[1], "ground_truth")
+    assert cls_note.startswith("Samples: 500 kept of 633 candidates (selection first_correct; skipped: 13 beyond")
+    assert "100 % by construction" in cls_note
+    assert "100 % by construction" not in selection_note(summaries[1], "uncompressed")
+    assert "foyer 2" in selection_note(summaries[0], "ground_truth")

@@ -256,9 +256,14 @@ def test_config_interpolation_defaults_to_reference_and_takes_only_the_two_modes
     import yaml
 
     from lamofc_lib.config import SCHEMA_PATH
+    from lamofc_lib.tasks.dinov2 import release_interpolate_pos_encoding
 
     raw = yaml.safe_load((SCHEMA_PATH.parents[2] / "config" / "demo.yaml").read_text())
-    assert validate(copy.deepcopy(raw), check_paths=False)["tasks"]["dpt"]["model"]["interpolation"] == "reference"
+    # Unset (so the csr and tti model blocks, which have no DINOv2, stay unchanged): load_dinov2 takes reference.
+    model = validate(copy.deepcopy(raw), check_paths=False)["tasks"]["dpt"]["model"]
+    assert "interpolation" not in model
+    net = load_dinov2(model, "cpu")
+    assert net.embeddings.interpolate_pos_encoding.func is release_interpolate_pos_encoding
     raw["tasks"]["cls"]["model"] = {**raw["tasks"]["cls"]["model"], "interpolation": "transformers"}
     assert validate(copy.deepcopy(raw), check_paths=False)["tasks"]["cls"]["model"]["interpolation"] == "transformers"
     raw["tasks"]["cls"]["model"]["interpolation"] = "bilinear"

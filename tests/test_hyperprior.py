@@ -133,6 +133,24 @@ def test_coding_input_is_a_centred_zero_pad_to_multiples_of_64():
     assert hp.centre_padding(257, 1536) == (31, 32, 0, 0)  # a cls frame: 320 x 1536
 
 
+def test_replicate_padding_repeats_the_edge_values_around_the_centred_frame(trained):
+    frame = np.array([[0.1, 0.2, 0.3], [0.4, 0.5, 0.6]], np.float32)
+    # 2 x 3 -> 4 x 4: one row above and below, no column left (the odd one goes right), one column right.
+    expected = np.array(
+        [[0.1, 0.2, 0.3, 0.3], [0.1, 0.2, 0.3, 0.3], [0.4, 0.5, 0.6, 0.6], [0.4, 0.5, 0.6, 0.6]], np.float32
+    )
+    np.testing.assert_array_equal(hp.pad_to(frame, align=4, padding="replicate"), expected)
+    with pytest.raises(ValueError, match="padding must be one of"):
+        hp.pad_to(frame, padding="mirror")
+    frames, models, _ = trained
+    net = hp.load_model(models[0.05])[0]
+    data = hp.compress(net, frames[1], padding="replicate")
+    assert data != hp.compress(net, frames[1])  # another network input than the zero pad
+    np.testing.assert_array_equal(
+        hp.decompress(net, data, frames[1].shape), hp.reconstruct(net, frames[1], "replicate")
+    )
+
+
 def test_decoding_crops_the_centred_window():
     """decompress hands back the frame's window of the decoded padded frame, not its top-left corner."""
 

@@ -20,7 +20,6 @@ from lamofc_lib.metrics import (
     fid_statistics,
     find_inception_weights,
     frechet_distance,
-    mean_rmse,
     rmse,
     top1_accuracy,
 )
@@ -169,7 +168,6 @@ def test_dataset_rmse_is_mean_of_per_image_rmse():
     assert errors.update(pred_b, target_b) == pytest.approx(3.0)
     # Mean over images = (1 + 3) / 2 = 2; pooling the 4 pixels would give sqrt((3 * 1 + 9) / 4) = sqrt(3) = 1.73.
     assert errors.rmse() == pytest.approx(2.0)
-    assert mean_rmse([pred_a, pred_b], [target_a, target_b]) == pytest.approx(2.0)
     first, second = DepthErrors(), DepthErrors()
     first.update(pred_a, target_a)
     second.update(pred_b, target_b)

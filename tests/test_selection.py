@@ -60,6 +60,7 @@ def cls_pool(tmp_path_factory):
         Image.fromarray(image).save(root / f"n{label:04d}" / f"{i:02d}_{name}.png")
         placed[f"{i:02d}_{name}"] = label
     candidates = build_candidates({"kind": "imagenet", "root": str(root)})
+    assert len(candidates) == len(IMAGES)  # every image is the first of its class folder
     stem_to_name = {f"{i:02d}_{n}": n for i, n in enumerate(IMAGES)}
     correct = [
         predicted[stem_to_name[sid]] == int(label)
@@ -97,7 +98,7 @@ def test_a_sample_list_overrides_the_policy_without_running_the_model(cls_pool, 
     candidates, *_ = cls_pool
     wanted = [candidates.sample_id[2], candidates.sample_id[0]]
     listing = tmp_path / "ids.txt"
-    listing.write_text(f"# pinned\n{wanted[0]}\n\n{wanted[1]} extra columns are ignored\n")
+    listing.write_text(f"# pinned\n{wanted[0]}\n\n  # a note\n{wanted[1]} extra columns are ignored\n")
     block = settings(2, "first_correct")
     block["selection"]["list"] = str(listing)
     selection = run_selection("cls", candidates, block, model=None, split=None, head=None)  # no model to run
@@ -146,26 +147,31 @@ def _voc(tmp_path, images):
 
 def test_class_coverage_covers_every_class_first_then_fills_in_list_order(tmp_path):
     landscape, square = (500, 375), (500, 500)  # 2 sliding windows; 1 window
-    source = _voc(tmp_path, [
-        ("i0", landscape, [1, 2]),
-        ("i1", landscape, [2]),        # adds nothing new
-        ("i2", square, [3]),           # one window: skipped whatever it holds
-        ("i3", landscape, [3, 1]),     # adds 3
-        ("i4", landscape, [4]),        # adds 4
+    images = [
+        ("i0", landscape, list(range(1, 11))),
+        ("i1", landscape, [2]),                   # adds nothing new
+        ("i2", square, list(range(11, 21))),      # one window: skipped whatever it holds
+        ("i3", landscape, [1, *range(11, 16)]),   # adds 11-15
+        ("i4", landscape, list(range(16, 21))),   # adds 16-20
         ("i5", landscape, [1]),
         ("i6", landscape, [2]),
-    ])  # fmt: skip
+    ]  # fmt: skip
+    source = _voc(tmp_path / "all", images)
     candidates = build_candidates(source)
-    # Coverage pass keeps i0, i3, i4 (classes 1-4 of the usable pool); filling to 5 adds i1 and i5.
+    # Coverage pass keeps i0, i3, i4 (all 20 object classes); filling to 5 adds i1 and i5.
     selection = run_selection("seg", candidates, settings(5, "class_coverage", source))
     assert list(selection.manifest.sample_id) == ["i0", "i1", "i3", "i4", "i5"]
     reasons = dict(zip(selection.report.sample_id, selection.report.reason, strict=True))
     assert reasons["i2"] == "1 sliding window(s), not 2"
     assert reasons["i6"] == "beyond samples"
-    with pytest.raises(SelectionError, match=r"covering the 4 object classes .* takes 3 images .* asks for 2"):
+    with pytest.raises(SelectionError, match=r"covering the 20 object classes .* takes 3 images .* asks for 2"):
         run_selection("seg", candidates, settings(2, "class_coverage", source))
     with pytest.raises(SelectionError, match=r"task seg: the 6 candidates with 2 sliding windows gives 6 .*asks for 7"):
         run_selection("seg", candidates, settings(7, "class_coverage", source))
+    # Without i4, classes 16-20 are only in the square image: no selection can cover all 20.
+    source = _voc(tmp_path / "some", [im for im in images if im[0] != "i4"])
+    with pytest.raises(SelectionError, match=r"no usable candidate holds object classes \[16, 17, 18, 19, 20\]"):
+        run_selection("seg", build_candidates(source), settings(4, "class_coverage", source))
 
 
 # --- dpt: scene_quota on a synthetic NYU split -------------------------------------------------------------------
@@ -189,7 +195,10 @@ def test_scene_quota_gives_3_to_8_per_scene_evenly_spread(tmp_path):
     expected = [f"kitchen_rgb_{k:05d}" for k in (1, 3, 6, 8)] + [f"bathroom_rgb_{k:05d}" for k in (0, 1)]
     expected += [f"office_rgb_{k:05d}" for k in (0, 2, 4)]
     assert list(selection.manifest.sample_id) == expected
-    assert selection.summary("dpt", "scene_quota")["skipped_by_reason"] == {"scene quota": 8}
+    summary = selection.summary("dpt", "scene_quota")
+    assert summary["skipped_by_reason"] == {"scene quota": 8}
+    assert summary["images_per_scene"] == {"kitchen": 4, "bathroom": 2, "office": 3}
+    assert summary["scenes_below_minimum"] == {"bathroom": 2}  # it has only 2: reported
     # 3 scenes x at most 8 (bathroom only 2): 18 at most.
     with pytest.raises(SelectionError, match=r"at most 8 images per scene over 3 categories give 15"):
         run_selection("dpt", candidates, settings(16, "scene_quota", source))

@@ -186,7 +186,7 @@ def test_arc_demo_candidates_are_every_question_in_file_order():
     for name, source in files:
         text = resources.files("lamofc_lib").joinpath(f"data/{name}").read_text()
         items = [json.loads(line) for line in text.splitlines()]
-        table = _arc_demo(source, None)
+        table = _arc_demo(source)
         assert list(table.columns) == COLUMNS
         assert table["sample_id"].to_list() == [item["id"] for item in items]
         assert table["label"].to_list() == ["ABCD"[item["choices"]["label"].index(item["answerKey"])] for item in items]
@@ -194,8 +194,8 @@ def test_arc_demo_candidates_are_every_question_in_file_order():
         for text, item in zip(table["text"], items, strict=True):
             choices = "".join(f"{letter}: {t}\n" for letter, t in zip("ABCD", item["choices"]["text"], strict=True))
             assert text == BEGIN + f"Question: {item['question']}\n" + choices + END
-    assert len(_arc_demo({"kind": "arc_demo"}, None)) == 20
-    assert len(_arc_demo({"kind": "arc_demo", "set": "train"}, None)) == 12
+    assert len(_arc_demo({"kind": "arc_demo"})) == 20
+    assert len(_arc_demo({"kind": "arc_demo", "set": "train"})) == 12
 
 
 @pytest.mark.parametrize("layout", [_hf, _original])
@@ -210,7 +210,7 @@ def test_arc_file(tmp_path, layout):
     ]
     path = tmp_path / "ARC-Challenge-Test.jsonl"
     path.write_text("\n".join(lines) + "\n")
-    table = _arc_file({"kind": "arc", "path": str(path)}, None)
+    table = _arc_file({"kind": "arc", "path": str(path)})
     # All questions, in file order (selection by correctness and prompt length comes later).
     assert table["sample_id"].to_list() == ["q-short", "q-long", "q-digits", "q-three", "q-mid"]
     assert table["label"].to_list() == ["B", "D", "B", "A", "A"]
@@ -230,7 +230,7 @@ def test_arc_file_lines_split_at_newlines_only(tmp_path):
         ensure_ascii=False,
     )
     path.write_bytes(line.encode() + b"\r\n" + _hf("v", "Caf\xff?", "abcd", "D").encode().replace(b"\\u00ff", b"\xff"))
-    table = _arc_file({"kind": "arc", "path": str(path)}, None)
+    table = _arc_file({"kind": "arc", "path": str(path)})
     assert table["sample_id"].to_list() == ["u", "v"]
     assert table["text"][0] == BEGIN + "Question: One\u2028two?\nA: x\nA: x\nA: x\nA: x\n" + END
     assert "Question: Caf?\n" in table["text"][1]
@@ -278,14 +278,14 @@ def test_arc_malformed_line_names_file_and_line(tmp_path, bad, why):
     path = tmp_path / "arc.jsonl"
     path.write_text(_hf("ok", "Fine?", ["a", "b", "c", "d"], "A") + "\n" + bad + "\n")
     with pytest.raises(SourceError, match=why) as info:
-        _arc_file({"kind": "arc", "path": str(path)}, None)
+        _arc_file({"kind": "arc", "path": str(path)})
     assert f"{path} line 2" in str(info.value)
 
 
 def test_arc_file_missing(tmp_path):
     missing = tmp_path / "none.jsonl"
     with pytest.raises(SourceError, match="none.jsonl"):
-        _arc_file({"kind": "arc", "path": str(missing)}, None)
+        _arc_file({"kind": "arc", "path": str(missing)})
 
 
 # --- ImageNet ---------------------------------------------------------------------------------------------------

@@ -97,7 +97,7 @@ def test_cls_split_outside_the_model_is_refused(cls_run, tmp_path):
 def csr_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("csr")
     settings = DEMO["tasks"]["csr"]
-    manifest = _arc_demo({"kind": "arc_demo"}, None).iloc[:4].reset_index(drop=True)
+    manifest = _arc_demo({"kind": "arc_demo"}).iloc[:4].reset_index(drop=True)
     task = get_task("csr", device="cpu")
     task.write_head(settings["model"], settings["split"], {}, tmp / "head.pt")
     task.extract(manifest, settings["model"], settings["split"], tmp / "f.zarr")

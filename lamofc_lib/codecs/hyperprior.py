@@ -74,7 +74,7 @@ class Hyperprior(Codec):
 
         self.check_frame(frame)
         self._check_point(point)
-        Path(bitstream).write_bytes(compress(self.net, frame))
+        Path(bitstream).write_bytes(compress(self.net, frame, self.settings.get("padding", "zero")))
 
     def decode(self, bitstream: Path, frame_shape: tuple[int, int], workdir: Path) -> np.ndarray:
         from lamofc_lib.hyperprior import decompress

@@ -311,16 +311,16 @@ def decode_latent(vae, latent: torch.Tensor, scaling_factor: float, shift_factor
     `latent / scaling_factor + shift_factor`, VAE decode, (x / 2 + 0.5).clamp(0, 1), round(255 x)."""
     with torch.no_grad():
         image = vae.decode(latent / scaling_factor + shift_factor).sample
-    image = (image.float() / 2 + 0.5).clamp(0, 1)
-    return (image * 255).round().to(torch.uint8)
+        image = (image / 2 + 0.5).clamp(0, 1)  # in the decoder's dtype, as diffusers' image processor
+    return (image.float() * 255).round().to(torch.uint8)
 
 
 # --------------------------------------------------------------------------------------------------------------------
 # Source: COCO captions
 
 
-def coco_captions_manifest(source: Mapping, samples: int) -> pd.DataFrame:
-    """One row per COCO image with its LONGEST caption, the first `samples` images in the json's order of `images`
+def coco_captions_manifest(source: Mapping) -> pd.DataFrame:
+    """One row per COCO image with its LONGEST caption, every image in the json's order of `images`
     (`source.order: file`, as the reference selection script does) or in ascending id order (`order: id`).
 
     Captions are cleaned as the reference does (newlines removed, stripped); images without a non-empty caption
@@ -350,7 +350,7 @@ def coco_captions_manifest(source: Mapping, samples: int) -> pd.DataFrame:
         raise SourceError(f"{path}: not a COCO captions file ({err!r})") from None
     ids = sorted(set(ids)) if order == "id" else list(dict.fromkeys(ids))
     rows = [{"sample_id": str(i), "source": str(path), "label": "", "text": longest[i]} for i in ids if i in longest]
-    return pd.DataFrame(rows[:samples], columns=COLUMNS)
+    return pd.DataFrame(rows, columns=COLUMNS)
 
 
 # --------------------------------------------------------------------------------------------------------------------

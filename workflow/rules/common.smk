@@ -209,7 +209,21 @@ def selection_label(task):
 def selection_settings(task):
     block = task_settings(task)
     keys = ("samples", "selection", "features_from", "source")
-    return {k: block.get(k) for k in keys}
+    return {k: block.get(k) for k in keys} | {"feature_files": feature_files(task)}
+
+
+def feature_files(task):
+    """The .npy files of a task's features_from folder (names, sizes, times): a changed file reselects and
+    reimports, and the between-workflow cache never serves a selection of other files."""
+    folder = task_settings(task).get("features_from")
+    if not folder:
+        return []
+    return [f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in sorted(Path(folder).glob("*.npy"))]
+
+
+def feature_file_inputs(wildcards):
+    folder = Path(task_settings(wildcards.task)["features_from"])
+    return sorted(str(p) for p in folder.glob("*.npy"))
 
 
 def training_selection_settings(task):

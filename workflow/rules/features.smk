@@ -15,6 +15,7 @@ rule head:
     resources:
         mem_mb=lambda wc: task_settings(wc.task)["resources"]["extract"]["mem_mb"],
         runtime=lambda wc: task_settings(wc.task)["resources"]["extract"]["runtime"],
+        gpu=lambda wc: task_settings(wc.task)["resources"]["extract"]["gpu"],
     params:
         task=lambda wc: wc.task,
         model=lambda wc: task_settings(wc.task)["model"],
@@ -61,6 +62,7 @@ rule import_features:
     implementation names them, checked against the task's layout and stored like extracted features."""
     input:
         manifest=f"{RESULTS}/{{task}}/manifest.csv",
+        files=feature_file_inputs,
     output:
         features=directory(f"{RESULTS}/{{task,{IMPORTED_TASKS}}}/features.zarr"),
     log:
