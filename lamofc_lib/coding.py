@@ -4,7 +4,6 @@ post-processing (bitstreams -> reconstructed features)."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import tempfile
 import time
@@ -16,37 +15,13 @@ import numpy as np
 
 from lamofc_lib import preprocess
 from lamofc_lib.codecs import Codec, CodecError
-from lamofc_lib.config import truncation_bounds
-from lamofc_lib.io import atomic_path, read_json, write_json
+from lamofc_lib.io import atomic_path, file_sha256, read_json, write_json
 from lamofc_lib.metrics import feature_mse
+from lamofc_lib.preprocess import from_frame, to_frame
 from lamofc_lib.store import FeatureStore, write_store
 
 SIDECAR_VERSION = 1
 log = logging.getLogger(__name__)
-
-
-def to_frame(x: np.ndarray, task: str, truncation, input_kind: str, bit_depth: int) -> np.ndarray:
-    """Truncate, quantize (or normalize, for learned codecs) and pack one N x C x H x W feature.
-
-    The quantizer computes in the feature's own dtype (float16 for fp16 features such as the tti latents,
-    float32 otherwise; see `preprocess.quantization_dtype`), so pass the stored array, not a widened copy."""
-    lo, hi = truncation_bounds(truncation)
-    if input_kind == "quantized":
-        y = preprocess.quantize(x, lo, hi, bit_depth=bit_depth)
-    elif input_kind == "normalized":
-        y = preprocess.normalize(x, lo, hi)
-    else:
-        raise ValueError(f"input kind '{input_kind}' is unknown; expected quantized or normalized")
-    return preprocess.pack(y, task)
-
-
-def from_frame(frame: np.ndarray, task: str, shape, truncation, input_kind: str, bit_depth: int) -> np.ndarray:
-    """The exact inverse of `to_frame` (up to the codec's and the quantizer's loss)."""
-    lo, hi = truncation_bounds(truncation)
-    y = preprocess.unpack(frame, task, tuple(shape))
-    if input_kind == "quantized":
-        return preprocess.dequantize(y, lo, hi, bit_depth=bit_depth)
-    return preprocess.denormalize(y, lo, hi)
 
 
 def preprocess_store(
@@ -160,10 +135,6 @@ def encode_shard(
 def _log_tool_output(work: Path) -> None:
     for path in sorted(work.glob("*.log")):
         log.info("%s:\n%s", path.name, path.read_text())
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def read_sidecars(dirs: Sequence[str | Path], samples: int | None = None) -> list[tuple[Path, Sidecar]]:

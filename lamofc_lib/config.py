@@ -11,6 +11,8 @@ from typing import Any
 import jsonschema
 import yaml
 
+from lamofc_lib.preprocess import truncation_ranges
+
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
 
 # What this version of the workflow can run end to end; a configured but unlisted task or codec fails at start.
@@ -240,7 +242,7 @@ def _check_task(task: str, block: dict, check_paths: bool) -> None:
             f"config key tasks.{task}.model: set exactly one of id, package, random_init (got {given or 'none'})"
         )
     for name, truncation in block["truncation"].items():
-        for lo, hi in ranges(truncation):
+        for lo, hi in truncation_ranges(truncation):
             if not hi > lo:
                 raise ConfigError(f"config key tasks.{task}.truncation.{name}: hi {hi} must exceed lo {lo}")
     if task == "tti" and block["reference"] != "uncompressed":
@@ -256,21 +258,6 @@ def _check_task(task: str, block: dict, check_paths: bool) -> None:
         )
     if head.get("checkpoint") and check_paths and not Path(head["checkpoint"]).is_file():
         raise ConfigError(f"config key tasks.{task}.head.checkpoint: file '{head['checkpoint']}' does not exist")
-
-
-def ranges(truncation) -> list[tuple[float, float]]:
-    """The [lo, hi] pairs of a truncation entry (one pair, or one per layer)."""
-    if isinstance(truncation[0], (int, float)):
-        return [(float(truncation[0]), float(truncation[1]))]
-    return [(float(lo), float(hi)) for lo, hi in truncation]
-
-
-def truncation_bounds(truncation):
-    """lo, hi as scalars, or per-layer lists, as `lamofc_lib.preprocess` takes them."""
-    pairs = ranges(truncation)
-    if isinstance(truncation[0], (int, float)):
-        return pairs[0]
-    return [lo for lo, _ in pairs], [hi for _, hi in pairs]
 
 
 def format_point(value) -> str:

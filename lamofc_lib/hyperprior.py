@@ -394,7 +394,7 @@ def reconstruct(net, frame: np.ndarray, padding: str = "zero") -> np.ndarray:
 
 def training_frames(features: str | Path, task: str, truncation) -> list[np.ndarray]:
     """The packed, normalized frames of every sample of a training feature store (held in memory)."""
-    from lamofc_lib.coding import to_frame
+    from lamofc_lib.preprocess import to_frame
     from lamofc_lib.store import FeatureStore
 
     store = FeatureStore(features)

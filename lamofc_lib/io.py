@@ -3,6 +3,7 @@ so a killed job never leaves a file or folder that looks finished."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -47,3 +48,12 @@ def write_json(path: str | Path, data) -> None:
 
 def read_json(path: str | Path):
     return json.loads(Path(path).read_text())
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes (bitstreams, model files), read in blocks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

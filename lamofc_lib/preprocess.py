@@ -325,3 +325,45 @@ def unpack(frame: np.ndarray, task: str, shape: tuple[int, int, int, int]) -> np
     else:  # csr
         out = frame.reshape(1, 1, h, w)
     return _fresh(out, frame)
+
+
+# Frames: a configured truncation entry, one feature, one packed 2-D frame
+
+
+def truncation_ranges(truncation) -> list[tuple[float, float]]:
+    """The [lo, hi] pairs of a truncation entry (one pair, or one per layer)."""
+    if isinstance(truncation[0], (int, float)):
+        return [(float(truncation[0]), float(truncation[1]))]
+    return [(float(lo), float(hi)) for lo, hi in truncation]
+
+
+def truncation_bounds(truncation):
+    """lo, hi as scalars, or per-layer lists, as `quantize` and `normalize` take them."""
+    pairs = truncation_ranges(truncation)
+    if isinstance(truncation[0], (int, float)):
+        return pairs[0]
+    return [lo for lo, _ in pairs], [hi for _, hi in pairs]
+
+
+def to_frame(x: np.ndarray, task: str, truncation, input_kind: str, bit_depth: int) -> np.ndarray:
+    """Truncate, quantize (or normalize, for learned codecs) and pack one N x C x H x W feature.
+
+    The quantizer computes in the feature's own dtype (float16 for fp16 features such as the tti latents,
+    float32 otherwise; see `quantization_dtype`), so pass the stored array, not a widened copy."""
+    lo, hi = truncation_bounds(truncation)
+    if input_kind == "quantized":
+        y = quantize(x, lo, hi, bit_depth=bit_depth)
+    elif input_kind == "normalized":
+        y = normalize(x, lo, hi)
+    else:
+        raise ValueError(f"input kind '{input_kind}' is unknown; expected quantized or normalized")
+    return pack(y, task)
+
+
+def from_frame(frame: np.ndarray, task: str, shape, truncation, input_kind: str, bit_depth: int) -> np.ndarray:
+    """The exact inverse of `to_frame` (up to the codec's and the quantizer's loss)."""
+    lo, hi = truncation_bounds(truncation)
+    y = unpack(frame, task, tuple(shape))
+    if input_kind == "quantized":
+        return dequantize(y, lo, hi, bit_depth=bit_depth)
+    return denormalize(y, lo, hi)

@@ -14,16 +14,8 @@ import pytest
 
 from lamofc_lib import preprocess
 from lamofc_lib.codecs import CodecError, get_codec
-from lamofc_lib.coding import (
-    decode_point,
-    encode_shard,
-    from_frame,
-    preprocess_store,
-    rate,
-    read_sidecars,
-    store_mse,
-    to_frame,
-)
+from lamofc_lib.coding import decode_point, encode_shard, preprocess_store, rate, read_sidecars, store_mse
+from lamofc_lib.preprocess import from_frame, to_frame
 from lamofc_lib.store import FeatureStore, write_store
 
 SETTINGS = {"preset": "faster", "bit_depth": 10, "samples_per_job": 10, "truncation": "vvc"}

@@ -8,16 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lamofc_lib.config import (
-    ConfigError,
-    format_point,
-    points,
-    ranges,
-    shard_samples,
-    shards,
-    truncation_bounds,
-    validate,
-)
+from lamofc_lib.config import ConfigError, format_point, points, shard_samples, shards, validate
+from lamofc_lib.preprocess import truncation_bounds, truncation_ranges
 
 DEMO = Path(__file__).resolve().parent.parent / "config" / "demo.yaml"
 
@@ -364,8 +356,8 @@ def test_truncation_bounds_per_layer():
 
 
 def test_ranges():
-    assert ranges([-4, 4]) == [(-4.0, 4.0)]
-    assert ranges([[-1, 1], [0, 3]]) == [(-1.0, 1.0), (0.0, 3.0)]
+    assert truncation_ranges([-4, 4]) == [(-4.0, 4.0)]
+    assert truncation_ranges([[-1, 1], [0, 3]]) == [(-1.0, 1.0), (0.0, 3.0)]
 
 
 def test_codec_without_points_for_a_run_task(raw):

@@ -12,11 +12,10 @@ import pytest
 import torch
 
 from lamofc_lib.metrics import fid
-from lamofc_lib.sources import COLUMNS, SourceError
+from lamofc_lib.sources import COLUMNS, SourceError, build_candidates
 from lamofc_lib.store import FeatureStore
 from lamofc_lib.tasks.tti import (
     TextToImageTask,
-    coco_captions_manifest,
     decode_latent,
     decoder_state,
     generation_settings,
@@ -327,7 +326,7 @@ def test_coco_reader_takes_the_longest_caption_per_image_in_id_order(tmp_path):
         {"id": 8, "image_id": 5, "caption": "   "},  # no usable caption: image 5 is skipped
     ]
     path = _coco(tmp_path / "captions_val2017.json", images, annotations)
-    table = coco_captions_manifest({"kind": "coco_captions", "path": str(path), "order": "id"})
+    table = build_candidates({"kind": "coco_captions", "path": str(path), "order": "id"})
     assert list(table.columns) == COLUMNS
     assert list(table["sample_id"]) == ["37777", "252219", "397133"]
     assert list(table["text"]) == [
@@ -336,7 +335,7 @@ def test_coco_reader_takes_the_longest_caption_per_image_in_id_order(tmp_path):
         "A man is preparing dessert in a kitchen.",
     ]
     assert set(table["source"]) == {str(path)} and set(table["label"]) == {""}
-    assert list(coco_captions_manifest({"path": str(path)})["sample_id"]) == [
+    assert list(build_candidates({"kind": "coco_captions", "path": str(path)})["sample_id"]) == [
         "397133", "37777", "252219"
     ]  # fmt: skip
 
@@ -345,13 +344,13 @@ def test_coco_reader_names_a_malformed_or_missing_file(tmp_path):
     broken = tmp_path / "broken.json"
     broken.write_text('{"images": [{"id": 1}], "annotations": [')
     with pytest.raises(SourceError, match="broken.json"):
-        coco_captions_manifest({"path": str(broken)})
+        build_candidates({"kind": "coco_captions", "path": str(broken)})
     no_annotations = _coco(tmp_path / "other.json", [{"id": 1}], [])
     no_annotations.write_text(json.dumps({"images": [{"id": 1}]}))
     with pytest.raises(SourceError, match=r"other\.json: not a COCO captions file"):
-        coco_captions_manifest({"path": str(no_annotations)})
+        build_candidates({"kind": "coco_captions", "path": str(no_annotations)})
     bad_caption = _coco(tmp_path / "bad.json", [{"id": 1}], [{"image_id": 1, "caption": 7}])
     with pytest.raises(SourceError, match="bad.json"):
-        coco_captions_manifest({"path": str(bad_caption)})
+        build_candidates({"kind": "coco_captions", "path": str(bad_caption)})
     with pytest.raises(SourceError, match="missing.json does not exist"):
-        coco_captions_manifest({"path": str(tmp_path / "missing.json")})
+        build_candidates({"kind": "coco_captions", "path": str(tmp_path / "missing.json")})

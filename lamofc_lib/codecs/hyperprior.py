@@ -48,7 +48,7 @@ class Hyperprior(Codec):
     def version(self) -> str:
         import compressai
 
-        from lamofc_lib.coding import file_sha256
+        from lamofc_lib.io import file_sha256
 
         r = self.record
         return (

@@ -27,7 +27,6 @@ guidance, scheduler, latent output) is diffusers' StableDiffusion3Pipeline in bo
 
 from __future__ import annotations
 
-import json
 import string
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -36,7 +35,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lamofc_lib.sources import COLUMNS, SourceError
 from lamofc_lib.tasks.base import Extraction, Layout, Task, load_head_file, model_source, torch_dtype
 
 # The benchmark's generation settings; `model` or `model.random_init` may override any of them.
@@ -316,44 +314,6 @@ def decode_latent(vae, latent: torch.Tensor, scaling_factor: float, shift_factor
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Source: COCO captions
-
-
-def coco_captions_manifest(source: Mapping) -> pd.DataFrame:
-    """One row per COCO image with its LONGEST caption, every image in the json's order of `images`
-    (`source.order: file`, as the reference selection script does) or in ascending id order (`order: id`).
-
-    Captions are cleaned as the reference does (newlines removed, stripped); images without a non-empty caption
-    are skipped; among captions of equal length the first in the file wins.
-    """
-    if not source.get("path"):
-        raise SourceError("source.path must name the COCO captions file (captions_val2017.json)")
-    path = Path(source["path"])
-    if not path.is_file():
-        raise SourceError(f"COCO captions file {path} does not exist")
-    order = source.get("order", "file")
-    if order not in ("id", "file"):
-        raise SourceError(f"source.order must be 'id' or 'file', got {order!r}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        ids = [int(image["id"]) for image in data["images"]]
-        longest: dict[int, str] = {}
-        for annotation in data["annotations"]:
-            caption = annotation["caption"]
-            if not isinstance(caption, str):
-                raise TypeError(f"caption {caption!r} is not a string")
-            image_id = int(annotation["image_id"])
-            caption = caption.replace("\n", "").strip()
-            if caption and len(caption) > len(longest.get(image_id, "")):
-                longest[image_id] = caption
-    except (ValueError, KeyError, TypeError) as err:  # ValueError: bad JSON or ids; TypeError: wrong layout
-        raise SourceError(f"{path}: not a COCO captions file ({err!r})") from None
-    ids = sorted(set(ids)) if order == "id" else list(dict.fromkeys(ids))
-    rows = [{"sample_id": str(i), "source": str(path), "label": "", "text": longest[i]} for i in ids if i in longest]
-    return pd.DataFrame(rows, columns=COLUMNS)
-
-
-# --------------------------------------------------------------------------------------------------------------------
 # Task
 
 
@@ -499,7 +459,6 @@ __all__ = [
     "GENERATION",
     "TextToImageTask",
     "build_random_sd3",
-    "coco_captions_manifest",
     "decode_latent",
     "generation_settings",
     "latent_shape",
