@@ -112,10 +112,10 @@ def generalizability_table(scores: Iterable[Mapping], pairs: Iterable[tuple[str,
         original = originals.get(s["task"])
         if original is None:
             raise ValueError(f"no uncompressed score of task '{s['task']}' to compare {s['codec']} with")
-        try:
+        if float(original["value"]) > 0:
             drop = accuracy_drop(s["value"], original["value"], bool(s.get("higher_is_better", True)))
-        except ValueError:
-            drop = float("nan")  # e.g. an uncompressed metric of 0: AD is undefined
+        else:  # AD is a percentage of the uncompressed metric: undefined when it is 0 (tti's FID)
+            drop = float("nan")
         rows.append({
             "codec": codec, "trained_on": source, "applied_to": s["task"], "point": str(s["point"]),
             "bpfp": s["bpfp"], "mse": s["mse"], "metric": s["metric"], "value": s["value"],

@@ -8,6 +8,7 @@ A manifest is the table of selected samples that the rest of the DAG depends on:
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -24,6 +25,8 @@ SKIMAGE_IMAGES = (
     "rocket", "text",
 )  # fmt: skip
 LETTERS = "ABCD"
+
+log = logging.getLogger(__name__)
 
 
 class SourceError(ValueError):
@@ -94,6 +97,8 @@ def _imagenet(source: Mapping) -> pd.DataFrame:
             images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
             if images:
                 rows.append({"sample_id": images[0].stem, "source": str(images[0]), "label": str(index), "text": ""})
+            else:
+                log.warning("ImageNet class folder %s (class %d) holds no image: no candidate", folder, index)
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -133,8 +138,9 @@ def _nyu_depth_v2(source: Mapping) -> pd.DataFrame:
         image, depth = root / parts[0].lstrip("/"), root / parts[1].lstrip("/")
         if not image.is_file():
             raise SourceError(f"{listing} line {n}: {image} does not exist")
-        if not depth.is_file():
-            continue  # the split lists a few images without ground truth; the benchmark uses those with it
+        if not depth.is_file():  # the split lists a few images without ground truth; the benchmark uses those with it
+            log.warning("%s line %d: no ground truth %s, %s is not a candidate", listing, n, depth, image)
+            continue
         sample_id = Path(parts[0].lstrip("/")).with_suffix("").as_posix().replace("/", "_")
         rows.append({"sample_id": sample_id, "source": str(image), "label": str(depth), "text": ""})
     return pd.DataFrame(rows, columns=COLUMNS)
@@ -296,6 +302,9 @@ def _coco_captions(source: Mapping) -> pd.DataFrame:
         raise SourceError(f"{path}: not a COCO captions file ({err!r})") from None
     ids = sorted(set(ids)) if order == "id" else list(dict.fromkeys(ids))
     rows = [{"sample_id": str(i), "source": str(path), "label": "", "text": longest[i]} for i in ids if i in longest]
+    if len(rows) < len(ids):
+        without = [i for i in ids if i not in longest]
+        log.warning("%s: %d images have no caption and are not candidates, e.g. %s", path, len(without), without[:5])
     return pd.DataFrame(rows, columns=COLUMNS)
 
 

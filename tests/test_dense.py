@@ -80,7 +80,7 @@ def test_voc_reader_lists_images_and_label_maps(tmp_path):
         build_candidates({"kind": "voc2012", "root": str(root)})
 
 
-def test_nyu_reader_uses_the_split_file_and_depth_in_metres(tmp_path):
+def test_nyu_reader_uses_the_split_file_and_depth_in_metres(tmp_path, caplog):
     (tmp_path / "bathroom").mkdir()
     Image.new("RGB", (6, 4)).save(tmp_path / "bathroom" / "rgb_00045.jpg")
     Image.fromarray(np.full((4, 6), 2500, dtype=np.uint16)).save(tmp_path / "bathroom" / "sync_depth_00045.png")
@@ -92,4 +92,5 @@ def test_nyu_reader_uses_the_split_file_and_depth_in_metres(tmp_path):
     )
     table = build_candidates({"kind": "nyu_depth_v2", "root": str(tmp_path), "labels": str(split)})
     assert list(table.sample_id) == ["bathroom_rgb_00045"]
+    assert "line 2: no ground truth" in caplog.text and "rgb_00046.jpg is not a candidate" in caplog.text
     assert float(load_depth(table.label[0])[0, 0]) == pytest.approx(2.5)

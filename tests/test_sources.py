@@ -312,8 +312,9 @@ def imagenet(tmp_path):
     return root
 
 
-def test_imagenet_one_image_per_class(imagenet):
+def test_imagenet_one_image_per_class(imagenet, caplog):
     table = build_candidates({"kind": "imagenet", "root": str(imagenet)})
+    assert "n03 (class 2) holds no image" in caplog.text
     assert list(table.columns) == COLUMNS
     assert table["sample_id"].to_list() == ["ILSVRC2012_val_00000005", "ILSVRC2012_val_00000003", "a"]
     assert table["label"].to_list() == ["0", "1", "3"]

@@ -312,7 +312,7 @@ def _coco(path, images, annotations):
     return path
 
 
-def test_coco_reader_takes_the_longest_caption_per_image_in_id_order(tmp_path):
+def test_coco_reader_takes_the_longest_caption_per_image_in_id_order(tmp_path, caplog):
     images = [{"id": 397133, "file_name": "000000397133.jpg"}, {"id": 37777, "file_name": "000000037777.jpg"},
               {"id": 252219, "file_name": "000000252219.jpg"}, {"id": 5, "file_name": "000000000005.jpg"}]  # fmt: skip
     annotations = [
@@ -327,6 +327,7 @@ def test_coco_reader_takes_the_longest_caption_per_image_in_id_order(tmp_path):
     ]
     path = _coco(tmp_path / "captions_val2017.json", images, annotations)
     table = build_candidates({"kind": "coco_captions", "path": str(path), "order": "id"})
+    assert "1 images have no caption and are not candidates, e.g. [5]" in caplog.text
     assert list(table.columns) == COLUMNS
     assert list(table["sample_id"]) == ["37777", "252219", "397133"]
     assert list(table["text"]) == [

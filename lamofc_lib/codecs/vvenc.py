@@ -96,15 +96,22 @@ class VVenC(Codec):
 
 @cache
 def _version() -> str:
+    """The VVenC and FFmpeg versions, read from the tools themselves; a tool that fails is a CodecError naming
+    it, never an "unknown" version in the sidecars."""
     import subprocess
 
-    banner = subprocess.run([ffmpeg_exe(), "-version"], capture_output=True, text=True).stdout.splitlines()
-    ff = banner[0].split(" Copyright")[0] if banner else "ffmpeg (unknown version)"
+    version = subprocess.run([ffmpeg_exe(), "-version"], capture_output=True, text=True)
+    banner = version.stdout.splitlines()
+    if version.returncode != 0 or not banner:
+        raise CodecError(f"{ffmpeg_exe()} -version failed (exit {version.returncode}): {version.stderr[-500:]}")
+    ff = banner[0].split(" Copyright")[0]
     probe = subprocess.run(
         [ffmpeg_exe(), "-hide_banner", "-f", "lavfi", "-i", "color=c=gray:s=16x16:d=0.04", "-frames:v", "1",
          "-pix_fmt", "yuv420p10le", "-c:v", "libvvenc", "-f", "null", "-"],
         capture_output=True, text=True,
     )  # fmt: skip
     vv = next((line.split("libvvenc version:")[1].strip() for line in probe.stderr.splitlines()
-               if "libvvenc version:" in line), "unknown")  # fmt: skip
+               if "libvvenc version:" in line), None)  # fmt: skip
+    if probe.returncode != 0 or vv is None:
+        raise CodecError(f"{ffmpeg_exe()} cannot encode with libvvenc (exit {probe.returncode}): {probe.stderr[-500:]}")
     return f"VVenC {vv} via {ff}"

@@ -15,7 +15,7 @@ rule encode:
         mem_mb=coding_resource("encode", "mem_mb"),
         runtime=coding_resource("encode", "runtime"),
     params:
-        codec=lambda wc: codec_kind(wc.codec),
+        codec=lambda wc: codec_name(wc.codec),
         settings=lambda wc: codec_settings(wc.codec),
         point=lambda wc: wc.point,
         samples=lambda wc: task_settings(wc.task)["samples"],
@@ -43,7 +43,7 @@ rule decode:
         mem_mb=coding_resource("decode", "mem_mb"),
         runtime=coding_resource("decode", "runtime"),
     params:
-        codec=lambda wc: codec_kind(wc.codec),
+        codec=lambda wc: codec_name(wc.codec),
         settings=lambda wc: codec_settings(wc.codec),
         samples=lambda wc: task_settings(wc.task)["samples"],
     script:

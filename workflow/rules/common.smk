@@ -32,7 +32,7 @@ def task_settings(task):
 
 # A coded configuration is named by a codec label: the codec's name ("vvenc", "hyperprior"), or, for a trained
 # codec applied to another task's features, "<codec>@<task it was trained on>" (e.g. "hyperprior@cls").
-def codec_kind(label):
+def codec_name(label):
     return label.split("@")[0]
 
 
@@ -42,7 +42,7 @@ def trained_on(task, label):
 
 
 def codec_block(label):
-    return config["codecs"][codec_kind(label)]
+    return config["codecs"][codec_name(label)]
 
 
 def codec_settings(label):
@@ -86,20 +86,20 @@ def codec_shards(task, label):
 
 
 def is_trained(label):
-    return REGISTRY[codec_kind(label)].trained
+    return REGISTRY[codec_name(label)].trained
 
 
 def frames_path(task, label):
     """The frame store a codec codes: keyed by truncation profile and input form, so codecs that take the same
     frames (vvenc and vtm; hyperprior and hyperprior@cls) share one pre-processing job."""
     block = codec_block(label)
-    kind = REGISTRY[codec_kind(label)].input_kind
+    kind = REGISTRY[codec_name(label)].input_kind
     form = f"q{block.get('bit_depth', 10)}" if kind == "quantized" else "float"
     return f"{RESULTS}/{task}/frames/{block['truncation']}-{form}.zarr"
 
 
 def model_path(task, label, point):
-    return f"{RESULTS}/models/{codec_kind(label)}/{trained_on(task, label)}/{point}/model.pt"
+    return f"{RESULTS}/models/{codec_name(label)}/{trained_on(task, label)}/{point}/model.pt"
 
 
 def coding_inputs(wildcards):
@@ -140,7 +140,7 @@ def trained_models():
     """(codec, task, point) of every model to train."""
     return sorted(
         {
-            (codec_kind(c), trained_on(t, c), p)
+            (codec_name(c), trained_on(t, c), p)
             for t, c, p in coded_points() + generalizability_points()
             if is_trained(c)
         }

@@ -6,8 +6,10 @@ from lamofc_lib.config import shard_samples
 from lamofc_lib.joblog import log_to
 
 log = log_to(snakemake.log[0])
-p = snakemake.params
-codec = get_codec(p.codec, p.settings, threads=snakemake.threads, model=snakemake.input.get("model"))
-indices = shard_samples(snakemake.wildcards.shard, p.samples, p.settings["samples_per_job"])
-records = encode_shard(snakemake.input.frames, snakemake.output.bitstreams, codec, p.point, indices)
-log.info("%s point %s: %d bitstreams, %d bytes", p.codec, p.point, len(records), sum(r.bytes for r in records))
+params = snakemake.params
+codec = get_codec(params.codec, params.settings, threads=snakemake.threads, model=snakemake.input.get("model"))
+indices = shard_samples(snakemake.wildcards.shard, params.samples, params.settings["samples_per_job"])
+records = encode_shard(snakemake.input.frames, snakemake.output.bitstreams, codec, params.point, indices)
+log.info(
+    "%s point %s: %d bitstreams, %d bytes", params.codec, params.point, len(records), sum(r.bytes for r in records)
+)

@@ -4,6 +4,13 @@ from lamofc_lib.coding import preprocess_store
 from lamofc_lib.joblog import log_to
 
 log = log_to(snakemake.log[0])
-p = snakemake.params
-preprocess_store(snakemake.input.features, snakemake.output.frames, p.task, p.truncation, p.input_kind, p.bit_depth)
-log.info("frames of %s written (%s, truncation %s)", p.task, p.input_kind, p.truncation)
+params = snakemake.params
+preprocess_store(
+    snakemake.input.features,
+    snakemake.output.frames,
+    params.task,
+    params.truncation,
+    params.input_kind,
+    params.bit_depth,
+)
+log.info("frames of %s written (%s, truncation %s)", params.task, params.input_kind, params.truncation)

@@ -5,19 +5,19 @@ from lamofc_lib.joblog import log_to
 from lamofc_lib.scoring import save_outputs, score_point
 
 log = log_to(snakemake.log[0])
-inp, wc = snakemake.input, snakemake.wildcards
-coded = hasattr(inp, "reconstructed")
+inputs, wildcards = snakemake.input, snakemake.wildcards
+coded = hasattr(inputs, "reconstructed")
 scores, table, outputs = score_point(
     snakemake.params.task,
-    inp.manifest,
-    inp.features,
-    inp.head,
+    inputs.manifest,
+    inputs.features,
+    inputs.head,
     snakemake.params.reference,
-    reconstructed_path=inp.reconstructed if coded else None,
-    bitstream_dirs=inp.bitstreams if coded else (),
-    reference_outputs=inp.get("reference"),
-    codec=wc.codec if coded else "original",
-    point=wc.point if coded else "original",
+    reconstructed_path=inputs.reconstructed if coded else None,
+    bitstream_dirs=inputs.bitstreams if coded else (),
+    reference_outputs=inputs.get("reference"),
+    codec=wildcards.codec if coded else "original",
+    point=wildcards.point if coded else "original",
     device=snakemake.params.device,
     threads=snakemake.threads,
     metric_options=snakemake.params.metric_options,

@@ -9,19 +9,24 @@ from lamofc_lib.joblog import log_to
 from lamofc_lib.tasks.base import resolve_device
 
 log = log_to(snakemake.log[0])
-p = snakemake.params
+params = snakemake.params
 torch.set_num_threads(snakemake.threads)
-device = resolve_device(p.device)
-frames = training_frames(snakemake.input.features, p.task, p.truncation)
-log.info("training %s hyperprior N=%d M=%d at lambda %g on %s", p.task, p.N, p.M, p.lam, device)
+device = resolve_device(params.device)
+frames = training_frames(snakemake.input.features, params.task, params.truncation)
+log.info("training %s hyperprior N=%d M=%d at lambda %g on %s", params.task, params.N, params.M, params.lam, device)
 start = time.perf_counter()
-provenance = {"task": p.task, "truncation": p.truncation, "train_features": snakemake.input.features, "device": device}
+provenance = {
+    "task": params.task,
+    "truncation": params.truncation,
+    "train_features": snakemake.input.features,
+    "device": device,
+}
 final = train(
     frames,
-    p.lam,
-    p.N,
-    p.M,
-    TrainSettings.from_config(p.training),
+    params.lam,
+    params.N,
+    params.M,
+    TrainSettings.from_config(params.training),
     snakemake.output.model,
     snakemake.output.loss,
     device=device,
