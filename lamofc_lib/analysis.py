@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from lamofc_lib.io import atomic_path
+from lamofc_lib.selection import needs_model
 
 COLUMNS = ["task", "codec", "point", "bpfp", "mse", "metric", "value"]
 METRIC_LABELS = {"top1": "top-1 accuracy (%)", "accuracy": "accuracy (%)"}
@@ -31,8 +32,6 @@ def rate_accuracy_table(scores: Iterable[Mapping]) -> pd.DataFrame:
 
 
 SELECTION_COLUMNS = ["task", "policy", "candidates", "kept", "skipped", "skipped_by_reason", "notes"]
-# Policies that keep only samples the uncompressed model gets right.
-CORRECT_ONLY_POLICIES = ("first_correct", "correct_longest")
 
 
 def selection_table(summaries: Iterable[Mapping]) -> pd.DataFrame:
@@ -60,7 +59,7 @@ def selection_note(summary: Mapping, reference: str | None) -> str:
     text += ")."
     if _notes(summary):
         text += f" Note: {_notes(summary)}."
-    if summary["policy"] in CORRECT_ONLY_POLICIES and reference == "ground_truth":
+    if needs_model(summary["policy"]) and reference == "ground_truth":  # only correct samples are kept
         text += " Only samples the uncompressed model gets right are kept, so its value is 100 % by construction."
     return text
 

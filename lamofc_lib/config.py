@@ -12,6 +12,7 @@ import jsonschema
 import yaml
 
 from lamofc_lib.preprocess import truncation_ranges
+from lamofc_lib.selection import needs_model, selection_mode
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -206,21 +207,16 @@ def _check_selection(task: str, block: dict, check_paths: bool) -> None:
     selection = block.setdefault("selection", {})
     if selection.get("policy") is None:
         selection["policy"] = REFERENCE_POLICY[task]
-    policy, kind = selection["policy"], block["source"]["kind"]
+    kind, mode = block["source"]["kind"], selection_mode(selection, block.get("features_from"))
     listed, files = selection.get("list"), block.get("features_from")
-    if policy in POLICY_SOURCES and kind not in POLICY_SOURCES[policy] and not listed and not files:
+    if mode in POLICY_SOURCES and kind not in POLICY_SOURCES[mode]:
         raise ConfigError(
-            f"config key tasks.{task}.selection.policy: '{policy}' needs a {' or '.join(POLICY_SOURCES[policy])} "
+            f"config key tasks.{task}.selection.policy: '{mode}' needs a {' or '.join(POLICY_SOURCES[mode])} "
             f"source, the source is '{kind}'; set the policy to first (or give selection.list)"
         )
-    if (
-        policy in ("first_correct", "correct_longest")
-        and not listed
-        and not files
-        and block["reference"] != "ground_truth"
-    ):
+    if needs_model(mode) and block["reference"] != "ground_truth":
         raise ConfigError(
-            f"config key tasks.{task}.selection.policy: '{policy}' keeps the samples the model gets right, which "
+            f"config key tasks.{task}.selection.policy: '{mode}' keeps the samples the model gets right, which "
             f"needs tasks.{task}.reference: ground_truth"
         )
     if listed and check_paths and not Path(listed).is_file():

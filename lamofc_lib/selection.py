@@ -71,6 +71,24 @@ def needs_model(policy: str) -> bool:
     return policy in MODEL_POLICIES
 
 
+def selection_mode(selection: Mapping, features_from: str | None) -> str:
+    """What makes a task's manifest: an explicit list wins, then feature files, then the policy."""
+    if selection.get("list"):
+        return "list"
+    if features_from:
+        return "files"
+    return selection["policy"]
+
+
+def _first(eligible: Sequence[bool], samples: int) -> list[bool]:
+    """The first `samples` eligible candidates, in candidate order."""
+    kept, count = [], 0
+    for ok in eligible:
+        kept.append(bool(ok) and count < samples)
+        count += kept[-1]
+    return kept
+
+
 def _report(candidates: pd.DataFrame, kept: Sequence[bool], reasons: Sequence[str]) -> pd.DataFrame:
     return pd.DataFrame({"sample_id": list(candidates["sample_id"]), "kept": list(kept), "reason": list(reasons)})
 
@@ -136,10 +154,7 @@ def select_correct(
             sum(correct), samples,
         )  # fmt: skip
     if policy == "first_correct":
-        kept, count = [], 0
-        for ok in correct:
-            kept.append(ok and count < samples)
-            count += kept[-1]
+        kept = _first(correct, samples)
         reasons = [
             "" if k else ("incorrect" if not ok else "beyond samples") for k, ok in zip(kept, correct, strict=True)
         ]
@@ -298,11 +313,8 @@ def select_files(task: str, candidates: pd.DataFrame, samples: int, stems: Seque
     have = {p.stem for p in Path(folder).glob("*.npy")}
     if not have:
         raise SelectionError(f"task {task}: feature folder {folder} holds no .npy files (tasks.{task}.features_from)")
-    kept, count = [], 0
-    for stem in stems:
-        kept.append(stem in have and count < samples)
-        count += kept[-1]
-    if count < samples:
+    kept = _first([stem in have for stem in stems], samples)
+    if sum(kept) < samples:
         found = sum(stem in have for stem in stems)
         raise SelectionError(
             f"task {task}: {found} of the {len(stems)} candidates have a feature file in {folder} "
@@ -339,14 +351,15 @@ def run_selection(
     samples, policy = int(settings["samples"]), settings["selection"]["policy"]
     id_list = settings["selection"].get("list")
     folder = settings.get("features_from")
-    if folder and not id_list:
+    mode = selection_mode(settings["selection"], folder)
+    if mode == "files":
         from lamofc_lib.tasks import get_task
 
         task = get_task(task_name)
         stems = [task.reference_stem(s) for s in candidates["sample_id"]]
         return select_files(task_name, candidates, samples, stems, folder)
     correct = None
-    if needs_model(policy) and not id_list:
+    if needs_model(mode):
         from lamofc_lib.tasks import get_task
 
         task = get_task(task_name, device=device, threads=threads)

@@ -64,8 +64,8 @@ def image_transform():
     return transforms.Compose(
         [
             transforms.ToPILImage(),
-            transforms.Resize(256, interpolation=transforms.InterpolationMode.BILINEAR),
-            transforms.CenterCrop(224),
+            transforms.Resize(RESIZE, interpolation=transforms.InterpolationMode.BILINEAR),
+            transforms.CenterCrop(CROP),
             transforms.ToTensor(),
             transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
         ]

@@ -13,7 +13,7 @@ os.environ.update(PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.g
 
 from lamofc_lib.codecs import REGISTRY
 from lamofc_lib.config import METRIC_OPTIONS, ConfigError, points, shard_samples, shards, validate
-from lamofc_lib.selection import needs_model
+from lamofc_lib.selection import needs_model, selection_mode
 from lamofc_lib.store import FeatureStore
 
 try:
@@ -186,24 +186,15 @@ def metric_options(task):
     return {k: task_settings(task)[k] for k in METRIC_OPTIONS.get(task, ())}
 
 
-def selection_needs_model(task):
-    """Whether the task's selection runs the uncompressed model (cls/csr policies, without a list or files)."""
-    block = task_settings(task)
-    return (
-        needs_model(block["selection"]["policy"])
-        and not block["selection"].get("list")
-        and not block.get("features_from")
-    )
-
-
 def selection_label(task):
-    """The selection rule that made a task's manifest, as the report names it."""
+    """What makes a task's manifest (list, files or the policy), as the report names it."""
     block = task_settings(task)
-    if block["selection"].get("list"):
-        return "list"
-    if block.get("features_from"):
-        return "files"
-    return block["selection"]["policy"]
+    return selection_mode(block["selection"], block.get("features_from"))
+
+
+def selection_needs_model(task):
+    """Whether the task's selection runs the uncompressed model (the cls/csr policies)."""
+    return needs_model(selection_label(task))
 
 
 def selection_settings(task):
