@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from lamofc_lib.store import write_store
+from lamofc_lib.tasks.base import Extraction
 
 STORED_DTYPES = ("float16", "float32")
 
@@ -65,4 +66,5 @@ def import_features(task, folder: str | Path, manifest: pd.DataFrame, model: Map
             yield x.astype(dtype, copy=False)
 
     attrs = {**layout.attrs, "imported_from": str(folder), "file_dtype": found}
-    write_store(out, list(manifest["sample_id"]), shapes, samples(), attrs=attrs, dtype=dtype)
+    extraction = Extraction(shapes, samples(), attrs, dtype).named(task.packing)
+    write_store(out, list(manifest["sample_id"]), extraction.tensors, extraction.samples, attrs=extraction.attrs)

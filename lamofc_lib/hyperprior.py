@@ -392,12 +392,16 @@ def reconstruct(net, frame: np.ndarray, padding: str = "zero") -> np.ndarray:
     return crop_window(x_hat, frame.shape)
 
 
-def training_frames(features: str | Path, task: str, truncation) -> list[np.ndarray]:
-    """The packed, normalized frames of every sample of a training feature store (held in memory)."""
-    from lamofc_lib.preprocess import to_frame
+def training_frames(features: str | Path, truncation) -> list[np.ndarray]:
+    """The packed, normalized frames of every named tensor of every sample of a training feature store (held in
+    memory), each tensor with its packing and its truncation (`truncation`: the task's configured entry)."""
+    from lamofc_lib.preprocess import tensor_specs, to_frame
     from lamofc_lib.store import FeatureStore
 
     store = FeatureStore(features)
-    frames = [to_frame(store.read(i), task, truncation, "normalized", 10) for i in range(len(store))]
+    specs = tensor_specs({name: store.layout(name).attrs["packing"] for name in store.tensors}, truncation)
+    frames = [
+        to_frame(store.read(i, name), spec, "normalized", 10) for i in range(len(store)) for name, spec in specs.items()
+    ]
     log.info("%d training frames of shapes %s", len(frames), sorted({f.shape for f in frames})[:4])
     return frames

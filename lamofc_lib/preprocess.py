@@ -9,6 +9,9 @@ fp16 ``.npy`` files) and float32 for everything else (never float64). :func:`deq
 there). The default quantizer truncates toward zero (floor), which gives a deliberate -0.5 LSB bias
 compared with round-to-nearest.
 
+A sample's feature is a set of named tensors (see :mod:`lamofc_lib.store`); each tensor becomes its own
+2-D frame, with its own truncation, quantizer and packing (a :class:`TensorSpec`).
+
 Range arguments ``lo`` / ``hi`` are either two scalars (one range for the whole array) or two
 sequences of length C (one range per layer along axis 1 of an N x C x H x W array, as used by the
 ``dpt`` task whose four layers have the ranges [-1, 1], [-2, 2], [-10, 10] and [-20, 20]).
@@ -17,13 +20,15 @@ sequences of length C (one range per layer along axis 1 of an N x C x H x W arra
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TypeAlias
 
 import numpy as np
 
 __all__ = [
-    "TASKS",
+    "PACKINGS",
+    "TensorSpec",
     "dequantize",
     "denormalize",
     "frame_shape",
@@ -31,13 +36,9 @@ __all__ = [
     "pack",
     "quantization_dtype",
     "quantize",
+    "tensor_specs",
     "unpack",
 ]
-
-TASKS: tuple[str, ...] = ("cls", "seg", "dpt", "csr", "tti")
-"""Task identifiers: DINOv2 classification / segmentation / depth, Llama common-sense reasoning, SD3."""
-
-_DINOV2_TASKS = ("cls", "seg", "dpt")
 
 Bound: TypeAlias = float | Sequence[float] | np.ndarray
 """A truncation bound: a scalar, or one value per layer (axis 1 of an N x C x H x W array)."""
@@ -226,12 +227,18 @@ def denormalize(y: np.ndarray, lo: Bound, hi: Bound) -> np.ndarray:
 # Frame packing
 # --------------------------------------------------------------------------------------------------
 
+PACKINGS: tuple[str, ...] = ("tokens", "tiles", "plane")
+"""How an N x C x H x W tensor becomes a 2-D frame. tokens: ``P[n*H + h, c*W + w] = F[n, c, h, w]`` (each
+layer's token rows side by side; DINOv2's cls/seg/dpt features, or a key/value cache of heads x tokens x
+head size). tiles: a g x g grid of the C = g*g channel planes (SD3 latents). plane: the one H x W plane of a
+1 x 1 x H x W tensor (Llama hidden states)."""
 
-def _check_task(func: str, task: str) -> str:
-    """Return ``task`` if it is one of :data:`TASKS`, else raise naming it."""
-    if not isinstance(task, str) or task not in TASKS:
-        raise ValueError(f"{func}: task {task!r} is unknown; expected one of {', '.join(TASKS)}")
-    return task
+
+def _check_packing(func: str, packing: str) -> str:
+    """Return ``packing`` if it is one of :data:`PACKINGS`, else raise naming it."""
+    if not isinstance(packing, str) or packing not in PACKINGS:
+        raise ValueError(f"{func}: packing {packing!r} is unknown; expected one of {', '.join(PACKINGS)}")
+    return packing
 
 
 def _check_shape(func: str, shape: Sequence[int]) -> tuple[int, int, int, int]:
@@ -248,30 +255,29 @@ def _check_shape(func: str, shape: Sequence[int]) -> tuple[int, int, int, int]:
 
 
 def _grid_side(func: str, shape: tuple[int, int, int, int]) -> int:
-    """Side g of the g x g tile grid of the tti layout (N must be 1 and C = g*g)."""
+    """Side g of the g x g tile grid (N must be 1 and C = g*g)."""
     n, c, _, _ = shape
     g = math.isqrt(c)
     if n != 1 or g * g != c:
-        raise ValueError(f"{func}: task 'tti' needs N == 1 and a square number of channels C, got shape {shape}")
+        raise ValueError(f"{func}: packing 'tiles' needs N == 1 and a square number of channels C, got shape {shape}")
     return g
 
 
-def frame_shape(task: str, shape: Sequence[int]) -> tuple[int, int]:
-    """Shape (rows, cols) of the 2-D frame that :func:`pack` makes from an N x C x H x W feature.
+def frame_shape(packing: str, shape: Sequence[int]) -> tuple[int, int]:
+    """Shape (rows, cols) of the 2-D frame that :func:`pack` makes from an N x C x H x W tensor.
 
-    cls/seg/dpt: (N*H, C*W); tti: (g*H, g*W) with C = g*g; csr: (H, W) with N = C = 1.
+    tokens: (N*H, C*W); tiles: (g*H, g*W) with C = g*g; plane: (H, W) with N = C = 1.
     """
-    task = _check_task("frame_shape", task)
+    packing = _check_packing("frame_shape", packing)
     dims = _check_shape("frame_shape", shape)
     n, c, h, w = dims
-    if task in _DINOV2_TASKS:
+    if packing == "tokens":
         return (n * h, c * w)
-    if task == "tti":
+    if packing == "tiles":
         g = _grid_side("frame_shape", dims)
         return (g * h, g * w)
-    # csr
     if n != 1 or c != 1:
-        raise ValueError(f"frame_shape: task 'csr' needs N == 1 and C == 1, got shape {dims}")
+        raise ValueError(f"frame_shape: packing 'plane' needs N == 1 and C == 1, got shape {dims}")
     return (h, w)
 
 
@@ -282,88 +288,135 @@ def _fresh(out: np.ndarray, src: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
-def pack(x: np.ndarray, task: str) -> np.ndarray:
-    """Arrange an N x C x H x W feature into the task's 2-D frame for image/video codecs.
+def pack(x: np.ndarray, packing: str) -> np.ndarray:
+    """Arrange an N x C x H x W tensor into a 2-D frame for image/video codecs (see :data:`PACKINGS`).
 
-    cls/seg/dpt: ``P[n*H + h, c*W + w] = F[n, c, h, w]`` (tokens of one image stacked vertically,
-    layers side by side). tti: a g x g grid of channel tiles, ``P[i*H + h, j*W + w] = F[0, g*i + j, h, w]``.
-    csr: ``P = F[0, 0]``. The dtype is kept and the result is a new array.
+    tokens: ``P[n*H + h, c*W + w] = F[n, c, h, w]``. tiles: ``P[i*H + h, j*W + w] = F[0, g*i + j, h, w]``.
+    plane: ``P = F[0, 0]``. The dtype is kept and the result is a new array.
     """
-    task = _check_task("pack", task)
+    packing = _check_packing("pack", packing)
     x = np.asarray(x)
     if x.ndim != 4:
         raise ValueError(f"pack: feature must be 4-D N x C x H x W, got shape {x.shape}")
-    rows, cols = frame_shape(task, x.shape)
+    rows, cols = frame_shape(packing, x.shape)
     n, c, h, w = x.shape
-    if task in _DINOV2_TASKS:
+    if packing == "tokens":
         out = x.transpose(0, 2, 1, 3).reshape(rows, cols)
-    elif task == "tti":
+    elif packing == "tiles":
         g = math.isqrt(c)
         out = x[0].reshape(g, g, h, w).transpose(0, 2, 1, 3).reshape(rows, cols)
-    else:  # csr
+    else:
         out = x[0, 0]
     return _fresh(out, x)
 
 
-def unpack(frame: np.ndarray, task: str, shape: tuple[int, int, int, int]) -> np.ndarray:
-    """Invert :func:`pack`: rebuild the N x C x H x W feature of the given ``shape`` from a 2-D frame."""
-    task = _check_task("unpack", task)
+def unpack(frame: np.ndarray, packing: str, shape: tuple[int, int, int, int]) -> np.ndarray:
+    """Invert :func:`pack`: rebuild the N x C x H x W tensor of the given ``shape`` from a 2-D frame."""
+    packing = _check_packing("unpack", packing)
     frame = np.asarray(frame)
     dims = _check_shape("unpack", shape)
-    expected = frame_shape(task, dims)
+    expected = frame_shape(packing, dims)
     if frame.shape != expected:
         raise ValueError(
             f"unpack: frame shape {frame.shape} does not match {expected}, "
-            f"the {task!r} frame of a feature of shape {dims}"
+            f"the {packing!r} frame of a tensor of shape {dims}"
         )
     n, c, h, w = dims
-    if task in _DINOV2_TASKS:
+    if packing == "tokens":
         out = frame.reshape(n, h, c, w).transpose(0, 2, 1, 3)
-    elif task == "tti":
+    elif packing == "tiles":
         g = math.isqrt(c)
         out = frame.reshape(g, h, g, w).transpose(0, 2, 1, 3).reshape(1, c, h, w)
-    else:  # csr
+    else:
         out = frame.reshape(1, 1, h, w)
     return _fresh(out, frame)
 
 
-# Frames: a configured truncation entry, one feature, one packed 2-D frame
+# --------------------------------------------------------------------------------------------------
+# Frames: one named tensor's truncation, quantizer and packing
+# --------------------------------------------------------------------------------------------------
+
+QUANTIZERS = ("floor", "round")
+"""floor: the reference's truncating quantizer (bin lower edges); round: round to nearest."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """How one named tensor becomes a frame: its packing, its truncation (``[lo, hi]``, or one pair per layer)
+    and its quantizer."""
+
+    packing: str
+    truncation: list
+    quantizer: str = "floor"
+
+    def __post_init__(self):
+        _check_packing("TensorSpec", self.packing)
+        if self.quantizer not in QUANTIZERS:
+            raise ValueError(f"quantizer {self.quantizer!r} is unknown; expected one of {', '.join(QUANTIZERS)}")
+        truncation_ranges(self.truncation)
+
+    def record(self) -> dict:
+        return {"packing": self.packing, "truncation": self.truncation, "quantizer": self.quantizer}
 
 
 def truncation_ranges(truncation) -> list[tuple[float, float]]:
     """The [lo, hi] pairs of a truncation entry (one pair, or one per layer)."""
-    if isinstance(truncation[0], (int, float)):
-        return [(float(truncation[0]), float(truncation[1]))]
-    return [(float(lo), float(hi)) for lo, hi in truncation]
+    try:
+        if isinstance(truncation[0], int | float):
+            lo, hi = truncation
+            return [(float(lo), float(hi))]
+        return [(float(lo), float(hi)) for lo, hi in truncation]
+    except (TypeError, ValueError, IndexError):
+        raise ValueError(f"truncation {truncation!r} must be [lo, hi] or a list of [lo, hi] pairs") from None
 
 
 def truncation_bounds(truncation):
     """lo, hi as scalars, or per-layer lists, as `quantize` and `normalize` take them."""
     pairs = truncation_ranges(truncation)
-    if isinstance(truncation[0], (int, float)):
+    if isinstance(truncation[0], int | float):
         return pairs[0]
     return [lo for lo, _ in pairs], [hi for _, hi in pairs]
 
 
-def to_frame(x: np.ndarray, task: str, truncation, input_kind: str, bit_depth: int) -> np.ndarray:
-    """Truncate, quantize (or normalize, for learned codecs) and pack one N x C x H x W feature.
+def tensor_specs(packings: Mapping[str, str], truncation) -> dict[str, TensorSpec]:
+    """The spec of every named tensor (`packings`: name -> packing, as the feature store records them) from a
+    configured truncation entry: one range (or per-layer ranges) for every tensor, or a mapping from tensor
+    name to a range, per-layer ranges, or ``{range: ..., quantizer: floor|round}``."""
+    if not isinstance(truncation, Mapping):
+        return {name: TensorSpec(packing, truncation) for name, packing in packings.items()}
+    if set(truncation) != set(packings):
+        raise ValueError(
+            f"truncation names tensors {sorted(truncation)}, but the features have tensors {sorted(packings)}"
+        )
+    specs = {}
+    for name, packing in packings.items():
+        entry = truncation[name]
+        if isinstance(entry, Mapping):
+            specs[name] = TensorSpec(packing, entry["range"], entry.get("quantizer", "floor"))
+        else:
+            specs[name] = TensorSpec(packing, entry)
+    return specs
 
-    The quantizer computes in the feature's own dtype (float16 for fp16 features such as the tti latents,
+
+def to_frame(x: np.ndarray, spec: TensorSpec, input_kind: str, bit_depth: int) -> np.ndarray:
+    """Truncate, quantize (or normalize, for learned codecs) and pack one N x C x H x W tensor.
+
+    The quantizer computes in the tensor's own dtype (float16 for fp16 features such as the tti latents,
     float32 otherwise; see `quantization_dtype`), so pass the stored array, not a widened copy."""
-    lo, hi = truncation_bounds(truncation)
+    lo, hi = truncation_bounds(spec.truncation)
     if input_kind == "quantized":
-        y = quantize(x, lo, hi, bit_depth=bit_depth)
+        y = quantize(x, lo, hi, bit_depth=bit_depth, rounding=spec.quantizer == "round")
     elif input_kind == "normalized":
         y = normalize(x, lo, hi)
     else:
         raise ValueError(f"input kind '{input_kind}' is unknown; expected quantized or normalized")
-    return pack(y, task)
+    return pack(y, spec.packing)
 
 
-def from_frame(frame: np.ndarray, task: str, shape, truncation, input_kind: str, bit_depth: int) -> np.ndarray:
-    """The exact inverse of `to_frame` (up to the codec's and the quantizer's loss)."""
-    lo, hi = truncation_bounds(truncation)
-    y = unpack(frame, task, tuple(shape))
+def from_frame(frame: np.ndarray, spec: TensorSpec, shape, input_kind: str, bit_depth: int) -> np.ndarray:
+    """The exact inverse of `to_frame` (up to the codec's and the quantizer's loss), in float32."""
+    lo, hi = truncation_bounds(spec.truncation)
+    y = unpack(frame, spec.packing, tuple(shape))
     if input_kind == "quantized":
         return dequantize(y, lo, hi, bit_depth=bit_depth)
     return denormalize(y, lo, hi)

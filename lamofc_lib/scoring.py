@@ -65,7 +65,8 @@ def score_point(
     if list(original.sample_ids) != list(manifest["sample_id"]):
         raise ValueError(f"{features_path} does not hold the samples of {manifest_path}")
     store = FeatureStore(reconstructed_path) if reconstructed_path else original
-    outputs = task.outputs(Path(head_path), (store.read(i) for i in range(len(store))), original.attrs)
+    samples = (task.head_input(store.sample(i)) for i in range(len(store)))
+    outputs = task.outputs(Path(head_path), samples, original.attrs)
     if reference == "ground_truth":
         refs = task.ground_truth(manifest)
     elif reconstructed_path:
@@ -81,8 +82,8 @@ def score_point(
         mse = store_mse(original, store)
         rates = pd.DataFrame(rate(bitstream_dirs))
         table["mse"] = mse
-        table["bits"] = rates["bits"].to_numpy()
-        table["bpfp"] = rates["bpfp"].to_numpy()
+        for column in [c for c in rates.columns if c == "bits" or c.startswith("bits.")] + ["bpfp"]:
+            table[column] = rates[column].to_numpy()
         bpfp, mean_mse = float(np.mean(table["bpfp"])), float(np.mean(mse))
     else:
         table["mse"] = 0.0

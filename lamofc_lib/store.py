@@ -1,14 +1,20 @@
-"""The feature store: one chunked Zarr array per task, one chunk per sample (also used for packed frames).
+"""The feature store: a Zarr group holding, for every sample, a set of named tensors.
 
-Samples of one task may differ in shape (csr prompts have different token counts). The array is sized to the
-largest sample along each axis, every chunk holds exactly one sample, and the attribute `shapes` records each
-sample's true N x C x H x W, so one sample is always one chunk read. Padding is zeros, which the lossless
-Blosc/Zstd compression stores almost for free.
+A sample's feature is one or more named tensors (today's tasks have one, named `FEATURE`; a model whose split
+point carries a key/value cache, several layers or states has one per part). Each tensor is one chunked Zarr
+array of the group, in its own dtype (float16 features stay float16), one chunk per sample, so one sample's
+tensor is always one chunk read. Packed frames use the same layout (one 2-D frame per tensor and sample).
+
+Samples may differ in shape (csr prompts have different token counts): each array is sized to the largest
+sample along each axis, its attribute `shapes` records each sample's true shape, and the padding is zeros,
+which the lossless Blosc/Zstd compression stores almost for free.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +24,20 @@ from zarr.codecs import BloscCodec
 from lamofc_lib.io import atomic_path
 
 Shape = tuple[int, ...]
+Sample = Mapping[str, np.ndarray]
+
+FEATURE = "feature"
+"""The name of the tensor of a task whose samples carry one tensor."""
+
+
+@dataclass
+class TensorLayout:
+    """One named tensor of every sample: its shape per sample, its dtype, and attributes of its own (e.g. the
+    packing that lays it out as a 2-D frame, or the truncation its frames were made with)."""
+
+    shapes: list[Shape]
+    dtype: str = "float32"
+    attrs: dict = field(default_factory=dict)
 
 
 def _compressor() -> BloscCodec:
@@ -27,52 +47,67 @@ def _compressor() -> BloscCodec:
 def write_store(
     path: str | Path,
     sample_ids: Sequence[str],
-    shapes: Sequence[Shape],
-    samples: Iterable[np.ndarray],
+    tensors: Mapping[str, TensorLayout],
+    samples: Iterable[Sample],
     attrs: Mapping | None = None,
-    dtype: str = "float32",
 ) -> None:
-    """Write `samples` (in `sample_ids` order, each of its declared shape) to a new store at `path`.
+    """Write `samples` (in `sample_ids` order; each a mapping of tensor name to array of its declared shape) to
+    a new store at `path`, written atomically. Every tensor is cast to its layout's dtype."""
+    if not tensors:
+        raise ValueError("write_store: no tensors declared")
+    layouts = {name: _checked_layout(name, layout, len(sample_ids)) for name, layout in tensors.items()}
+    with atomic_path(path) as tmp:
+        group = zarr.open_group(str(tmp), mode="w")
+        group.attrs.update({**(attrs or {}), "sample_ids": list(sample_ids), "tensors": list(layouts)})
+        arrays = {}
+        for name, (layout, full) in layouts.items():
+            array = group.create_array(
+                name,
+                shape=(len(sample_ids), *full),
+                chunks=(1, *full),
+                dtype=layout.dtype,
+                compressors=_compressor(),
+                fill_value=0,
+            )
+            array.attrs.update({**layout.attrs, "shapes": [list(s) for s in layout.shapes], "dtype": layout.dtype})
+            arrays[name] = array
+        count = 0
+        for i, sample in enumerate(samples):
+            if i >= len(sample_ids):
+                raise ValueError(f"write_store: more samples than the {len(sample_ids)} declared")
+            if set(sample) != set(layouts):
+                raise ValueError(
+                    f"write_store: sample {sample_ids[i]} has tensors {sorted(sample)}, declared {sorted(layouts)}"
+                )
+            for name, (layout, full) in layouts.items():
+                x = np.asarray(sample[name])
+                if x.shape != layout.shapes[i]:
+                    raise ValueError(
+                        f"write_store: tensor '{name}' of sample {sample_ids[i]} has shape {x.shape}, "
+                        f"declared {layout.shapes[i]}"
+                    )
+                block = np.zeros(full, dtype=layout.dtype)
+                block[tuple(slice(0, n) for n in x.shape)] = x
+                arrays[name][i] = block
+            count += 1
+        if count != len(sample_ids):
+            raise ValueError(f"write_store: {count} samples written, {len(sample_ids)} declared")
 
-    The array has the element type `dtype` (e.g. "float16" for SD3's fp16 latents, which are kept, not
-    widened; "uint16" for quantized frames), recorded in the attribute `dtype` too; samples are cast to it."""
-    shapes = [tuple(int(v) for v in s) for s in shapes]
-    if len(sample_ids) != len(shapes) or not shapes:
-        raise ValueError(f"write_store: {len(sample_ids)} sample ids for {len(shapes)} shapes")
+
+def _checked_layout(name: str, layout: TensorLayout, samples: int) -> tuple[TensorLayout, Shape]:
+    """The layout with int shapes, and the array's per-sample block shape (the largest along each axis)."""
+    if not name or "/" in name or name.startswith("."):
+        raise ValueError(f"write_store: tensor name {name!r} is not a valid array name")
+    shapes = [tuple(int(v) for v in s) for s in layout.shapes]
+    if len(shapes) != samples or not shapes:
+        raise ValueError(f"write_store: tensor '{name}' declares {len(shapes)} shapes for {samples} sample ids")
     rank = len(shapes[0])
     if any(len(s) != rank for s in shapes):
-        raise ValueError(f"write_store: samples must all have the same rank, got {sorted(set(shapes))[:3]}")
+        raise ValueError(
+            f"write_store: tensor '{name}' must have one rank in all samples, got {sorted(set(shapes))[:3]}"
+        )
     full = tuple(max(s[d] for s in shapes) for d in range(rank))
-    with atomic_path(path) as tmp:
-        array = zarr.create_array(
-            str(tmp),
-            shape=(len(shapes), *full),
-            chunks=(1, *full),
-            dtype=dtype,
-            compressors=_compressor(),
-            fill_value=0,
-        )
-        array.attrs.update(
-            {
-                **(attrs or {}),
-                "sample_ids": list(sample_ids),
-                "shapes": [list(s) for s in shapes],
-                "dtype": dtype,
-            }
-        )
-        count = 0
-        for i, x in enumerate(samples):
-            if i >= len(shapes):
-                raise ValueError(f"write_store: more samples than the {len(shapes)} declared")
-            x = np.asarray(x)
-            if x.shape != shapes[i]:
-                raise ValueError(f"write_store: sample {sample_ids[i]} has shape {x.shape}, declared {shapes[i]}")
-            block = np.zeros(full, dtype=dtype)
-            block[tuple(slice(0, n) for n in x.shape)] = x
-            array[i] = block
-            count += 1
-        if count != len(shapes):
-            raise ValueError(f"write_store: {count} samples written, {len(shapes)} declared")
+    return TensorLayout(shapes, str(np.dtype(layout.dtype)), dict(layout.attrs)), full
 
 
 class FeatureStore:
@@ -82,20 +117,59 @@ class FeatureStore:
         self.path = Path(path)
         if not (self.path / "zarr.json").is_file():
             raise FileNotFoundError(f"{self.path} is not a feature store (no zarr.json)")
-        self._array = zarr.open_array(str(self.path), mode="r")
-        self.attrs = dict(self._array.attrs)
+        group = zarr.open(str(self.path), mode="r")
+        if not isinstance(group, zarr.Group) or "tensors" not in group.attrs:
+            raise ValueError(
+                f"{self.path} is a feature store of an older LaMoFC version (one array, no named tensors); "
+                "delete it to rebuild it"
+            )
+        self.attrs = dict(group.attrs)
         self.sample_ids: list[str] = list(self.attrs["sample_ids"])
-        self.shapes: list[Shape] = [tuple(s) for s in self.attrs["shapes"]]
-        self.dtype: np.dtype = np.dtype(self._array.dtype)
-        """The element type every `read` returns (float16 for fp16 features, float32, uint16 frames)."""
+        self.tensors: list[str] = list(self.attrs["tensors"])
+        self._arrays = {name: group[name] for name in self.tensors}
+        self._layouts = {}
+        for name, array in self._arrays.items():
+            tensor_attrs = dict(array.attrs)
+            shapes = [tuple(s) for s in tensor_attrs.pop("shapes")]
+            tensor_attrs.pop("dtype", None)
+            self._layouts[name] = TensorLayout(shapes, str(np.dtype(array.dtype)), tensor_attrs)
 
     def __len__(self) -> int:
         return len(self.sample_ids)
 
-    def read(self, i: int) -> np.ndarray:
-        """Sample `i` at its own shape (one chunk read)."""
-        return np.asarray(self._array[i])[tuple(slice(0, n) for n in self.shapes[i])]
+    def _name(self, tensor: str | None) -> str:
+        if tensor is None:
+            if len(self.tensors) != 1:
+                raise ValueError(f"{self.path} holds tensors {self.tensors}: name the one to read")
+            return self.tensors[0]
+        if tensor not in self._layouts:
+            raise KeyError(f"{self.path} has no tensor '{tensor}'; it has {self.tensors}")
+        return tensor
+
+    def layout(self, tensor: str | None = None) -> TensorLayout:
+        """Shapes, dtype and attributes of a tensor (the only one when `tensor` is None)."""
+        return self._layouts[self._name(tensor)]
+
+    @property
+    def shapes(self) -> list[Shape]:
+        """Per-sample shapes of the only tensor (a store of one-tensor samples)."""
+        return self.layout().shapes
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The dtype of the only tensor (a store of one-tensor samples)."""
+        return np.dtype(self.layout().dtype)
+
+    def read(self, i: int, tensor: str | None = None) -> np.ndarray:
+        """Tensor `tensor` (the only one when None) of sample `i` at its own shape and dtype (one chunk read)."""
+        name = self._name(tensor)
+        shape = self._layouts[name].shapes[i]
+        return np.asarray(self._arrays[name][i])[tuple(slice(0, n) for n in shape)]
+
+    def sample(self, i: int) -> dict[str, np.ndarray]:
+        """Every tensor of sample `i`, by name."""
+        return {name: self.read(i, name) for name in self.tensors}
 
     def points(self, i: int) -> int:
-        """Number of feature points of sample `i`."""
-        return int(np.prod(self.shapes[i]))
+        """Number of feature points (values) of sample `i`, over all its tensors."""
+        return sum(math.prod(layout.shapes[i]) for layout in self._layouts.values())

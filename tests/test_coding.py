@@ -11,37 +11,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from store_helpers import write_one
 
-from lamofc_lib import preprocess
 from lamofc_lib.codecs import CodecError, get_codec
 from lamofc_lib.coding import decode_point, encode_shard, preprocess_store, rate, read_sidecars, store_mse
-from lamofc_lib.preprocess import from_frame, to_frame
-from lamofc_lib.store import FeatureStore, write_store
+from lamofc_lib.preprocess import TensorSpec, frame_shape, from_frame, pack, quantize, to_frame
+from lamofc_lib.store import FeatureStore
 
 SETTINGS = {"preset": "faster", "bit_depth": 10, "samples_per_job": 10, "truncation": "vvc"}
 POINT = "22"
 # cls-like DINOv2 features (equal shapes) and csr-like Llama features (ragged token counts).
 CASES = {
-    "cls": {"shapes": [(1, 1, 17, 24)] * 3, "truncation": [-20, 20]},
-    "csr": {"shapes": [(1, 1, 5, 32), (1, 1, 13, 32), (1, 1, 9, 32)], "truncation": [-5, 5]},
+    "cls": {"shapes": [(1, 1, 17, 24)] * 3, "truncation": [-20, 20], "packing": "tokens"},
+    "csr": {"shapes": [(1, 1, 5, 32), (1, 1, 13, 32), (1, 1, 9, 32)], "truncation": [-5, 5], "packing": "plane"},
 }
-SIDECAR_FIELDS = {
-    "feature_shape",
-    "frame_shape",
-    "truncation",
-    "bit_depth",
-    "packing",
-    "codec",
-    "point",
-    "codec_version",
-    "input_kind",
-    "task",
-    "bitstream",
-    "bytes",
-    "sample_index",
-    "sample_id",
-    "feature_points",
-}
+SIDECAR_FIELDS = {"sample_index", "sample_id", "task", "codec", "codec_version", "point", "input_kind", "bit_depth"}
+TENSOR_FIELDS = {"name", "bitstream", "bytes", "sha256", "feature_shape", "feature_dtype", "feature_points"}
+TENSOR_FIELDS |= {"frame_shape", "packing", "truncation", "quantizer"}
 
 
 def make_features(shapes, amplitude: float, seed: int = 0) -> list[np.ndarray]:
@@ -58,7 +44,8 @@ def make_features(shapes, amplitude: float, seed: int = 0) -> list[np.ndarray]:
 def write_features(path: Path, task: str, seed: int = 0) -> list[np.ndarray]:
     case = CASES[task]
     data = make_features(case["shapes"], amplitude=0.4 * case["truncation"][1], seed=seed)
-    write_store(path, [f"{task}-{i}" for i in range(3)], case["shapes"], data, attrs={"stage": "features"})
+    ids = [f"{task}-{i}" for i in range(3)]
+    write_one(path, ids, case["shapes"], data, attrs={"stage": "features"}, packing=case["packing"])
     return data
 
 
@@ -95,7 +82,15 @@ def pipeline(request, codec, tmp_path_factory):
 
 
 def bitstreams(p) -> list[Path]:
-    return [p["shards"][0] / "00000.bin", p["shards"][0] / "00001.bin", p["shards"][1] / "00002.bin"]
+    return [
+        p["shards"][0] / "00000.feature.bin",
+        p["shards"][0] / "00001.feature.bin",
+        p["shards"][1] / "00002.feature.bin",
+    ]
+
+
+def spec(p) -> TensorSpec:
+    return TensorSpec(CASES[p["task"]]["packing"], p["truncation"])
 
 
 def copy_shards(p, dest: Path) -> list[Path]:
@@ -112,18 +107,19 @@ def test_frames_are_the_packed_quantized_features(pipeline):
     frames = FeatureStore(p["root"] / "frames")
     assert frames.attrs["input_kind"] == "quantized"
     assert frames.attrs["bit_depth"] == 10
-    assert frames.attrs["feature_shapes"] == [list(s) for s in CASES[p["task"]]["shapes"]]
+    assert frames.layout().attrs["feature_shapes"] == [list(s) for s in CASES[p["task"]]["shapes"]]
+    packing = CASES[p["task"]]["packing"]
     lo, hi = p["truncation"]
     for i, x in enumerate(p["data"]):
         frame = frames.read(i)
         assert frame.dtype == np.uint16
-        assert frame.shape == preprocess.frame_shape(p["task"], x.shape)
-        np.testing.assert_array_equal(frame, preprocess.pack(preprocess.quantize(x, lo, hi, bit_depth=10), p["task"]))
+        assert frame.shape == frame_shape(packing, x.shape)
+        np.testing.assert_array_equal(frame, pack(quantize(x, lo, hi, bit_depth=10), packing))
         # to_frame / from_frame invert each other up to the quantizer's step.
-        back = from_frame(frame, p["task"], x.shape, p["truncation"], "quantized", 10)
+        back = from_frame(frame, spec(p), x.shape, "quantized", 10)
         assert back.shape == x.shape
         assert np.abs(back - x).max() <= (hi - lo) / 1023 * (1 + 1e-5)
-        np.testing.assert_array_equal(to_frame(x, p["task"], p["truncation"], "quantized", 10), frame)
+        np.testing.assert_array_equal(to_frame(x, spec(p), "quantized", 10), frame)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -133,8 +129,8 @@ def test_frames_are_the_packed_quantized_features(pipeline):
 
 def test_shard_folders_hold_bitstreams_and_sidecars_only(pipeline):
     first, second = pipeline["shards"]
-    assert leftovers(first) == ["00000.bin", "00000.json", "00001.bin", "00001.json"]
-    assert leftovers(second) == ["00002.bin", "00002.json"]
+    assert leftovers(first) == ["00000.feature.bin", "00000.json", "00001.feature.bin", "00001.json"]
+    assert leftovers(second) == ["00002.feature.bin", "00002.json"]
     assert leftovers(first.parent) == ["000", "001"]  # no partial folders beside them
 
 
@@ -148,31 +144,36 @@ def test_sidecars_hold_what_decoding_needs(pipeline, codec):
     p = pipeline
     shapes = CASES[p["task"]]["shapes"]
     for i, bitstream in enumerate(bitstreams(p)):
-        sidecar = json.loads(bitstream.with_suffix(".json").read_text())
-        assert set(sidecar) >= SIDECAR_FIELDS
+        sidecar = json.loads(bitstream.with_name(f"{i:05d}.json").read_text())
+        assert set(sidecar) >= SIDECAR_FIELDS | {"tensors"}
+        (tensor,) = sidecar["tensors"]
+        assert set(tensor) == TENSOR_FIELDS
         assert sidecar["sample_index"] == i
         assert sidecar["sample_id"] == f"{p['task']}-{i}"
-        assert sidecar["feature_shape"] == list(shapes[i])
-        assert sidecar["frame_shape"] == list(preprocess.frame_shape(p["task"], shapes[i]))
-        assert sidecar["truncation"] == p["truncation"]
+        assert tensor["name"] == "feature"
+        assert tensor["feature_shape"] == list(shapes[i])
+        assert tensor["feature_dtype"] == "float32"
+        assert tensor["frame_shape"] == list(frame_shape(CASES[p["task"]]["packing"], shapes[i]))
+        assert tensor["truncation"] == p["truncation"]
+        assert tensor["quantizer"] == "floor"
         assert sidecar["bit_depth"] == 10
         assert sidecar["input_kind"] == "quantized"
-        assert sidecar["packing"] == p["task"]
+        assert tensor["packing"] == CASES[p["task"]]["packing"]
         assert sidecar["task"] == p["task"]
         assert sidecar["codec"] == "vvenc"
         assert sidecar["point"] == POINT
         assert sidecar["codec_version"] == codec.version()
         assert sidecar["codec_version"].startswith("VVenC ")
-        assert sidecar["bitstream"] == bitstream.name
-        assert sidecar["bytes"] == bitstream.stat().st_size > 0
-        assert sidecar["sha256"] == hashlib.sha256(bitstream.read_bytes()).hexdigest()
-        assert sidecar["feature_points"] == int(np.prod(shapes[i]))
+        assert tensor["bitstream"] == bitstream.name
+        assert tensor["bytes"] == bitstream.stat().st_size > 0
+        assert tensor["sha256"] == hashlib.sha256(bitstream.read_bytes()).hexdigest()
+        assert tensor["feature_points"] == int(np.prod(shapes[i]))
     assert [r.sample_index for r in p["records"]] == [0, 1, 2]
 
 
 def test_read_sidecars_orders_the_samples_of_all_shards(pipeline):
     items = read_sidecars(list(reversed(pipeline["shards"])))
-    assert [path for path, _ in items] == bitstreams(pipeline)
+    assert [folder / r.tensors[0].bitstream for folder, r in items] == bitstreams(pipeline)
     assert [r.sample_index for _, r in items] == [0, 1, 2]
     # A single folder may be given as a path.
     assert [r.sample_index for _, r in read_sidecars(pipeline["shards"][0])] == [0, 1]
@@ -187,8 +188,8 @@ def test_read_sidecars_raises_when_a_sample_is_missing(pipeline, tmp_path):
         read_sidecars([pipeline["shards"][0], pipeline["shards"][0], pipeline["shards"][1]])
     # A sidecar whose bitstream is gone.
     first, second = copy_shards(pipeline, tmp_path)
-    (first / "00001.bin").unlink()
-    with pytest.raises(CodecError, match=re.escape(str(first / "00001.bin"))):
+    (first / "00001.feature.bin").unlink()
+    with pytest.raises(CodecError, match=re.escape(str(first / "00001.feature.bin"))):
         read_sidecars([first, second])
     # A bitstream whose sidecar is gone: sample 1 is missing.
     (first / "00001.json").unlink()
@@ -224,7 +225,7 @@ def test_encode_shard_leaves_no_partial_folder_when_the_codec_raises(codec, tmp_
     lo, hi = -20, 20
     shapes = [(1, 1, 17, 24)] * 2
     data = [np.full(shapes[0], -18.0, np.float32), np.full(shapes[1], 5.0, np.float32)]
-    write_store(tmp_path / "features", ["a", "b"], shapes, data)
+    write_one(tmp_path / "features", ["a", "b"], shapes, data)
     preprocess_store(tmp_path / "features", tmp_path / "frames", "cls", [lo, hi], "quantized", 12)
     frames = FeatureStore(tmp_path / "frames")
     assert frames.read(0).max() < 1024 <= frames.read(1).min()
@@ -234,7 +235,7 @@ def test_encode_shard_leaves_no_partial_folder_when_the_codec_raises(codec, tmp_
     assert leftovers(tmp_path / "bits") == []
     # The same shard without the offending sample is written completely.
     encode_shard(tmp_path / "frames", out, codec, POINT, [0])
-    assert leftovers(out) == ["00000.bin", "00000.json"]
+    assert leftovers(out) == ["00000.feature.bin", "00000.json"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -247,7 +248,7 @@ def test_reconstruction_has_the_original_samples_and_shapes(pipeline, codec):
     original = FeatureStore(p["root"] / "features")
     rec = FeatureStore(p["root"] / "reconstructed")
     assert rec.sample_ids == original.sample_ids
-    assert rec.shapes == original.shapes == CASES[p["task"]]["shapes"]
+    assert rec.layout().shapes == original.layout().shapes == CASES[p["task"]]["shapes"]
     assert rec.attrs["stage"] == "reconstructed"
     assert rec.attrs["codec"] == "vvenc"
     assert rec.attrs["point"] == POINT
@@ -261,8 +262,8 @@ def test_reconstruction_has_the_original_samples_and_shapes(pipeline, codec):
         assert y.shape == x.shape
         assert y.dtype == np.float32
         # Each sample is the post-processed decoding of its own bitstream ...
-        frame = codec.decode(bitstreams(p)[i], preprocess.frame_shape(p["task"], x.shape), p["root"])
-        np.testing.assert_array_equal(y, from_frame(frame, p["task"], x.shape, p["truncation"], "quantized", 10))
+        frame = codec.decode(bitstreams(p)[i], frame_shape(spec(p).packing, x.shape), p["root"])
+        np.testing.assert_array_equal(y, from_frame(frame, spec(p), x.shape, "quantized", 10))
         # ... and close to the original at QP 22: within 10 quantizer steps RMS (about 7 measured), and far
         # below the features' own variance (about 10^4 steps^2).
         error = float(np.mean((y.astype(np.float64) - x) ** 2))
@@ -272,7 +273,7 @@ def test_reconstruction_has_the_original_samples_and_shapes(pipeline, codec):
 
 def test_decode_point_rejects_a_bitstream_that_no_longer_matches_its_sidecar(pipeline, codec, tmp_path):
     first, second = copy_shards(pipeline, tmp_path / "bits")
-    last = second / "00002.bin"  # samples 0 and 1 decode before the failure
+    last = second / "00002.feature.bin"  # samples 0 and 1 decode before the failure
     last.write_bytes(last.read_bytes() + b"\x00")
     out = tmp_path / "out" / "reconstructed"
     with pytest.raises(CodecError, match=re.escape(f"bitstream {last} has")):
@@ -288,7 +289,7 @@ def test_decode_point_rejects_a_bitstream_that_no_longer_matches_its_sidecar(pip
 
 def test_decode_point_rejects_a_corrupt_bitstream_of_the_right_size(pipeline, codec, tmp_path):
     first, second = copy_shards(pipeline, tmp_path / "bits")
-    last = second / "00002.bin"
+    last = second / "00002.feature.bin"
     data = bytearray(last.read_bytes())
     mid = len(data) // 2
     data[mid : mid + 16] = bytes(b ^ 0xFF for b in data[mid : mid + 16])
@@ -303,7 +304,7 @@ def test_decode_point_rejects_a_one_byte_change_the_decoder_would_conceal(pipeli
     # FFmpeg's VVC decoder silently decodes some single-byte flips (e.g. in the PPS) to a wrong picture;
     # the sidecar's SHA-256 catches every change.
     first, second = copy_shards(pipeline, tmp_path / "bits")
-    last = second / "00002.bin"
+    last = second / "00002.feature.bin"
     data = bytearray(last.read_bytes())
     data[-1] ^= 0x01
     last.write_bytes(bytes(data))
@@ -378,7 +379,7 @@ def test_store_mse_matches_a_hand_computed_value(pipeline, tmp_path):
     perturbed[1][0, 0, 2, 3] += np.float32(3.0)  # one point off by 3 -> 9 / points
     perturbed[1][0, 0, 4, 7] -= np.float32(1.0)  # and one by -1 -> + 1 / points
     ids = FeatureStore(p["root"] / "features").sample_ids
-    write_store(tmp_path / "perturbed", ids, shapes, perturbed)
+    write_one(tmp_path / "perturbed", ids, shapes, perturbed)
     mse = store_mse(FeatureStore(p["root"] / "features"), FeatureStore(tmp_path / "perturbed"))
     assert mse == [0.25, 10.0 / int(np.prod(shapes[1])), 0.0]
 
@@ -387,13 +388,13 @@ def test_store_mse_rejects_other_samples_or_shapes(pipeline, tmp_path):
     p = pipeline
     original = FeatureStore(p["root"] / "features")
     shapes = CASES[p["task"]]["shapes"]
-    write_store(tmp_path / "renamed", ["x", "y", "z"], shapes, p["data"])
+    write_one(tmp_path / "renamed", ["x", "y", "z"], shapes, p["data"])
     with pytest.raises(ValueError, match="does not hold the samples"):
         store_mse(original, FeatureStore(tmp_path / "renamed"))
     # Same samples, but one row of tokens only: NumPy would broadcast it silently.
     small = [(n, c, 1, w) for n, c, _, w in shapes]
-    write_store(tmp_path / "small", original.sample_ids, small, [x[:, :, :1] for x in p["data"]])
-    with pytest.raises(ValueError, match="other sample shapes"):
+    write_one(tmp_path / "small", original.sample_ids, small, [x[:, :, :1] for x in p["data"]])
+    with pytest.raises(ValueError, match="other shapes of tensor 'feature'"):
         store_mse(original, FeatureStore(tmp_path / "small"))
 
 
@@ -403,6 +404,7 @@ def test_store_mse_rejects_other_samples_or_shapes(pipeline, tmp_path):
 
 TTI_TRUNCATION = [-6.176, 4.668]
 TTI_SHAPES = [(1, 16, 8, 8), (1, 16, 8, 8), (1, 16, 8, 8)]
+TTI_SPEC = TensorSpec("tiles", TTI_TRUNCATION)
 
 
 def fp16_latents(seed: int = 0) -> list[np.ndarray]:
@@ -413,15 +415,19 @@ def fp16_latents(seed: int = 0) -> list[np.ndarray]:
 def test_fp16_features_round_trip_through_store_and_preprocess_store(tmp_path):
     data = fp16_latents()
     ids = ["397133", "37777", "252219"]
-    write_store(tmp_path / "features", ids, TTI_SHAPES, iter(data), attrs={"stage": "features"}, dtype="float16")
+    write_one(
+        tmp_path / "features", ids, TTI_SHAPES, data, attrs={"stage": "features"}, dtype="float16", packing="tiles"
+    )
     features = FeatureStore(tmp_path / "features")
-    assert features.dtype == np.float16 and features.attrs["dtype"] == "float16"
+    assert features.layout().dtype == "float16"
     lo, hi = TTI_TRUNCATION
     preprocess_store(tmp_path / "features", tmp_path / "frames", "tti", TTI_TRUNCATION, "quantized", 10)
     frames = FeatureStore(tmp_path / "frames")
-    assert frames.attrs["feature_dtype"] == "float16"
-    assert frames.attrs["feature_shapes"] == [list(s) for s in TTI_SHAPES]
-    assert frames.dtype == np.uint16 and frames.shapes == [(32, 32)] * 3  # 4 x 4 grid of 8 x 8 channel tiles
+    assert frames.layout().attrs["feature_dtype"] == "float16"
+    assert frames.layout().attrs["feature_shapes"] == [list(s) for s in TTI_SHAPES]
+    assert (
+        frames.layout().dtype == "uint16" and frames.layout().shapes == [(32, 32)] * 3
+    )  # 4 x 4 grid of 8 x 8 channel tiles
     # The reference's expression on the fp16 latent, each operand an explicit float16, then SD3 packing.
     lo16, hi16, scale16 = np.float16(lo), np.float16(hi), np.float16(1023 / (hi - lo))
     differ = 0
@@ -430,32 +436,31 @@ def test_fp16_features_round_trip_through_store_and_preprocess_store(tmp_path):
         codes = ((np.minimum(np.maximum(x, lo16), hi16) - lo16) * scale16).astype(np.uint16)
         expected = codes[0].reshape(4, 4, 8, 8).transpose(0, 2, 1, 3).reshape(32, 32)  # P[8i+h, 8j+w] = F[4i+j]
         np.testing.assert_array_equal(frame, expected)
-        widened = to_frame(x.astype(np.float32), "tti", TTI_TRUNCATION, "quantized", 10)
+        widened = to_frame(x.astype(np.float32), TTI_SPEC, "quantized", 10)
         diff = frame.astype(np.int64) - widened
         assert np.abs(diff).max() <= 1
         differ += int(np.count_nonzero(diff))
-        back = from_frame(frame, "tti", x.shape, TTI_TRUNCATION, "quantized", 10)
+        back = from_frame(frame, TTI_SPEC, x.shape, "quantized", 10)
         assert back.dtype == np.float32 and back.shape == x.shape
         assert np.abs(back.astype(np.float64) - x).max() <= 2 * (hi - lo) / 1023
     assert differ > 0  # fp16 arithmetic gives other codes than float32 arithmetic on some values
     # Learned codecs get float32 frames, normalized as the widened feature (the reference casts to float32).
     preprocess_store(tmp_path / "features", tmp_path / "norm", "tti", TTI_TRUNCATION, "normalized", 10)
     norm = FeatureStore(tmp_path / "norm")
-    assert norm.dtype == np.float32 and norm.attrs["feature_dtype"] == "float16"
-    np.testing.assert_array_equal(norm.read(0), to_frame(data[0].astype(np.float32), "tti", TTI_TRUNCATION,
-                                                         "normalized", 10))  # fmt: skip
+    assert norm.layout().dtype == "float32" and norm.layout().attrs["feature_dtype"] == "float16"
+    np.testing.assert_array_equal(norm.read(0), to_frame(data[0].astype(np.float32), TTI_SPEC, "normalized", 10))
 
 
 def test_store_mse_of_fp16_features_is_computed_in_float64(tmp_path):
     data = fp16_latents(seed=1)
     ids = ["1", "2", "3"]
-    write_store(tmp_path / "features", ids, TTI_SHAPES, data, dtype="float16")
+    write_one(tmp_path / "features", ids, TTI_SHAPES, data, dtype="float16", packing="tiles")
     # float32 reconstructions off by exactly 2**-12 (exact in float32 at these magnitudes, below fp16's
     # resolution): float16 arithmetic would see no error at all, float64 gives exactly 2**-24 per point.
     offset = np.float32(2.0**-12)
-    write_store(tmp_path / "rec", ids, TTI_SHAPES, [x.astype(np.float32) + offset for x in data])
+    write_one(tmp_path / "rec", ids, TTI_SHAPES, [x.astype(np.float32) + offset for x in data], packing="tiles")
     original, rec = FeatureStore(tmp_path / "features"), FeatureStore(tmp_path / "rec")
-    assert (original.dtype, rec.dtype) == (np.float16, np.float32)
+    assert (original.layout().dtype, rec.layout().dtype) == ("float16", "float32")
     assert store_mse(original, rec) == [2.0**-24] * 3
     big = np.abs(original.read(0)) >= 1  # fp16 spacing 2**-10 or more there: the offset is invisible
     assert big.any() and np.all(rec.read(0).astype(np.float16)[big] == original.read(0)[big])
@@ -464,17 +469,17 @@ def test_store_mse_of_fp16_features_is_computed_in_float64(tmp_path):
 def test_fp16_features_are_reconstructed_in_fp16_as_the_reference_saves_them(codec, tmp_path):
     data = fp16_latents(seed=2)
     ids = ["1", "2", "3"]
-    write_store(tmp_path / "features", ids, TTI_SHAPES, data, dtype="float16")
+    write_one(tmp_path / "features", ids, TTI_SHAPES, data, dtype="float16", packing="tiles")
     preprocess_store(tmp_path / "features", tmp_path / "frames", "tti", TTI_TRUNCATION, "quantized", 10)
     records = encode_shard(tmp_path / "frames", tmp_path / "bits", codec, POINT, range(3))
-    assert {r.feature_dtype for r in records} == {"float16"}
+    assert {r.tensors[0].feature_dtype for r in records} == {"float16"}
     decode_point([tmp_path / "bits"], tmp_path / "rec", codec)
     rec = FeatureStore(tmp_path / "rec")
-    assert rec.dtype == np.float16
+    assert rec.layout().dtype == "float16"
     # The decoded frame dequantized in float32, then cast to float16 (the reference's order).
     frames = FeatureStore(tmp_path / "frames")
     for i, x in enumerate(data):
         assert rec.read(i).dtype == np.float16 and rec.read(i).shape == x.shape
-        decoded = codec.decode(tmp_path / "bits" / f"{i:05d}.bin", frames.shapes[i], tmp_path)
-        expected = from_frame(decoded, "tti", x.shape, TTI_TRUNCATION, "quantized", 10).astype(np.float16)
+        decoded = codec.decode(tmp_path / "bits" / f"{i:05d}.feature.bin", frames.layout().shapes[i], tmp_path)
+        expected = from_frame(decoded, TTI_SPEC, x.shape, "quantized", 10).astype(np.float16)
         np.testing.assert_array_equal(rec.read(i), expected)

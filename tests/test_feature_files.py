@@ -44,7 +44,7 @@ def test_cls_features_in_the_reference_layout_are_imported_as_they_are(tmp_path)
     )
     store = FeatureStore(tmp_path / "f.zarr")
     assert store.sample_ids == IMAGES
-    assert store.attrs["dtype"] == "float32" and store.attrs["imported_from"] == str(tmp_path / "feature_test")
+    assert store.dtype == np.float32 and store.attrs["imported_from"] == str(tmp_path / "feature_test")
     for i, name in enumerate(IMAGES):
         np.testing.assert_array_equal(store.read(i), arrays[name])
     block["samples"] = 4

@@ -6,11 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from store_helpers import write_one
 
 from lamofc_lib import hyperprior as hp
 from lamofc_lib.codecs import CodecError, get_codec
 from lamofc_lib.coding import decode_point, encode_shard, preprocess_store, read_sidecars
-from lamofc_lib.store import FeatureStore, write_store
+from lamofc_lib.store import FeatureStore
 
 SETTINGS = hp.TrainSettings(batch=4, crop=(64, 64), steps=30, lr=2e-3, log_every=10, seed=3)
 
@@ -252,7 +253,7 @@ def coded(trained, tmp_path):
     frames, models, _ = trained
     rng = np.random.default_rng(1)
     features = [rng.normal(0, 2, size=(1, 1, 37, 130)).astype(np.float32) for _ in range(2)]
-    write_store(tmp_path / "f.zarr", ["a", "b"], [f.shape for f in features], iter(features), attrs={"task": "csr"})
+    write_one(tmp_path / "f.zarr", ["a", "b"], [f.shape for f in features], features, {"task": "csr"}, packing="plane")
     preprocess_store(tmp_path / "f.zarr", tmp_path / "frames.zarr", "csr", [-5, 5], "normalized", 10)
     codec = get_codec("hyperprior", {}, threads=1, model=models[0.05])
     encode_shard(tmp_path / "frames.zarr", tmp_path / "bits", codec, "0.05", range(2))
@@ -262,10 +263,10 @@ def coded(trained, tmp_path):
 def test_codec_writes_real_strings_and_counts_only_feature_points(coded):
     codec, folder = coded
     items = read_sidecars([folder / "bits"])
-    for path, record in items:
+    for folder_of, record in items:
         assert record.codec == "hyperprior" and record.input_kind == "normalized"
         assert record.feature_points == 37 * 130  # the 64 x 192 padded frame is not counted
-        assert record.bytes == path.stat().st_size > hp.HEADER.size
+        assert record.bytes == (folder_of / record.tensors[0].bitstream).stat().st_size > hp.HEADER.size
         assert "lambda=0.05" in record.codec_version and "trained on test" in record.codec_version
     decode_point([folder / "bits"], folder / "rec.zarr", codec, samples=2)
     rec = FeatureStore(folder / "rec.zarr")

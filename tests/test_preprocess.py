@@ -11,16 +11,21 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from lamofc_lib.preprocess import (
-    TASKS,
+    PACKINGS,
+    TensorSpec,
     denormalize,
     dequantize,
     frame_shape,
+    from_frame,
     normalize,
     pack,
     quantization_dtype,
     quantize,
+    tensor_specs,
+    to_frame,
     unpack,
 )
+from lamofc_lib.tasks import REGISTRY
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 EPS32 = float(np.finfo(np.float32).eps)  # 2**-23
@@ -76,23 +81,23 @@ wide_arrays = hnp.arrays(np.float32, st.integers(1, 50), elements=st.floats(-300
 
 
 @st.composite
-def feature_shapes(draw: st.DrawFn, task: str) -> tuple[int, int, int, int]:
-    """A small N x C x H x W shape valid for ``task``."""
+def feature_shapes(draw: st.DrawFn, packing: str) -> tuple[int, int, int, int]:
+    """A small N x C x H x W shape valid for ``packing``."""
     h, w = draw(st.integers(1, 5)), draw(st.integers(1, 5))
-    if task in ("cls", "seg", "dpt"):
+    if packing == "tokens":
         return (draw(st.integers(1, 3)), draw(st.integers(1, 4)), h, w)
-    if task == "tti":
+    if packing == "tiles":
         g = draw(st.integers(1, 4))
         return (1, g * g, h, w)
     return (1, 1, h, w)
 
 
 @st.composite
-def task_features(draw: st.DrawFn) -> tuple[str, np.ndarray]:
-    task = draw(st.sampled_from(TASKS))
-    shape = draw(feature_shapes(task))
+def packed_features(draw: st.DrawFn) -> tuple[str, np.ndarray]:
+    packing = draw(st.sampled_from(PACKINGS))
+    shape = draw(feature_shapes(packing))
     dtype = draw(st.sampled_from([np.float32, np.uint16]))
-    return task, draw(hnp.arrays(dtype, shape))
+    return packing, draw(hnp.arrays(dtype, shape))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -100,40 +105,36 @@ def task_features(draw: st.DrawFn) -> tuple[str, np.ndarray]:
 # --------------------------------------------------------------------------------------------------
 
 
-def test_tasks_constant() -> None:
-    assert TASKS == ("cls", "seg", "dpt", "csr", "tti")
-
-
 @FAST
-@given(task_features())
+@given(packed_features())
 def test_pack_unpack_round_trip(tf: tuple[str, np.ndarray]) -> None:
-    task, x = tf
-    frame = pack(x, task)
+    packing, x = tf
+    frame = pack(x, packing)
     assert frame.ndim == 2
     assert frame.dtype == x.dtype
-    assert frame.shape == frame_shape(task, x.shape)
+    assert frame.shape == frame_shape(packing, x.shape)
     assert not np.shares_memory(frame, x)
-    back = unpack(frame, task, x.shape)
+    back = unpack(frame, packing, x.shape)
     assert back.shape == x.shape and back.dtype == x.dtype
     assert back.tobytes() == x.tobytes()  # bit-exact, NaN payloads included
     assert not np.shares_memory(back, frame)
 
 
 @FAST
-@given(task_features())
+@given(packed_features())
 def test_pack_matches_elementwise_layout(tf: tuple[str, np.ndarray]) -> None:
-    task, x = tf
+    packing, x = tf
     x = np.arange(x.size, dtype=np.int64).reshape(x.shape)  # distinct entries
-    frame = pack(x, task)
+    frame = pack(x, packing)
     n, c, h, w = x.shape
     expected = np.full(frame.shape, -1, dtype=np.int64)
     for ni in range(n):
         for ci in range(c):
             for hi in range(h):
                 for wi in range(w):
-                    if task in ("cls", "seg", "dpt"):
+                    if packing == "tokens":
                         r, k = ni * h + hi, ci * w + wi
-                    elif task == "tti":
+                    elif packing == "tiles":
                         g = math.isqrt(c)
                         i, j = divmod(ci, g)
                         r, k = i * h + hi, j * w + wi
@@ -143,27 +144,27 @@ def test_pack_matches_elementwise_layout(tf: tuple[str, np.ndarray]) -> None:
     np.testing.assert_array_equal(frame, expected)
 
 
-def test_pack_seg_positions() -> None:
+def test_pack_tokens_positions_of_two_images() -> None:
     f = np.arange(2 * 1 * 3 * 4).reshape(2, 1, 3, 4)
-    frame = pack(f, "seg")
+    frame = pack(f, "tokens")
     assert frame.shape == (6, 4)
     assert frame[3 + 1, 2] == f[1, 0, 1, 2] == 18
     np.testing.assert_array_equal(frame[:3], f[0, 0])
     np.testing.assert_array_equal(frame[3:], f[1, 0])
 
 
-def test_pack_dpt_positions() -> None:
+def test_pack_tokens_positions_of_four_layers() -> None:
     f = np.arange(2 * 4 * 3 * 2).reshape(2, 4, 3, 2)
-    frame = pack(f, "dpt")
+    frame = pack(f, "tokens")
     assert frame.shape == (6, 8)
     assert frame[1 * 3 + 2, 3 * 2 + 1] == f[1, 3, 2, 1] == 47
     assert frame[0 * 3 + 1, 2 * 2 + 0] == f[0, 2, 1, 0] == 14
     np.testing.assert_array_equal(frame[0, :], [0, 1, 6, 7, 12, 13, 18, 19])
 
 
-def test_pack_tti_positions() -> None:
+def test_pack_tiles_positions() -> None:
     f = np.arange(16 * 2 * 2).reshape(1, 16, 2, 2)
-    frame = pack(f, "tti")
+    frame = pack(f, "tiles")
     assert frame.shape == (8, 8)
     assert frame[1 * 2 + 0, 2 * 2 + 1] == f[0, 4 * 1 + 2, 0, 1] == 25
     assert frame[3 * 2 + 1, 3 * 2 + 1] == f[0, 15, 1, 1] == 63
@@ -171,11 +172,11 @@ def test_pack_tti_positions() -> None:
     np.testing.assert_array_equal(frame[2:4, 0:2], f[0, 4])
 
 
-def test_pack_csr_and_cls_are_the_single_plane() -> None:
+def test_pack_of_one_plane_is_the_plane() -> None:
     f = np.arange(30, dtype=np.float32).reshape(1, 1, 5, 6)
-    np.testing.assert_array_equal(pack(f, "csr"), f[0, 0])
+    np.testing.assert_array_equal(pack(f, "plane"), f[0, 0])
     g = np.arange(12, dtype=np.uint16).reshape(1, 1, 3, 4)
-    out = pack(g, "cls")
+    out = pack(g, "tokens")
     np.testing.assert_array_equal(out, g[0, 0])
     assert out.dtype == np.uint16
     out[0, 0] = 99  # pack returns a copy: the feature must not change
@@ -193,7 +194,8 @@ def test_pack_csr_and_cls_are_the_single_plane() -> None:
     ],
 )
 def test_frame_shape_paper_shapes(task: str, shape: tuple[int, int, int, int], expected: tuple) -> None:
-    assert frame_shape(task, shape) == expected
+    """The frame of each task's paper-size feature, through the packing its task declares."""
+    assert frame_shape(REGISTRY[task].packing, shape) == expected
 
 
 # --------------------------------------------------------------------------------------------------
@@ -503,9 +505,9 @@ def test_normalize_round_trip(rng: tuple[float, float], data: st.DataObject) -> 
 
 
 @pytest.mark.parametrize("func", [pack, frame_shape])
-def test_unknown_task(func) -> None:
+def test_unknown_packing(func) -> None:
     arg = np.zeros((1, 1, 2, 2)) if func is pack else (1, 1, 2, 2)
-    with pytest.raises(ValueError, match=r"task 'foo' is unknown; expected one of cls, seg, dpt, csr, tti"):
+    with pytest.raises(ValueError, match=r"packing 'foo' is unknown; expected one of tokens, tiles, plane"):
         func(arg, "foo") if func is pack else func("foo", arg)
     with pytest.raises(ValueError, match="'foo'"):
         unpack(np.zeros((2, 2)), "foo", (1, 1, 2, 2))
@@ -513,33 +515,33 @@ def test_unknown_task(func) -> None:
 
 def test_unpack_wrong_frame_shape() -> None:
     with pytest.raises(ValueError, match=r"\(5, 7\).*\(6, 8\)"):
-        unpack(np.zeros((5, 7)), "dpt", (2, 4, 3, 2))
+        unpack(np.zeros((5, 7)), "tokens", (2, 4, 3, 2))
     with pytest.raises(ValueError, match=r"\(512, 511\)"):
-        unpack(np.zeros((512, 511)), "tti", (1, 16, 128, 128))
+        unpack(np.zeros((512, 511)), "tiles", (1, 16, 128, 128))
 
 
 @pytest.mark.parametrize(
-    ("task", "shape", "needle"),
+    ("packing", "shape", "needle"),
     [
-        ("tti", (2, 16, 4, 4), r"\(2, 16, 4, 4\)"),
-        ("tti", (1, 15, 4, 4), r"\(1, 15, 4, 4\)"),
-        ("csr", (1, 2, 4, 4), r"\(1, 2, 4, 4\)"),
-        ("csr", (3, 1, 4, 4), r"\(3, 1, 4, 4\)"),
-        ("seg", (1, 0, 4, 4), r"\(1, 0, 4, 4\)"),
-        ("seg", (1, 4, 4), r"\(1, 4, 4\)"),
+        ("tiles", (2, 16, 4, 4), r"\(2, 16, 4, 4\)"),
+        ("tiles", (1, 15, 4, 4), r"\(1, 15, 4, 4\)"),
+        ("plane", (1, 2, 4, 4), r"\(1, 2, 4, 4\)"),
+        ("plane", (3, 1, 4, 4), r"\(3, 1, 4, 4\)"),
+        ("tokens", (1, 0, 4, 4), r"\(1, 0, 4, 4\)"),
+        ("tokens", (1, 4, 4), r"\(1, 4, 4\)"),
     ],
 )
-def test_invalid_feature_shapes(task: str, shape: tuple, needle: str) -> None:
+def test_invalid_feature_shapes(packing: str, shape: tuple, needle: str) -> None:
     with pytest.raises(ValueError, match=needle):
-        frame_shape(task, shape)
+        frame_shape(packing, shape)
     if len(shape) == 4 and min(shape) > 0:
         with pytest.raises(ValueError, match=needle):
-            pack(np.zeros(shape, dtype=np.float32), task)
+            pack(np.zeros(shape, dtype=np.float32), packing)
 
 
 def test_pack_needs_4d() -> None:
     with pytest.raises(ValueError, match=r"\(3, 4\)"):
-        pack(np.zeros((3, 4)), "cls")
+        pack(np.zeros((3, 4)), "tokens")
 
 
 @pytest.mark.parametrize("func", [quantize, dequantize, normalize, denormalize])
@@ -572,3 +574,40 @@ def test_bit_depth_errors(bad) -> None:
 def test_quantize_rejects_nan() -> None:
     with pytest.raises(ValueError, match="2 NaN"):
         quantize(np.float32([0.0, np.nan, np.nan]), -1, 1)
+
+
+# --------------------------------------------------------------------------------------------------
+# Named tensors: one spec (packing, truncation, quantizer) per tensor
+# --------------------------------------------------------------------------------------------------
+
+
+def test_one_truncation_entry_applies_to_every_tensor() -> None:
+    specs = tensor_specs({"key": "tokens", "value": "plane"}, [-4, 4])
+    assert specs == {"key": TensorSpec("tokens", [-4, 4]), "value": TensorSpec("plane", [-4, 4])}
+
+
+def test_truncation_by_tensor_name_with_its_own_quantizer() -> None:
+    entry = {"key": [-4, 4], "value": {"range": [-1, 1], "quantizer": "round"}}
+    specs = tensor_specs({"key": "tokens", "value": "plane"}, entry)
+    assert specs["key"] == TensorSpec("tokens", [-4, 4], "floor")
+    assert specs["value"] == TensorSpec("plane", [-1, 1], "round")
+
+
+def test_truncation_naming_other_tensors_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"names tensors \['key'\], but the features have tensors \['key', 'value'\]"):
+        tensor_specs({"key": "tokens", "value": "plane"}, {"key": [-4, 4]})
+    with pytest.raises(ValueError, match="quantizer 'nearest' is unknown"):
+        TensorSpec("plane", [-1, 1], "nearest")
+    with pytest.raises(ValueError, match="must be \\[lo, hi\\]"):
+        TensorSpec("plane", [1])
+
+
+def test_frames_follow_each_tensors_quantizer() -> None:
+    """floor is the reference's truncating quantizer; round rounds to nearest: 0.75 LSB gives code 0 and 1."""
+    lsb = 2.0 / 1023
+    x = np.full((1, 1, 1, 2), -1 + 0.75 * lsb, dtype=np.float32)
+    floor = to_frame(x, TensorSpec("plane", [-1, 1]), "quantized", 10)
+    nearest = to_frame(x, TensorSpec("plane", [-1, 1], "round"), "quantized", 10)
+    assert floor.tolist() == [[0, 0]] and nearest.tolist() == [[1, 1]]
+    back = from_frame(nearest, TensorSpec("plane", [-1, 1], "round"), x.shape, "quantized", 10)
+    np.testing.assert_allclose(back, -1 + lsb, rtol=0, atol=1e-6)

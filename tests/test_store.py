@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
+from store_helpers import write_one
 
 from lamofc_lib.io import atomic_path, read_json, write_json
-from lamofc_lib.store import FeatureStore, write_store
+from lamofc_lib.store import FEATURE, FeatureStore, TensorLayout, write_store
 
 IDS = ["s0", "s1", "s2"]
 # Ragged along H (csr-like token counts) and, for the third sample, along C and W too.
@@ -41,11 +42,11 @@ def leftovers(parent: Path) -> list[str]:
 @pytest.mark.parametrize("dtype", ["float32", "float16", "uint16"])
 def test_round_trip_of_ragged_samples(tmp_path, dtype):
     data = samples(dtype=dtype)
-    write_store(tmp_path / "store", IDS, SHAPES, iter(data), dtype=dtype)
+    write_one(tmp_path / "store", IDS, SHAPES, iter(data), dtype=dtype)
     store = FeatureStore(tmp_path / "store")
     assert len(store) == 3
     assert store.sample_ids == IDS
-    assert store.shapes == SHAPES
+    assert store.tensors == [FEATURE] and store.layout().shapes == SHAPES
     for i, x in enumerate(data):
         y = store.read(i)
         assert y.shape == SHAPES[i]
@@ -59,44 +60,40 @@ def test_float16_features_stay_float16(tmp_path):
     and every read are float16, and the values are the fp16 values written (bit for bit)."""
     data = samples(dtype="float16", seed=3)
     assert all(x.dtype == np.float16 for x in data)
-    write_store(tmp_path / "store", IDS, SHAPES, iter(data), dtype="float16")
-    array = zarr.open_array(str(tmp_path / "store"), mode="r")
+    write_one(tmp_path / "store", IDS, SHAPES, iter(data), dtype="float16")
+    array = zarr.open_array(str(tmp_path / "store" / FEATURE), mode="r")
     assert array.dtype == np.float16
     store = FeatureStore(tmp_path / "store")
-    assert store.attrs["dtype"] == "float16" and store.dtype == np.float16
+    assert store.layout().dtype == "float16"
     for i, x in enumerate(data):
         y = store.read(i)
         assert y.dtype == np.float16
         np.testing.assert_array_equal(y.view(np.uint16), x.view(np.uint16))
     # half the bytes of the float32 store of the same values
-    write_store(tmp_path / "wide", IDS, SHAPES, (x.astype(np.float32) for x in data))
-    assert FeatureStore(tmp_path / "wide").dtype == np.float32
-    assert array.nbytes * 2 == zarr.open_array(str(tmp_path / "wide"), mode="r").nbytes
+    write_one(tmp_path / "wide", IDS, SHAPES, (x.astype(np.float32) for x in data))
+    assert FeatureStore(tmp_path / "wide").layout().dtype == "float32"
+    assert array.nbytes * 2 == zarr.open_array(str(tmp_path / "wide" / FEATURE), mode="r").nbytes
 
 
 def test_attrs_are_kept(tmp_path):
     attrs = {"stage": "features", "task": "csr", "truncation": [-5, 5], "nested": {"a": [1, 2]}}
-    write_store(tmp_path / "store", IDS, SHAPES, samples(), attrs=attrs)
+    write_one(tmp_path / "store", IDS, SHAPES, samples(), attrs=attrs)
     store = FeatureStore(tmp_path / "store")
-    assert store.attrs == {
-        **attrs,
-        "sample_ids": IDS,
-        "shapes": [list(s) for s in SHAPES],
-        "dtype": "float32",
-    }
+    assert store.attrs == {**attrs, "sample_ids": IDS, "tensors": [FEATURE]}
+    assert store.layout().attrs == {"packing": "tokens"}
 
 
 def test_one_chunk_per_sample_and_zero_padding(tmp_path):
     data = samples()
-    write_store(tmp_path / "store", IDS, SHAPES, data)
-    array = zarr.open_array(str(tmp_path / "store"), mode="r")
+    write_one(tmp_path / "store", IDS, SHAPES, data)
+    array = zarr.open_array(str(tmp_path / "store" / FEATURE), mode="r")
     full = (1, 2, 11, 32)  # largest extent along each axis
     assert array.shape == (3, *full)
     assert array.chunks == (1, *full)
     assert array.nchunks == 3
     # Exactly one chunk object on disk per sample.
-    chunk_files = sorted(p.relative_to(tmp_path / "store").as_posix() for p in (tmp_path / "store" / "c").rglob("*"))
-    chunk_files = [f for f in chunk_files if (tmp_path / "store" / f).is_file()]
+    root = tmp_path / "store" / FEATURE
+    chunk_files = sorted(p.relative_to(root).as_posix() for p in (root / "c").rglob("*") if p.is_file())
     assert chunk_files == [f"c/{i}/0/0/0/0" for i in range(3)]
     # The padding around each sample is zeros and the sample sits at the origin.
     for i, x in enumerate(data):
@@ -111,20 +108,22 @@ def test_one_chunk_per_sample_and_zero_padding(tmp_path):
 def test_wrong_sample_shape_raises_and_leaves_no_store(tmp_path):
     data = samples()
     data[1] = data[1][:, :, :10]  # declared (1, 1, 11, 32)
-    with pytest.raises(ValueError, match=r"s1 has shape \(1, 1, 10, 32\), declared \(1, 1, 11, 32\)"):
-        write_store(tmp_path / "store", IDS, SHAPES, data)
+    with pytest.raises(
+        ValueError, match=r"tensor 'feature' of sample s1 has shape \(1, 1, 10, 32\), declared \(1, 1, 11, 32\)"
+    ):
+        write_one(tmp_path / "store", IDS, SHAPES, data)
     assert leftovers(tmp_path) == []
 
 
 def test_too_few_samples_raise_and_leave_no_store(tmp_path):
     with pytest.raises(ValueError, match="2 samples written, 3 declared"):
-        write_store(tmp_path / "store", IDS, SHAPES, samples()[:2])
+        write_one(tmp_path / "store", IDS, SHAPES, samples()[:2])
     assert leftovers(tmp_path) == []
 
 
 def test_too_many_samples_raise_and_leave_no_store(tmp_path):
     with pytest.raises(ValueError, match="more samples than the 3 declared"):
-        write_store(tmp_path / "store", IDS, SHAPES, [*samples(), samples()[0]])
+        write_one(tmp_path / "store", IDS, SHAPES, [*samples(), samples()[0]])
     assert leftovers(tmp_path) == []
 
 
@@ -135,15 +134,15 @@ def test_too_many_samples_raise_and_leave_no_store(tmp_path):
 )
 def test_inconsistent_declarations_raise_and_leave_no_store(tmp_path, ids, shapes):
     with pytest.raises(ValueError, match="write_store"):
-        write_store(tmp_path / "store", ids, shapes, [np.ones(s, np.float32) for s in shapes])
+        write_one(tmp_path / "store", ids, shapes, [np.ones(s, np.float32) for s in shapes])
     assert leftovers(tmp_path) == []
 
 
 def test_failed_rewrite_keeps_the_previous_store(tmp_path):
     data = samples()
-    write_store(tmp_path / "store", IDS, SHAPES, data, attrs={"run": 1})
+    write_one(tmp_path / "store", IDS, SHAPES, data, attrs={"run": 1})
     with pytest.raises(ValueError):
-        write_store(tmp_path / "store", IDS, SHAPES, data[:2], attrs={"run": 2})
+        write_one(tmp_path / "store", IDS, SHAPES, data[:2], attrs={"run": 2})
     store = FeatureStore(tmp_path / "store")
     assert store.attrs["run"] == 1
     np.testing.assert_array_equal(store.read(2), data[2])
@@ -151,14 +150,57 @@ def test_failed_rewrite_keeps_the_previous_store(tmp_path):
 
 
 def test_rewrite_replaces_the_previous_store(tmp_path):
-    write_store(tmp_path / "store", IDS, SHAPES, samples(seed=0))
+    write_one(tmp_path / "store", IDS, SHAPES, samples(seed=0))
     new_shapes = [(1, 1, 3, 4)]
     new = samples(new_shapes, seed=1)
-    write_store(tmp_path / "store", ["only"], new_shapes, new)
+    write_one(tmp_path / "store", ["only"], new_shapes, new)
     store = FeatureStore(tmp_path / "store")
     assert store.sample_ids == ["only"]
     np.testing.assert_array_equal(store.read(0), new[0])
-    assert zarr.open_array(str(tmp_path / "store"), mode="r").shape == (1, 1, 1, 3, 4)
+    assert zarr.open_array(str(tmp_path / "store" / FEATURE), mode="r").shape == (1, 1, 1, 3, 4)
+
+
+def test_named_tensors_of_different_dtype_and_shape(tmp_path):
+    """A sample's feature as a set of named tensors, each in its own dtype and shape (e.g. an LLM's key cache in
+    bfloat16-as-float16 and a float32 state): each is its own array of the group, read back bit for bit."""
+    rng = np.random.default_rng(5)
+    keys = [rng.standard_normal((1, 2, n, 8)).astype(np.float16) for n in (3, 6)]
+    state = [rng.standard_normal((1, 1, 4, 16)).astype(np.float32) for _ in range(2)]
+    tensors = {
+        "key": TensorLayout([k.shape for k in keys], "float16", {"packing": "tokens"}),
+        "state": TensorLayout([s.shape for s in state], "float32", {"packing": "plane"}),
+    }
+    samples = ({"key": k, "state": s} for k, s in zip(keys, state, strict=True))
+    write_store(tmp_path / "store", ["a", "b"], tensors, samples, attrs={"task": "kv"})
+    store = FeatureStore(tmp_path / "store")
+    assert store.tensors == ["key", "state"]
+    assert store.layout("key").shapes == [(1, 2, 3, 8), (1, 2, 6, 8)] and store.layout("key").dtype == "float16"
+    assert store.layout("state").attrs == {"packing": "plane"}
+    for i in range(2):
+        got = store.sample(i)
+        assert sorted(got) == ["key", "state"]
+        assert got["key"].dtype == np.float16 and got["state"].dtype == np.float32
+        np.testing.assert_array_equal(got["key"].view(np.uint16), keys[i].view(np.uint16))
+        np.testing.assert_array_equal(got["state"], state[i])
+    assert store.points(1) == 2 * 6 * 8 + 4 * 16
+    with pytest.raises(ValueError, match=r"holds tensors \['key', 'state'\]: name the one"):
+        store.read(0)
+    with pytest.raises(KeyError, match="no tensor 'value'"):
+        store.read(0, "value")
+
+
+def test_a_sample_without_a_declared_tensor_raises_and_leaves_no_store(tmp_path):
+    tensors = {name: TensorLayout([(1, 1, 2, 2)], "float32") for name in ("key", "value")}
+    with pytest.raises(ValueError, match=r"sample a has tensors \['key'\], declared \['key', 'value'\]"):
+        write_store(tmp_path / "store", ["a"], tensors, [{"key": np.ones((1, 1, 2, 2))}])
+    assert leftovers(tmp_path) == []
+
+
+def test_a_store_of_the_one_array_format_is_refused_by_name(tmp_path):
+    """Stores written before named tensors (one Zarr array at the root) get a message, not a KeyError."""
+    zarr.create_array(str(tmp_path / "old.zarr"), shape=(1, 2), dtype="float32")
+    with pytest.raises(ValueError, match=r"old.zarr is a feature store of an older LaMoFC version"):
+        FeatureStore(tmp_path / "old.zarr")
 
 
 def test_feature_store_on_a_folder_that_is_not_a_store(tmp_path):

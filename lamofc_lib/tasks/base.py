@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lamofc_lib.store import write_store
+from lamofc_lib.store import FEATURE, TensorLayout, write_store
 
 
 def resolve_device(device: str) -> str:
@@ -79,12 +79,38 @@ class Layout:
 @dataclass
 class Extraction:
     """A task's split-point features of a manifest: concrete shapes, store attributes, dtype, and the samples
-    themselves as a lazy iterator in manifest order (computed one at a time while the store is written)."""
+    themselves as a lazy iterator in manifest order (computed one at a time while the store is written).
+
+    This is the one-tensor form (the tensor named `store.FEATURE`); a task whose samples carry several named
+    tensors returns a `TensorExtraction`."""
 
     shapes: list[tuple[int, ...]]
     samples: Iterable[np.ndarray]
     attrs: dict
     dtype: str = "float32"
+
+    def named(self, packing: str) -> TensorExtraction:
+        if not packing:
+            raise TypeError("a one-tensor task must declare its packing (Task.packing, see preprocess.PACKINGS)")
+        return TensorExtraction(
+            {FEATURE: TensorLayout(list(self.shapes), self.dtype, {"packing": packing})},
+            ({FEATURE: x} for x in self.samples),
+            self.attrs,
+        )
+
+
+@dataclass
+class TensorExtraction:
+    """Split-point features whose samples carry named tensors: each tensor's layout (shapes, the dtype the model
+    produced it in, and its packing as a `packing` attribute), the samples as mappings from tensor name to
+    array (lazy, in manifest order), and the store attributes."""
+
+    tensors: dict[str, TensorLayout]
+    samples: Iterable[Mapping[str, np.ndarray]]
+    attrs: dict
+
+    def named(self, packing: str) -> TensorExtraction:
+        return self
 
 
 class Task(ABC):
@@ -102,6 +128,9 @@ class Task(ABC):
 
     name: str = ""
     metric: str = ""
+    # How the one tensor of a one-tensor task becomes a frame (preprocess.PACKINGS); a task with named tensors
+    # gives each its packing in its TensorExtraction instead.
+    packing: str = ""
     higher_is_better: bool = True
     # Task settings (tasks.<task>.<option>) that change how the metric is computed; scoring sets them.
     metric_options: tuple[str, ...] = ()
@@ -120,20 +149,13 @@ class Task(ABC):
         """The features' shapes, attributes and dtype for `manifest`, without loading model weights."""
 
     @abstractmethod
-    def features(self, manifest: pd.DataFrame, model: Mapping, split) -> Extraction:
+    def features(self, manifest: pd.DataFrame, model: Mapping, split) -> Extraction | TensorExtraction:
         """Load the model and return the split-point features of every manifest sample (computed lazily)."""
 
     def extract(self, manifest: pd.DataFrame, model: Mapping, split, out: Path) -> None:
         """Write the split-point features of every manifest sample to a new store at `out`."""
-        extraction = self.features(manifest, model, split)
-        write_store(
-            out,
-            list(manifest["sample_id"]),
-            extraction.shapes,
-            extraction.samples,
-            attrs=extraction.attrs,
-            dtype=extraction.dtype,
-        )
+        extraction = self.features(manifest, model, split).named(self.packing)
+        write_store(out, list(manifest["sample_id"]), extraction.tensors, extraction.samples, attrs=extraction.attrs)
 
     def set_metric_options(self, options: Mapping) -> None:
         unknown = sorted(set(options) - set(self.metric_options))
@@ -145,6 +167,11 @@ class Task(ABC):
     def reference_stem(self, sample_id: str) -> str:
         """The file stem of a sample's feature in the reference implementation's feature folders."""
         return sample_id
+
+    def head_input(self, sample: Mapping[str, np.ndarray]):
+        """What the head takes of a sample's named tensors: the one tensor of a one-tensor task."""
+        (tensor,) = sample.values()
+        return tensor
 
     def predict(self, head: Path, features: Iterable[np.ndarray]) -> list[str]:
         """Predictions of the head on (decoded) features, one string per sample, computed on `self.device`.

@@ -96,6 +96,7 @@ def dinov2_config(model: Mapping):
 
 class ClassificationTask(Task):
     name = "cls"
+    packing = "tokens"
     metric = "top1"
 
     def _block(self, split) -> int:

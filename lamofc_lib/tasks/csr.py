@@ -125,6 +125,7 @@ class ReasoningTask(Task):
     demo's 30 of 30); at an earlier split it reads that layer's output with the final norm and lm_head directly."""
 
     name = "csr"
+    packing = "plane"
     metric = "accuracy"
 
     def _layer(self, split, layers_in_model: int) -> int:

@@ -123,6 +123,8 @@ class DenseTask(Task):
     """What seg and dpt share: DINOv2 extraction with the per-sample geometry, and a head file holding the
     head's constructor arguments and weights."""
 
+    packing = "tokens"
+
     def _layers(self, split) -> int:
         return len(split_layers(split))
 

@@ -319,6 +319,7 @@ def decode_latent(vae, latent: torch.Tensor, scaling_factor: float, shift_factor
 
 class TextToImageTask(Task):
     name = "tti"
+    packing = "tiles"
     metric = "fid"
     higher_is_better = False
 

@@ -12,7 +12,7 @@ log = log_to(snakemake.log[0])
 params = snakemake.params
 torch.set_num_threads(snakemake.threads)
 device = resolve_device(params.device)
-frames = training_frames(snakemake.input.features, params.task, params.truncation)
+frames = training_frames(snakemake.input.features, params.truncation)
 log.info("training %s hyperprior N=%d M=%d at lambda %g on %s", params.task, params.N, params.M, params.lam, device)
 start = time.perf_counter()
 provenance = {
