@@ -238,9 +238,12 @@ def _check_task(task: str, block: dict, check_paths: bool) -> None:
             f"config key tasks.{task}.model: set exactly one of id, package, random_init (got {given or 'none'})"
         )
     for name, truncation in block["truncation"].items():
-        for lo, hi in truncation_ranges(truncation):
-            if not hi > lo:
-                raise ConfigError(f"config key tasks.{task}.truncation.{name}: hi {hi} must exceed lo {lo}")
+        by_tensor = truncation if isinstance(truncation, Mapping) else {None: truncation}
+        for tensor, entry in by_tensor.items():
+            key = f"tasks.{task}.truncation.{name}" + (f".{tensor}" if tensor else "")
+            for lo, hi in truncation_ranges(entry["range"] if isinstance(entry, Mapping) else entry):
+                if not hi > lo:
+                    raise ConfigError(f"config key {key}: hi {hi} must exceed lo {lo}")
     if task == "tti" and block["reference"] != "uncompressed":
         raise ConfigError(
             "config key tasks.tti.reference: tti is scored by FID against the images decoded from the uncompressed "

@@ -265,18 +265,6 @@ def accuracy_drop(value: float, original: float, higher_is_better: bool = True) 
     return (1.0 / original - 1.0 / value) / (1.0 / original) * 100.0
 
 
-def feature_mse(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean squared error between two feature arrays of the same shape, computed in float64."""
-    a, b = np.asarray(a), np.asarray(b)
-    if a.shape != b.shape:
-        # Without this check NumPy would broadcast, e.g., 1 x W against H x W.
-        raise ValueError(f"feature shapes differ: {a.shape} vs {b.shape}")
-    if a.size == 0:
-        raise ValueError("feature_mse of empty arrays")
-    diff = a.astype(np.float64) - b.astype(np.float64)
-    return float(np.mean(diff**2))
-
-
 # --------------------------------------------------------------------------------------------------------------------
 # FID
 

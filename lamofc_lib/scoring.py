@@ -66,7 +66,7 @@ def score_point(
         raise ValueError(f"{features_path} does not hold the samples of {manifest_path}")
     store = FeatureStore(reconstructed_path) if reconstructed_path else original
     samples = (task.head_input(store.sample(i)) for i in range(len(store)))
-    outputs = task.outputs(Path(head_path), samples, original.attrs)
+    outputs = task.head_outputs(Path(head_path), samples, original.attrs)
     if reference == "ground_truth":
         refs = task.ground_truth(manifest)
     elif reconstructed_path:

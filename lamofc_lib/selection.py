@@ -330,8 +330,9 @@ def select_files(task: str, candidates: pd.DataFrame, samples: int, stems: Seque
 def uncompressed_correct(task, candidates: pd.DataFrame, model: Mapping, split, head: str | Path) -> list[bool]:
     """Per candidate: does the uncompressed model with its head get it right? The same feature, head and
     comparison code as scoring, run on the candidates without storing their features."""
-    extraction = task.features(candidates, model, split)
-    outputs = task.outputs(Path(head), extraction.samples, extraction.attrs)
+    extraction = task.features(candidates, model, split).named(task.packing)
+    samples = (task.head_input(sample) for sample in extraction.samples)
+    outputs = task.head_outputs(Path(head), samples, extraction.attrs)
     _, rows = task.compare(outputs, task.ground_truth(candidates))
     return [bool(row["correct"]) for row in rows]
 

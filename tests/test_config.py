@@ -190,6 +190,17 @@ def test_per_layer_truncation_is_accepted(raw):
     assert truncation_bounds(config["tasks"]["cls"]["truncation"]["vvc"]) == ([-1.0, -2.0], [1.0, 2.5])
 
 
+def test_truncation_by_tensor_name_is_accepted_and_checked_per_tensor(raw):
+    raw["tasks"]["cls"]["truncation"]["vvc"] = {"key": [-4, 4], "value": {"range": [-1, 1], "quantizer": "round"}}
+    config = validate(raw)
+    assert config["tasks"]["cls"]["truncation"]["vvc"]["value"] == {"range": [-1, 1], "quantizer": "round"}
+    raw["tasks"]["cls"]["truncation"]["vvc"]["value"] = {"range": [1, -1]}
+    message = _error(raw)
+    assert "tasks.cls.truncation.vvc.value" in message and "hi -1.0 must exceed lo 1.0" in message
+    raw["tasks"]["cls"]["truncation"]["vvc"]["value"] = {"range": [-1, 1], "quantizer": "nearest"}
+    assert "nearest" in _error(raw)
+
+
 def test_model_with_both_id_and_random_init(raw):
     raw["tasks"]["cls"]["model"]["id"] = "facebook/dinov2-small"
     message = _error(raw)

@@ -33,7 +33,7 @@ def runs(tmp_path_factory):
         task.write_head(MODEL, split, {"seed": 0}, tmp / f"{name}.pt")
         task.extract(manifest, MODEL, split, tmp / f"{name}.zarr")
         store = FeatureStore(tmp / f"{name}.zarr")
-        outputs = task.outputs(tmp / f"{name}.pt", [store.read(i) for i in range(len(store))], store.attrs)
+        outputs = task.head_outputs(tmp / f"{name}.pt", [store.read(i) for i in range(len(store))], store.attrs)
         out[name] = (task, store, tmp / f"{name}.pt", outputs)
     return manifest, out
 
@@ -70,7 +70,7 @@ def test_seg_miou_is_100_against_itself_and_falls_with_noise(runs):
     assert value == 100.0 and all(r["pixel_accuracy"] == 100.0 for r in rows)
     rng = np.random.default_rng(0)
     noisy = [store.read(i) + rng.normal(0, 3.0, store.shapes[i]).astype(np.float32) for i in range(len(store))]
-    worse, _ = task.compare(task.outputs(head_file, noisy, store.attrs), outputs)
+    worse, _ = task.compare(task.head_outputs(head_file, noisy, store.attrs), outputs)
     assert worse < 100.0
 
 
@@ -108,7 +108,7 @@ def test_dpt_flip_view_is_merged_back(runs):
     _, out = runs
     task, store, head_file, outputs = out["dpt"]
     swapped = [store.read(i)[::-1].copy() for i in range(len(store))]
-    mirrored = task.outputs(head_file, swapped, store.attrs)
+    mirrored = task.head_outputs(head_file, swapped, store.attrs)
     np.testing.assert_allclose(mirrored[0], outputs[0][:, ::-1], rtol=1e-4, atol=1e-4)
 
 

@@ -15,7 +15,6 @@ from lamofc_lib.metrics import (
     accuracy_drop,
     depth_valid_mask,
     eigen_crop_box,
-    feature_mse,
     fid,
     fid_statistics,
     find_inception_weights,
@@ -260,16 +259,6 @@ def test_accuracy_drop_lower_is_better_uses_reciprocal():
 def test_accuracy_drop_rejects_bad_values(value, original, higher):
     with pytest.raises(ValueError):
         accuracy_drop(value, original, higher_is_better=higher)
-
-
-def test_feature_mse():
-    # Errors 0, 2, -3 -> (0 + 4 + 9) / 3.
-    assert feature_mse(np.array([1, 2, 3]), np.array([1, 0, 6])) == pytest.approx(13 / 3)
-    # float64 arithmetic: in float32, 16777217 rounds to 16777216 and the error would vanish.
-    a = np.array([16777217.0], dtype=np.float64)
-    assert feature_mse(a, np.array([16777216.0], dtype=np.float32)) == 1.0
-    with pytest.raises(ValueError, match=r"\(3,\) vs \(1, 3\)"):
-        feature_mse(np.zeros(3), np.zeros((1, 3)))
 
 
 # --------------------------------------------------------------------------------------------------------------------

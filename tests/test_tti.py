@@ -147,13 +147,13 @@ def demo_run(tmp_path_factory):
 def test_demo_extract_writes_latents_of_the_declared_shape_and_a_safe_head(demo_run):
     manifest, task, store, head, _ = demo_run
     assert store.shapes == [(1, 16, 16, 16)] * 4  # 1 x 16 x H/8 x W/8 at 128 x 128
-    assert store.dtype == np.float32 and store.attrs["dtype"] == "float32"  # a float32 model
+    assert store.dtype == np.float32  # a float32 model
     extraction = store.attrs["extraction"]
     assert extraction["steps"] == 6 and extraction["generation_seed"] == 3407
     assert (extraction["generation_batch"], extraction["seeding"], extraction["device"]) == (16, "global_once", "cpu")
     layout = task.layout(manifest, DEMO, None)
     assert (layout.shapes, layout.dtype) == (store.shapes, "float32")
-    assert {**layout.attrs, "sample_ids": store.sample_ids, "shapes": [[1, 16, 16, 16]] * 4, "dtype": "float32",
+    assert {**layout.attrs, "sample_ids": store.sample_ids, "tensors": ["feature"],
             "extraction": {**layout.attrs["extraction"], "device": "cpu"}} == store.attrs  # fmt: skip
     latents = [store.read(i) for i in range(4)]
     assert all(np.isfinite(x).all() and x.std() > 0.1 for x in latents)
@@ -223,7 +223,7 @@ def test_fp16_model_stores_its_fp16_latents(tmp_path):
     assert task.layout(manifest, model, None).dtype == "float16"
     task.extract(manifest, model, None, tmp_path / "f.zarr")
     store = FeatureStore(tmp_path / "f.zarr")
-    assert store.dtype == np.float16 and store.attrs["dtype"] == "float16"
+    assert store.dtype == np.float16
     assert store.attrs["extraction"]["dtype"] == "float16"
     expected = reference_generation(PROMPTS[:2], model)
     assert all(latent.dtype == torch.float16 for latent in expected)
@@ -262,7 +262,7 @@ def test_features_are_the_latent_before_scaling_and_shift(demo_run):
 
 def test_fid_is_zero_against_itself_and_positive_for_perturbed_latents(demo_run):
     _, task, store, head, tmp = demo_run
-    reference = task.outputs(head, (store.read(i) for i in range(len(store))), save_images=tmp / "images")
+    reference = task.head_outputs(head, (store.read(i) for i in range(len(store))), save_images=tmp / "images")
     assert len(reference) == 4
     assert all(a.shape == (2048,) and a.dtype == np.float64 for a in reference)
     from PIL import Image
@@ -275,7 +275,7 @@ def test_fid_is_zero_against_itself_and_positive_for_perturbed_latents(demo_run)
 
     rng = np.random.default_rng(0)
     noisy = [store.read(i) + rng.normal(0, 0.5, store.shapes[i]).astype(np.float32) for i in range(len(store))]
-    outputs = task.outputs(head, iter(noisy))
+    outputs = task.head_outputs(head, iter(noisy))
     value, rows = task.compare(outputs, reference)
     assert value > 1.0
     assert value == pytest.approx(fid(np.stack(outputs), np.stack(reference)))

@@ -121,7 +121,7 @@ class Task(ABC):
     e.g. DINOv2's final LayerNorm); `features` runs the model up to the split point; `layout` says, without
     loading weights, what the features of a manifest look like (to check features imported from files).
 
-    Scoring works in three steps so that every metric fits: `outputs` runs the head on each sample's
+    Scoring works in three steps so that every metric fits: `head_outputs` runs the head on each sample's
     features; `ground_truth` gives the data set's answers in the same form; `compare` turns outputs and
     references (ground truth, or the outputs on the uncompressed features) into the metric and per-sample
     rows. This base class implements them for tasks whose output is one label per sample."""
@@ -177,9 +177,9 @@ class Task(ABC):
         """Predictions of the head on (decoded) features, one string per sample, computed on `self.device`.
 
         `features` is consumed one sample at a time, so a store larger than memory can be scored."""
-        raise NotImplementedError(f"task {self.name} scores with its own outputs(); it has no label predictions")
+        raise NotImplementedError(f"task {self.name} scores with its own head_outputs(); it has no label predictions")
 
-    def outputs(self, head: Path, features: Iterable[np.ndarray], attrs: Mapping) -> list:
+    def head_outputs(self, head: Path, features: Iterable[np.ndarray], attrs: Mapping) -> list:
         """Per-sample head outputs, in the form `compare` and `ground_truth` use. `attrs` are the attributes of
         the uncompressed feature store (extraction settings, per-sample geometry)."""
         return self.predict(head, features)

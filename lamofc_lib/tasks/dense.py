@@ -188,7 +188,7 @@ class SegmentationTask(DenseTask):
     def _spec_options(self) -> dict:
         return {"classes": self.classes}
 
-    def outputs(self, head: Path, features: Iterable[np.ndarray], attrs: Mapping) -> list:
+    def head_outputs(self, head: Path, features: Iterable[np.ndarray], attrs: Mapping) -> list:
         module = self._load_head(head)
         out = []
         for x, g in zip(features, attrs["geometry"], strict=True):
@@ -232,7 +232,7 @@ class DepthTask(DenseTask):
     def _new_head(self, dim: int, layers: int) -> torch.nn.Module:
         return heads.DepthLinear4Head(dim, layers)
 
-    def outputs(self, head: Path, features: Iterable[np.ndarray], attrs: Mapping) -> list:
+    def head_outputs(self, head: Path, features: Iterable[np.ndarray], attrs: Mapping) -> list:
         module = self._load_head(head)
         out = []
         for x, g in zip(features, attrs["geometry"], strict=True):

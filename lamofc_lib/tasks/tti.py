@@ -404,7 +404,7 @@ class TextToImageTask(Task):
     def predict(self, head: Path, features: Iterable[np.ndarray]) -> list[str]:
         raise NotImplementedError("task tti has no label predictions; its outputs are Inception activations")
 
-    def outputs(
+    def head_outputs(
         self, head: Path, features: Iterable[np.ndarray], attrs: Mapping | None = None, save_images: Path | None = None
     ) -> list:
         """Per sample: the 2048-d Inception pool3 activations (float64) of the image decoded from the latent.
