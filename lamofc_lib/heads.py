@@ -1,11 +1,9 @@
-"""The official DINOv2 evaluation heads, run on the features as the benchmark stores them.
+"""The official DINOv2 segmentation and depth evaluation heads, run on the features as the benchmark stores them
+(the ImageNet linear head is tasks/cls.py's LinearHead).
 
 Every head takes the split-point tokens as stored: an array N x C x T x D (N views or crops, C layers,
 T = 1 + h * w tokens with the CLS token first, D the width), taken BEFORE the backbone's final LayerNorm.
 
-* ``ClassifierHead`` (``dinov2_vitg14_linear_head.pth``): final LayerNorm on every token, then
-  Linear(concat(CLS, mean of the patch tokens)) -> 1000 ImageNet logits. The checkpoint is the bare state dict
-  of ``nn.Linear(2 D, 1000)``: ``weight`` [1000, 2 D], ``bias`` [1000].
 * ``SegmentationLinearHead`` (``dinov2_vitg14_voc2012_linear_head.pth``, the 'linear' config: last block only):
   final LayerNorm, CLS dropped, patch tokens as an h x w map (row-major), BatchNorm2d (eval, eps 1e-5) over the
   concatenated layer channels, 1x1 conv ``conv_seg`` -> 21 logits at the patch grid, then bilinear upsampling
@@ -20,15 +18,15 @@ T = 1 + h * w tokens with the CLS token first, D the width), taken BEFORE the ba
   BNHead has its BatchNorm commented out, so its only weights are ``conv_depth``'s.
 
 The segmentation and depth checkpoints are mmcv files: the state dict, possibly under ``state_dict`` next to
-``meta``, with keys prefixed ``decode_head.``. ``checkpoint_spec`` lists the keys and shapes each loader
-requires; ``random_state_dict`` makes seeded weights in the same format for a small demo model, so the demo
-and the real checkpoints go through the same loader.
+``meta``, with keys prefixed ``decode_head.``. ``checkpoint_spec`` lists the keys and shapes each head
+requires and ``official_head`` checks and loads them; ``random_state_dict`` makes seeded weights in the same
+format for a small demo model, so the demo and the real checkpoints go through the same loader.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,13 +35,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-KINDS = ("cls", "seg", "dpt")
-OFFICIAL_FILES = {
-    "cls": "dinov2_vitg14_linear_head.pth",
-    "seg": "dinov2_vitg14_voc2012_linear_head.pth",
-    "dpt": "dinov2_vitg14_nyu_linear4_head.pth",
-}
-IMAGENET_CLASSES = 1000
 VOC_CLASSES = 21
 DEPTH_BINS = 256
 DEPTH_LAYERS = 4
@@ -109,54 +100,6 @@ class FinalLayerNorm(nn.Module):
 # Geometry helpers
 
 
-def patch_grid(height: int, width: int, patch: int = PATCH) -> tuple[int, int]:
-    """The token grid of an image centre-padded up to a multiple of the patch size (e.g. 480 x 640 -> 35 x 46,
-    512 x 512 -> 37 x 37)."""
-    return math.ceil(height / patch), math.ceil(width / patch)
-
-
-def slide_windows(height: int, width: int, crop: int = 512, stride: int = 341) -> list[tuple[int, int, int, int]]:
-    """Crop boxes (y1, y2, x1, x2) of mmseg's slide inference, in its order (rows, then columns); the last crop
-    of a row or column is moved back to end at the image border; an image smaller than the crop gives one
-    smaller crop."""
-    rows = max(height - crop + stride - 1, 0) // stride + 1
-    cols = max(width - crop + stride - 1, 0) // stride + 1
-    boxes = []
-    for r in range(rows):
-        for c in range(cols):
-            y2, x2 = min(r * stride + crop, height), min(c * stride + crop, width)
-            boxes.append((max(y2 - crop, 0), y2, max(x2 - crop, 0), x2))
-    return boxes
-
-
-def stitch_windows(
-    crop_logits: Sequence[torch.Tensor], boxes: Sequence[tuple[int, int, int, int]], height: int, width: int
-) -> torch.Tensor:
-    """Average per-crop maps (each K x h_crop x w_crop, already at its crop's size) over the image: K x H x W."""
-    if len(crop_logits) != len(boxes):
-        raise ValueError(f"{len(crop_logits)} crop maps for {len(boxes)} windows")
-    first = crop_logits[0]
-    total = first.new_zeros((first.shape[0], height, width))
-    count = first.new_zeros((1, height, width))
-    for logits, (y1, y2, x1, x2) in zip(crop_logits, boxes, strict=True):
-        if tuple(logits.shape[-2:]) != (y2 - y1, x2 - x1):
-            raise ValueError(f"crop map {tuple(logits.shape[-2:])} does not fit window {(y1, y2, x1, x2)}")
-        total[:, y1:y2, x1:x2] += logits
-        count[:, y1:y2, x1:x2] += 1
-    if bool((count == 0).any()):
-        raise ValueError("the windows do not cover the image")
-    return total / count
-
-
-def merge_flip_views(depth: torch.Tensor, flipped: Sequence[bool]) -> torch.Tensor:
-    """Flip back the horizontally flipped views of N x 1 x H x W maps and average them (the official flip test
-    augmentation): 1 x 1 x H x W."""
-    if depth.shape[0] != len(flipped):
-        raise ValueError(f"{depth.shape[0]} views but {len(flipped)} flip flags")
-    views = [d.flip(-1) if f else d for d, f in zip(depth, flipped, strict=True)]
-    return torch.stack(views).mean(dim=0, keepdim=True)
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Input handling
 
@@ -198,25 +141,6 @@ def _device(module: nn.Module) -> torch.device:
 
 # ---------------------------------------------------------------------------------------------------------------
 # Heads
-
-
-class ClassifierHead(nn.Module):
-    """DINOv2 linear probe (1 block, avgpool): LayerNorm -> concat(CLS, mean(patch tokens)) -> Linear."""
-
-    def __init__(self, dim: int, classes: int = IMAGENET_CLASSES, norm: FinalNorm | None = None, registers: int = 0):
-        super().__init__()
-        self.dim, self.classes, self.registers = dim, classes, registers
-        self.norm = FinalLayerNorm(dim, norm)
-        self.linear = nn.Linear(2 * dim, classes)
-
-    def set_final_norm(self, norm: FinalNorm) -> None:
-        self.norm.set(norm)
-
-    def forward(self, features: Features) -> torch.Tensor:
-        """N x C x T x D tokens (the last layer is used) -> N x classes logits."""
-        x = self.norm(_tokens(features, _device(self), self.dim)[:, -1])
-        pooled = torch.cat([x[:, 0], x[:, 1 + self.registers :].mean(dim=1)], dim=-1)
-        return self.linear(pooled)
 
 
 class SegmentationLinearHead(nn.Module):
@@ -330,9 +254,6 @@ def checkpoint_spec(
     kind: str, dim: int, *, layers: int | None = None, classes: int | None = None, bins: int = DEPTH_BINS
 ) -> dict[str, tuple[int, ...]]:
     """Keys and shapes of an official head checkpoint (the state dict, after any ``state_dict`` wrapper)."""
-    if kind == "cls":
-        classes = classes or IMAGENET_CLASSES
-        return {"weight": (classes, 2 * dim), "bias": (classes,)}
     if kind == "seg":
         classes, channels = classes or VOC_CLASSES, (layers or 1) * dim
         return {
@@ -347,7 +268,7 @@ def checkpoint_spec(
     if kind == "dpt":
         channels = 2 * (layers or DEPTH_LAYERS) * dim
         return {"decode_head.conv_depth.weight": (bins, channels, 1, 1), "decode_head.conv_depth.bias": (bins,)}
-    raise ValueError(f"unknown head kind '{kind}'; known: {', '.join(KINDS)}")
+    raise ValueError(f"unknown head kind '{kind}'; known: seg, dpt")
 
 
 OPTIONAL_KEYS = {"decode_head.bn.num_batches_tracked"}
@@ -434,49 +355,22 @@ def _load_into(module: nn.Module, state: Mapping[str, torch.Tensor], prefix: str
         own[name].copy_(value.to(own[name].dtype))
 
 
-def load_classifier_head(
-    path: str | Path, dim: int, norm: FinalNorm | None = None, classes: int = IMAGENET_CLASSES
-) -> ClassifierHead:
-    """``dinov2_vitg14_linear_head.pth`` (``weight`` [classes, 2 dim], ``bias`` [classes]) as a ClassifierHead;
-    set the backbone's final LayerNorm here or later with ``set_final_norm``."""
-    state = read_state_dict(path)
-    check_state_dict(path, state, checkpoint_spec("cls", dim, classes=classes), strict=True)
-    head = ClassifierHead(dim, classes, norm)
-    _load_into(head.linear, state, "")
-    return head.eval().requires_grad_(False)
-
-
-def load_segmentation_head(
-    path: str | Path, dim: int, norm: FinalNorm | None = None, classes: int = VOC_CLASSES, layers: int = 1
-) -> SegmentationLinearHead:
-    """``dinov2_vitg14_voc2012_linear_head.pth`` (``decode_head.bn.*`` and ``decode_head.conv_seg.*``)."""
-    state = read_state_dict(path)
-    spec = checkpoint_spec("seg", dim, layers=layers, classes=classes)
-    check_state_dict(path, state, spec, strict=False)
-    head = SegmentationLinearHead(dim, classes, layers, norm)
-    _load_into(head, {k: state[k] for k in spec if k in state}, "decode_head.")
-    return head.eval().requires_grad_(False)
-
-
-def load_depth_head(
-    path: str | Path,
+def official_head(
+    kind: str,
     dim: int,
-    layers: int = DEPTH_LAYERS,
-    min_depth: float = MIN_DEPTH,
-    max_depth: float = MAX_DEPTH,
-) -> DepthLinear4Head:
-    """``dinov2_vitg14_nyu_linear4_head.pth`` (``decode_head.conv_depth.*``, 256 bins over 0.001-10 m)."""
-    state = read_state_dict(path)
-    spec = checkpoint_spec("dpt", dim, layers=layers)
+    state: Mapping[str, torch.Tensor],
+    path: str | Path,
+    *,
+    layers: int | None = None,
+    classes: int | None = None,
+) -> nn.Module:
+    """The seg or dpt head of width ``dim`` with the weights of a state dict in the official layout (as
+    ``read_state_dict`` or ``random_state_dict`` give it), checked first: errors name ``path``."""
+    spec = checkpoint_spec(kind, dim, layers=layers, classes=classes)
     check_state_dict(path, state, spec, strict=False)
-    head = DepthLinear4Head(dim, layers, DEPTH_BINS, min_depth, max_depth)
-    _load_into(head, {k: state[k] for k in spec}, "decode_head.")
-    return head.eval().requires_grad_(False)
-
-
-def load_head(kind: str, path: str | Path, dim: int, **kwargs) -> nn.Module:
-    """Dispatch to the loader of ``kind`` (cls, seg or dpt)."""
-    loaders = {"cls": load_classifier_head, "seg": load_segmentation_head, "dpt": load_depth_head}
-    if kind not in loaders:
-        raise ValueError(f"unknown head kind '{kind}'; known: {', '.join(KINDS)}")
-    return loaders[kind](path, dim, **kwargs)
+    if kind == "seg":
+        module: nn.Module = SegmentationLinearHead(dim, classes or VOC_CLASSES, layers or 1)
+    else:
+        module = DepthLinear4Head(dim, layers or DEPTH_LAYERS)
+    _load_into(module, {k: state[k] for k in spec if k in state and k not in OPTIONAL_KEYS}, "decode_head.")
+    return module.eval().requires_grad_(False)

@@ -16,7 +16,7 @@ from lamofc_lib.store import FeatureStore
 from lamofc_lib.tasks import get_task
 from lamofc_lib.tasks.cls import load_dinov2
 from lamofc_lib.tasks.dense import seg_geometry
-from lamofc_lib.tasks.dinov2 import pad, resize, to_tensor
+from lamofc_lib.tasks.dinov2 import merge_flip_views, pad, resize, stitch_windows, to_tensor
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
@@ -56,7 +56,7 @@ def test_seg_outputs_equal_the_head_on_the_models_own_normed_tokens(runs):
             )
             crop = torch.nn.functional.conv2d(maps, saved["conv_seg.weight"], saved["conv_seg.bias"])
             logits.append(torch.nn.functional.interpolate(crop, size=(y2 - y1, x2 - x1), mode="bilinear")[0])
-    full = heads.stitch_windows(logits, [tuple(box) for box in g["windows"]], *g["resized"])
+    full = stitch_windows(logits, [tuple(box) for box in g["windows"]], *g["resized"])
     full = torch.nn.functional.interpolate(full[None], size=image.shape[:2], mode="bilinear")[0]
     expected = full.argmax(0).numpy()
     assert outputs[0].shape == image.shape[:2]
@@ -98,7 +98,7 @@ def test_dpt_outputs_equal_the_head_on_a_fresh_forward_of_both_views(runs):
             hidden = net(pixel_values=pad(view, (5, 5, 2, 2)), output_hidden_states=True).hidden_states
         views.append(torch.stack([hidden[b][0] for b in (1, 2, 3, 4)]))
     with torch.no_grad():
-        depth = heads.merge_flip_views(head(torch.stack(views), (35, 46), (480, 640)), [False, True])
+        depth = merge_flip_views(head(torch.stack(views), (35, 46), (480, 640)), [False, True])
         depth = torch.nn.functional.interpolate(depth, size=image.shape[:2], mode="bilinear")
     np.testing.assert_array_equal(outputs[1], depth[0, 0].numpy())
 

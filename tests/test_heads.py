@@ -7,25 +7,28 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lamofc_lib import heads
 from lamofc_lib.heads import (
-    ClassifierHead,
     DepthLinear4Head,
     FinalNorm,
     SegmentationLinearHead,
     checkpoint_spec,
-    load_classifier_head,
-    load_depth_head,
-    load_head,
-    load_segmentation_head,
-    merge_flip_views,
-    patch_grid,
+    official_head,
     random_state_dict,
-    slide_windows,
-    stitch_windows,
+    read_state_dict,
 )
+from lamofc_lib.tasks.cls import LinearHead
+from lamofc_lib.tasks.dinov2 import merge_flip_views, slide_windows, stitch_windows
 
 DIM = 64
+FILES = {"seg": "dinov2_vitg14_voc2012_linear_head.pth", "dpt": "dinov2_vitg14_nyu_linear4_head.pth"}
+
+
+def load(kind: str, path, dim: int, norm: FinalNorm | None = None, layers: int | None = None):
+    """A head file as the head rule reads it (DenseTask.write_head): read, check and load, then the norm."""
+    head = official_head(kind, dim, read_state_dict(path), path, layers=layers)
+    if norm is not None:
+        head.set_final_norm(norm)
+    return head
 
 
 def random_norm(dim: int = DIM, seed: int = 1) -> FinalNorm:
@@ -40,7 +43,7 @@ def random_tokens(n: int, layers: int, tokens: int, dim: int = DIM, seed: int = 
 
 def save_official(tmp_path, kind: str, dim: int = DIM, wrap: bool = False, **kw) -> tuple:
     state = random_state_dict(kind, dim, seed=7, **kw)
-    path = tmp_path / heads.OFFICIAL_FILES[kind]
+    path = tmp_path / FILES[kind]
     # mmcv files wrap the state dict next to a `meta` that may hold numpy scalars
     obj = {"meta": {"iter": 38400, "best_score": np.float64(0.5)}, "state_dict": state} if wrap else state
     torch.save(obj, path)
@@ -52,7 +55,6 @@ def save_official(tmp_path, kind: str, dim: int = DIM, wrap: bool = False, **kw)
 
 
 def test_official_specs_for_dinov2_giant():
-    assert checkpoint_spec("cls", 1536) == {"weight": (1000, 3072), "bias": (1000,)}
     seg = checkpoint_spec("seg", 1536)
     assert seg["decode_head.bn.running_var"] == (1536,)
     assert seg["decode_head.conv_seg.weight"] == (21, 1536, 1, 1)
@@ -60,10 +62,9 @@ def test_official_specs_for_dinov2_giant():
         "decode_head.conv_depth.weight": (256, 12288, 1, 1),
         "decode_head.conv_depth.bias": (256,),
     }
-    assert patch_grid(480, 640) == (35, 46) and patch_grid(512, 512) == (37, 37)
 
 
-@pytest.mark.parametrize("kind", ["cls", "seg", "dpt"])
+@pytest.mark.parametrize("kind", ["seg", "dpt"])
 def test_random_state_dict_is_seeded_and_official(kind):
     a, b, c = (random_state_dict(kind, DIM, seed=s) for s in (3, 3, 4))
     spec = checkpoint_spec(kind, DIM)
@@ -76,53 +77,25 @@ def test_random_state_dict_is_seeded_and_official(kind):
 # Classification
 
 
-def test_classifier_loads_and_matches_reference(tmp_path):
-    path, state = save_official(tmp_path, "cls")
-    norm = random_norm()
-    head = load_classifier_head(path, DIM, norm)
-    x = random_tokens(3, 1, 1 + 16)
-    logits = head(x)
-    assert logits.shape == (3, 1000)
-    t = F.layer_norm(torch.from_numpy(x[:, 0]), (DIM,), norm.weight, norm.bias, 1e-6)
-    ref = torch.cat([t[:, 0], t[:, 1:].mean(1)], -1) @ state["weight"].T + state["bias"]
-    torch.testing.assert_close(logits, ref, rtol=1e-5, atol=1e-5)
-
-
 def test_classifier_hand_check_norm_before_pooling_and_cls_first():
-    # dim 4, identity Linear(8, 8): the logits are the pooled feature itself
-    head = ClassifierHead(4, classes=8, norm=FinalNorm(torch.full((4,), 2.0), torch.full((4,), 0.5), 0.0))
+    """tasks/cls.py's LinearHead (the ImageNet linear head of the workflow): LayerNorm per token, then CLS and
+    the mean of the normalised patch tokens, then Linear. Identity Linear(8, 8): the logits are that feature."""
+    head = LinearHead(4, eps=0.0, classes=8)
     with torch.no_grad():
+        head.norm.weight.fill_(2.0)
+        head.norm.bias.fill_(0.5)
         head.linear.weight.copy_(torch.eye(8))
         head.linear.bias.zero_()
     cls = [3.0, 1.0, 3.0, 1.0]  # mean 2, std 1 -> [1, -1, 1, -1]
     p1 = [10.0, -10.0, 10.0, -10.0]  # -> [1, -1, 1, -1]
     p2 = [-1.0, 1.0, 1.0, -1.0]  # -> itself
-    out = head(torch.tensor([[[cls, p1, p2]]]))[0]
+    out = head(torch.tensor([[cls, p1, p2]]))[0]
     # LayerNorm per token (weight 2, bias 0.5), then CLS, then the mean of the normalised patch tokens [0, 0, 1, -1]
     expected = [2.5, -1.5, 2.5, -1.5] + [0.5, 0.5, 2.5, -1.5]
     torch.testing.assert_close(out, torch.tensor(expected))
     # pooling before the norm would give a different answer: LN(mean(p1, p2)) != mean(LN(p1), LN(p2))
     raw_mean = torch.tensor([p1, p2]).mean(0)
     assert not torch.allclose(2 * F.layer_norm(raw_mean, (4,), eps=0.0) + 0.5, out[4:])
-
-
-def test_classifier_requires_the_final_norm(tmp_path):
-    path, _ = save_official(tmp_path, "cls")
-    head = load_classifier_head(path, DIM)
-    with pytest.raises(RuntimeError, match="LayerNorm"):
-        head(random_tokens(1, 1, 17))
-    head.set_final_norm(random_norm())
-    assert head(random_tokens(1, 1, 17)).shape == (1, 1000)
-
-
-def test_head_state_keeps_the_norm():
-    norm = random_norm()
-    head = ClassifierHead(DIM, norm=FinalNorm(norm.weight, norm.bias, 1e-5))
-    other = ClassifierHead(DIM)
-    other.load_state_dict(head.state_dict())
-    x = random_tokens(2, 1, 17)
-    torch.testing.assert_close(other(x), head(x))
-    assert float(other.norm.eps) == pytest.approx(1e-5)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -132,7 +105,7 @@ def test_head_state_keeps_the_norm():
 def test_segmentation_loads_and_matches_reference(tmp_path):
     path, state = save_official(tmp_path, "seg", wrap=True)
     norm = random_norm()
-    head = load_segmentation_head(path, DIM, norm)
+    head = load("seg", path, DIM, norm)
     h, w = 6, 5
     x = random_tokens(2, 1, 1 + h * w)
     grid_logits = head(x, grid=(h, w))
@@ -194,7 +167,7 @@ def test_slide_windows_and_stitching():
 
 def test_depth_loads_and_gives_metric_depth(tmp_path):
     path, state = save_official(tmp_path, "dpt", wrap=True)
-    head = load_depth_head(path, DIM)
+    head = load("dpt", path, DIM)
     h, w = 5, 7
     x = random_tokens(2, 4, 1 + h * w)
     depth = head(x, grid=(h, w))
@@ -261,56 +234,54 @@ def test_merge_flip_views():
 # Loader errors name the file, the key and the expected shape
 
 
-@pytest.mark.parametrize("kind", ["cls", "seg", "dpt"])
+@pytest.mark.parametrize("kind", ["seg", "dpt"])
 def test_missing_file(tmp_path, kind):
-    path = tmp_path / heads.OFFICIAL_FILES[kind]
-    with pytest.raises(FileNotFoundError, match=heads.OFFICIAL_FILES[kind]):
-        load_head(kind, path, DIM)
+    path = tmp_path / FILES[kind]
+    with pytest.raises(FileNotFoundError, match=FILES[kind]):
+        load(kind, path, DIM)
 
 
-@pytest.mark.parametrize("kind", ["cls", "seg", "dpt"])
+@pytest.mark.parametrize("kind", ["seg", "dpt"])
 def test_wrong_shape(tmp_path, kind):
     path, _ = save_official(tmp_path, kind, dim=DIM)
     key = next(iter(checkpoint_spec(kind, 32)))
     expected = checkpoint_spec(kind, 32)[key]
-    with pytest.raises(ValueError, match=heads.OFFICIAL_FILES[kind]) as err:
-        load_head(kind, path, 32)
+    with pytest.raises(ValueError, match=FILES[kind]) as err:
+        load(kind, path, 32)
     assert key in str(err.value) and str(expected) in str(err.value)
 
 
-@pytest.mark.parametrize("kind", ["cls", "seg", "dpt"])
+@pytest.mark.parametrize("kind", ["seg", "dpt"])
 def test_wrong_keys(tmp_path, kind):
     state = random_state_dict(kind, DIM)
     key = sorted(k for k in state if "num_batches" not in k)[-1]
     state["renamed." + key] = state.pop(key)
-    path = tmp_path / heads.OFFICIAL_FILES[kind]
+    path = tmp_path / FILES[kind]
     torch.save(state, path)
-    with pytest.raises(ValueError, match=heads.OFFICIAL_FILES[kind]) as err:
-        load_head(kind, path, DIM)
+    with pytest.raises(ValueError, match=FILES[kind]) as err:
+        load(kind, path, DIM)
     assert key in str(err.value)
 
 
 def test_other_heads_file_is_rejected(tmp_path):
     seg_path, _ = save_official(tmp_path, "seg")
-    with pytest.raises(ValueError, match="lacks key 'weight'"):
-        load_classifier_head(seg_path, DIM)
     # the 4-layer 'ms' segmentation layout has the same keys but 4 x dim channels
     ms = random_state_dict("seg", DIM, layers=4)
     torch.save(ms, seg_path)
     with pytest.raises(ValueError, match=r"expected \(64,\)"):
-        load_segmentation_head(seg_path, DIM)
-    assert load_segmentation_head(seg_path, DIM, layers=4).layers == 4
+        load("seg", seg_path, DIM)
+    assert load("seg", seg_path, DIM, layers=4).layers == 4
     extra = random_state_dict("dpt", DIM) | {"decode_head.bn.weight": torch.ones(8 * DIM)}
     torch.save(extra, seg_path)
     with pytest.raises(ValueError, match="unexpected key 'decode_head.bn.weight'"):
-        load_depth_head(seg_path, DIM)
+        load("dpt", seg_path, DIM)
 
 
 def test_unreadable_file(tmp_path):
     path = tmp_path / "garbage.pth"
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="garbage.pth"):
-        load_depth_head(path, DIM)
+        load("dpt", path, DIM)
     torch.save([torch.zeros(2)], path)
     with pytest.raises(ValueError, match="garbage.pth"):
-        load_depth_head(path, DIM)
+        load("dpt", path, DIM)

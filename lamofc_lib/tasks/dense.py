@@ -27,9 +27,12 @@ from lamofc_lib.tasks.cls import dinov2_config, load_dinov2
 from lamofc_lib.tasks.dinov2 import (
     block_outputs,
     center_padding,
+    merge_flip_views,
     pad,
     rescale_shape,
     resize,
+    slide_windows,
+    stitch_windows,
     to_tensor,
 )
 
@@ -42,7 +45,7 @@ DPT_SIZE = (480, 640)
 def seg_geometry(height: int, width: int, patch: int = 14) -> dict:
     """Where the windows of one image lie: rescaled size, window boxes, padding and patch grid per window."""
     rh, rw = rescale_shape(height, width, SEG_SCALE)
-    windows = heads.slide_windows(rh, rw, SEG_CROP, SEG_STRIDE)  # (y1, y2, x1, x2)
+    windows = slide_windows(rh, rw, SEG_CROP, SEG_STRIDE)  # (y1, y2, x1, x2)
     paddings = [center_padding(y2 - y1, x2 - x1, patch) for y1, y2, x1, x2 in windows]
     grids = [
         ((y2 - y1 + p[0] + p[1]) // patch, (x2 - x1 + p[2] + p[3]) // patch)
@@ -130,12 +133,7 @@ class DenseTask(Task):
 
     def _head_from_state(self, dim: int, layers: int, state: Mapping, path: str) -> torch.nn.Module:
         """The head from a state dict in the official layout, checked first (the error names `path`)."""
-        spec = heads.checkpoint_spec(self.name, dim, layers=layers, **self._spec_options())
-        heads.check_state_dict(path, state, spec, False)
-        module = self._new_head(dim, layers)
-        weights = {k: state[k] for k in spec if k in state and k not in heads.OPTIONAL_KEYS}
-        heads._load_into(module, weights, "decode_head.")
-        return module
+        return heads.official_head(self.name, dim, state, path, layers=layers, **self._spec_options())
 
     def _spec_options(self) -> dict:
         return {}
@@ -199,7 +197,7 @@ class SegmentationTask(DenseTask):
                            (b[1] - b[0], b[3] - b[2]))[0]
                     for i, b in enumerate(boxes)
                 ]  # fmt: skip
-                full = heads.stitch_windows(logits, boxes, *g["resized"])
+                full = stitch_windows(logits, boxes, *g["resized"])
                 full = F.interpolate(full[None], size=tuple(g["original"]), mode="bilinear", align_corners=False)
             out.append(full[0].argmax(0).to(torch.uint8).cpu().numpy())
         return out
@@ -239,7 +237,7 @@ class DepthTask(DenseTask):
             with torch.no_grad():
                 depth = module(torch.from_numpy(np.ascontiguousarray(x)).to(self.device), tuple(g["grid"][0]),
                                tuple(g["resized"]))  # fmt: skip
-                depth = heads.merge_flip_views(depth, [v == "hflip" for v in g["views"]])
+                depth = merge_flip_views(depth, [v == "hflip" for v in g["views"]])
                 if list(g["original"]) != list(g["resized"]):
                     depth = F.interpolate(depth, size=tuple(g["original"]), mode="bilinear", align_corners=False)
             out.append(depth[0, 0].cpu().numpy().astype(np.float32))

@@ -122,3 +122,48 @@ def set_interpolation(
         embeddings.interpolate_antialias = bool(antialias)
         embeddings.interpolate_pos_encoding = functools.partial(release_interpolate_pos_encoding, embeddings)
     return net
+
+
+# Sliding windows (seg) and flipped views (dpt): where the heads' outputs go on the image
+
+
+def slide_windows(height: int, width: int, crop: int = 512, stride: int = 341) -> list[tuple[int, int, int, int]]:
+    """Crop boxes (y1, y2, x1, x2) of mmseg's slide inference, in its order (rows, then columns); the last crop
+    of a row or column is moved back to end at the image border; an image smaller than the crop gives one
+    smaller crop."""
+    rows = max(height - crop + stride - 1, 0) // stride + 1
+    cols = max(width - crop + stride - 1, 0) // stride + 1
+    boxes = []
+    for r in range(rows):
+        for c in range(cols):
+            y2, x2 = min(r * stride + crop, height), min(c * stride + crop, width)
+            boxes.append((max(y2 - crop, 0), y2, max(x2 - crop, 0), x2))
+    return boxes
+
+
+def stitch_windows(
+    crop_logits: Sequence[torch.Tensor], boxes: Sequence[tuple[int, int, int, int]], height: int, width: int
+) -> torch.Tensor:
+    """Average per-crop maps (each K x h_crop x w_crop, already at its crop's size) over the image: K x H x W."""
+    if len(crop_logits) != len(boxes):
+        raise ValueError(f"{len(crop_logits)} crop maps for {len(boxes)} windows")
+    first = crop_logits[0]
+    total = first.new_zeros((first.shape[0], height, width))
+    count = first.new_zeros((1, height, width))
+    for logits, (y1, y2, x1, x2) in zip(crop_logits, boxes, strict=True):
+        if tuple(logits.shape[-2:]) != (y2 - y1, x2 - x1):
+            raise ValueError(f"crop map {tuple(logits.shape[-2:])} does not fit window {(y1, y2, x1, x2)}")
+        total[:, y1:y2, x1:x2] += logits
+        count[:, y1:y2, x1:x2] += 1
+    if bool((count == 0).any()):
+        raise ValueError("the windows do not cover the image")
+    return total / count
+
+
+def merge_flip_views(depth: torch.Tensor, flipped: Sequence[bool]) -> torch.Tensor:
+    """Flip back the horizontally flipped views of N x 1 x H x W maps and average them (the official flip test
+    augmentation): 1 x 1 x H x W."""
+    if depth.shape[0] != len(flipped):
+        raise ValueError(f"{depth.shape[0]} views but {len(flipped)} flip flags")
+    views = [d.flip(-1) if f else d for d, f in zip(depth, flipped, strict=True)]
+    return torch.stack(views).mean(dim=0, keepdim=True)
