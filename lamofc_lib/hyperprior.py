@@ -384,14 +384,6 @@ def decompress(net, data: bytes, frame_shape: tuple[int, int]) -> np.ndarray:
     return crop_window(x_hat, (h, w))
 
 
-def reconstruct(net, frame: np.ndarray, padding: str = "zero") -> np.ndarray:
-    """The network's own eval-mode reconstruction (quantized latents, no entropy coding), clamped to [0, 1]
-    and cropped: what `decompress(compress(frame))` must reproduce."""
-    with torch.no_grad():
-        x_hat = net(_network_input(frame, padding))["x_hat"].clamp(0, 1)
-    return crop_window(x_hat, frame.shape)
-
-
 def training_frames(features: str | Path, truncation) -> list[np.ndarray]:
     """The packed, normalized frames of every named tensor of every sample of a training feature store (held in
     memory), each tensor with its packing and its truncation (`truncation`: the task's configured entry)."""

@@ -60,25 +60,34 @@ def codec_resources(label, job):
 def coding_resource(job, key):
     """A resource of an encode or decode job: the configured base plus, with `per_mpixel`, memory per million
     samples of the job's largest frame and runtime per million frame samples it codes, so a cluster gets larger
-    requests for larger frames (a dpt frame is 50 times a cls frame). Snakemake evaluates it once the frames
-    exist; before that (dry runs) the base is given."""
+    requests for larger frames (a dpt frame is 50 times a cls frame); times the attempt (see `retried`).
+    Snakemake evaluates it once the frames exist; before that (dry runs) the base is given."""
 
-    def evaluate(wildcards, input):
+    def evaluate(wildcards, input, attempt):
         spec = codec_resources(wildcards.codec, job)
         per = spec.get("per_mpixel", {}).get(key)
-        if not per:
-            return spec[key]
         frames = Path(frames_path(wildcards.task, wildcards.codec))
-        if not frames.exists():
-            return spec[key]
+        if not per or not frames.exists():
+            return retried(key, spec[key], attempt)
         store = FeatureStore(frames)
         indices = range(len(store))
         if job == "encode":
             indices = shard_samples(wildcards.shard, len(store), codec_block(wildcards.codec)["samples_per_job"])
-        sizes = [math.prod(store.shapes[i]) / 1e6 for i in indices]
-        return spec[key] + math.ceil(per * (max(sizes) if key == "mem_mb" else sum(sizes)))
+        sizes = [store.points(i) / 1e6 for i in indices]
+        value = spec[key] + math.ceil(per * (max(sizes) if key == "mem_mb" else sum(sizes)))
+        return retried(key, value, attempt)
 
     return evaluate
+
+
+def retried(key, value, attempt):
+    """Memory and runtime grow with each attempt (--retries), so a job killed at its limits asks for more."""
+    return value * attempt if key in ("mem_mb", "runtime") else value
+
+
+def task_resource(job, key):
+    """A resource of a task's extract or score job (tasks.<task>.resources.<job>), grown per attempt."""
+    return lambda wildcards, attempt: retried(key, task_settings(wildcards.task)["resources"][job][key], attempt)
 
 
 def codec_shards(task, label):
@@ -90,12 +99,12 @@ def is_trained(label):
 
 
 def frames_path(task, label):
-    """The frame store a codec codes: keyed by truncation profile and input form, so codecs that take the same
+    """The frame store a codec codes: keyed by truncation profile and the codec's input (quantized<bits> or normalized), so codecs that take the same
     frames (vvenc and vtm; hyperprior and hyperprior@cls) share one pre-processing job."""
     block = codec_block(label)
     kind = REGISTRY[codec_name(label)].input_kind
-    form = f"q{block.get('bit_depth', 10)}" if kind == "quantized" else "float"
-    return f"{RESULTS}/{task}/frames/{block['truncation']}-{form}.zarr"
+    frames = f"quantized{block.get('bit_depth', 10)}" if kind == "quantized" else "normalized"
+    return f"{RESULTS}/{task}/frames/{block['truncation']}-{frames}.zarr"
 
 
 def model_path(task, label, point):
@@ -157,7 +166,7 @@ wildcard_constraints:
     point=_alternatives(p for _, _, p in coded_points() + generalizability_points()),
     shard=r"\d+",
     profile=r"[A-Za-z0-9_]+",
-    form=r"q\d+|float",
+    frames=r"quantized\d+|normalized",
 
 
 def reference_inputs(wildcards):

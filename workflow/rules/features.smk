@@ -13,9 +13,9 @@ rule head:
         "../../envs/extract.yaml"
     threads: config["run"]["threads"]
     resources:
-        mem_mb=lambda wc: task_settings(wc.task)["resources"]["extract"]["mem_mb"],
-        runtime=lambda wc: task_settings(wc.task)["resources"]["extract"]["runtime"],
-        gpu=lambda wc: task_settings(wc.task)["resources"]["extract"]["gpu"],
+        mem_mb=task_resource("extract", "mem_mb"),
+        runtime=task_resource("extract", "runtime"),
+        gpu=task_resource("extract", "gpu"),
     params:
         task=lambda wc: wc.task,
         model=lambda wc: task_settings(wc.task)["model"],
@@ -44,9 +44,9 @@ rule extract:
         "../../envs/extract.yaml"
     threads: config["run"]["threads"]
     resources:
-        mem_mb=lambda wc: task_settings(wc.task)["resources"]["extract"]["mem_mb"],
-        runtime=lambda wc: task_settings(wc.task)["resources"]["extract"]["runtime"],
-        gpu=lambda wc: task_settings(wc.task)["resources"]["extract"]["gpu"],
+        mem_mb=task_resource("extract", "mem_mb"),
+        runtime=task_resource("extract", "runtime"),
+        gpu=task_resource("extract", "gpu"),
     params:
         task=lambda wc: wc.task,
         model=lambda wc: task_settings(wc.task)["model"],

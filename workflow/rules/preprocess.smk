@@ -1,14 +1,14 @@
 rule preprocess:
-    """Truncate, quantize (form qB: B-bit integers) or normalize (form float: [0, 1], for learned codecs) and pack
-    every feature into one 2-D frame per sample, with the task's truncation profile."""
+    """Truncate, quantize (frames quantizedB: B-bit integers) or normalize (frames normalized: [0, 1], for
+    learned codecs) and pack every tensor into one 2-D frame per sample, with the task's truncation profile."""
     input:
         features=f"{RESULTS}/{{task}}/features.zarr",
     output:
-        frames=directory(f"{RESULTS}/{{task}}/frames/{{profile}}-{{form}}.zarr"),
+        frames=directory(f"{RESULTS}/{{task}}/frames/{{profile}}-{{frames}}.zarr"),
     log:
-        "logs/{task}/frames/{profile}-{form}.log",
+        "logs/{task}/frames/{profile}-{frames}.log",
     benchmark:
-        "benchmarks/{task}/frames/{profile}-{form}.tsv"
+        "benchmarks/{task}/frames/{profile}-{frames}.tsv"
     conda:
         "../../envs/codec.yaml"
     resources:
@@ -17,7 +17,7 @@ rule preprocess:
     params:
         task=lambda wc: wc.task,
         truncation=lambda wc: task_settings(wc.task)["truncation"][wc.profile],
-        input_kind=lambda wc: "normalized" if wc.form == "float" else "quantized",
-        bit_depth=lambda wc: int(wc.form[1:]) if wc.form != "float" else 10,
+        input_kind=lambda wc: "normalized" if wc.frames == "normalized" else "quantized",
+        bit_depth=lambda wc: int(wc.frames.removeprefix("quantized")) if wc.frames != "normalized" else 10,
     script:
         "../scripts/preprocess.py"

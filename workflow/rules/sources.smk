@@ -4,6 +4,8 @@ rule candidates:
         candidates=f"{RESULTS}/{{task}}/candidates.csv",
     log:
         "logs/{task}/candidates.log",
+    benchmark:
+        "benchmarks/{task}/candidates.tsv"
     conda:
         "../../envs/extract.yaml"
     params:
@@ -33,8 +35,8 @@ rule select:
         "../../envs/extract.yaml"
     threads: lambda wc: config["run"]["threads"] if selection_needs_model(wc.task) else 1
     resources:
-        mem_mb=lambda wc: selection_resource(wc.task, "mem_mb"),
-        runtime=lambda wc: selection_resource(wc.task, "runtime"),
+        mem_mb=lambda wc, attempt: retried("mem_mb", selection_resource(wc.task, "mem_mb"), attempt),
+        runtime=lambda wc, attempt: retried("runtime", selection_resource(wc.task, "runtime"), attempt),
         gpu=lambda wc: selection_resource(wc.task, "gpu"),
     params:
         task=lambda wc: wc.task,

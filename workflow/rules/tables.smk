@@ -11,6 +11,8 @@ rule rate_accuracy:
         selection=f"{RESULTS}/tables/selection.csv",
     log:
         "logs/tables/rate_accuracy.log",
+    benchmark:
+        "benchmarks/tables/rate_accuracy.tsv"
     conda:
         "../../envs/analysis.yaml"
     script:
@@ -25,6 +27,8 @@ rule da_r2:
         csv=f"{RESULTS}/tables/da_r2.csv",
     log:
         "logs/tables/da_r2.log",
+    benchmark:
+        "benchmarks/tables/da_r2.tsv"
     conda:
         "../../envs/analysis.yaml"
     script:
@@ -39,6 +43,8 @@ rule plot_rate_accuracy:
         png=f"{RESULTS}/figures/{{task}}_rate_accuracy.png",
     log:
         "logs/figures/{task}_rate_accuracy.log",
+    benchmark:
+        "benchmarks/figures/{task}_rate_accuracy.tsv"
     conda:
         "../../envs/analysis.yaml"
     params:
@@ -63,6 +69,8 @@ rule generalizability:
         csv=f"{RESULTS}/tables/generalizability.csv",
     log:
         "logs/tables/generalizability.log",
+    benchmark:
+        "benchmarks/tables/generalizability.tsv"
     conda:
         "../../envs/analysis.yaml"
     params:

@@ -3,6 +3,8 @@ use rule candidates as candidates_train with:
         candidates=f"{RESULTS}/{{task}}/train/candidates.csv",
     log:
         "logs/{task}/train/candidates.log",
+    benchmark:
+        "benchmarks/{task}/train/candidates.tsv"
     params:
         source=lambda wc: task_settings(wc.task)["train"]["source"],
 
@@ -79,6 +81,8 @@ rule plot_training:
         png=f"{RESULTS}/models/{{model_codec}}/{{task}}/{{point}}/loss.png",
     log:
         "logs/models/{model_codec}/{task}/{point}/plot.log",
+    benchmark:
+        "benchmarks/models/{model_codec}/{task}/{point}/plot.tsv"
     conda:
         "../../envs/analysis.yaml"
     params:
