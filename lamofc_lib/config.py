@@ -17,8 +17,6 @@ from lamofc_lib.selection import needs_model, selection_mode
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
 
 # What this version of the workflow can run end to end; a configured but unlisted task or codec fails at start.
-IMPLEMENTED_TASKS = ("cls", "seg", "dpt", "csr", "tti")
-IMPLEMENTED_CODECS = ("vvenc", "vtm", "hyperprior")
 
 # Source kinds and the keys naming files or folders that must exist before anything runs.
 SOURCE_PATH_KEYS = {
@@ -107,20 +105,10 @@ def _check_semantics(config: dict, check_paths: bool) -> None:
     for i, task in enumerate(run["tasks"]):
         if task not in config["tasks"]:
             raise ConfigError(f"config key run.tasks[{i}]: task '{task}' has no block under tasks.{task}")
-        if task not in IMPLEMENTED_TASKS:
-            raise ConfigError(
-                f"config key run.tasks[{i}]: task '{task}' is configured but this version runs only "
-                f"{', '.join(IMPLEMENTED_TASKS)}; remove it from run.tasks"
-            )
         _check_task(task, config["tasks"][task], check_paths)
     for i, codec in enumerate(run["codecs"]):
         if codec not in config["codecs"]:
             raise ConfigError(f"config key run.codecs[{i}]: codec '{codec}' has no block under codecs.{codec}")
-        if codec not in IMPLEMENTED_CODECS:
-            raise ConfigError(
-                f"config key run.codecs[{i}]: codec '{codec}' is configured but this version runs only "
-                f"{', '.join(IMPLEMENTED_CODECS)}; remove it from run.codecs"
-            )
         if codec == "vtm" and check_paths:
             _check_vtm(config["codecs"]["vtm"])
         profile = config["codecs"][codec]["truncation"]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lamofc_lib.config import ConfigError, format_point, points, shard_samples, shards, validate
+from lamofc_lib.config import ConfigError, format_point, load_schema, points, shard_samples, shards, validate
 from lamofc_lib.preprocess import truncation_bounds, truncation_ranges
 
 DEMO = Path(__file__).resolve().parent.parent / "config" / "demo.yaml"
@@ -137,15 +137,21 @@ def test_task_enabled_without_its_block(raw):
     assert "tasks.csr" in message
 
 
-def test_task_with_block_but_not_implemented(raw, monkeypatch):
-    """A task the schema knows but this version cannot run stops at start (all five run now, so narrow the list)."""
-    import lamofc_lib.config
+def test_the_schema_names_exactly_the_registered_tasks_and_codecs():
+    """The registries are the one list of tasks and of codecs; the schema's run.tasks / run.codecs enums
+    (which stop an unknown name at start) must name the same."""
+    from lamofc_lib.codecs import REGISTRY as CODECS
+    from lamofc_lib.tasks import REGISTRY as TASKS
 
-    monkeypatch.setattr(lamofc_lib.config, "IMPLEMENTED_TASKS", ("cls", "seg", "dpt", "csr"))
-    raw["run"]["tasks"] = ["cls", "tti"]
+    run = load_schema()["properties"]["run"]["properties"]
+    assert sorted(run["tasks"]["items"]["enum"]) == sorted(TASKS)
+    assert sorted(run["codecs"]["items"]["enum"]) == sorted(CODECS)
+
+
+def test_an_unknown_task_stops_at_start_naming_the_known_ones(raw):
+    raw["run"]["tasks"] = ["cls", "vqa"]
     message = _error(raw)
-    assert "run.tasks[1]" in message
-    assert "tti" in message and "remove it from run.tasks" in message
+    assert "run.tasks[1]" in message and "'vqa' is not one of" in message and "'tti'" in message
 
 
 def test_a_configured_but_unrun_block_is_allowed(raw):
