@@ -260,7 +260,7 @@ TASK_CODE = {
     "seg": ("tasks/base.py", "tasks/cls.py", "tasks/dinov2.py", "tasks/dense.py", "heads.py"),
     "dpt": ("tasks/base.py", "tasks/cls.py", "tasks/dinov2.py", "tasks/dense.py", "heads.py"),
     "csr": ("tasks/base.py", "tasks/csr.py"),
-    "tti": ("tasks/base.py", "tasks/tti.py"),
+    "tti": ("tasks/base.py", "tasks/tti.py", "tasks/sd3_demo.py"),
 }
 
 
