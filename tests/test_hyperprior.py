@@ -8,8 +8,9 @@ import pytest
 import torch
 from store_helpers import write_one
 
-from lamofc_lib import hyperprior as hp
 from lamofc_lib.codecs import CodecError, get_codec
+from lamofc_lib.codecs.hyperprior import model as hp
+from lamofc_lib.codecs.hyperprior import training
 from lamofc_lib.coding import decode_point, encode_shard, preprocess_store, read_sidecars
 from lamofc_lib.store import FeatureStore
 
@@ -22,7 +23,7 @@ def reconstruct(net, frame: np.ndarray, padding: str = "zero") -> np.ndarray:
     return hp.crop_window(x_hat, frame.shape)
 
 
-SETTINGS = hp.TrainSettings(batch=4, crop=(64, 64), steps=30, lr=2e-3, log_every=10, seed=3)
+SETTINGS = training.TrainSettings(batch=4, crop=(64, 64), steps=30, lr=2e-3, log_every=10, seed=3)
 
 
 def smooth_frames(count: int, shape=(150, 200), seed=0) -> list[np.ndarray]:
@@ -45,7 +46,7 @@ def trained(tmp_path_factory):
     models = {}
     for lam in (0.0005, 0.05):
         checkpoint, loss = folder / f"{lam}.pt", folder / f"{lam}.csv"
-        hp.train(frames, lam, 16, 24, SETTINGS, checkpoint, loss, provenance={"task": "test"})
+        training.train(frames, lam, 16, 24, SETTINGS, checkpoint, loss, provenance={"task": "test"})
         models[lam] = checkpoint
     return frames, models, folder
 
@@ -70,7 +71,7 @@ def test_training_writes_checkpoint_and_loss_log(trained):
     assert (record["N"], record["M"], record["lambda"], record["steps"], record["task"]) == (16, 24, 0.05, 30, "test")
     assert (record["epochs"], record["train_samples"], len(record["validation_samples"])) == (30, 2, 1)
     assert "seconds" not in record["final"] and record["final"]["loss"] == pytest.approx(held_out["loss"].iloc[-1])
-    hp.plot_loss(folder / "0.05.csv", folder / "curve.png", "test")
+    training.plot_loss(folder / "0.05.csv", folder / "curve.png", "test")
     assert (folder / "curve.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -91,7 +92,7 @@ def test_same_bytes_twice_and_from_a_retrained_model(trained, tmp_path):
     second = hp.compress(hp.load_model(models[0.05])[0], frames[1])
     assert first == second
     # Training is seeded: a second training run gives the same model and so the same bitstream.
-    hp.train(smooth_frames(3), 0.05, 16, 24, SETTINGS, tmp_path / "again.pt", tmp_path / "again.csv")
+    training.train(smooth_frames(3), 0.05, 16, 24, SETTINGS, tmp_path / "again.pt", tmp_path / "again.csv")
     assert hp.compress(hp.load_model(tmp_path / "again.pt")[0], frames[1]) == first
 
 
@@ -109,15 +110,15 @@ def test_higher_lambda_spends_more_bits_for_less_error(trained):
 
 def test_training_settings_are_checked():
     with pytest.raises(ValueError, match="multiple of 64"):
-        hp.TrainSettings.from_config({"steps": 10, "crop": [64, 100]})
+        training.TrainSettings.from_config({"steps": 10, "crop": [64, 100]})
     with pytest.raises(ValueError, match="steps or epochs"):
-        hp.TrainSettings.from_config({"crop": [64, 64]})
-    assert hp.TrainSettings.from_config({"epochs": 3, "batch": 4, "crop": [64, 64]}).total_steps(10) == 9
+        training.TrainSettings.from_config({"crop": [64, 64]})
+    assert training.TrainSettings.from_config({"epochs": 3, "batch": 4, "crop": [64, 64]}).total_steps(10) == 9
 
 
 def test_crops_pad_small_frames_and_visit_every_sample():
     frames = [np.full((20, 30), i + 1, np.float32) for i in range(5)]
-    sampler = hp.CropSampler(frames, (64, 64), seed=0)
+    sampler = training.CropSampler(frames, (64, 64), seed=0)
     batch = sampler.batch(5)
     assert batch.shape == (5, 1, 64, 64)
     assert sorted(float(b.max()) for b in batch) == [1, 2, 3, 4, 5]  # one epoch: every sample once
@@ -181,16 +182,16 @@ def test_decoding_crops_the_centred_window():
 
 
 def test_validation_split_sizes():
-    settings = hp.TrainSettings(steps=1)
+    settings = training.TrainSettings(steps=1)
     assert [settings.validation_count(n) for n in (2, 8, 15, 20, 100)] == [1, 1, 2, 2, 10]  # 10 %, half up, >= 1
-    assert hp.TrainSettings(steps=1, validation=3).validation_count(10) == 3
+    assert training.TrainSettings(steps=1, validation=3).validation_count(10) == 3
     with pytest.raises(ValueError, match="leaves none"):
-        hp.TrainSettings(steps=1, validation=3).validation_count(3)
+        training.TrainSettings(steps=1, validation=3).validation_count(3)
     with pytest.raises(ValueError, match="leaves none"):
         settings.validation_count(1)
     for bad in (0, 1.5, -0.1, True):
         with pytest.raises(ValueError, match="validation"):
-            hp.TrainSettings.from_config({"steps": 1, "crop": [64, 64], "validation": bad})
+            training.TrainSettings.from_config({"steps": 1, "crop": [64, 64], "validation": bad})
 
 
 def test_scheduler_steps_once_per_epoch_on_the_held_out_loss(tmp_path, monkeypatch):
@@ -205,9 +206,9 @@ def test_scheduler_steps_once_per_epoch_on_the_held_out_loss(tmp_path, monkeypat
 
     monkeypatch.setattr(torch.optim.lr_scheduler, "ReduceLROnPlateau", Recording)
     frames = smooth_frames(5, shape=(64, 96), seed=4)
-    settings = hp.TrainSettings(batch=2, crop=(64, 64), steps=9, lr=2e-3, lr_patience=0, log_every=3, seed=1,
+    settings = training.TrainSettings(batch=2, crop=(64, 64), steps=9, lr=2e-3, lr_patience=0, log_every=3, seed=1,
                                 validation=0.2)  # fmt: skip
-    hp.train(frames, 0.01, 8, 12, settings, tmp_path / "m.pt", tmp_path / "loss.csv")
+    training.train(frames, 0.01, 8, 12, settings, tmp_path / "m.pt", tmp_path / "loss.csv")
     log = pd.read_csv(tmp_path / "loss.csv")
     held_out = log[log["split"] == "validation"]
     assert list(held_out["step"]) == [2, 4, 6, 8, 9] and list(held_out["epoch"]) == [1, 2, 3, 4, 5]
@@ -226,7 +227,7 @@ def test_scheduler_steps_once_per_epoch_on_the_held_out_loss(tmp_path, monkeypat
     # The last held-out loss, by hand: the final model in eval mode on the fixed crop of the held-out frame.
     net, record = hp.load_model(tmp_path / "m.pt")
     assert len(record["validation_samples"]) == 1 and record["train_samples"] == 4
-    crops = hp.validation_crops([frames[i] for i in record["validation_samples"]], (64, 64), 1)
+    crops = training.validation_crops([frames[i] for i in record["validation_samples"]], (64, 64), 1)
     assert crops.shape == (1, 1, 64, 64)
     with torch.no_grad():
         out = net(crops)
@@ -237,8 +238,8 @@ def test_scheduler_steps_once_per_epoch_on_the_held_out_loss(tmp_path, monkeypat
 
 def test_epochs_mode_validates_after_each_epoch(tmp_path):
     frames = smooth_frames(5, shape=(64, 64), seed=5)
-    settings = hp.TrainSettings(batch=2, crop=(64, 64), epochs=3, lr=2e-3, log_every=100, validation=1)
-    hp.train(frames, 0.01, 8, 12, settings, tmp_path / "m.pt", tmp_path / "loss.csv")
+    settings = training.TrainSettings(batch=2, crop=(64, 64), epochs=3, lr=2e-3, log_every=100, validation=1)
+    training.train(frames, 0.01, 8, 12, settings, tmp_path / "m.pt", tmp_path / "loss.csv")
     log = pd.read_csv(tmp_path / "loss.csv")
     assert list(log[log["split"] == "validation"]["step"]) == [2, 4, 6]  # 4 training frames, batch 2
     assert list(log[log["split"] == "train"]["step"]) == [6]

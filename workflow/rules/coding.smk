@@ -37,7 +37,7 @@ rule decode:
         "benchmarks/{task}/{codec}/{point}/decode.tsv"
     conda:
         "../../envs/codec.yaml"
-    # A learned codec decodes with the encoder's thread count (see codecs/hyperprior.py).
+    # A learned codec decodes with the encoder's thread count (see codecs/hyperprior/codec.py).
     threads: lambda wc: codec_block(wc.codec).get("threads", 1) if is_trained(wc.codec) else 1
     resources:
         mem_mb=coding_resource("decode", "mem_mb"),

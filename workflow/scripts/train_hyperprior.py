@@ -4,7 +4,7 @@ import time
 
 import torch
 
-from lamofc_lib.hyperprior import TrainSettings, train, training_frames
+from lamofc_lib.codecs.hyperprior.training import TrainSettings, train, training_frames
 from lamofc_lib.joblog import log_to
 from lamofc_lib.tasks.base import resolve_device
 

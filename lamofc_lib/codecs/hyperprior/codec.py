@@ -1,6 +1,6 @@
 """The learned Hyperprior baseline as a codec: one trained model per operating point (lambda).
 
-The model comes from the workflow's training rule (`lamofc_lib.hyperprior.train`); the codec loads it, rebuilds
+The model comes from the workflow's training rule (`training.train`); the codec loads it, rebuilds
 its entropy-coder tables with `update()`, checks that it was trained at the lambda being coded, and writes
 CompressAI's actual range-coder strings. Coding runs on the CPU with a fixed number of threads so that encoder
 and decoder compute the same scales (a learned codec breaks when they differ by one rounding step).
@@ -31,7 +31,7 @@ class Hyperprior(Codec):
     def _loaded(self):
         import torch
 
-        from lamofc_lib.hyperprior import load_model
+        from lamofc_lib.codecs.hyperprior.model import load_model
 
         torch.set_num_threads(self.threads)
         torch.use_deterministic_algorithms(True)
@@ -70,14 +70,14 @@ class Hyperprior(Codec):
             )
 
     def encode(self, frame: np.ndarray, point: str, bitstream: Path, workdir: Path) -> None:
-        from lamofc_lib.hyperprior import compress
+        from lamofc_lib.codecs.hyperprior.model import compress
 
         self.check_frame(frame)
         self._check_point(point)
         Path(bitstream).write_bytes(compress(self.net, frame, self.settings.get("padding", "zero")))
 
     def decode(self, bitstream: Path, frame_shape: tuple[int, int], workdir: Path) -> np.ndarray:
-        from lamofc_lib.hyperprior import decompress
+        from lamofc_lib.codecs.hyperprior.model import decompress
 
         try:
             return decompress(self.net, Path(bitstream).read_bytes(), tuple(frame_shape))
