@@ -1,6 +1,5 @@
 """Configuration, wildcard constraints and input functions shared by all rule files."""
 
-import hashlib
 import math
 import os
 import re
@@ -11,10 +10,12 @@ REPO = Path(workflow.basedir)
 sys.path.insert(0, str(REPO))
 os.environ.update(PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
 
-from lamofc_lib.codecs import REGISTRY
-from lamofc_lib.config import METRIC_OPTIONS, ConfigError, points, shard_samples, shards, validate
+
+from lamofc_lib.config import METRIC_OPTIONS, ConfigError, shard_samples, shards, validate
 from lamofc_lib.selection import needs_model, selection_mode
 from lamofc_lib.store import FeatureStore
+from lamofc_lib import workflow as wf
+from lamofc_lib.workflow import RESULTS, codec_name, is_trained, model_path, retried, trained_on
 
 try:
     config = validate(config)
@@ -23,22 +24,10 @@ except ConfigError as err:
 
 TASKS = config["run"]["tasks"]
 CODECS = config["run"]["codecs"]
-RESULTS = "results"
 
 
 def task_settings(task):
     return config["tasks"][task]
-
-
-# A coded configuration is named by a codec label: the codec's name ("vvenc", "hyperprior"), or, for a trained
-# codec applied to another task's features, "<codec>@<task it was trained on>" (e.g. "hyperprior@cls").
-def codec_name(label):
-    return label.split("@")[0]
-
-
-def trained_on(task, label):
-    """The task whose training split trained the models of `label` when it codes `task`."""
-    return label.split("@")[1] if "@" in label else task
 
 
 def codec_block(label):
@@ -46,11 +35,7 @@ def codec_block(label):
 
 
 def codec_settings(label):
-    """A codec's settings as its jobs' params: without its operating points (adding a point reruns only that
-    point's jobs), threads and resources (they change how fast, not what is coded), and training settings and
-    generalizability pairs (their effect reaches the jobs through the model files)."""
-    drop = ("points", "threads", "resources", "training", "generalizability", "device")
-    return {k: v for k, v in codec_block(label).items() if k not in drop}
+    return wf.codec_settings(config, label)
 
 
 def codec_resources(label, job):
@@ -80,11 +65,6 @@ def coding_resource(job, key):
     return evaluate
 
 
-def retried(key, value, attempt):
-    """Memory and runtime grow with each attempt (--retries), so a job killed at its limits asks for more."""
-    return value * attempt if key in ("mem_mb", "runtime") else value
-
-
 def task_resource(job, key):
     """A resource of a task's extract or score job (tasks.<task>.resources.<job>), grown per attempt."""
     return lambda wildcards, attempt: retried(key, task_settings(wildcards.task)["resources"][job][key], attempt)
@@ -94,21 +74,8 @@ def codec_shards(task, label):
     return shards(task_settings(task)["samples"], codec_block(label)["samples_per_job"])
 
 
-def is_trained(label):
-    return REGISTRY[codec_name(label)].trained
-
-
 def frames_path(task, label):
-    """The frame store a codec codes: keyed by truncation profile and the codec's input (quantized<bits> or normalized), so codecs that take the same
-    frames (vvenc and vtm; hyperprior and hyperprior@cls) share one pre-processing job."""
-    block = codec_block(label)
-    kind = REGISTRY[codec_name(label)].input_kind
-    frames = f"quantized{block.get('bit_depth', 10)}" if kind == "quantized" else "normalized"
-    return f"{RESULTS}/{task}/frames/{block['truncation']}-{frames}.zarr"
-
-
-def model_path(task, label, point):
-    return f"{RESULTS}/models/{codec_name(label)}/{trained_on(task, label)}/{point}/model.pt"
+    return wf.frames_path(config, task, label)
 
 
 def coding_inputs(wildcards):
@@ -124,36 +91,19 @@ def model_inputs(wildcards):
 
 
 def coded_points():
-    """(task, codec label, point) of the rate-accuracy runs."""
-    return [(t, c, p) for t in TASKS for c in CODECS for p in points(config, c, t)]
+    return wf.coded_points(config)
 
 
 def generalizability_pairs():
-    """The configured (trained_on, applied_to) pairs whose two tasks both run."""
-    pairs = config["codecs"].get("hyperprior", {}).get("generalizability", [])
-    return [(g["trained_on"], g["applied_to"]) for g in pairs if {g["trained_on"], g["applied_to"]} <= set(TASKS)]
+    return wf.generalizability_pairs(config)
 
 
 def generalizability_points():
-    """(task, codec label, point) of the generalizability runs: the trained_on task's lambdas."""
-    if "hyperprior" not in CODECS:
-        return []
-    return [
-        (dst, f"hyperprior@{src}", p)
-        for src, dst in generalizability_pairs()
-        for p in points(config, "hyperprior", src)
-    ]
+    return wf.generalizability_points(config)
 
 
 def trained_models():
-    """(codec, task, point) of every model to train."""
-    return sorted(
-        {
-            (codec_name(c), trained_on(t, c), p)
-            for t, c, p in coded_points() + generalizability_points()
-            if is_trained(c)
-        }
-    )
+    return wf.trained_models(config)
 
 
 def _alternatives(values):
@@ -265,14 +215,7 @@ TASK_CODE = {
 
 
 def code_version(*modules):
-    """A hash of lamofc_lib modules (files or folders) a cached rule runs, so a library change reruns it and
-    the between-workflow cache never serves results of older code."""
-    digest = hashlib.sha256()
-    for module in modules:
-        path = REPO / "lamofc_lib" / module
-        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
-            digest.update(file.relative_to(REPO).as_posix().encode() + file.read_bytes())
-    return digest.hexdigest()[:16]
+    return wf.code_version(REPO / "lamofc_lib", *modules)
 
 
 def final_outputs():

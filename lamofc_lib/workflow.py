@@ -1,0 +1,97 @@
+"""What the workflow's rules are made of: the coded points, codec labels, file paths, job params and code hashes,
+computed from the validated config (workflow/rules/common.smk binds them to Snakemake's `config` and wildcards).
+
+A coded configuration is named by a codec label: the codec's name ("vvenc", "hyperprior"), or, for a trained
+codec applied to another task's features, "<codec>@<task it was trained on>" (e.g. "hyperprior@cls")."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from pathlib import Path
+
+from lamofc_lib.codecs import REGISTRY
+from lamofc_lib.config import points
+
+RESULTS = "results"
+# Codec settings that change how fast a point is coded, not what: left out of the jobs' params, so changing
+# them reruns nothing (points: adding one runs only its jobs; training and generalizability reach the jobs
+# through the model files).
+NOT_CODING = ("points", "threads", "resources", "training", "generalizability", "device")
+
+
+def codec_name(label: str) -> str:
+    return label.split("@")[0]
+
+
+def trained_on(task: str, label: str) -> str:
+    """The task whose training split trained the models of `label` when it codes `task`."""
+    return label.split("@")[1] if "@" in label else task
+
+
+def is_trained(label: str) -> bool:
+    return REGISTRY[codec_name(label)].trained
+
+
+def codec_settings(config: Mapping, label: str) -> dict:
+    """A codec's settings as its jobs' params (without the NOT_CODING keys)."""
+    return {k: v for k, v in config["codecs"][codec_name(label)].items() if k not in NOT_CODING}
+
+
+def frames_path(config: Mapping, task: str, label: str) -> str:
+    """The frame store a codec codes, keyed by truncation profile and the codec's input (quantized<bits> or
+    normalized): codecs taking the same frames (vvenc and vtm; hyperprior and hyperprior@cls) share one job."""
+    block = config["codecs"][codec_name(label)]
+    kind = REGISTRY[codec_name(label)].input_kind
+    frames = f"quantized{block.get('bit_depth', 10)}" if kind == "quantized" else "normalized"
+    return f"{RESULTS}/{task}/frames/{block['truncation']}-{frames}.zarr"
+
+
+def model_path(task: str, label: str, point: str) -> str:
+    return f"{RESULTS}/models/{codec_name(label)}/{trained_on(task, label)}/{point}/model.pt"
+
+
+def coded_points(config: Mapping) -> list[tuple[str, str, str]]:
+    """(task, codec label, point) of the rate-accuracy runs."""
+    run = config["run"]
+    return [(t, c, p) for t in run["tasks"] for c in run["codecs"] for p in points(config, c, t)]
+
+
+def generalizability_pairs(config: Mapping) -> list[tuple[str, str]]:
+    """The configured (trained_on, applied_to) pairs whose two tasks both run."""
+    pairs = config["codecs"].get("hyperprior", {}).get("generalizability", [])
+    running = set(config["run"]["tasks"])
+    return [(g["trained_on"], g["applied_to"]) for g in pairs if {g["trained_on"], g["applied_to"]} <= running]
+
+
+def generalizability_points(config: Mapping) -> list[tuple[str, str, str]]:
+    """(task, codec label, point) of the generalizability runs, at the trained_on task's lambdas."""
+    if "hyperprior" not in config["run"]["codecs"]:
+        return []
+    return [
+        (dst, f"hyperprior@{src}", p)
+        for src, dst in generalizability_pairs(config)
+        for p in points(config, "hyperprior", src)
+    ]
+
+
+def trained_models(config: Mapping) -> list[tuple[str, str, str]]:
+    """(codec, task it is trained on, point) of every model to train, each once."""
+    runs = coded_points(config) + generalizability_points(config)
+    return sorted({(codec_name(c), trained_on(t, c), p) for t, c, p in runs if is_trained(c)})
+
+
+def retried(key: str, value, attempt: int):
+    """Memory and runtime grow with each attempt (--retries), so a job killed at its limits asks for more."""
+    return value * attempt if key in ("mem_mb", "runtime") else value
+
+
+def code_version(package: Path, *modules: str) -> str:
+    """A hash of the modules (files or folders, relative to the `package` folder) a cached rule runs, so a
+    library change reruns it and the between-workflow cache never serves results of older code."""
+    digest = hashlib.sha256()
+    for module in modules:
+        path = package / module
+        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            digest.update(file.relative_to(package.parent).as_posix().encode() + file.read_bytes())
+    return digest.hexdigest()[:16]

@@ -1,0 +1,87 @@
+"""lamofc_lib.workflow: the coded points, labels, paths, params and code hashes the rules are made of, on a small
+config whose expected values are written out by hand."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lamofc_lib import workflow as wf
+from lamofc_lib.config import validate
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def config():
+    raw = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    raw["run"].update(tasks=["cls", "seg"], codecs=["vvenc", "hyperprior"])
+    raw["codecs"]["vvenc"]["points"] = [42, 32]
+    raw["codecs"]["hyperprior"]["points"] = {"cls": [0.001, 0.003], "seg": [0.01]}
+    raw["codecs"]["hyperprior"]["generalizability"] = [
+        {"trained_on": "cls", "applied_to": "seg"},
+        {"trained_on": "seg", "applied_to": "tti"},  # tti does not run: left out
+    ]
+    return validate(raw, check_paths=False)
+
+
+def test_coded_points_are_every_task_codec_and_point_in_config_order(config):
+    assert wf.coded_points(config) == [
+        ("cls", "vvenc", "42"),
+        ("cls", "vvenc", "32"),
+        ("cls", "hyperprior", "0.001"),
+        ("cls", "hyperprior", "0.003"),
+        ("seg", "vvenc", "42"),
+        ("seg", "vvenc", "32"),
+        ("seg", "hyperprior", "0.01"),
+    ]
+
+
+def test_generalizability_runs_the_trained_on_tasks_lambdas_on_running_pairs_only(config):
+    assert wf.generalizability_pairs(config) == [("cls", "seg")]
+    assert wf.generalizability_points(config) == [
+        ("seg", "hyperprior@cls", "0.001"),
+        ("seg", "hyperprior@cls", "0.003"),
+    ]
+    without = {**config, "run": {**config["run"], "codecs": ["vvenc"]}}
+    assert wf.generalizability_points(without) == []
+
+
+def test_each_model_is_trained_once_even_when_applied_to_another_task(config):
+    assert wf.trained_models(config) == [
+        ("hyperprior", "cls", "0.001"),
+        ("hyperprior", "cls", "0.003"),
+        ("hyperprior", "seg", "0.01"),
+    ]
+
+
+def test_labels_paths_and_params(config):
+    assert (wf.codec_name("hyperprior@cls"), wf.trained_on("seg", "hyperprior@cls")) == ("hyperprior", "cls")
+    assert wf.trained_on("seg", "hyperprior") == "seg" and wf.is_trained("hyperprior@cls")
+    assert not wf.is_trained("vvenc")
+    assert wf.frames_path(config, "cls", "vvenc") == "results/cls/frames/vvc-quantized10.zarr"
+    assert wf.frames_path(config, "seg", "hyperprior@cls") == "results/seg/frames/learned-normalized.zarr"
+    assert wf.model_path("seg", "hyperprior@cls", "0.001") == "results/models/hyperprior/cls/0.001/model.pt"
+    # the schema's default bit depth included; points, threads and resources left out
+    expected = {"preset": "faster", "truncation": "vvc", "samples_per_job": 20, "bit_depth": 10}
+    assert wf.codec_settings(config, "vvenc") == expected
+
+
+def test_retries_ask_for_more_memory_and_time_only():
+    assert wf.retried("mem_mb", 1000, 3) == 3000 and wf.retried("runtime", 10, 2) == 20
+    assert wf.retried("gpu", 1, 3) == 1
+
+
+def test_code_version_follows_exactly_the_named_modules(tmp_path):
+    package = tmp_path / "pkg"
+    (package / "sub").mkdir(parents=True)
+    for name, text in (("a.py", "A = 1\n"), ("b.py", "B = 1\n"), ("sub/c.py", "C = 1\n")):
+        (package / name).write_text(text)
+    a, b, folder = wf.code_version(package, "a.py"), wf.code_version(package, "b.py"), wf.code_version(package, "sub")
+    assert len({a, b, folder}) == 3 and len(a) == 16
+    (package / "a.py").write_text("A = 2\n")
+    assert wf.code_version(package, "a.py") != a and wf.code_version(package, "b.py") == b
+    (package / "sub" / "d.py").write_text("D = 1\n")  # a new file in a hashed folder counts
+    assert wf.code_version(package, "sub") != folder
