@@ -7,11 +7,13 @@ codec applied to another task's features, "<codec>@<task it was trained on>" (e.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping
 from pathlib import Path
 
 from lamofc_lib.codecs import REGISTRY
-from lamofc_lib.config import points
+from lamofc_lib.config import points, shard_samples
+from lamofc_lib.store import FeatureStore
 
 RESULTS = "results"
 # Codec settings that change how fast a point is coded, not what: left out of the jobs' params, so changing
@@ -84,6 +86,23 @@ def trained_models(config: Mapping) -> list[tuple[str, str, str]]:
 def retried(key: str, value, attempt: int):
     """Memory and runtime grow with each attempt (--retries), so a job killed at its limits asks for more."""
     return value * attempt if key in ("mem_mb", "runtime") else value
+
+
+def coding_resource(config: Mapping, job: str, key: str, task: str, label: str, shard: str | None, attempt: int):
+    """A resource of an encode or decode job: the configured base plus, with `per_mpixel`, memory per million
+    values of the job's largest frame and runtime per million frame values it codes (all tensors of a sample
+    counted), so a cluster gets larger requests for larger frames (a dpt frame is 50 times a cls frame); grown
+    per attempt. Before the frames exist (dry runs) it is the base."""
+    block = config["codecs"][codec_name(label)]
+    spec = block["resources"][job]
+    per = spec.get("per_mpixel", {}).get(key)
+    frames = Path(frames_path(config, task, label))
+    if not per or not frames.exists():
+        return retried(key, spec[key], attempt)
+    store = FeatureStore(frames)
+    indices = range(len(store)) if job == "decode" else shard_samples(shard, len(store), block["samples_per_job"])
+    sizes = [store.points(i) / 1e6 for i in indices]
+    return retried(key, spec[key] + math.ceil(per * (max(sizes) if key == "mem_mb" else sum(sizes))), attempt)
 
 
 def code_version(package: Path, *modules: str) -> str:

@@ -3,8 +3,10 @@ config whose expected values are written out by hand."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -85,3 +87,24 @@ def test_code_version_follows_exactly_the_named_modules(tmp_path):
     assert wf.code_version(package, "a.py") != a and wf.code_version(package, "b.py") == b
     (package / "sub" / "d.py").write_text("D = 1\n")  # a new file in a hashed folder counts
     assert wf.code_version(package, "sub") != folder
+
+
+def test_coding_requests_grow_with_the_frames_they_code(config, tmp_path, monkeypatch):
+    """Base 1000 MB / 10 min plus 1000 MB per million values of the largest frame of the job and 1000 min per
+    million values it codes: shard 0 (2 samples per job) codes frames of 0.5 and 0.25 million values."""
+    from store_helpers import write_one
+
+    monkeypatch.chdir(tmp_path)
+    config = copy.deepcopy(config)
+    config["codecs"]["vvenc"]["samples_per_job"] = 2
+    spec = config["codecs"]["vvenc"]["resources"]
+    spec["encode"] = {**spec["encode"], "per_mpixel": {"mem_mb": 1000, "runtime": 1000}}
+    # dry run: no frames yet, the base
+    assert wf.coding_resource(config, "encode", "mem_mb", "cls", "vvenc", "0", 1) == 1000
+    shapes = [(1000, 500), (500, 500), (100, 10)]
+    write_one(wf.frames_path(config, "cls", "vvenc"), ["a", "b", "c"], shapes, [np.ones(s) for s in shapes])
+    assert wf.coding_resource(config, "encode", "mem_mb", "cls", "vvenc", "0", 1) == 1000 + 500
+    assert wf.coding_resource(config, "encode", "runtime", "cls", "vvenc", "0", 1) == 10 + 750
+    assert wf.coding_resource(config, "encode", "runtime", "cls", "vvenc", "1", 1) == 10 + 1  # ceil(0.001 * 1000)
+    assert wf.coding_resource(config, "encode", "mem_mb", "cls", "vvenc", "0", 2) == 2 * 1500  # second attempt
+    assert wf.coding_resource(config, "decode", "mem_mb", "cls", "vvenc", None, 1) == spec["decode"]["mem_mb"]

@@ -1,6 +1,5 @@
 """Configuration, wildcard constraints and input functions shared by all rule files."""
 
-import math
 import os
 import re
 import sys
@@ -11,9 +10,8 @@ sys.path.insert(0, str(REPO))
 os.environ.update(PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
 
 
-from lamofc_lib.config import METRIC_OPTIONS, ConfigError, shard_samples, shards, validate
+from lamofc_lib.config import METRIC_OPTIONS, ConfigError, shards, validate
 from lamofc_lib.selection import needs_model, selection_mode
-from lamofc_lib.store import FeatureStore
 from lamofc_lib import workflow as wf
 from lamofc_lib.workflow import RESULTS, codec_name, is_trained, model_path, retried, trained_on
 
@@ -38,31 +36,12 @@ def codec_settings(label):
     return wf.codec_settings(config, label)
 
 
-def codec_resources(label, job):
-    return codec_block(label)["resources"][job]
-
-
 def coding_resource(job, key):
-    """A resource of an encode or decode job: the configured base plus, with `per_mpixel`, memory per million
-    samples of the job's largest frame and runtime per million frame samples it codes, so a cluster gets larger
-    requests for larger frames (a dpt frame is 50 times a cls frame); times the attempt (see `retried`).
-    Snakemake evaluates it once the frames exist; before that (dry runs) the base is given."""
-
-    def evaluate(wildcards, input, attempt):
-        spec = codec_resources(wildcards.codec, job)
-        per = spec.get("per_mpixel", {}).get(key)
-        frames = Path(frames_path(wildcards.task, wildcards.codec))
-        if not per or not frames.exists():
-            return retried(key, spec[key], attempt)
-        store = FeatureStore(frames)
-        indices = range(len(store))
-        if job == "encode":
-            indices = shard_samples(wildcards.shard, len(store), codec_block(wildcards.codec)["samples_per_job"])
-        sizes = [store.points(i) / 1e6 for i in indices]
-        value = spec[key] + math.ceil(per * (max(sizes) if key == "mem_mb" else sum(sizes)))
-        return retried(key, value, attempt)
-
-    return evaluate
+    """A resource of an encode or decode job (see lamofc_lib.workflow.coding_resource); Snakemake evaluates it
+    once the job's inputs (the frames) exist."""
+    return lambda wildcards, input, attempt: wf.coding_resource(
+        config, job, key, wildcards.task, wildcards.codec, wildcards.get("shard"), attempt
+    )
 
 
 def task_resource(job, key):
