@@ -16,7 +16,6 @@ import numpy as np
 import pandas as pd
 
 from lamofc_lib.store import write_store
-from lamofc_lib.tasks.base import Extraction
 
 STORED_DTYPES = ("float16", "float32")
 
@@ -66,5 +65,21 @@ def import_features(task, folder: str | Path, manifest: pd.DataFrame, model: Map
             yield x.astype(dtype, copy=False)
 
     attrs = {**layout.attrs, "imported_from": str(folder), "file_dtype": found}
+    from lamofc_lib.tasks.base import Extraction  # torch: only the import job needs it
+
     extraction = Extraction(shapes, samples(), attrs, dtype).named(task.packing)
     write_store(out, list(manifest["sample_id"]), extraction.tensors, extraction.samples, attrs=extraction.attrs)
+
+
+def feature_paths(folder: str | Path) -> list[Path]:
+    """The .npy files of a features_from folder, sorted (the import job's inputs)."""
+    return sorted(Path(folder).glob("*.npy"))
+
+
+def file_signatures(folder: str | Path | None) -> list[str]:
+    """Name, size and modification time of each .npy file of a features_from folder (none without a folder):
+    as a job param, a changed file reselects and reimports, and the between-workflow cache never serves a
+    selection of other files."""
+    if not folder:
+        return []
+    return [f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in feature_paths(folder)]

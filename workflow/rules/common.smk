@@ -11,6 +11,7 @@ os.environ.update(PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.g
 
 
 from lamofc_lib.config import METRIC_OPTIONS, ConfigError, shards, validate
+from lamofc_lib.feature_files import feature_paths, file_signatures
 from lamofc_lib.selection import needs_model, selection_mode
 from lamofc_lib import workflow as wf
 from lamofc_lib.workflow import RESULTS, codec_name, is_trained, model_path, retried, trained_on
@@ -142,17 +143,11 @@ def selection_settings(task):
 
 
 def feature_files(task):
-    """The .npy files of a task's features_from folder (names, sizes, times): a changed file reselects and
-    reimports, and the between-workflow cache never serves a selection of other files."""
-    folder = task_settings(task).get("features_from")
-    if not folder:
-        return []
-    return [f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in sorted(Path(folder).glob("*.npy"))]
+    return file_signatures(task_settings(task).get("features_from"))
 
 
 def feature_file_inputs(wildcards):
-    folder = Path(task_settings(wildcards.task)["features_from"])
-    return sorted(str(p) for p in folder.glob("*.npy"))
+    return [str(p) for p in feature_paths(task_settings(wildcards.task)["features_from"])]
 
 
 def training_selection_settings(task):
