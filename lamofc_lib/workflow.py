@@ -6,6 +6,7 @@ codec applied to another task's features, "<codec>@<task it was trained on>" (e.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import math
 from collections.abc import Mapping
@@ -103,6 +104,95 @@ def coding_resource(config: Mapping, job: str, key: str, task: str, label: str, 
     indices = range(len(store)) if job == "decode" else shard_samples(shard, len(store), block["samples_per_job"])
     sizes = [store.points(i) / 1e6 for i in indices]
     return retried(key, spec[key] + math.ceil(per * (max(sizes) if key == "mem_mb" else sum(sizes))), attempt)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Code hashes: a job's params carry a hash of the library modules its script runs, found in the import graph
+
+
+TASK_REGISTRY = "lamofc_lib.tasks"
+
+
+def module_name(package: Path, path: Path) -> str:
+    parts = path.relative_to(package.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imported(tree: ast.AST, modules: set[str]) -> set[str]:
+    """The lamofc_lib modules a parsed file imports, at any depth (deferred imports inside functions too)."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [f"{node.module}.{a.name}" for a in node.names]
+        else:
+            continue
+        for name in names:
+            if name.split(".")[0] != "lamofc_lib":
+                continue
+            while name not in modules:  # `from lamofc_lib.x import f`: the module x
+                name = name.rsplit(".", 1)[0]
+            found.add(name)
+    return found
+
+
+def import_graph(package: Path) -> dict[str, set[str]]:
+    """Module -> the lamofc_lib modules it imports (a package's own __init__ counts for its submodules)."""
+    files = sorted(package.rglob("*.py"))
+    modules = {module_name(package, f) for f in files}
+    graph = {}
+    for file in files:
+        own = module_name(package, file)
+        graph[own] = _imported(ast.parse(file.read_text(), str(file)), modules) - {own}
+    return graph
+
+
+def task_modules(package: Path) -> dict[str, str]:
+    """Task name -> the module that defines its Task class (a class body assigning `name = "<task>"`)."""
+    found = {}
+    for file in sorted((package / "tasks").glob("*.py")):
+        for node in ast.parse(file.read_text(), str(file)).body:
+            if isinstance(node, ast.ClassDef):
+                for item in node.body:
+                    if (
+                        isinstance(item, ast.Assign)
+                        and [getattr(t, "id", None) for t in item.targets] == ["name"]
+                        and isinstance(item.value, ast.Constant)
+                    ):
+                        found[item.value.value] = module_name(package, file)
+    return found
+
+
+def script_modules(package: Path, script: Path, task: str | None = None) -> list[str]:
+    """The library modules a workflow script runs: the closure of its imports in the import graph. The task
+    registry stands for the one task the job runs (`task`), not for every task it lists."""
+    graph = import_graph(package)
+    modules = set(graph)
+    start = _imported(ast.parse(script.read_text(), str(script)), modules)
+    chosen = task_modules(package)[task] if task else None
+    seen, todo = set(), list(start)
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        edges = graph[module]
+        if module == TASK_REGISTRY:
+            edges = {m for m in edges if not m.startswith(TASK_REGISTRY + ".")} | ({chosen} if chosen else set())
+        todo.extend(edges)
+    return sorted(seen)
+
+
+def module_file(package: Path, module: str) -> Path:
+    path = package.parent / Path(*module.split("."))
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+
+
+def script_code_version(package: Path, script: Path, task: str | None = None) -> str:
+    """The hash of the modules `script` runs for `task` (see script_modules)."""
+    files = [module_file(package, m).relative_to(package).as_posix() for m in script_modules(package, script, task)]
+    return code_version(package, *files)
 
 
 def code_version(package: Path, *modules: str) -> str:

@@ -3,45 +3,16 @@ import hides a cycle from Python's loader, not from a reader)."""
 
 from __future__ import annotations
 
-import ast
 import graphlib
 from pathlib import Path
+
+from lamofc_lib import workflow as wf
 
 PACKAGE = Path(__file__).resolve().parents[1] / "lamofc_lib"
 
 
-def module_name(path: Path) -> str:
-    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-def resolve(name: str, modules: set[str]) -> str:
-    """The module a dotted lamofc_lib name refers to: itself, or the module that defines it."""
-    while name not in modules:
-        name = name.rsplit(".", 1)[0]
-    return name
-
-
 def import_graph() -> dict[str, set[str]]:
-    files = sorted(PACKAGE.rglob("*.py"))
-    modules = {module_name(f) for f in files}
-    graph: dict[str, set[str]] = {}
-    for file in files:
-        own = module_name(file)
-        edges = graph.setdefault(own, set())
-        for node in ast.walk(ast.parse(file.read_text(), str(file))):
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                names = [f"{node.module}.{a.name}" for a in node.names]
-            else:
-                continue
-            for name in names:
-                if name.split(".")[0] == "lamofc_lib":
-                    target = resolve(name, modules)
-                    if target != own:
-                        edges.add(target)
-    return graph
+    return wf.import_graph(PACKAGE)
 
 
 def test_the_graph_sees_deferred_imports():

@@ -108,3 +108,36 @@ def test_coding_requests_grow_with_the_frames_they_code(config, tmp_path, monkey
     assert wf.coding_resource(config, "encode", "runtime", "cls", "vvenc", "1", 1) == 10 + 1  # ceil(0.001 * 1000)
     assert wf.coding_resource(config, "encode", "mem_mb", "cls", "vvenc", "0", 2) == 2 * 1500  # second attempt
     assert wf.coding_resource(config, "decode", "mem_mb", "cls", "vvenc", None, 1) == spec["decode"]["mem_mb"]
+
+
+def test_a_scripts_code_is_the_closure_of_its_imports_for_the_task_it_runs():
+    package, scripts = REPO / "lamofc_lib", REPO / "workflow" / "scripts"
+    cls = wf.script_modules(package, scripts / "extract.py", "cls")
+    # extract.py imports joblog, sources and the task registry; cls runs tasks/cls.py (DINOv2 in tasks/dinov2.py)
+    assert {"lamofc_lib.joblog", "lamofc_lib.sources", "lamofc_lib.tasks.cls", "lamofc_lib.tasks.dinov2"} <= set(cls)
+    assert {"lamofc_lib.store", "lamofc_lib.tasks.base", "lamofc_lib.io"} <= set(cls)  # through the task module
+    assert not {"lamofc_lib.tasks.tti", "lamofc_lib.tasks.csr", "lamofc_lib.tasks.dense", "lamofc_lib.fid"} & set(cls)
+    tti = wf.script_modules(package, scripts / "extract.py", "tti")
+    assert {"lamofc_lib.tasks.tti", "lamofc_lib.tasks.sd3_demo", "lamofc_lib.fid"} <= set(tti)
+    assert wf.task_modules(package) == {
+        "cls": "lamofc_lib.tasks.cls",
+        "seg": "lamofc_lib.tasks.dense",
+        "dpt": "lamofc_lib.tasks.dense",
+        "csr": "lamofc_lib.tasks.csr",
+        "tti": "lamofc_lib.tasks.tti",
+    }
+
+
+def test_editing_a_task_module_changes_only_that_tasks_code_hash(tmp_path):
+    import shutil
+
+    package = Path(shutil.copytree(REPO / "lamofc_lib", tmp_path / "lamofc_lib"))
+    script = REPO / "workflow" / "scripts" / "extract.py"
+    before = {t: wf.script_code_version(package, script, t) for t in ("cls", "csr", "tti")}
+    with open(package / "tasks" / "tti.py", "a") as f:
+        f.write("\n# edited\n")
+    after = {t: wf.script_code_version(package, script, t) for t in ("cls", "csr", "tti")}
+    assert after["tti"] != before["tti"] and after["cls"] == before["cls"] and after["csr"] == before["csr"]
+    with open(package / "store.py", "a") as f:  # every extraction writes a store
+        f.write("\n# edited\n")
+    assert all(wf.script_code_version(package, script, t) != after[t] for t in after)

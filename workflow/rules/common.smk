@@ -1,5 +1,6 @@
 """Configuration, wildcard constraints and input functions shared by all rule files."""
 
+import functools
 import os
 import re
 import sys
@@ -178,18 +179,11 @@ IMPORTED_TASKS = _alternatives([t for t in TASKS if task_settings(t).get("featur
 EXTRACTED_TASKS = _alternatives([t for t in TASKS if not task_settings(t).get("features_from")]) or "(?!)"
 
 
-# The library modules each task's extraction and head run (besides sources.py, store.py and io.py).
-TASK_CODE = {
-    "cls": ("tasks/base.py", "tasks/cls.py", "tasks/dinov2.py"),
-    "seg": ("tasks/base.py", "tasks/cls.py", "tasks/dinov2.py", "tasks/dense.py", "heads.py"),
-    "dpt": ("tasks/base.py", "tasks/cls.py", "tasks/dinov2.py", "tasks/dense.py", "heads.py"),
-    "csr": ("tasks/base.py", "tasks/csr.py"),
-    "tti": ("tasks/base.py", "tasks/tti.py", "tasks/sd3_demo.py"),
-}
-
-
-def code_version(*modules):
-    return wf.code_version(REPO / "lamofc_lib", *modules)
+@functools.cache
+def script_code(script, task=None):
+    """A hash of the library modules a workflow script runs for `task` (its imports' closure in the import
+    graph), so a change to them reruns the rule and the between-workflow cache never serves older code."""
+    return wf.script_code_version(REPO / "lamofc_lib", REPO / "workflow" / "scripts" / script, task)
 
 
 def final_outputs():

@@ -22,7 +22,7 @@ rule head:
         split=lambda wc: task_settings(wc.task).get("split"),
         head=lambda wc: task_settings(wc.task)["head"],
         device=config["run"]["device"],
-        code=lambda wc: code_version(*TASK_CODE[wc.task], "sources.py", "store.py", "io.py"),
+        code=lambda wc: script_code("head.py", wc.task),
     script:
         "../scripts/head.py"
 
@@ -52,7 +52,7 @@ rule extract:
         model=lambda wc: task_settings(wc.task)["model"],
         split=lambda wc: task_settings(wc.task).get("split"),
         device=config["run"]["device"],
-        code=lambda wc: code_version(*TASK_CODE[wc.task], "sources.py", "store.py", "io.py"),
+        code=lambda wc: script_code("extract.py", wc.task),
     script:
         "../scripts/extract.py"
 
@@ -79,6 +79,6 @@ rule import_features:
         folder=lambda wc: task_settings(wc.task)["features_from"],
         model=lambda wc: task_settings(wc.task)["model"],
         split=lambda wc: task_settings(wc.task).get("split"),
-        code=lambda wc: code_version(*TASK_CODE[wc.task], "feature_files.py", "sources.py", "store.py"),
+        code=lambda wc: script_code("import_features.py", wc.task),
     script:
         "../scripts/import_features.py"

@@ -45,6 +45,6 @@ rule select:
         model=lambda wc: task_settings(wc.task)["model"] if selection_needs_model(wc.task) else None,
         split=lambda wc: task_settings(wc.task).get("split") if selection_needs_model(wc.task) else None,
         device=lambda wc: config["run"]["device"] if selection_needs_model(wc.task) else "cpu",
-        code=lambda wc: code_version(*TASK_CODE[wc.task], "selection.py", "sources.py", "store.py", "io.py"),
+        code=lambda wc: script_code("select.py", wc.task),
     script:
         "../scripts/select.py"

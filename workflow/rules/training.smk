@@ -30,7 +30,7 @@ use rule select as select_train with:
         model=None,
         split=None,
         device="cpu",
-        code=lambda wc: code_version("selection.py", "sources.py", "io.py"),
+        code=script_code("select.py"),  # policy first: no task model runs
 
 
 use rule extract as extract_train with:
