@@ -7,7 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lamofc_lib.heads import (
+from lamofc_lib.tasks.cls import LinearHead
+from lamofc_lib.tasks.dinov2 import merge_flip_views, slide_windows, stitch_windows
+from lamofc_lib.tasks.heads import (
     DepthLinear4Head,
     FinalNorm,
     SegmentationLinearHead,
@@ -16,8 +18,6 @@ from lamofc_lib.heads import (
     random_state_dict,
     read_state_dict,
 )
-from lamofc_lib.tasks.cls import LinearHead
-from lamofc_lib.tasks.dinov2 import merge_flip_views, slide_windows, stitch_windows
 
 DIM = 64
 FILES = {"seg": "dinov2_vitg14_voc2012_linear_head.pth", "dpt": "dinov2_vitg14_nyu_linear4_head.pth"}

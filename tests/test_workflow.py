@@ -349,7 +349,7 @@ def synthetic_sources(root: Path) -> dict[str, str]:
     checkpoints."""
     from PIL import Image
 
-    from lamofc_lib.heads import random_state_dict
+    from lamofc_lib.tasks.heads import random_state_dict
 
     voc = root / "VOC2012"
     for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):

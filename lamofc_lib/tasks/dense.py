@@ -19,9 +19,9 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from lamofc_lib import heads
 from lamofc_lib.metrics import ConfusionMatrix, DepthErrors, depth_valid_mask
 from lamofc_lib.sources import load_depth, load_image, load_label_map
+from lamofc_lib.tasks import heads
 from lamofc_lib.tasks.base import Extraction, Layout, Task, split_layers
 from lamofc_lib.tasks.cls import dinov2_config, load_dinov2
 from lamofc_lib.tasks.dinov2 import (

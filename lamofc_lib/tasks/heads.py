@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lamofc_lib.tasks.base import load_head_file
+
 VOC_CLASSES = 21
 DEPTH_BINS = 256
 DEPTH_LAYERS = 4
@@ -43,7 +45,6 @@ MAX_DEPTH = 10.0
 DEPTH_UPSAMPLE = 4
 BN_EPS = 1e-5  # mmseg's SyncBatchNorm default
 LN_EPS = 1e-6  # DINOv2's final LayerNorm
-PATCH = 14
 
 Features = np.ndarray | torch.Tensor
 
@@ -94,10 +95,6 @@ class FinalLayerNorm(nn.Module):
         if not bool(self.ready):
             raise RuntimeError("the head's final LayerNorm is not set: pass the backbone's (set_final_norm)")
         return F.layer_norm(x, (self.dim,), self.weight, self.bias, float(self.eps))
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Geometry helpers
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -307,19 +304,18 @@ def _numpy_safe_globals() -> list:
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Load a head checkpoint with ``weights_only=True``; unwrap mmcv's ``state_dict`` and strip ``module.``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"head checkpoint {path} does not exist")
+    """Load a head checkpoint with ``base.load_head_file`` (``weights_only``, numpy scalars in mmcv's ``meta``
+    allowed); unwrap mmcv's ``state_dict`` and strip ``module.``. Keys and shapes are checked afterwards, by
+    ``check_state_dict``, since they lie under the wrapper."""
     try:
         with torch.serialization.safe_globals(_numpy_safe_globals()):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # any unreadable file is reported the same way
+            obj = load_head_file(path, {})
+    except (FileNotFoundError, ValueError):  # load_head_file's own errors (no file, no dict) name the file
+        raise
+    except Exception as err:  # torch raises many types for an unreadable file; all are reported the same way
         raise ValueError(f"head checkpoint {path} cannot be read as a weights-only torch file: {err}") from err
-    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
+    if isinstance(obj.get("state_dict"), Mapping):
         obj = obj["state_dict"]
-    if not isinstance(obj, Mapping):
-        raise ValueError(f"head checkpoint {path} holds a {type(obj).__name__}, expected a state dict")
     return {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in obj.items()}
 
 
