@@ -17,27 +17,7 @@ from lamofc_lib.metrics import (
     depth_valid_mask,
     eigen_crop_box,
     rmse,
-    top1_accuracy,
 )
-
-# --------------------------------------------------------------------------------------------------------------------
-# Top-1 accuracy
-
-
-def test_top1_three_of_four():
-    assert top1_accuracy(["cat", "dog", "cat", "owl"], ["cat", "dog", "cat", "cat"]) == 75.0
-
-
-def test_top1_all_and_none():
-    assert top1_accuracy([1, 2], [1, 2]) == 100.0
-    assert top1_accuracy([1, 2], [2, 1]) == 0.0
-
-
-@pytest.mark.parametrize(("pred", "ref"), [([1, 2], [1]), ([], [])])
-def test_top1_rejects_length_mismatch_and_empty(pred, ref):
-    with pytest.raises(ValueError):
-        top1_accuracy(pred, ref)
-
 
 # --------------------------------------------------------------------------------------------------------------------
 # Confusion matrix and mIoU
@@ -306,13 +286,19 @@ def test_frechet_rejects_shape_mismatch():
 
 @pytest.mark.filterwarnings("ignore::scipy.linalg.LinAlgWarning")
 @pytest.mark.parametrize(("n", "dims"), [(40, 6), (6, 40)], ids=["full-rank", "singular"])
-def test_fid_gram_equals_sqrtm(n, dims):
+def test_fid_gram_and_sqrtm_equal_the_definition(n, dims):
     rng = np.random.default_rng(1)
     a = rng.standard_normal((n, dims))
     b = rng.standard_normal((n, dims)) @ rng.standard_normal((dims, dims)) * 0.5 + 0.3
-    reference = frechet_distance(*fid_statistics(a), *fid_statistics(b))
-    assert fid(a, b, method="gram") == pytest.approx(reference, rel=1e-6)
-    assert fid(a, b, method="sqrtm") == reference
+    # |mu1 - mu2|^2 + tr(S1) + tr(S2) - 2 tr sqrt(S1 S2), by hand with NumPy's symmetric eigendecomposition (no
+    # sqrtm): S1 S2 is similar to R S2 R with R = S1^(1/2), whose eigenvalues are real and non-negative.
+    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    w, v = np.linalg.eigh(s1)
+    root = v @ np.diag(np.sqrt(np.clip(w, 0, None))) @ v.T
+    tr_covmean = np.sqrt(np.clip(np.linalg.eigvalsh(root @ s2 @ root), 0, None)).sum()
+    definition = np.sum((a.mean(0) - b.mean(0)) ** 2) + np.trace(s1) + np.trace(s2) - 2 * tr_covmean
+    assert fid(a, b, method="gram") == pytest.approx(definition, rel=1e-6)
+    assert fid(a, b, method="sqrtm") == pytest.approx(definition, rel=1e-6)
     # A constant shift c leaves the covariance unchanged: FID = |c|^2 exactly, by both routes.
     c = np.arange(dims) / dims
     assert fid(a, a + c, method="gram") == pytest.approx(c @ c, abs=1e-9)
