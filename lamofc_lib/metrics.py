@@ -1,4 +1,4 @@
-"""Label metrics of the benchmark: top-1 accuracy, mIoU, depth RMSE, and the accuracy drop (FID: lamofc_lib.fid).
+"""Label metrics of the benchmark: mIoU, depth RMSE, and the accuracy drop (FID: lamofc_lib.fid).
 
 Conventions follow the evaluations the benchmark's tasks come from:
 
@@ -14,7 +14,6 @@ Conventions follow the evaluations the benchmark's tasks come from:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -27,20 +26,6 @@ EIGEN_SHAPE = (480, 640)
 EIGEN_CROP = (45, 471, 41, 601)  # (y1, y2, x1, x2), end exclusive
 MIN_DEPTH = 1e-3  # metres; valid ground truth lies strictly between the two
 MAX_DEPTH = 10.0
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Classification
-
-
-def top1_accuracy(predictions: Sequence, references: Sequence) -> float:
-    """Percentage of predictions equal to their reference (exact match)."""
-    if len(predictions) != len(references):
-        raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
-    if len(predictions) == 0:
-        raise ValueError("top1_accuracy of no predictions")
-    correct = sum(bool(p == r) for p, r in zip(predictions, references, strict=True))
-    return 100.0 * correct / len(predictions)
 
 
 # --------------------------------------------------------------------------------------------------------------------

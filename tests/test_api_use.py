@@ -12,8 +12,6 @@ import ast
 import re
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "lamofc_lib"
 DEFINITION = ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
@@ -80,10 +78,6 @@ def test_code_names_ignore_docstrings_comments_and_strings():
     assert code_names(tree) == {"ValueError", "j", "k", "m"}
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="pending issue 9 deletions: lamofc_lib/metrics.py top1_accuracy (used only by tests/test_metrics.py)",
-)
 def test_every_public_function_and_class_has_a_user_besides_the_tests():
     unused = unused_definitions()
     assert not unused, "used only by tests (delete, or use it): " + ", ".join(unused)

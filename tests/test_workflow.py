@@ -306,7 +306,7 @@ def test_rerunning_a_hyperprior_point_gives_the_same_bitstreams(demo_run):
 @pytest.mark.parametrize("codec, point", [("hyperprior", "0.001"), ("vvenc", "42")])
 def test_a_truncated_bitstream_fails_its_decode_job_and_nothing_downstream(demo_run, codec, point):
     workdir, config = demo_run
-    bitstream = workdir / f"results/cls/{codec}/{point}/bitstreams/000/00001.bin"
+    bitstream = workdir / f"results/cls/{codec}/{point}/bitstreams/000/00001.feature.bin"
     scores = workdir / f"results/cls/{codec}/{point}/scores.json"
     original, scores_before = bitstream.read_bytes(), scores.read_bytes()
     try:
@@ -315,7 +315,7 @@ def test_a_truncated_bitstream_fails_its_decode_job_and_nothing_downstream(demo_
         result = snakemake(workdir, config, "--forcerun", target)
         assert result.returncode != 0
         log = (workdir / f"logs/cls/{codec}/{point}/decode.log").read_text()
-        assert "00001.bin" in log and "truncated or altered" in log
+        assert "00001.feature.bin" in log and "truncated or altered" in log
         assert not (workdir / target).exists()
         assert scores.read_bytes() == scores_before
     finally:
