@@ -5,20 +5,21 @@ post-processing (bitstreams -> reconstructed features)."""
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from lamofc_lib.codecs import Codec, CodecError
-from lamofc_lib.io import atomic_path, file_sha256, read_json, write_json
+from lamofc_lib.bitstreams import Sidecar, TensorRecord, bitstream_name, read_sidecars, sidecar_name
+from lamofc_lib.codecs.base import Codec, CodecError
+from lamofc_lib.io import atomic_path, file_sha256, write_json
 from lamofc_lib.preprocess import TensorSpec, frame_shape, from_frame, tensor_specs, to_frame
 from lamofc_lib.store import FeatureStore, TensorLayout, write_store
 
-SIDECAR_VERSION = 2
 log = logging.getLogger(__name__)
 
 
@@ -56,71 +57,17 @@ def preprocess_store(
     write_store(frames, store.sample_ids, tensors, samples, attrs=attrs)
 
 
-@dataclass
-class TensorRecord:
-    """One named tensor of a coded sample: its bitstream and what decoding needs to rebuild it."""
-
-    name: str
-    bitstream: str
-    bytes: int
-    sha256: str
-    feature_shape: list[int]
-    feature_dtype: str  # the uncompressed tensor's dtype; its reconstruction is stored in it
-    feature_points: int
-    frame_shape: list[int]
-    packing: str
-    truncation: list
-    quantizer: str
-
-    def spec(self) -> TensorSpec:
-        return TensorSpec(self.packing, self.truncation, self.quantizer)
+def shards(samples: int, samples_per_job: int) -> list[str]:
+    """Names of the encoding jobs' sample groups: '000', '001', ..."""
+    return [f"{i:03d}" for i in range(math.ceil(samples / samples_per_job))]
 
 
-@dataclass
-class Sidecar:
-    """What decoding needs and where a sample's bitstreams came from (one per named tensor); one JSON file
-    beside them."""
-
-    sample_index: int
-    sample_id: str
-    task: str
-    codec: str
-    codec_version: str
-    point: str
-    input_kind: str
-    bit_depth: int
-    tensors: list[TensorRecord]
-    encode_seconds: float
-    version: int = SIDECAR_VERSION
-
-    @property
-    def bytes(self) -> int:
-        return sum(t.bytes for t in self.tensors)
-
-    @property
-    def feature_points(self) -> int:
-        return sum(t.feature_points for t in self.tensors)
-
-    @classmethod
-    def load(cls, path: Path) -> Sidecar:
-        data = read_json(path)
-        if data.get("version") != SIDECAR_VERSION:
-            raise CodecError(
-                f"sidecar {path} has version {data.get('version')}, this LaMoFC reads version {SIDECAR_VERSION}: "
-                f"it was written by another LaMoFC version; delete {path.parent} to encode again"
-            )
-        try:
-            return cls(**{**data, "tensors": [TensorRecord(**t) for t in data["tensors"]]})
-        except (TypeError, KeyError) as err:
-            raise CodecError(f"sidecar {path} is not a LaMoFC sidecar: {err}") from None
-
-
-def bitstream_name(index: int, tensor: str) -> str:
-    return f"{index:05d}.{tensor}.bin"
-
-
-def sidecar_name(index: int) -> str:
-    return f"{index:05d}.json"
+def shard_samples(shard: str, samples: int, samples_per_job: int) -> range:
+    """Sample indices of one shard."""
+    start = int(shard) * samples_per_job
+    if not 0 <= start < samples:
+        raise ValueError(f"shard '{shard}' is outside {samples} samples at {samples_per_job} per job")
+    return range(start, min(start + samples_per_job, samples))
 
 
 def encode_shard(
@@ -192,35 +139,6 @@ def _log_tool_output(work: Path) -> None:
         log.info("%s:\n%s", path.name, path.read_text())
 
 
-def read_sidecars(dirs: Sequence[str | Path], samples: int | None = None) -> list[tuple[Path, Sidecar]]:
-    """(shard folder, sidecar) of every coded sample in the shard folders `dirs`, in sample order.
-
-    Raises CodecError unless they cover samples 0..samples-1 exactly once (0..n-1 when `samples` is None),
-    agree on task, codec, point and tensor names, and every bitstream a sidecar names exists.
-    """
-    if isinstance(dirs, str | Path):
-        dirs = [dirs]  # one folder, not a sequence of one-character folder names
-    found = []
-    for d in dirs:
-        for path in sorted(Path(d).glob("*.json")):
-            record = Sidecar.load(path)
-            for tensor in record.tensors:
-                if not (path.parent / tensor.bitstream).is_file():
-                    raise CodecError(
-                        f"sidecar {path} names bitstream {path.parent / tensor.bitstream}, which is missing"
-                    )
-            found.append((path.parent, record))
-    found.sort(key=lambda item: item[1].sample_index)
-    indices = [r.sample_index for _, r in found]
-    count = len(indices) if samples is None else samples
-    if indices != list(range(count)):
-        raise CodecError(f"bitstreams in {', '.join(map(str, dirs))} do not cover samples 0..{count - 1} once each")
-    kinds = {(r.task, r.codec, r.point, tuple(t.name for t in r.tensors)) for _, r in found}
-    if len(kinds) > 1:
-        raise CodecError(f"bitstreams in {', '.join(map(str, dirs))} mix task/codec/point/tensors {sorted(kinds)}")
-    return found
-
-
 def _checked_bitstream(folder: Path, tensor: TensorRecord, codec: Codec, record: Sidecar) -> Path:
     bitstream = folder / tensor.bitstream
     if record.codec != codec.name:
@@ -260,7 +178,8 @@ def decode_point(
                 bitstream = _checked_bitstream(folder, tensor, codec, record)
                 with tempfile.TemporaryDirectory() as work:
                     frame = codec.decode(bitstream, tuple(tensor.frame_shape), Path(work))
-                x = from_frame(frame, tensor.spec(), tensor.feature_shape, record.input_kind, record.bit_depth)
+                spec = TensorSpec(tensor.packing, tensor.truncation, tensor.quantizer)
+                x = from_frame(frame, spec, tensor.feature_shape, record.input_kind, record.bit_depth)
                 sample[tensor.name] = x.astype(tensor.feature_dtype)
             timings.append({"sample_index": record.sample_index, "decode_seconds": time.perf_counter() - start})
             yield sample
@@ -282,46 +201,3 @@ def decode_point(
     }
     write_store(out, [r.sample_id for _, r in items], tensors, reconstructions(), attrs=attrs)
     return timings
-
-
-def rate(shard_dirs: Sequence[str | Path]) -> list[dict]:
-    """Per-sample coded size: bits from the bitstream files on disk (in all and per named tensor), points of the
-    original feature, and the pooled BPFP (all the sample's bits over all its points)."""
-    rows = []
-    for folder, record in read_sidecars(shard_dirs):
-        per_tensor = {t.name: 8 * (folder / t.bitstream).stat().st_size for t in record.tensors}
-        bits = sum(per_tensor.values())
-        rows.append(
-            {
-                "sample_index": record.sample_index,
-                "bits": bits,
-                "feature_points": record.feature_points,
-                "bpfp": bits / record.feature_points,
-                **{f"bits.{name}": value for name, value in per_tensor.items()},
-            }
-        )
-    return rows
-
-
-def store_mse(original: FeatureStore, reconstructed: FeatureStore) -> list[float]:
-    """Per-sample mean squared error between the original and the reconstructed feature stores over all the
-    sample's tensors (their squared errors summed, over their points summed), in float64 whatever the stores'
-    dtypes (fp16 originals against float32 reconstructions included)."""
-    if original.sample_ids != reconstructed.sample_ids:
-        raise ValueError(f"{reconstructed.path} does not hold the samples of {original.path}")
-    if original.tensors != reconstructed.tensors:
-        raise ValueError(
-            f"{reconstructed.path} has tensors {reconstructed.tensors}, {original.path} {original.tensors}"
-        )
-    for name in original.tensors:
-        if original.layout(name).shapes != reconstructed.layout(name).shapes:
-            # Without this check NumPy would broadcast, e.g., a 1 x 1 x 1 x W sample against 1 x 1 x H x W.
-            raise ValueError(f"{reconstructed.path} has other shapes of tensor '{name}' than {original.path}")
-    errors = []
-    for i in range(len(original)):
-        squared = 0.0
-        for name in original.tensors:
-            diff = original.read(i, name).astype(np.float64) - reconstructed.read(i, name).astype(np.float64)
-            squared += float(np.sum(diff**2))
-        errors.append(squared / original.points(i))
-    return errors

@@ -261,16 +261,3 @@ def points(config: Mapping, codec: str, task: str) -> list[str]:
     spec = config["codecs"][codec]["points"]
     values = spec.get(task, []) if isinstance(spec, Mapping) else spec
     return [format_point(v) for v in values]
-
-
-def shards(samples: int, samples_per_job: int) -> list[str]:
-    """Names of the encoding jobs' sample groups: '000', '001', ..."""
-    return [f"{i:03d}" for i in range(math.ceil(samples / samples_per_job))]
-
-
-def shard_samples(shard: str, samples: int, samples_per_job: int) -> range:
-    """Sample indices of one shard."""
-    start = int(shard) * samples_per_job
-    if not 0 <= start < samples:
-        raise ValueError(f"shard '{shard}' is outside {samples} samples at {samples_per_job} per job")
-    return range(start, min(start + samples_per_job, samples))

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lamofc_lib.coding import rate, store_mse
+from lamofc_lib.bitstreams import rate
 from lamofc_lib.io import atomic_path
 from lamofc_lib.sources import read_manifest
 from lamofc_lib.store import FeatureStore
@@ -35,6 +35,30 @@ def load_outputs(path: str | Path, sample_ids: Sequence[str]) -> list:
 
 def _plain(array: np.ndarray):
     return array.item() if array.ndim == 0 else array
+
+
+def store_mse(original: FeatureStore, reconstructed: FeatureStore) -> list[float]:
+    """Per-sample mean squared error between the original and the reconstructed feature stores over all the
+    sample's tensors (their squared errors summed, over their points summed), in float64 whatever the stores'
+    dtypes (fp16 originals against float32 reconstructions included)."""
+    if original.sample_ids != reconstructed.sample_ids:
+        raise ValueError(f"{reconstructed.path} does not hold the samples of {original.path}")
+    if original.tensors != reconstructed.tensors:
+        raise ValueError(
+            f"{reconstructed.path} has tensors {reconstructed.tensors}, {original.path} {original.tensors}"
+        )
+    for name in original.tensors:
+        if original.layout(name).shapes != reconstructed.layout(name).shapes:
+            # Without this check NumPy would broadcast, e.g., a 1 x 1 x 1 x W sample against 1 x 1 x H x W.
+            raise ValueError(f"{reconstructed.path} has other shapes of tensor '{name}' than {original.path}")
+    errors = []
+    for i in range(len(original)):
+        squared = 0.0
+        for name in original.tensors:
+            diff = original.read(i, name).astype(np.float64) - reconstructed.read(i, name).astype(np.float64)
+            squared += float(np.sum(diff**2))
+        errors.append(squared / original.points(i))
+    return errors
 
 
 def score_point(

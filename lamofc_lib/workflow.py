@@ -7,13 +7,15 @@ codec applied to another task's features, "<codec>@<task it was trained on>" (e.
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import math
 from collections.abc import Mapping
 from pathlib import Path
 
 from lamofc_lib.codecs import REGISTRY
-from lamofc_lib.config import points, shard_samples
+from lamofc_lib.coding import shard_samples
+from lamofc_lib.config import points
 from lamofc_lib.store import FeatureStore
 
 RESULTS = "results"
@@ -110,12 +112,28 @@ def coding_resource(config: Mapping, job: str, key: str, task: str, label: str, 
 # Code hashes: a job's params carry a hash of the library modules its script runs, found in the import graph
 
 
-TASK_REGISTRY = "lamofc_lib.tasks"
+# A registry module (the tasks' or the codecs' __init__) imports every task or codec; a job runs one of them, so
+# its hash covers the registry and the one member the job runs (EVERY: all members; None: none).
+REGISTRIES = {"task": "lamofc_lib.tasks", "codec": "lamofc_lib.codecs"}
+EVERY = "*"
 
 
 def module_name(package: Path, path: Path) -> str:
     parts = path.relative_to(package.parent).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _stamp(path: Path) -> tuple[str, int, int]:
+    stat = path.stat()
+    return str(path), stat.st_mtime_ns, stat.st_size
+
+
+@functools.cache
+def _parsed(stamp: tuple[str, int, int]) -> ast.Module:
+    """A file's syntax tree, parsed once per content stamp (path, mtime, size): the workflow hashes dozens of
+    (script, task, codec) combinations at start, all from the same few files."""
+    path = Path(stamp[0])
+    return ast.parse(path.read_text(), str(path))
 
 
 def _imported(tree: ast.AST, modules: set[str]) -> set[str]:
@@ -141,18 +159,15 @@ def import_graph(package: Path) -> dict[str, set[str]]:
     """Module -> the lamofc_lib modules it imports (a package's own __init__ counts for its submodules)."""
     files = sorted(package.rglob("*.py"))
     modules = {module_name(package, f) for f in files}
-    graph = {}
-    for file in files:
-        own = module_name(package, file)
-        graph[own] = _imported(ast.parse(file.read_text(), str(file)), modules) - {own}
-    return graph
+    return {module_name(package, f): _imported(_parsed(_stamp(f)), modules) - {module_name(package, f)} for f in files}
 
 
-def task_modules(package: Path) -> dict[str, str]:
-    """Task name -> the module that defines its Task class (a class body assigning `name = "<task>"`)."""
+def registered_modules(package: Path, registry: str) -> dict[str, str]:
+    """Member name -> the module under the registry's package that defines its class (a class body assigning
+    `name = "<member>"`, e.g. tasks.dense for "seg" and "dpt", codecs.hyperprior.codec for "hyperprior")."""
     found = {}
-    for file in sorted((package / "tasks").glob("*.py")):
-        for node in ast.parse(file.read_text(), str(file)).body:
+    for file in sorted(module_file(package, registry).parent.rglob("*.py")):
+        for node in _parsed(_stamp(file)).body:
             if isinstance(node, ast.ClassDef):
                 for item in node.body:
                     if (
@@ -164,13 +179,29 @@ def task_modules(package: Path) -> dict[str, str]:
     return found
 
 
-def script_modules(package: Path, script: Path, task: str | None = None) -> list[str]:
-    """The library modules a workflow script runs: the closure of its imports in the import graph. The task
-    registry stands for the one task the job runs (`task`), not for every task it lists."""
+def _members(package: Path, registry: str, choice: str | None) -> set[str] | None:
+    """The registry's member modules a job runs (with the packages between the registry and them, which Python
+    runs on import), or None for every member."""
+    if choice == EVERY:
+        return None
+    if choice is None:
+        return set()
+    members = registered_modules(package, registry)
+    if choice not in members:
+        raise KeyError(f"{registry} registers no '{choice}'; it registers {', '.join(sorted(members))}")
+    parts = members[choice].split(".")
+    return {".".join(parts[:k]) for k in range(len(registry.split(".")) + 1, len(parts) + 1)}
+
+
+def script_modules(package: Path, script: Path, task: str | None = EVERY, codec: str | None = EVERY) -> list[str]:
+    """The library modules a workflow script runs: the closure of its imports in the import graph, where the
+    task registry stands for `task` alone and the codec registry for `codec` alone (see REGISTRIES)."""
     graph = import_graph(package)
-    modules = set(graph)
-    start = _imported(ast.parse(script.read_text(), str(script)), modules)
-    chosen = task_modules(package)[task] if task else None
+    start = _imported(_parsed(_stamp(script)), set(graph))
+    chosen = {
+        REGISTRIES[kind]: _members(package, REGISTRIES[kind], choice)
+        for kind, choice in (("task", task), ("codec", codec))
+    }
     seen, todo = set(), list(start)
     while todo:
         module = todo.pop()
@@ -178,8 +209,8 @@ def script_modules(package: Path, script: Path, task: str | None = None) -> list
             continue
         seen.add(module)
         edges = graph[module]
-        if module == TASK_REGISTRY:
-            edges = {m for m in edges if not m.startswith(TASK_REGISTRY + ".")} | ({chosen} if chosen else set())
+        if chosen.get(module) is not None:
+            edges = {m for m in edges if not m.startswith(module + ".")} | chosen[module]
         todo.extend(edges)
     return sorted(seen)
 
@@ -189,9 +220,10 @@ def module_file(package: Path, module: str) -> Path:
     return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
 
 
-def script_code_version(package: Path, script: Path, task: str | None = None) -> str:
-    """The hash of the modules `script` runs for `task` (see script_modules)."""
-    files = [module_file(package, m).relative_to(package).as_posix() for m in script_modules(package, script, task)]
+def script_code_version(package: Path, script: Path, task: str | None = EVERY, codec: str | None = EVERY) -> str:
+    """The hash of the modules `script` runs for `task` and `codec` (see script_modules)."""
+    modules = script_modules(package, script, task, codec)
+    files = [module_file(package, m).relative_to(package).as_posix() for m in modules]
     return code_version(package, *files)
 
 

@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 from store_helpers import write_one
 
+from lamofc_lib.bitstreams import rate, read_sidecars
 from lamofc_lib.codecs import CodecError, get_codec
-from lamofc_lib.coding import decode_point, encode_shard, preprocess_store, rate, read_sidecars, store_mse
+from lamofc_lib.coding import decode_point, encode_shard, preprocess_store
 from lamofc_lib.preprocess import TensorSpec, frame_shape, from_frame, pack, quantize, to_frame
+from lamofc_lib.scoring import store_mse
 from lamofc_lib.store import FeatureStore
 
 SETTINGS = {"preset": "faster", "bit_depth": 10, "samples_per_job": 10, "truncation": "vvc"}

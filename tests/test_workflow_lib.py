@@ -119,7 +119,7 @@ def test_a_scripts_code_is_the_closure_of_its_imports_for_the_task_it_runs():
     assert not {"lamofc_lib.tasks.tti", "lamofc_lib.tasks.csr", "lamofc_lib.tasks.dense", "lamofc_lib.fid"} & set(cls)
     tti = wf.script_modules(package, scripts / "extract.py", "tti")
     assert {"lamofc_lib.tasks.tti", "lamofc_lib.tasks.sd3_demo", "lamofc_lib.fid"} <= set(tti)
-    assert wf.task_modules(package) == {
+    assert wf.registered_modules(package, "lamofc_lib.tasks") == {
         "cls": "lamofc_lib.tasks.cls",
         "seg": "lamofc_lib.tasks.dense",
         "dpt": "lamofc_lib.tasks.dense",
@@ -141,3 +141,38 @@ def test_editing_a_task_module_changes_only_that_tasks_code_hash(tmp_path):
     with open(package / "store.py", "a") as f:  # every extraction writes a store
         f.write("\n# edited\n")
     assert all(wf.script_code_version(package, script, t) != after[t] for t in after)
+
+
+def test_a_coding_jobs_code_is_its_codec_alone():
+    package, scripts = REPO / "lamofc_lib", REPO / "workflow" / "scripts"
+    assert wf.registered_modules(package, "lamofc_lib.codecs") == {
+        "vvenc": "lamofc_lib.codecs.vvenc",
+        "vtm": "lamofc_lib.codecs.vtm",
+        "hyperprior": "lamofc_lib.codecs.hyperprior.codec",
+    }
+    vvenc = set(wf.script_modules(package, scripts / "encode.py", "cls", "vvenc"))
+    # encode.py imports the codec registry and coding (which writes the bitstreams and sidecars of bitstreams.py
+    # from the frames that preprocess.py packed, through the store)
+    common = {"lamofc_lib.codecs", "lamofc_lib.codecs.base", "lamofc_lib.coding", "lamofc_lib.bitstreams"}
+    assert common | {"lamofc_lib.codecs.vvenc", "lamofc_lib.preprocess", "lamofc_lib.store"} <= vvenc
+    assert not {m for m in vvenc if m.startswith(("lamofc_lib.codecs.vtm", "lamofc_lib.codecs.hyperprior"))}
+    hyperprior = set(wf.script_modules(package, scripts / "decode.py", "cls", "hyperprior"))
+    # the package between the registry and the codec's module runs on import; the training code does not
+    assert common | {"lamofc_lib.codecs.hyperprior", "lamofc_lib.codecs.hyperprior.codec"} <= hyperprior
+    assert "lamofc_lib.codecs.hyperprior.training" not in hyperprior and "lamofc_lib.codecs.vvenc" not in hyperprior
+    # no task module runs in a coding job, nor a codec in pre-processing or scoring
+    assert not {m for m in vvenc | hyperprior if m.startswith("lamofc_lib.tasks")}
+    for script in ("preprocess.py", "score.py"):
+        assert not {
+            m for m in wf.script_modules(package, scripts / script, "cls") if m.startswith("lamofc_lib.codecs.")
+        } - {"lamofc_lib.codecs.base"}
+    with pytest.raises(KeyError, match="registers no 'vvc'"):
+        wf.script_modules(package, scripts / "encode.py", "cls", "vvc")
+
+
+def test_the_task_registry_stands_for_every_task_or_none():
+    package, scripts = REPO / "lamofc_lib", REPO / "workflow" / "scripts"
+    every = set(wf.script_modules(package, scripts / "extract.py"))
+    assert {f"lamofc_lib.tasks.{m}" for m in ("cls", "csr", "dense", "tti")} <= every
+    none = set(wf.script_modules(package, scripts / "extract.py", task=None))
+    assert {m for m in none if m.startswith("lamofc_lib.tasks.")} == set()

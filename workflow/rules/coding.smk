@@ -19,6 +19,7 @@ rule encode:
         settings=lambda wc: codec_settings(wc.codec),
         point=lambda wc: wc.point,
         samples=lambda wc: task_settings(wc.task)["samples"],
+        code=lambda wc: script_code("encode.py", wc.task, codec_name(wc.codec)),
     script:
         "../scripts/encode.py"
 
@@ -46,5 +47,6 @@ rule decode:
         codec=lambda wc: codec_name(wc.codec),
         settings=lambda wc: codec_settings(wc.codec),
         samples=lambda wc: task_settings(wc.task)["samples"],
+        code=lambda wc: script_code("decode.py", wc.task, codec_name(wc.codec)),
     script:
         "../scripts/decode.py"

@@ -11,7 +11,8 @@ sys.path.insert(0, str(REPO))
 os.environ.update(PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
 
 
-from lamofc_lib.config import METRIC_OPTIONS, ConfigError, shards, validate
+from lamofc_lib.coding import shards
+from lamofc_lib.config import METRIC_OPTIONS, ConfigError, validate
 from lamofc_lib.feature_files import feature_paths, file_signatures
 from lamofc_lib.selection import needs_model, selection_mode
 from lamofc_lib import workflow as wf
@@ -180,10 +181,11 @@ EXTRACTED_TASKS = _alternatives([t for t in TASKS if not task_settings(t).get("f
 
 
 @functools.cache
-def script_code(script, task=None):
-    """A hash of the library modules a workflow script runs for `task` (its imports' closure in the import
-    graph), so a change to them reruns the rule and the between-workflow cache never serves older code."""
-    return wf.script_code_version(REPO / "lamofc_lib", REPO / "workflow" / "scripts" / script, task)
+def script_code(script, task=wf.EVERY, codec=wf.EVERY):
+    """A hash of the library modules a workflow script runs for `task` and `codec` (its imports' closure in the
+    import graph; see lamofc_lib.workflow.script_modules), so a change to them reruns the rule's jobs, and only
+    theirs, and the between-workflow cache never serves older code."""
+    return wf.script_code_version(REPO / "lamofc_lib", REPO / "workflow" / "scripts" / script, task, codec)
 
 
 def final_outputs():

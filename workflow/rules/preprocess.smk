@@ -19,5 +19,6 @@ rule preprocess:
         truncation=lambda wc: task_settings(wc.task)["truncation"][wc.profile],
         input_kind=lambda wc: "normalized" if wc.frames == "normalized" else "quantized",
         bit_depth=lambda wc: int(wc.frames.removeprefix("quantized")) if wc.frames != "normalized" else 10,
+        code=script_code("preprocess.py"),
     script:
         "../scripts/preprocess.py"

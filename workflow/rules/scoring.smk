@@ -26,6 +26,7 @@ rule score:
         reference=lambda wc: task_settings(wc.task)["reference"],
         metric_options=lambda wc: metric_options(wc.task),
         device=config["run"]["device"],
+        code=lambda wc: script_code("score.py", wc.task),
     script:
         "../scripts/score.py"
 

@@ -10,6 +10,7 @@ rule candidates:
         "../../envs/extract.yaml"
     params:
         source=lambda wc: task_settings(wc.task)["source"],
+        code=script_code("candidates.py"),
     script:
         "../scripts/candidates.py"
 

@@ -15,6 +15,8 @@ rule rate_accuracy:
         "benchmarks/tables/rate_accuracy.tsv"
     conda:
         "../../envs/analysis.yaml"
+    params:
+        code=script_code("rate_accuracy.py"),
     script:
         "../scripts/rate_accuracy.py"
 
@@ -31,6 +33,8 @@ rule da_r2:
         "benchmarks/tables/da_r2.tsv"
     conda:
         "../../envs/analysis.yaml"
+    params:
+        code=script_code("da_r2.py"),
     script:
         "../scripts/da_r2.py"
 
@@ -49,6 +53,7 @@ rule plot_rate_accuracy:
         "../../envs/analysis.yaml"
     params:
         task=lambda wc: wc.task,
+        code=script_code("plot_rate_accuracy.py"),
     script:
         "../scripts/plot_rate_accuracy.py"
 
@@ -75,5 +80,6 @@ rule generalizability:
         "../../envs/analysis.yaml"
     params:
         pairs=generalizability_pairs(),
+        code=script_code("generalizability.py"),
     script:
         "../scripts/generalizability.py"

@@ -30,7 +30,7 @@ use rule select as select_train with:
         model=None,
         split=None,
         device="cpu",
-        code=script_code("select.py"),  # policy first: no task model runs
+        code=script_code("select.py", task=None),  # policy first: no task model runs
 
 
 use rule extract as extract_train with:
@@ -69,6 +69,7 @@ rule train_hyperprior:
         truncation=lambda wc: task_settings(wc.task)["truncation"][config["codecs"]["hyperprior"]["truncation"]],
         training=lambda wc: config["codecs"]["hyperprior"]["training"][wc.task],
         device=lambda wc: config["codecs"]["hyperprior"]["device"],
+        code=script_code("train_hyperprior.py"),
     script:
         "../scripts/train_hyperprior.py"
 
@@ -87,5 +88,6 @@ rule plot_training:
         "../../envs/analysis.yaml"
     params:
         title=lambda wc: f"{wc.model_codec} trained on {wc.task}, lambda {wc.point}",
+        code=script_code("plot_training.py"),
     script:
         "../scripts/plot_training.py"

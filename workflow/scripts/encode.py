@@ -1,8 +1,7 @@
 """Encode one group of frames at one operating point (rule encode)."""
 
 from lamofc_lib.codecs import get_codec
-from lamofc_lib.coding import encode_shard
-from lamofc_lib.config import shard_samples
+from lamofc_lib.coding import encode_shard, shard_samples
 from lamofc_lib.joblog import log_to
 
 log = log_to(snakemake.log[0])

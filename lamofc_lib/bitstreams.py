@@ -1,0 +1,127 @@
+"""The folder of a coded operating point: one bitstream per sample and named tensor (`NNNNN.<tensor>.bin`) and
+one JSON sidecar per sample (`NNNNN.json`) with what decoding needs, in shard folders; and the rate read from it.
+
+Scoring reads these folders without running a codec or the pre-processing, so this module imports neither."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from lamofc_lib.codecs.base import CodecError
+from lamofc_lib.io import read_json
+
+SIDECAR_VERSION = 2
+
+
+@dataclass
+class TensorRecord:
+    """One named tensor of a coded sample: its bitstream and what decoding needs to rebuild it."""
+
+    name: str
+    bitstream: str
+    bytes: int
+    sha256: str
+    feature_shape: list[int]
+    feature_dtype: str  # the uncompressed tensor's dtype; its reconstruction is stored in it
+    feature_points: int
+    frame_shape: list[int]
+    packing: str
+    truncation: list
+    quantizer: str
+
+
+@dataclass
+class Sidecar:
+    """What decoding needs and where a sample's bitstreams came from (one per named tensor); one JSON file
+    beside them."""
+
+    sample_index: int
+    sample_id: str
+    task: str
+    codec: str
+    codec_version: str
+    point: str
+    input_kind: str
+    bit_depth: int
+    tensors: list[TensorRecord]
+    encode_seconds: float
+    version: int = SIDECAR_VERSION
+
+    @property
+    def bytes(self) -> int:
+        return sum(t.bytes for t in self.tensors)
+
+    @property
+    def feature_points(self) -> int:
+        return sum(t.feature_points for t in self.tensors)
+
+    @classmethod
+    def load(cls, path: Path) -> Sidecar:
+        data = read_json(path)
+        if data.get("version") != SIDECAR_VERSION:
+            raise CodecError(
+                f"sidecar {path} has version {data.get('version')}, this LaMoFC reads version {SIDECAR_VERSION}: "
+                f"it was written by another LaMoFC version; delete {path.parent} to encode again"
+            )
+        try:
+            return cls(**{**data, "tensors": [TensorRecord(**t) for t in data["tensors"]]})
+        except (TypeError, KeyError) as err:
+            raise CodecError(f"sidecar {path} is not a LaMoFC sidecar: {err}") from None
+
+
+def bitstream_name(index: int, tensor: str) -> str:
+    return f"{index:05d}.{tensor}.bin"
+
+
+def sidecar_name(index: int) -> str:
+    return f"{index:05d}.json"
+
+
+def read_sidecars(dirs: Sequence[str | Path], samples: int | None = None) -> list[tuple[Path, Sidecar]]:
+    """(shard folder, sidecar) of every coded sample in the shard folders `dirs`, in sample order.
+
+    Raises CodecError unless they cover samples 0..samples-1 exactly once (0..n-1 when `samples` is None),
+    agree on task, codec, point and tensor names, and every bitstream a sidecar names exists.
+    """
+    if isinstance(dirs, str | Path):
+        dirs = [dirs]  # one folder, not a sequence of one-character folder names
+    found = []
+    for d in dirs:
+        for path in sorted(Path(d).glob("*.json")):
+            record = Sidecar.load(path)
+            for tensor in record.tensors:
+                if not (path.parent / tensor.bitstream).is_file():
+                    raise CodecError(
+                        f"sidecar {path} names bitstream {path.parent / tensor.bitstream}, which is missing"
+                    )
+            found.append((path.parent, record))
+    found.sort(key=lambda item: item[1].sample_index)
+    indices = [r.sample_index for _, r in found]
+    count = len(indices) if samples is None else samples
+    if indices != list(range(count)):
+        raise CodecError(f"bitstreams in {', '.join(map(str, dirs))} do not cover samples 0..{count - 1} once each")
+    kinds = {(r.task, r.codec, r.point, tuple(t.name for t in r.tensors)) for _, r in found}
+    if len(kinds) > 1:
+        raise CodecError(f"bitstreams in {', '.join(map(str, dirs))} mix task/codec/point/tensors {sorted(kinds)}")
+    return found
+
+
+def rate(shard_dirs: Sequence[str | Path]) -> list[dict]:
+    """Per-sample coded size: bits from the bitstream files on disk (in all and per named tensor), points of the
+    original feature, and the pooled BPFP (all the sample's bits over all its points)."""
+    rows = []
+    for folder, record in read_sidecars(shard_dirs):
+        per_tensor = {t.name: 8 * (folder / t.bitstream).stat().st_size for t in record.tensors}
+        bits = sum(per_tensor.values())
+        rows.append(
+            {
+                "sample_index": record.sample_index,
+                "bits": bits,
+                "feature_points": record.feature_points,
+                "bpfp": bits / record.feature_points,
+                **{f"bits.{name}": value for name, value in per_tensor.items()},
+            }
+        )
+    return rows
