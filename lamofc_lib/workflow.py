@@ -221,18 +221,9 @@ def module_file(package: Path, module: str) -> Path:
 
 
 def script_code_version(package: Path, script: Path, task: str | None = EVERY, codec: str | None = EVERY) -> str:
-    """The hash of the modules `script` runs for `task` and `codec` (see script_modules)."""
-    modules = script_modules(package, script, task, codec)
-    files = [module_file(package, m).relative_to(package).as_posix() for m in modules]
-    return code_version(package, *files)
-
-
-def code_version(package: Path, *modules: str) -> str:
-    """A hash of the modules (files or folders, relative to the `package` folder) a cached rule runs, so a
-    library change reruns it and the between-workflow cache never serves results of older code."""
-    digest = hashlib.sha256()
-    for module in modules:
-        path = package / module
-        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
-            digest.update(file.relative_to(package.parent).as_posix().encode() + file.read_bytes())
+    """A hash of `script` and of the library modules it runs for `task` and `codec` (see script_modules). The
+    script counts too: Snakemake's own code trigger ignores a rule's script file."""
+    digest = hashlib.sha256(script.name.encode() + script.read_bytes())
+    for module in script_modules(package, script, task, codec):
+        digest.update(module.encode() + module_file(package, module).read_bytes())
     return digest.hexdigest()[:16]

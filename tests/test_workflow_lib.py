@@ -76,19 +76,6 @@ def test_retries_ask_for_more_memory_and_time_only():
     assert wf.retried("gpu", 1, 3) == 1
 
 
-def test_code_version_follows_exactly_the_named_modules(tmp_path):
-    package = tmp_path / "pkg"
-    (package / "sub").mkdir(parents=True)
-    for name, text in (("a.py", "A = 1\n"), ("b.py", "B = 1\n"), ("sub/c.py", "C = 1\n")):
-        (package / name).write_text(text)
-    a, b, folder = wf.code_version(package, "a.py"), wf.code_version(package, "b.py"), wf.code_version(package, "sub")
-    assert len({a, b, folder}) == 3 and len(a) == 16
-    (package / "a.py").write_text("A = 2\n")
-    assert wf.code_version(package, "a.py") != a and wf.code_version(package, "b.py") == b
-    (package / "sub" / "d.py").write_text("D = 1\n")  # a new file in a hashed folder counts
-    assert wf.code_version(package, "sub") != folder
-
-
 def test_coding_requests_grow_with_the_frames_they_code(config, tmp_path, monkeypatch):
     """Base 1000 MB / 10 min plus 1000 MB per million values of the largest frame of the job and 1000 min per
     million values it codes: shard 0 (2 samples per job) codes frames of 0.5 and 0.25 million values."""
@@ -140,7 +127,14 @@ def test_editing_a_task_module_changes_only_that_tasks_code_hash(tmp_path):
     assert after["tti"] != before["tti"] and after["cls"] == before["cls"] and after["csr"] == before["csr"]
     with open(package / "store.py", "a") as f:  # every extraction writes a store
         f.write("\n# edited\n")
-    assert all(wf.script_code_version(package, script, t) != after[t] for t in after)
+    edited = {t: wf.script_code_version(package, script, t) for t in after}
+    assert all(edited[t] != after[t] for t in after)
+    assert all(len(h) == 16 and int(h, 16) >= 0 for h in edited.values())
+    copy = Path(shutil.copy(script, tmp_path / "extract.py"))
+    assert wf.script_code_version(package, copy, "cls") == edited["cls"]  # where the script lies does not count
+    with open(copy, "a") as f:  # nor Snakemake, but the hash sees a change to the script itself
+        f.write("\n# edited\n")
+    assert wf.script_code_version(package, copy, "cls") != edited["cls"]
 
 
 def test_a_coding_jobs_code_is_its_codec_alone():
