@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 
 from lamofc_lib.io import atomic_path
-from lamofc_lib.selection import needs_model
 
 COLUMNS = ["task", "codec", "point", "bpfp", "mse", "metric", "value"]
 METRIC_LABELS = {"top1": "top-1 accuracy (%)", "accuracy": "accuracy (%)"}
@@ -59,7 +58,7 @@ def selection_note(summary: Mapping, reference: str | None) -> str:
     text += ")."
     if _notes(summary):
         text += f" Note: {_notes(summary)}."
-    if needs_model(summary["policy"]) and reference == "ground_truth":  # only correct samples are kept
+    if summary["keeps_only_correct"] and reference == "ground_truth":
         text += " Only samples the uncompressed model gets right are kept, so its value is 100 % by construction."
     return text
 
@@ -184,3 +183,29 @@ def plot_rate_accuracy(table: pd.DataFrame, task: str, path: str | Path) -> None
 def write_table(table: pd.DataFrame, path: str | Path) -> None:
     with atomic_path(path) as tmp:
         table.to_csv(tmp, index=False)
+
+
+def plot_loss(loss_log: str | Path, png: str | Path, title: str) -> None:
+    """The training curve: loss, and its rate and distortion terms, against the step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = pd.read_csv(loss_log)
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    labels = ("loss", "estimated BPFP", "MSE (normalized)")
+    splits = table.groupby("split") if "split" in table else [("train", table)]
+    for ax, column, label in zip(axes, ("loss", "bpfp", "mse"), labels, strict=True):
+        for split, part in splits:
+            ax.plot(part["step"], part[column], label=split)
+        ax.set_xlabel("step")
+        ax.set_ylabel(label)
+        if column == "mse":
+            ax.set_yscale("log")
+    axes[0].legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)

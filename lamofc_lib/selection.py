@@ -63,6 +63,8 @@ class Selection:
             "kept": int(self.report["kept"].sum()),
             "skipped": int((~self.report["kept"]).sum()),
             "skipped_by_reason": {str(k): int(v) for k, v in reasons.items()},
+            # the model-run policies keep only the samples the uncompressed model gets right
+            "keeps_only_correct": needs_model(policy),
             **self.notes,
         }
 

@@ -303,9 +303,10 @@ def test_selection_table_and_notes_state_the_counts_and_the_100_percent_by_const
 
     summaries = [
         {"task": "dpt", "policy": "scene_quota", "candidates": 10, "kept": 7, "skipped": 3,
-         "skipped_by_reason": {"scene quota": 3}, "scenes_below_minimum": {"foyer": 2}},
+         "skipped_by_reason": {"scene quota": 3}, "keeps_only_correct": False,
+         "scenes_below_minimum": {"foyer": 2}},
         {"task": "cls", "policy": "first_correct", "candidates": 633, "kept": 500, "skipped": 133,
-         "skipped_by_reason": {"incorrect": 120, "beyond samples": 13}},
+         "skipped_by_reason": {"incorrect": 120, "beyond samples": 13}, "keeps_only_correct": True},
     ]  # fmt: skip
     table = selection_table(summaries)
     assert list(table.task) == ["cls", "dpt"]

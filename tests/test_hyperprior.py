@@ -8,6 +8,7 @@ import pytest
 import torch
 from store_helpers import write_one
 
+from lamofc_lib.analysis import plot_loss
 from lamofc_lib.bitstreams import read_sidecars
 from lamofc_lib.codecs import CodecError, get_codec
 from lamofc_lib.codecs.hyperprior import model as hp
@@ -72,7 +73,7 @@ def test_training_writes_checkpoint_and_loss_log(trained):
     assert (record["N"], record["M"], record["lambda"], record["steps"], record["task"]) == (16, 24, 0.05, 30, "test")
     assert (record["epochs"], record["train_samples"], len(record["validation_samples"])) == (30, 2, 1)
     assert "seconds" not in record["final"] and record["final"]["loss"] == pytest.approx(held_out["loss"].iloc[-1])
-    training.plot_loss(folder / "0.05.csv", folder / "curve.png", "test")
+    plot_loss(folder / "0.05.csv", folder / "curve.png", "test")
     assert (folder / "curve.png").read_bytes()[:4] == b"\x89PNG"
 
 

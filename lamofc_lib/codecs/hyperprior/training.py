@@ -248,33 +248,6 @@ def train(
     return held_out
 
 
-def plot_loss(loss_log: str | Path, png: str | Path, title: str) -> None:
-    """The training curve: loss, and its rate and distortion terms, against the step."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import pandas as pd
-
-    table = pd.read_csv(loss_log)
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
-    labels = ("loss", "estimated BPFP", "MSE (normalized)")
-    splits = table.groupby("split") if "split" in table else [("train", table)]
-    for ax, column, label in zip(axes, ("loss", "bpfp", "mse"), labels, strict=True):
-        for split, part in splits:
-            ax.plot(part["step"], part[column], label=split)
-        ax.set_xlabel("step")
-        ax.set_ylabel(label)
-        if column == "mse":
-            ax.set_yscale("log")
-    axes[0].legend()
-    fig.suptitle(title)
-    fig.tight_layout()
-    with atomic_path(png) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-
-
 def training_frames(features: str | Path, truncation) -> list[np.ndarray]:
     """The packed, normalized frames of every named tensor of every sample of a training feature store (held in
     memory), each tensor with its packing and its truncation (`truncation`: the task's configured entry)."""
