@@ -14,12 +14,8 @@ Conventions follow the evaluations the benchmark's tasks come from:
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import numpy as np
-
-if TYPE_CHECKING:
-    pass
 
 # The Eigen crop of NYU-Depth-v2 evaluation: rows 45:471 and columns 41:601 of the 480 x 640 ground truth.
 EIGEN_SHAPE = (480, 640)
