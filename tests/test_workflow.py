@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 import yaml
 
+from lamofc_lib.benchmarks import job_stats, paper_config, paper_sources, vtm_stand_ins
 from lamofc_lib.config import format_point
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,19 +25,6 @@ def snakemake(workdir: Path, config: dict, *args: str) -> subprocess.CompletedPr
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir)]
     cmd += ["--configfile", str(config_path), "--cores", "2", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
-
-
-def job_stats(output: str) -> dict[str, int]:
-    """The 'Job stats' table Snakemake prints before running (or dry-running) jobs."""
-    lines = output.splitlines()
-    start = lines.index("Job stats:") + 3
-    stats = {}
-    for line in lines[start:]:
-        parts = line.split()
-        if len(parts) != 2 or parts[0] == "total":
-            break
-        stats[parts[0]] = int(parts[1])
-    return stats
 
 
 def demo_config() -> dict:
@@ -344,69 +331,12 @@ def test_bad_config_stops_at_start_naming_the_key(tmp_path, change, key):
     assert not (tmp_path / "results").exists()
 
 
-def synthetic_sources(root: Path) -> dict[str, str]:
-    """Stand-ins for the paper's data locations: ImageNet, VOC2012 and NYU folder trees, an ARC jsonl, head
-    checkpoints."""
-    from PIL import Image
-
-    from lamofc_lib.tasks.heads import random_state_dict
-
-    voc = root / "VOC2012"
-    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
-        (voc / sub).mkdir(parents=True)
-    Image.new("RGB", (8, 8)).save(voc / "JPEGImages" / "2007_000033.jpg")
-    Image.new("L", (8, 8)).save(voc / "SegmentationClass" / "2007_000033.png")
-    (voc / "ImageSets/Segmentation/val.txt").write_text("2007_000033\n")
-    (root / "nyu").mkdir()
-    Image.new("RGB", (8, 8)).save(root / "nyu" / "rgb_00045.jpg")
-    (root / "nyu" / "split.txt").write_text("rgb_00045.jpg sync_depth_00045.png 518.8579\n")
-    captions = {"images": [{"id": 7}], "annotations": [{"image_id": 7, "caption": "A cat on a mat."}]}
-    (root / "captions.json").write_text(json.dumps(captions))
-    torch.save({"state_dict": random_state_dict("seg", 1536)}, root / "seg_head.pth")
-    torch.save({"state_dict": random_state_dict("dpt", 1536, layers=4)}, root / "dpt_head.pth")
-
-    for synset in ("n01440764", "n01443537"):
-        (root / "imagenet" / synset).mkdir(parents=True)
-        Image.new("RGB", (8, 8)).save(root / "imagenet" / synset / f"{synset}_0001.JPEG")
-    question = {
-        "id": "q1",
-        "question": "Q?",
-        "choices": {"text": list("abcd"), "label": list("ABCD")},
-        "answerKey": "A",
-    }
-    (root / "arc.jsonl").write_text(json.dumps(question) + "\n")
-    torch.save({"weight": torch.zeros(1000, 3072), "bias": torch.zeros(1000)}, root / "head.pth")
-    return {
-        "imagenet": str(root / "imagenet"),
-        "arc": str(root / "arc.jsonl"),
-        "head": str(root / "head.pth"),
-        "voc": str(voc),
-        "nyu": str(root / "nyu"),
-        "nyu_split": str(root / "nyu" / "split.txt"),
-        "seg_head": str(root / "seg_head.pth"),
-        "dpt_head": str(root / "dpt_head.pth"),
-        "captions": str(root / "captions.json"),
-    }
-
-
-def fake_vtm(folder: Path) -> Path:
-    """Stand-ins for the user's VTM binaries (they cannot exist here): programs that print VTM's banner, enough
-    for the start-up check of a dry run; nothing is coded with them."""
-    folder.mkdir(parents=True)
-    for name, role in (("EncoderAppStatic", "Encoder"), ("DecoderAppStatic", "Decoder")):
-        path = folder / name
-        path.write_text(f"#!/bin/sh\necho 'VTM {role} Version 23.3 [Linux]'\n")
-        path.chmod(0o755)
-    (folder / "encoder_intra_vtm.cfg").write_text("")
-    return folder
-
-
 def test_paper_config_without_vtm_stops_naming_the_variable_and_the_fallback(tmp_path, monkeypatch):
     monkeypatch.delenv("LAMOFC_VTM_DIR", raising=False)
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     assert config["run"]["codecs"][0] == "vtm"  # the paper's VVC baseline
     config["run"]["tasks"] = ["tti"]
-    config["tasks"]["tti"]["source"]["path"] = synthetic_sources(tmp_path / "data")["captions"]
+    config["tasks"]["tti"]["source"]["path"] = paper_sources(tmp_path / "data")["captions"]
     config["tasks"]["tti"]["train"]["source"] = config["tasks"]["tti"]["source"]
     result = snakemake(tmp_path, config, "--dry-run")
     assert result.returncode != 0
@@ -415,19 +345,8 @@ def test_paper_config_without_vtm_stops_naming_the_variable_and_the_fallback(tmp
 
 
 def test_paper_config_builds_the_full_dag(tmp_path, monkeypatch):
-    monkeypatch.setenv("LAMOFC_VTM_DIR", str(fake_vtm(tmp_path / "vtm")))
-    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    paths = synthetic_sources(tmp_path / "data")
-    config["tasks"]["cls"]["source"]["root"] = paths["imagenet"]
-    config["tasks"]["cls"]["head"]["checkpoint"] = paths["head"]
-    config["tasks"]["csr"]["source"]["path"] = paths["arc"]
-    config["tasks"]["seg"]["source"]["root"] = paths["voc"]
-    config["tasks"]["seg"]["head"]["checkpoint"] = paths["seg_head"]
-    config["tasks"]["dpt"]["source"].update(root=paths["nyu"], labels=paths["nyu_split"])
-    config["tasks"]["dpt"]["head"]["checkpoint"] = paths["dpt_head"]
-    config["tasks"]["tti"]["source"]["path"] = paths["captions"]
-    for task in config["tasks"]:  # the training splits read the same stand-ins
-        config["tasks"][task]["train"]["source"] = config["tasks"][task]["source"]
+    monkeypatch.setenv("LAMOFC_VTM_DIR", str(vtm_stand_ins(tmp_path / "vtm")))
+    config = paper_config(paper_sources(tmp_path / "data"))
     result = snakemake(tmp_path, config, "--dry-run")
     assert result.returncode == 0, result.stderr[-4000:]
     # VTM: one job per sample and QP: (500 + 100 + 80 + 500 + 500) x 5 encodings, one decoding per task and QP.
