@@ -228,7 +228,7 @@ def _label_classes(label_path: str) -> set[int]:
 
 
 def _seg_windows(source: str) -> int:
-    from lamofc_lib.tasks.dense import seg_geometry
+    from lamofc_lib.tasks.dinov2 import seg_geometry
 
     return len(seg_geometry(*image_size(source))["windows"])
 

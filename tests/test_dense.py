@@ -11,8 +11,8 @@ from PIL import Image
 
 from lamofc_lib.sources import SourceError, build_candidates, load_depth, load_label_map
 from lamofc_lib.store import FeatureStore
-from lamofc_lib.tasks.dense import DepthTask, SegmentationTask, dpt_geometry, seg_geometry
-from lamofc_lib.tasks.dinov2 import center_padding, rescale_shape, slide_windows
+from lamofc_lib.tasks.dense import DepthTask, SegmentationTask
+from lamofc_lib.tasks.dinov2 import center_padding, dpt_geometry, rescale_shape, seg_geometry, slide_windows
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -14,8 +14,7 @@ from lamofc_lib.sources import build_candidates, load_image
 from lamofc_lib.store import FeatureStore
 from lamofc_lib.tasks import get_task, heads
 from lamofc_lib.tasks.cls import load_dinov2
-from lamofc_lib.tasks.dense import seg_geometry
-from lamofc_lib.tasks.dinov2 import merge_flip_views, pad, resize, stitch_windows, to_tensor
+from lamofc_lib.tasks.dinov2 import merge_flip_views, pad, resize, seg_geometry, stitch_windows, to_tensor
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())

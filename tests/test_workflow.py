@@ -19,10 +19,10 @@ from lamofc_lib.config import format_point
 REPO = Path(__file__).resolve().parents[1]
 
 
-def snakemake(workdir: Path, config: dict, *args: str) -> subprocess.CompletedProcess:
+def snakemake(workdir: Path, config: dict, *args: str, repo: Path = REPO) -> subprocess.CompletedProcess:
     config_path = workdir / "config.yaml"
     config_path.write_text(yaml.safe_dump(config))
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir)]
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile"), "-d", str(workdir)]
     cmd += ["--configfile", str(config_path), "--cores", "2", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
 
@@ -123,6 +123,100 @@ def test_a_new_head_reruns_scoring_not_extraction(demo_run):
     # every seg point is rescored: 2 VVenC QPs, 3 native lambdas and 3 of the tti models (generalizability)
     assert stats["score"] == 2 + 3 + 3
     assert not {"candidates", "select", "extract", "preprocess", "encode", "decode"} & set(stats)
+
+
+def dry_run_jobs(workdir: Path, config: dict, repo: Path = REPO) -> dict[str, int]:
+    """The jobs a dry run schedules (rule -> count), {} when there is nothing to be done."""
+    result = snakemake(workdir, config, "--dry-run", repo=repo)
+    assert result.returncode == 0, result.stderr[-4000:]
+    output = result.stdout + result.stderr
+    return {} if "Nothing to be done" in output else job_stats(output)
+
+
+@pytest.fixture
+def repo_copy(demo_run, tmp_path):
+    """A copy of the checkout's workflow and library to edit, as a developer edits theirs; the demo run's results
+    are up to date for it (where the checkout lies does not count)."""
+    import shutil
+
+    for name in ("Snakefile", "workflow", "lamofc_lib", "config", "envs"):
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source, tmp_path / name)
+    workdir, config = demo_run
+    assert dry_run_jobs(workdir, config, repo=tmp_path) == {}
+    return tmp_path
+
+
+def edit(path: Path) -> None:
+    with open(path, "a") as f:
+        f.write("\n# edited\n")
+
+
+def full_run_jobs(workdir: Path) -> dict[str, int]:
+    """The jobs of the demo run from scratch (its log's job stats)."""
+    return job_stats((workdir / "run.log").read_text())
+
+
+# The demo run codes 5 tasks of at most 20 samples (one encoding job per task and point): VVenC at 2 QPs, the
+# Hyperprior at 3 lambdas per task (15 models) and at the trained_on task's 3 lambdas for the 2 generalizability
+# pairs (seg -> tti, tti -> seg). The tables: rate_accuracy, da_r2, generalizability, one plot per task.
+VVENC_POINTS = 5 * 2
+HYPERPRIOR_POINTS = 5 * 3 + 2 * 3
+TABLES = {"rate_accuracy": 1, "da_r2": 1, "plot_rate_accuracy": 5, "all": 1}
+
+
+@pytest.mark.e2e
+def test_editing_preprocess_reruns_preprocess_and_everything_downstream(demo_run, repo_copy):
+    workdir, config = demo_run
+    edit(repo_copy / "lamofc_lib" / "preprocess.py")
+    full = full_run_jobs(workdir)
+    # every frame store, so every coded point and every model (training packs frames with preprocess.py); not
+    # the sources, selection, heads, features and uncompressed scores
+    upstream = {"candidates", "candidates_train", "select", "select_train", "head", "extract", "extract_train"}
+    assert dry_run_jobs(workdir, config, repo=repo_copy) == {
+        rule: n for rule, n in full.items() if rule not in upstream | {"score_original"}
+    }
+    assert full["preprocess"] == 10 and full["encode"] == VVENC_POINTS + HYPERPRIOR_POINTS
+
+
+@pytest.mark.e2e
+def test_editing_a_codec_reruns_only_its_coding_and_scoring_and_the_tables(demo_run, repo_copy):
+    workdir, config = demo_run
+    edit(repo_copy / "lamofc_lib" / "codecs" / "vvenc.py")
+    points = VVENC_POINTS
+    assert dry_run_jobs(workdir, config, repo=repo_copy) == {
+        "encode": points,
+        "decode": points,
+        "score": points,
+        **TABLES,
+    }
+
+
+@pytest.mark.e2e
+def test_editing_the_analysis_reruns_only_the_tables_and_figures(demo_run, repo_copy):
+    workdir, config = demo_run
+    edit(repo_copy / "lamofc_lib" / "analysis.py")
+    # the training curves are drawn by analysis.plot_loss too (15 models)
+    assert dry_run_jobs(workdir, config, repo=repo_copy) == {**TABLES, "generalizability": 1, "plot_training": 15}
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    ("codec", "key", "value", "points"),
+    [("vvenc", "preset", "medium", VVENC_POINTS), ("hyperprior", "padding", "zero", HYPERPRIOR_POINTS)],
+)
+def test_a_codec_setting_change_reruns_only_that_codecs_jobs(demo_run, codec, key, value, points):
+    workdir, config = demo_run
+    config = copy.deepcopy(config)
+    assert config["codecs"][codec][key] != value
+    config["codecs"][codec][key] = value
+    expected = {"encode": points, "decode": points, "score": points, **TABLES}
+    if codec == "hyperprior":  # its models are trained before coding, with no padding: not retrained
+        expected["generalizability"] = 1
+    assert dry_run_jobs(workdir, config) == expected
 
 
 @pytest.mark.e2e

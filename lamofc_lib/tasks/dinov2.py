@@ -167,3 +167,41 @@ def merge_flip_views(depth: torch.Tensor, flipped: Sequence[bool]) -> torch.Tens
         raise ValueError(f"{depth.shape[0]} views but {len(flipped)} flip flags")
     views = [d.flip(-1) if f else d for d, f in zip(depth, flipped, strict=True)]
     return torch.stack(views).mean(dim=0, keepdim=True)
+
+
+# The windows and views of the dense tasks' inputs (mmseg's sliding windows for seg, image + flip for dpt)
+SEG_SCALE = (2048, 512)
+SEG_CROP = 512
+SEG_STRIDE = 341
+DPT_SIZE = (480, 640)
+
+
+def seg_geometry(height: int, width: int, patch: int = 14) -> dict:
+    """Where the windows of one image lie: rescaled size, window boxes, padding and patch grid per window."""
+    rh, rw = rescale_shape(height, width, SEG_SCALE)
+    windows = slide_windows(rh, rw, SEG_CROP, SEG_STRIDE)  # (y1, y2, x1, x2)
+    paddings = [center_padding(y2 - y1, x2 - x1, patch) for y1, y2, x1, x2 in windows]
+    grids = [
+        ((y2 - y1 + p[0] + p[1]) // patch, (x2 - x1 + p[2] + p[3]) // patch)
+        for (y1, y2, x1, x2), p in zip(windows, paddings, strict=True)
+    ]
+    return {
+        "original": [height, width],
+        "resized": [rh, rw],
+        "windows": [list(w) for w in windows],
+        "padding": [list(p) for p in paddings],
+        "grid": [list(g) for g in grids],
+    }
+
+
+def dpt_geometry(height: int, width: int, patch: int = 14) -> dict:
+    """The two views (image, horizontal flip) of a depth sample resized to 480 x 640 and padded to the patch."""
+    padding = center_padding(*DPT_SIZE, patch)
+    grid = ((DPT_SIZE[0] + padding[0] + padding[1]) // patch, (DPT_SIZE[1] + padding[2] + padding[3]) // patch)
+    return {
+        "original": [height, width],
+        "resized": list(DPT_SIZE),
+        "views": ["image", "hflip"],
+        "padding": [list(padding)] * 2,
+        "grid": [list(grid)] * 2,
+    }
