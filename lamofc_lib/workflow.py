@@ -157,9 +157,24 @@ def _imported(tree: ast.AST, modules: set[str]) -> set[str]:
 
 def import_graph(package: Path) -> dict[str, set[str]]:
     """Module -> the lamofc_lib modules it imports (a package's own __init__ counts for its submodules)."""
-    files = sorted(package.rglob("*.py"))
-    modules = {module_name(package, f) for f in files}
-    return {module_name(package, f): _imported(_parsed(_stamp(f)), modules) - {module_name(package, f)} for f in files}
+    return _graph(tuple(_stamp(f) for f in sorted(package.rglob("*.py"))), package)
+
+
+@functools.cache
+def _graph(stamps: tuple[tuple[str, int, int], ...], package: Path) -> dict[str, set[str]]:
+    """The import graph of the files with these stamps, built once per state of the package (callers only read
+    it)."""
+    files = [Path(stamp[0]) for stamp in stamps]
+    modules = frozenset(module_name(package, f) for f in files)
+    return {
+        module_name(package, f): _file_imports(s, modules) - {module_name(package, f)}
+        for f, s in zip(files, stamps, strict=True)
+    }
+
+
+@functools.cache
+def _file_imports(stamp: tuple[str, int, int], modules: frozenset[str]) -> set[str]:
+    return _imported(_parsed(stamp), modules)
 
 
 def registered_modules(package: Path, registry: str) -> dict[str, str]:
@@ -197,7 +212,7 @@ def script_modules(package: Path, script: Path, task: str | None = EVERY, codec:
     """The library modules a workflow script runs: the closure of its imports in the import graph, where the
     task registry stands for `task` alone and the codec registry for `codec` alone (see REGISTRIES)."""
     graph = import_graph(package)
-    start = _imported(_parsed(_stamp(script)), set(graph))
+    start = _file_imports(_stamp(script), frozenset(graph))
     chosen = {
         REGISTRIES[kind]: _members(package, REGISTRIES[kind], choice)
         for kind, choice in (("task", task), ("codec", codec))
