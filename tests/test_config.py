@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lamofc_lib.config import ConfigError, format_point, load_schema, points, shard_samples, shards, validate
+from lamofc_lib.coding import shard_samples, shards
+from lamofc_lib.config import ConfigError, format_point, load_schema, points, validate
 from lamofc_lib.preprocess import truncation_bounds, truncation_ranges
 
 DEMO = Path(__file__).resolve().parent.parent / "config" / "demo.yaml"
