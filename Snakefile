@@ -12,6 +12,9 @@ if not config:
     configfile: Path(workflow.basedir) / "config" / "config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/sources.smk"
 include: "workflow/rules/features.smk"
@@ -20,6 +23,7 @@ include: "workflow/rules/training.smk"
 include: "workflow/rules/coding.smk"
 include: "workflow/rules/scoring.smk"
 include: "workflow/rules/tables.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:

@@ -2,17 +2,20 @@
 # Build the project's virtual environment .venv from scratch (Python 3.11, packages from PyPI only).
 # Safe to rerun: pinned packages that are already installed are kept.
 # --tests also installs what the tests need beyond Python: Debian's slurm-wlm and munge, for the test that
-# runs the workflow on a one-node SLURM cluster (needs root and apt-get; skipped without them).
+# runs the workflow on a one-node SLURM cluster, and chromium, which opens the HTML report (needs root and
+# apt-get; those tests are skipped without them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ "${1:-}" = "--tests" ]; then
-  if command -v slurmctld >/dev/null && command -v munged >/dev/null; then
+  if command -v slurmctld >/dev/null && command -v munged >/dev/null && command -v chromium >/dev/null; then
     :
   elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    apt-get install -y -q slurm-wlm munge >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q slurm-wlm munge >/dev/null; }
+    apt-get install -y -q slurm-wlm munge chromium >/dev/null \
+      || { apt-get update -q >/dev/null && apt-get install -y -q slurm-wlm munge chromium >/dev/null; }
   else
-    echo "envs/setup.sh --tests: install slurm-wlm and munge as root for the SLURM test (it is skipped otherwise)" >&2
+    echo "envs/setup.sh --tests: install slurm-wlm, munge and chromium as root for the SLURM and report tests" \
+      "(they are skipped otherwise)" >&2
   fi
 fi
 

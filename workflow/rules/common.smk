@@ -194,7 +194,20 @@ def final_outputs():
         f"{RESULTS}/tables/rate_accuracy.md",
         f"{RESULTS}/tables/selection.csv",
         f"{RESULTS}/tables/da_r2.csv",
-        *[f"{RESULTS}/figures/{task}_rate_accuracy.png" for task in TASKS],
+        f"{RESULTS}/tables/da_r2.md",
+        f"{RESULTS}/tables/bd_rate.csv",
+        f"{RESULTS}/tables/bd_rate.md",
+        f"{RESULTS}/tables/complexity.csv",
+        f"{RESULTS}/tables/complexity.md",
+        f"{RESULTS}/tables/feature_statistics.csv",
+        f"{RESULTS}/tables/feature_statistics.md",
+        f"{RESULTS}/figures/rate_accuracy_drop.png",
+        f"{RESULTS}/provenance.json",
+        *[f"{RESULTS}/figures/{task}_{figure}.png" for task in TASKS for figure in TASK_FIGURES],
         *[f"{RESULTS}/models/{c}/{t}/{p}/loss.png" for c, t, p in trained_models()],
-        *([f"{RESULTS}/tables/generalizability.csv"] if generalizability_points() else []),
+        *([f"{RESULTS}/tables/{name}" for name in GENERALIZABILITY_TABLES] if generalizability_points() else []),
     ]
+
+
+TASK_FIGURES = ("rate_accuracy", "distortion_accuracy", "feature_distribution", "feature_dct")
+GENERALIZABILITY_TABLES = ("generalizability.csv", "generalizability_matrix.csv", "generalizability.md")

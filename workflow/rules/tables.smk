@@ -6,9 +6,19 @@ rule rate_accuracy:
         coded=[f"{RESULTS}/{t}/{c}/{p}/scores.json" for t, c, p in coded_points()],
         selection=expand(f"{RESULTS}/{{task}}/selection/summary.json", task=TASKS),
     output:
-        csv=f"{RESULTS}/tables/rate_accuracy.csv",
+        csv=report(
+            f"{RESULTS}/tables/rate_accuracy.csv",
+            caption="../report/rate_accuracy.rst",
+            category="Tables",
+            labels={"table": "rate-accuracy"},
+        ),
         markdown=f"{RESULTS}/tables/rate_accuracy.md",
-        selection=f"{RESULTS}/tables/selection.csv",
+        selection=report(
+            f"{RESULTS}/tables/selection.csv",
+            caption="../report/selection.rst",
+            category="Tables",
+            labels={"table": "selection"},
+        ),
     log:
         "logs/tables/rate_accuracy.log",
     benchmark:
@@ -22,11 +32,17 @@ rule rate_accuracy:
 
 
 rule da_r2:
-    """R^2 of the linear fit of the task metric on feature MSE, per task and codec."""
+    """The linear fit of the task metric on feature MSE (R^2, slope, intercept), per task and codec."""
     input:
         table=f"{RESULTS}/tables/rate_accuracy.csv",
     output:
-        csv=f"{RESULTS}/tables/da_r2.csv",
+        csv=report(
+            f"{RESULTS}/tables/da_r2.csv",
+            caption="../report/da_r2.rst",
+            category="Tables",
+            labels={"table": "D-A fits"},
+        ),
+        markdown=f"{RESULTS}/tables/da_r2.md",
     log:
         "logs/tables/da_r2.log",
     benchmark:
@@ -44,7 +60,12 @@ rule plot_rate_accuracy:
     input:
         table=f"{RESULTS}/tables/rate_accuracy.csv",
     output:
-        png=f"{RESULTS}/figures/{{task}}_rate_accuracy.png",
+        png=report(
+            f"{RESULTS}/figures/{{task}}_rate_accuracy.png",
+            caption="../report/rate_accuracy_figure.rst",
+            category="Rate-accuracy",
+            labels={"task": "{task}", "figure": "rate-accuracy"},
+        ),
     log:
         "logs/figures/{task}_rate_accuracy.log",
     benchmark:
@@ -71,7 +92,19 @@ rule generalizability:
         ],
         cross=lambda wc: [f"{RESULTS}/{t}/{c}/{p}/scores.json" for t, c, p in generalizability_points()],
     output:
-        csv=f"{RESULTS}/tables/generalizability.csv",
+        csv=report(
+            f"{RESULTS}/tables/generalizability.csv",
+            caption="../report/generalizability.rst",
+            category="Tables",
+            labels={"table": "generalizability"},
+        ),
+        matrix=report(
+            f"{RESULTS}/tables/generalizability_matrix.csv",
+            caption="../report/generalizability_matrix.rst",
+            category="Tables",
+            labels={"table": "generalizability (Table 6)"},
+        ),
+        markdown=f"{RESULTS}/tables/generalizability.md",
     log:
         "logs/tables/generalizability.log",
     benchmark:

@@ -79,7 +79,12 @@ rule plot_training:
     input:
         loss=f"{RESULTS}/models/{{model_codec}}/{{task}}/{{point}}/loss.csv",
     output:
-        png=f"{RESULTS}/models/{{model_codec}}/{{task}}/{{point}}/loss.png",
+        png=report(
+            f"{RESULTS}/models/{{model_codec}}/{{task}}/{{point}}/loss.png",
+            caption="../report/training.rst",
+            category="Training",
+            labels={"model": "{model_codec} on {task}", "lambda": "{point}"},
+        ),
     log:
         "logs/models/{model_codec}/{task}/{point}/plot.log",
     benchmark:

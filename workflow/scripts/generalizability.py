@@ -1,6 +1,12 @@
-"""Tabulate cross-task Hyperprior runs (rule generalizability)."""
+"""Tabulate cross-task Hyperprior runs, long and in Table 6's layout (rule generalizability)."""
 
-from lamofc_lib.analysis import generalizability_table, write_table
+from lamofc_lib.analysis import (
+    generalizability_markdown,
+    generalizability_matrix,
+    generalizability_table,
+    write_markdown,
+    write_table,
+)
 from lamofc_lib.io import read_json
 from lamofc_lib.joblog import log_to
 
@@ -8,5 +14,8 @@ log = log_to(snakemake.log[0])
 inp = snakemake.input
 scores = [read_json(path) for path in [*inp.original, *inp.native, *inp.cross]]
 table = generalizability_table(scores, [tuple(p) for p in snakemake.params.pairs])
+matrix = generalizability_matrix(table)
 write_table(table, snakemake.output.csv)
+write_table(matrix, snakemake.output.matrix)
+write_markdown(generalizability_markdown(matrix, table), snakemake.output.markdown)
 log.info("%d rows", len(table))

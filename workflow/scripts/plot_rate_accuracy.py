@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from lamofc_lib.analysis import plot_rate_accuracy
+from lamofc_lib.figures import plot_rate_accuracy
 from lamofc_lib.joblog import log_to
 
 log_to(snakemake.log[0])

@@ -1,6 +1,6 @@
 """Plot one model's training curve (rule plot_training)."""
 
-from lamofc_lib.analysis import plot_loss
+from lamofc_lib.figures import plot_loss
 from lamofc_lib.joblog import log_to
 
 log = log_to(snakemake.log[0])

@@ -1,17 +1,22 @@
 """Collect all scores into the rate-accuracy table and the selection table (rule rate_accuracy)."""
 
-from lamofc_lib.analysis import rate_accuracy_markdown, rate_accuracy_table, selection_table, write_table
-from lamofc_lib.io import atomic_path, read_json
+from lamofc_lib.analysis import (
+    rate_accuracy_markdown,
+    rate_accuracy_table,
+    selection_table,
+    write_markdown,
+    write_table,
+)
+from lamofc_lib.io import read_json
 from lamofc_lib.joblog import log_to
 
 log = log_to(snakemake.log[0])
 scores = [read_json(path) for path in [*snakemake.input.original, *snakemake.input.coded]]
 summaries = [read_json(path) for path in snakemake.input.selection]
-table = rate_accuracy_table(scores)
+table = rate_accuracy_table(scores, summaries)
 write_table(table, snakemake.output.csv)
 write_table(selection_table(summaries), snakemake.output.selection)
 references = {s["task"]: s["reference"] for s in scores}
 selections = {s["task"]: s for s in summaries}
-with atomic_path(snakemake.output.markdown) as tmp:
-    tmp.write_text(rate_accuracy_markdown(table, references, selections))
+write_markdown(rate_accuracy_markdown(table, references, selections), snakemake.output.markdown)
 log.info("%d rows", len(table))

@@ -1,0 +1,135 @@
+"""What a task's features look like (paper Table 4, Figs. 2 and 3): per named tensor and layer, the observed range,
+mean, standard deviation and percentiles, the share of values each truncation profile clips, a deterministic
+subsample of the values for distribution plots, and one packed block of the first sample with its 2-D DCT.
+
+A "layer" is an index along axis 1 of a tensor whose truncation gives one range per layer (dpt's four blocks);
+any other tensor is one layer ("all"). Range, mean, standard deviation and clipped shares are exact (float64 sums
+over every value); percentiles come from an evenly strided subsample of at most SUBSAMPLE values per layer."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lamofc_lib.io import atomic_path
+from lamofc_lib.preprocess import pack, tensor_specs, truncation_ranges
+from lamofc_lib.store import FeatureStore
+
+SUBSAMPLE = 1_000_000
+PERCENTILES = (0.1, 1, 5, 25, 50, 75, 95, 99, 99.9)
+BLOCK = 64  # side of the packed block shown next to its DCT
+
+
+@dataclass
+class _Moments:
+    """Running count, sum, sum of squares, min and max in float64, and clipped counts per profile."""
+
+    count: int = 0
+    total: float = 0.0
+    squares: float = 0.0
+    low: float = np.inf
+    high: float = -np.inf
+    clipped: dict[str, int] = field(default_factory=dict)
+
+    def add(self, x: np.ndarray, ranges: Mapping[str, tuple[float, float]]) -> None:
+        x = x.astype(np.float64, copy=False)
+        self.count += x.size
+        self.total += float(x.sum())
+        self.squares += float(np.square(x).sum())
+        self.low, self.high = min(self.low, float(x.min())), max(self.high, float(x.max()))
+        for profile, (lo, hi) in ranges.items():
+            self.clipped[profile] = self.clipped.get(profile, 0) + int(np.count_nonzero((x < lo) | (x > hi)))
+
+
+def _layers(store: FeatureStore, tensor: str, profiles: Mapping[str, object]) -> list[str]:
+    """Layer labels of a tensor: one per index along axis 1 when some profile truncates it per layer."""
+    packings = {name: store.layout(name).attrs.get("packing", "plane") for name in store.tensors}
+    per_layer = [
+        len(truncation_ranges(tensor_specs(packings, entry)[tensor].truncation)) > 1 for entry in profiles.values()
+    ]
+    if any(per_layer):
+        return [str(k) for k in range(store.layout(tensor).shapes[0][1])]
+    return ["all"]
+
+
+def _ranges(store: FeatureStore, tensor: str, profiles: Mapping[str, object], layer: str) -> dict:
+    """Each truncation profile's [lo, hi] for one layer of `tensor`."""
+    packings = {name: store.layout(name).attrs.get("packing", "plane") for name in store.tensors}
+    found = {}
+    for profile, entry in profiles.items():
+        pairs = truncation_ranges(tensor_specs(packings, entry)[tensor].truncation)
+        found[profile] = pairs[int(layer)] if layer != "all" and len(pairs) > 1 else pairs[0]
+    return found
+
+
+def feature_statistics(features: str | Path, task: str, profiles: Mapping[str, object]) -> tuple[pd.DataFrame, dict]:
+    """The statistics table (one row per tensor and layer) and the subsampled values per "tensor/layer".
+
+    `profiles` is the task's configured truncation block: profile name -> truncation entry."""
+    store = FeatureStore(features)
+    rows, samples = [], {}
+    for tensor in store.tensors:
+        layers = _layers(store, tensor, profiles)
+        shapes = store.layout(tensor).shapes
+        for layer in layers:
+            per_layer = [int(np.prod(s)) // (s[1] if layer != "all" else 1) for s in shapes]
+            step = max(1, -(-sum(per_layer) // SUBSAMPLE))
+            ranges = _ranges(store, tensor, profiles, layer)
+            moments, kept, offset = _Moments(), [], 0
+            for i in range(len(store)):
+                x = store.read(i, tensor)
+                x = x[:, int(layer)] if layer != "all" else x
+                flat = x.reshape(-1)
+                moments.add(flat, ranges)
+                kept.append(flat[(-offset) % step :: step].astype(np.float64))  # one stride over all samples
+                offset += flat.size
+            values = np.concatenate(kept)
+            mean = moments.total / moments.count
+            std = float(np.sqrt(max(moments.squares / moments.count - mean**2, 0.0)))
+            row = {
+                "task": task,
+                "tensor": tensor,
+                "layer": layer,
+                "values": moments.count,
+                "min": moments.low,
+                "max": moments.high,
+                "mean": mean,
+                "std": std,
+                **{f"p{p:g}": float(np.percentile(values, p)) for p in PERCENTILES},
+                **{f"clipped_{profile}": moments.clipped[profile] / moments.count for profile in ranges},
+                **{f"{end}_{profile}": r[k] for profile, r in ranges.items() for k, end in enumerate(("lo", "hi"))},
+            }
+            rows.append(row)
+            samples[f"{tensor}/{layer}"] = values.astype(np.float32)
+    return pd.DataFrame(rows), samples
+
+
+def dct_block(features: str | Path, block: int = BLOCK) -> dict[str, np.ndarray]:
+    """The top-left `block` x `block` corner of the first sample's packed frame of each tensor (unquantized) and
+    the magnitude of its orthonormal 2-D DCT-II (scipy.fft.dctn)."""
+    from scipy.fft import dctn
+
+    store = FeatureStore(features)
+    found = {}
+    for tensor in store.tensors:
+        frame = pack(store.read(0, tensor), store.layout(tensor).attrs.get("packing", "plane")).astype(np.float64)
+        corner = frame[:block, :block]
+        found[f"{tensor}/block"] = corner
+        found[f"{tensor}/dct"] = np.abs(dctn(corner, norm="ortho"))
+    return found
+
+
+def write_statistics(
+    features: str | Path, task: str, profiles: Mapping[str, object], table: str | Path, arrays: str | Path
+) -> None:
+    """statistics CSV, and an npz with the subsampled values ("values/<tensor>/<layer>") and the DCT blocks."""
+    stats, samples = feature_statistics(features, task, profiles)
+    with atomic_path(table) as tmp:
+        stats.to_csv(tmp, index=False)
+    data = {f"values/{k}": v for k, v in samples.items()} | {f"dct/{k}": v for k, v in dct_block(features).items()}
+    with atomic_path(arrays) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **data)

@@ -1,0 +1,213 @@
+"""The benchmark's figures, in one style (seaborn whitegrid; units on every axis): rate-accuracy per task,
+rate-accuracy-drop of all tasks (paper Fig. 5), feature distributions with CDFs (Fig. 2), a feature block beside
+its DCT magnitude (Fig. 3), the metric against feature MSE with the fitted line (the D-A analysis) and the
+training curves of learned codecs."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lamofc_lib.io import atomic_path
+
+METRIC_LABELS = {
+    "top1": "top-1 accuracy (%)",
+    "accuracy": "accuracy (%)",
+    "miou": "mIoU (%)",
+    "rmse": "RMSE (m)",
+    "fid": "FID",
+}
+BPFP_LABEL = "bits per feature point (BPFP)"
+
+
+def metric_label(metric: str) -> str:
+    return METRIC_LABELS.get(str(metric).lower(), str(metric))
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="notebook")
+    return plt, sns
+
+
+def _log_rate_axis(ax) -> None:
+    """BPFP on a log axis with plain-number ticks (0.1, 1, not 10^0); ticks at 1, 2 and 5 of each decade when
+    the data span two decades or less, so that a narrow range still gets several labels."""
+    import matplotlib.ticker
+
+    ax.set_xscale("log")
+    low, high = ax.dataLim.intervalx
+    narrow = high > 0 and low > 0 and high / low <= 100
+    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0) if narrow else (1.0,)))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xlabel(BPFP_LABEL)
+
+
+def _save(fig, path: str | Path, dpi: int = 120) -> None:
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def _legend_outside(ax) -> None:
+    """The legend right of the axes, so it never hides a point."""
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False)
+
+
+def plot_rate_accuracy(table: pd.DataFrame, task: str, path: str | Path) -> None:
+    """Metric against BPFP (log scale) for every codec of `task`; the uncompressed metric as a dashed line."""
+    plt, sns = _pyplot()
+    rows = table[table["task"] == task]
+    if rows.empty:
+        raise ValueError(f"the table has no rows for task '{task}'")
+    coded = rows[rows["codec"] != "original"]
+    original = rows[rows["codec"] == "original"]
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    sns.lineplot(data=coded, x="bpfp", y="value", hue="codec", marker="o", ax=ax, sort=True)
+    if not original.empty:
+        ax.axhline(float(original["value"].iloc[0]), color="gray", linestyle="--", label="uncompressed")
+    _log_rate_axis(ax)
+    ax.set_ylabel(metric_label(rows["metric"].iloc[0]))
+    ax.set_title(f"{task}: rate-accuracy")
+    _legend_outside(ax)
+    _save(fig, path)
+
+
+def plot_rate_accuracy_drop(table: pd.DataFrame, path: str | Path) -> None:
+    """One panel per task: accuracy drop (%) against BPFP per codec; where AD is undefined (an uncompressed
+    metric of 0, as tti's FID against its own uncompressed images) the panel shows the metric itself."""
+    plt, sns = _pyplot()
+    tasks = sorted(table["task"].unique())
+    columns = min(3, len(tasks))
+    rows = math.ceil(len(tasks) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns + 1.8, 3.4 * rows), squeeze=False)
+    for ax, task in zip(axes.flat, tasks, strict=False):
+        coded = table[(table["task"] == task) & (table["codec"] != "original")]
+        defined = coded["accuracy_drop"].notna().all()
+        y = "accuracy_drop" if defined else "value"
+        sns.lineplot(data=coded, x="bpfp", y=y, hue="codec", marker="o", ax=ax, sort=True, legend=ax is axes.flat[0])
+        if defined:
+            ax.axhline(0.0, color="gray", linestyle="--", linewidth=1)
+        _log_rate_axis(ax)
+        ax.set_ylabel("accuracy drop (%)" if defined else metric_label(coded["metric"].iloc[0]))
+        ax.set_title(task if defined else f"{task} (AD undefined: uncompressed {coded['metric'].iloc[0]} is 0)")
+    for ax in list(axes.flat)[len(tasks) :]:
+        ax.set_visible(False)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    if axes.flat[0].get_legend():
+        axes.flat[0].get_legend().remove()
+    fig.legend(handles, labels, loc="upper right", frameon=False)
+    fig.suptitle("Rate-accuracy drop (AD: percentage drop from the uncompressed metric; 1/RMSE for dpt)")
+    fig.tight_layout(rect=(0, 0, 1 - 1.6 / (4.2 * columns + 1.8), 0.95))
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+
+
+def plot_distortion_accuracy(table: pd.DataFrame, fits: pd.DataFrame, task: str, path: str | Path) -> None:
+    """The task metric against feature MSE per codec, with each codec's least-squares line and its R^2."""
+    plt, sns = _pyplot()
+    coded = table[(table["task"] == task) & (table["codec"] != "original")]
+    if coded.empty:
+        raise ValueError(f"the table has no coded points of task '{task}'")
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    palette = dict(
+        zip(sorted(coded["codec"].unique()), sns.color_palette(n_colors=coded["codec"].nunique()), strict=True)
+    )
+    for codec, group in coded.groupby("codec", sort=True):
+        ax.plot(group["mse"], group["value"], "o", color=palette[codec], label=codec)
+        fit = fits[(fits["task"] == task) & (fits["codec"] == codec)]
+        if not fit.empty and np.isfinite(fit["r2"].iloc[0]):
+            x = np.linspace(group["mse"].min(), group["mse"].max(), 50)
+            ax.plot(x, fit["intercept"].iloc[0] + fit["slope"].iloc[0] * x, "-", color=palette[codec],
+                    label=f"{codec} fit, R² = {fit['r2'].iloc[0]:.3f}")  # fmt: skip
+    ax.set_xlabel("feature MSE")
+    ax.set_ylabel(metric_label(coded["metric"].iloc[0]))
+    ax.set_title(f"{task}: distortion-accuracy")
+    _legend_outside(ax)
+    _save(fig, path)
+
+
+def plot_feature_distribution(stats: pd.DataFrame, values: Mapping[str, np.ndarray], task: str, path: str | Path):
+    """Per tensor and layer: the histogram of the values (log counts) and their CDF, with the truncation ranges
+    of the task's profiles as vertical lines."""
+    plt, _ = _pyplot()
+    rows = stats[stats["task"] == task].reset_index(drop=True)
+    fig, axes = plt.subplots(len(rows), 2, figsize=(11, 2.8 * len(rows)), squeeze=False)
+    profiles = sorted(c.removeprefix("lo_") for c in rows.columns if c.startswith("lo_"))
+    for (hist, cdf), row in zip(axes, rows.itertuples(), strict=True):
+        x = np.asarray(values[f"{row.tensor}/{row.layer}"], dtype=np.float64)
+        label = f"{row.tensor}, layer {row.layer}" if row.layer != "all" else str(row.tensor)
+        hist.hist(x, bins=200, color="tab:blue", log=True, histtype="stepfilled", linewidth=0)
+        hist.set_xlabel("feature value")
+        hist.set_ylabel("count (log)")
+        hist.set_title(f"{task} {label}: observed [{row.min:.4g}, {row.max:.4g}]")
+        xs = np.sort(x)
+        cdf.plot(xs, np.arange(1, xs.size + 1) / xs.size, color="tab:blue")
+        cdf.set_xlabel("feature value")
+        cdf.set_ylabel("cumulative share")
+        cdf.set_title(f"{task} {label}: CDF")
+        ranges: dict[tuple[float, float], list[str]] = {}
+        for profile in profiles:  # profiles with the same range share one pair of lines
+            ranges.setdefault((getattr(row, f"lo_{profile}"), getattr(row, f"hi_{profile}")), []).append(profile)
+        for k, ((lo, hi), names) in enumerate(sorted(ranges.items())):
+            kwargs = {"color": f"C{k + 1}", "linestyle": "--", "linewidth": 1.2}
+            for ax in (hist, cdf):
+                ax.axvline(lo, label=f"truncation {', '.join(names)} [{lo:g}, {hi:g}]", **kwargs)
+                ax.axvline(hi, **kwargs)
+        _legend_outside(cdf)
+    _save(fig, path)
+
+
+def plot_dct_block(arrays: Mapping[str, np.ndarray], task: str, path: str | Path) -> None:
+    """Per tensor: the first sample's packed 64 x 64 corner beside the log magnitude of its 2-D DCT."""
+    plt, _ = _pyplot()
+    tensors = sorted({k.split("/")[0] for k in arrays})
+    fig, axes = plt.subplots(len(tensors), 2, figsize=(11, 4.4 * len(tensors)), squeeze=False)
+    for (left, right), tensor in zip(axes, tensors, strict=True):
+        block, dct = arrays[f"{tensor}/block"], arrays[f"{tensor}/dct"]
+        image = left.imshow(block, cmap="coolwarm", vmin=-np.abs(block).max(), vmax=np.abs(block).max())
+        fig.colorbar(image, ax=left, label="feature value")
+        left.set_title(f"{task} {tensor}: packed block {block.shape[0]} x {block.shape[1]}", fontsize="medium")
+        magnitude = right.imshow(np.log10(dct + 1e-6), cmap="viridis")
+        fig.colorbar(magnitude, ax=right, label="log10 |DCT coefficient|")
+        right.set_title("log |2-D DCT-II| (low frequencies top left)", fontsize="medium")
+        for ax, what in ((left, "packed"), (right, "frequency")):
+            ax.set_xlabel(f"{what} column")
+            ax.set_ylabel(f"{what} row")
+            ax.grid(False)
+    _save(fig, path)
+
+
+def plot_loss(loss_log: str | Path, png: str | Path, title: str) -> None:
+    """The training curve: loss, and its rate and distortion terms, against the step."""
+    plt, _ = _pyplot()
+    table = pd.read_csv(loss_log)
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    labels = ("loss", "estimated BPFP", "MSE (normalized)")
+    splits = table.groupby("split") if "split" in table else [("train", table)]
+    for ax, column, label in zip(axes, ("loss", "bpfp", "mse"), labels, strict=True):
+        for split, part in splits:
+            ax.plot(part["step"], part[column], label=split)
+        ax.set_xlabel("step")
+        ax.set_ylabel(label)
+        if column == "mse":
+            ax.set_yscale("log")
+    axes[0].legend()
+    fig.suptitle(title)
+    _save(fig, png, dpi=100)

@@ -1,0 +1,11 @@
+"""Statistics, value subsample and DCT block of one task's features (rule feature_statistics)."""
+
+from lamofc_lib.feature_stats import write_statistics
+from lamofc_lib.joblog import log_to
+
+log = log_to(snakemake.log[0])
+params = snakemake.params
+write_statistics(
+    snakemake.input.features, params.task, params.profiles, snakemake.output.table, snakemake.output.arrays
+)
+log.info("statistics of %s written", params.task)
