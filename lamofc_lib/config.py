@@ -97,7 +97,17 @@ def validate(raw: Mapping[str, Any], schema: dict | None = None, check_paths: bo
         best = jsonschema.exceptions.best_match(errors)
         raise ConfigError(f"config key {_key(best.absolute_path)}: {best.message}")
     _check_semantics(config, check_paths)
-    return config
+    return _sorted(config)
+
+
+def _sorted(value):
+    """The config with every mapping's keys in sorted order: jobs' params are compared by their text, so the order
+    in which a config file writes its keys must not look like a change (and rerun everything)."""
+    if isinstance(value, dict):
+        return {k: _sorted(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted(v) for v in value]
+    return value
 
 
 def _check_semantics(config: dict, check_paths: bool) -> None:

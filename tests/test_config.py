@@ -67,6 +67,24 @@ def test_defaults_fill_absent_keys(raw):
     assert config["codecs"]["vvenc"]["samples_per_job"] == 100
 
 
+def test_the_order_of_a_configs_keys_does_not_count(raw):
+    def reversed_keys(value):
+        if isinstance(value, dict):
+            return {k: reversed_keys(value[k]) for k in reversed(list(value))}
+        return [reversed_keys(v) for v in value] if isinstance(value, list) else value
+
+    def key_orders(value, path=""):
+        if isinstance(value, dict):
+            yield path, list(value)
+            for k, v in value.items():
+                yield from key_orders(v, f"{path}.{k}")
+
+    one, other = validate(raw), validate(reversed_keys(raw))
+    assert list(key_orders(one)) == list(key_orders(other))  # same text in every job's params
+    assert all(keys == sorted(keys) for _, keys in key_orders(one))
+    assert one["run"]["tasks"] == ["cls", "seg", "dpt", "csr", "tti"]  # lists keep their order
+
+
 def test_validate_does_not_modify_its_input(raw):
     del raw["run"]["device"]
     before = copy.deepcopy(raw)

@@ -183,6 +183,25 @@ TABLES = {
 
 
 @pytest.mark.e2e
+def test_a_config_writing_its_keys_in_another_order_reruns_nothing(demo_run):
+    workdir, config = demo_run
+
+    def reversed_keys(value):
+        if isinstance(value, dict):
+            return {k: reversed_keys(value[k]) for k in reversed(list(value))}
+        return [reversed_keys(v) for v in value] if isinstance(value, list) else value
+
+    path = workdir / "reordered.yaml"
+    path.write_text(yaml.safe_dump(reversed_keys(config), sort_keys=False))
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir)]
+    result = subprocess.run(
+        [*cmd, "--configfile", str(path), "--cores", "2", "--dry-run"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+@pytest.mark.e2e
 def test_editing_preprocess_reruns_preprocess_and_everything_downstream(demo_run, repo_copy):
     workdir, config = demo_run
     edit(repo_copy / "lamofc_lib" / "preprocess.py")
