@@ -22,7 +22,7 @@ RESULTS = "results"
 # Codec settings that change how fast a point is coded, not what: left out of the jobs' params, so changing
 # them reruns nothing (points: adding one runs only its jobs; training and generalizability reach the jobs
 # through the model files).
-NOT_CODING = ("points", "threads", "resources", "training", "generalizability", "device")
+NOT_CODING = ("points", "threads", "resources", "training", "generalizability", "device", "timeout")
 
 
 def codec_name(label: str) -> str:

@@ -75,3 +75,52 @@ def test_vtm_rejects_a_truncated_bitstream(tmp_path):
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(CodecError, match="does not decode|corrupt or truncated"):
         codec.decode(path, frame.shape, tmp_path)
+
+
+def _stand_in(folder: Path, body: str) -> dict:
+    """A VTM stand-in (VTM's binaries cannot exist here) that prints the banner for --help and otherwise runs
+    `body`: enough to exercise how the adapter runs a tool that hangs or crashes."""
+    folder.mkdir()
+    for name, role in (("EncoderAppStatic", "Encoder"), ("DecoderAppStatic", "Decoder")):
+        path = folder / name
+        path.write_text(
+            f"#!/bin/sh\nif [ \"$1\" = --help ]; then echo 'VTM {role} Version 23.3 [Linux]'; exit 0; fi\n{body}\n"
+        )
+        path.chmod(0o755)
+    (folder / "encoder_intra_vtm.cfg").write_text("")
+    return {"encoder": str(folder / "EncoderAppStatic"), "decoder": str(folder / "DecoderAppStatic"),
+            "cfg": str(folder / "encoder_intra_vtm.cfg")}  # fmt: skip
+
+
+def test_a_hanging_codec_tool_is_killed_at_its_timeout_with_its_output_in_the_error(tmp_path):
+    import time
+
+    tools = _stand_in(tmp_path / "vtm", "echo 'POC 0 started'; sleep 30")
+    codec = get_codec("vtm", tools, timeout=1)
+    frame = np.zeros((8, 16), np.uint16)
+    start = time.monotonic()
+    with pytest.raises(CodecError, match=r"VTM encoding of .* did not finish within 1 s \(the codec's timeout\)") as e:
+        codec.encode(frame, "37", tmp_path / "out.bin", tmp_path)
+    assert time.monotonic() - start < 20 and "POC 0 started" in str(e.value)
+    assert "[killed after 1 s]" in (tmp_path / "vtm-encoder.log").read_text()
+
+
+def test_a_crashing_codec_tool_fails_with_its_exit_code_and_output(tmp_path):
+    tools = _stand_in(tmp_path / "vtm", "echo 'ERROR: out of memory' >&2; exit 3")
+    codec = get_codec("vtm", tools, timeout=60)
+    with pytest.raises(CodecError, match=r"VTM encoding of .* failed \(exit 3\)") as e:
+        codec.encode(np.zeros((8, 16), np.uint16), "37", tmp_path / "out.bin", tmp_path)
+    assert "ERROR: out of memory" in str(e.value)
+
+
+def test_the_timeout_is_a_setting_that_codes_nothing(tmp_path):
+    from lamofc_lib import workflow as wf
+
+    config = validate(yaml.safe_load((REPO / "config" / "demo.yaml").read_text()))
+    before = wf.codec_settings(config, "vvenc")
+    config["codecs"]["vvenc"]["timeout"] = 600
+    assert wf.codec_settings(config, "vvenc") == before  # the jobs' params: no rerun
+    with pytest.raises(ConfigError, match="codecs.vvenc.timeout"):
+        raw = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+        raw["codecs"]["vvenc"]["timeout"] = 0
+        validate(raw)

@@ -13,16 +13,19 @@ from lamofc_lib.codecs.vvenc import VVenC
 REGISTRY: dict[str, type[Codec]] = {codec.name: codec for codec in (VVenC, VTM, Hyperprior)}
 
 
-def get_codec(name: str, settings: Mapping, threads: int = 1, model: str | Path | None = None) -> Codec:
+def get_codec(
+    name: str, settings: Mapping, threads: int = 1, model: str | Path | None = None, timeout: float | None = None
+) -> Codec:
     """An instance of the codec registered as `name`, configured by its config block, using `threads` threads
-    (and, for a trained codec, the model checkpoint of the operating point it codes)."""
+    (and, for a trained codec, the model checkpoint of the operating point it codes); a tool-based codec kills a
+    tool run that takes more than `timeout` seconds."""
     try:
         cls = REGISTRY[name]
     except KeyError:
         raise ValueError(f"codec '{name}' is not registered; known codecs: {', '.join(sorted(REGISTRY))}") from None
-    if cls.trained:
-        return cls(settings, threads=threads, model=model)
-    return cls(settings, threads=threads)
+    codec = cls(settings, threads=threads, model=model) if cls.trained else cls(settings, threads=threads)
+    codec.timeout = timeout
+    return codec
 
 
 __all__ = ["Codec", "CodecError", "REGISTRY", "get_codec"]

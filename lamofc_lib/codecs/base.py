@@ -31,6 +31,7 @@ class Codec(ABC):
     def __init__(self, settings: Mapping, threads: int = 1, model: str | Path | None = None):
         self.settings = dict(settings)
         self.threads = int(threads)
+        self.timeout: float | None = None  # seconds one tool run may take (codecs.<codec>.timeout)
         self.model = Path(model) if model else None
         self.bit_depth = int(self.settings.get("bit_depth", 10))
         if self.bit_depth not in self.bit_depths:
@@ -58,18 +59,35 @@ class Codec(ABC):
         """Reconstruct the frame of `frame_shape` from `bitstream`; raise CodecError on a bad bitstream."""
 
 
-def run_tool(args: Sequence[str], log: Path, what: str) -> str:
+def run_tool(args: Sequence[str], log: Path, what: str, timeout: float | None = None) -> str:
     """Run an external codec tool (argument list, no shell), append its output to `log`, check its exit code.
 
     On failure the error carries the command and the end of the tool's output, so the job's own log keeps
-    them even when `log` lies in a folder that is cleaned up.
-    """
-    result = subprocess.run([str(a) for a in args], capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    output = result.stdout + result.stderr
+    them even when `log` lies in a folder that is cleaned up. A tool still running after `timeout` seconds is
+    killed and fails the same way (a hung encoder never holds a job until the cluster's own limit)."""
     command = " ".join(str(a) for a in args)
+    try:
+        result = subprocess.run(
+            [str(a) for a in args], capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=timeout
+        )
+    except subprocess.TimeoutExpired as expired:
+        output = "".join(_text(part) for part in (expired.stdout, expired.stderr))
+        with open(log, "a") as f:
+            f.write(f"$ {command}\n{output}\n[killed after {timeout:g} s]\n")
+        tail = "\n".join(output.strip().splitlines()[-12:])
+        raise CodecError(
+            f"{what} did not finish within {timeout:g} s (the codec's timeout); killed\n$ {command}\n{tail}"
+        ) from None
+    output = result.stdout + result.stderr
     with open(log, "a") as f:
         f.write(f"$ {command}\n{output}\n[exit {result.returncode}]\n")
     if result.returncode != 0:
         tail = "\n".join(output.strip().splitlines()[-12:])
         raise CodecError(f"{what} failed (exit {result.returncode})\n$ {command}\n{tail}")
     return output
+
+
+def _text(part: bytes | str | None) -> str:
+    if part is None:
+        return ""
+    return part.decode(errors="replace") if isinstance(part, bytes) else part

@@ -98,6 +98,7 @@ class VTM(Codec):
             ],
             Path(workdir) / "vtm-encoder.log",
             f"VTM encoding of {raw} at QP {point}",
+            self.timeout,
         )  # fmt: skip
         raw.unlink()
 
@@ -108,6 +109,7 @@ class VTM(Codec):
                 [self.tools["decoder"], "-b", bitstream, "-o", out, "-d", "10"],
                 Path(workdir) / "vtm-decoder.log",
                 f"VTM decoding of {bitstream}",
+                self.timeout,
             )
         except CodecError as err:
             raise CodecError(f"bitstream {bitstream} does not decode: {err}") from err

@@ -64,6 +64,7 @@ class VVenC(Codec):
             ],
             log,
             f"VVenC encoding of {raw} at QP {qp}",
+            self.timeout,
         )  # fmt: skip
         raw.unlink()
 
@@ -80,6 +81,7 @@ class VVenC(Codec):
                 ],
                 log,
                 f"VVC decoding of {bitstream}",
+                self.timeout,
             )  # fmt: skip
             data = np.fromfile(out, dtype="<u2") if out.exists() else np.zeros(0, "<u2")
         except CodecError as err:

@@ -6,7 +6,8 @@ from lamofc_lib.joblog import log_to
 
 log = log_to(snakemake.log[0])
 params = snakemake.params
-codec = get_codec(params.codec, params.settings, threads=snakemake.threads, model=snakemake.input.get("model"))
+timeout = snakemake.config["codecs"][params.codec].get("timeout")  # not a param: changing it reruns nothing
+codec = get_codec(params.codec, params.settings, snakemake.threads, snakemake.input.get("model"), timeout)
 indices = shard_samples(snakemake.wildcards.shard, params.samples, params.settings["samples_per_job"])
 records = encode_shard(snakemake.input.frames, snakemake.output.bitstreams, codec, params.point, indices)
 log.info(
