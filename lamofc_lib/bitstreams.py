@@ -30,6 +30,7 @@ class TensorRecord:
     packing: str
     truncation: list
     quantizer: str
+    decoded_sha256: str | None = None  # the frame the encoder's own decoder produced (Codec.verifies_decoding)
 
 
 @dataclass
@@ -48,6 +49,8 @@ class Sidecar:
     tensors: list[TensorRecord]
     encode_seconds: float
     version: int = SIDECAR_VERSION
+    threads: int | None = None  # the codec's threads and device at encoding (Codec.verifies_decoding)
+    device: str | None = None
 
     @property
     def bytes(self) -> int:

@@ -4,6 +4,7 @@ post-processing (bitstreams -> reconstructed features)."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import tempfile
@@ -103,6 +104,7 @@ def encode_shard(
                 bit_depth=attrs["bit_depth"],
                 tensors=tensors,
                 encode_seconds=round(time.perf_counter() - start, 4),
+                **({"threads": codec.threads, "device": codec.device} if codec.verifies_decoding else {}),
             )
             write_json(tmp / sidecar_name(i), asdict(record))
             records.append(record)
@@ -118,6 +120,7 @@ def _encode_tensor(store: FeatureStore, i: int, name: str, codec: Codec, point: 
         if not bitstream.is_file() or bitstream.stat().st_size == 0:
             raise CodecError(f"{codec.name} exited 0 but wrote no bitstream to {bitstream}")
         _log_tool_output(Path(work))
+        decoded = frame_sha256(codec.decode(bitstream, frame.shape, Path(work))) if codec.verifies_decoding else None
     shape = layout.attrs["feature_shapes"][i]
     return TensorRecord(
         name=name,
@@ -131,7 +134,23 @@ def _encode_tensor(store: FeatureStore, i: int, name: str, codec: Codec, point: 
         packing=layout.attrs["packing"],
         truncation=layout.attrs["truncation"],
         quantizer=layout.attrs["quantizer"],
+        decoded_sha256=decoded,
     )
+
+
+def frame_sha256(frame: np.ndarray) -> str:
+    """SHA-256 of a frame's values (C order, its dtype)."""
+    return hashlib.sha256(np.ascontiguousarray(frame).tobytes()).hexdigest()
+
+
+def _decoding_threads(items: Sequence[tuple[Path, Sidecar]], codec: Codec) -> None:
+    """Decode with the threads the encoder used (a learned codec's float results depend on them)."""
+    recorded = {r.threads for _, r in items if r.threads is not None}
+    if len(recorded) > 1:
+        raise CodecError(f"the sidecars of one point record different encoder threads {sorted(recorded)}")
+    if recorded and codec.threads != next(iter(recorded)):
+        log.info("decoding with the %d threads the encoder used (configured: %d)", next(iter(recorded)), codec.threads)
+        codec.threads = next(iter(recorded))
 
 
 def _log_tool_output(work: Path) -> None:
@@ -169,6 +188,8 @@ def decode_point(
     if not items:
         raise CodecError(f"no bitstreams in {', '.join(map(str, shard_dirs))}")
     first = items[0][1]
+    if codec.verifies_decoding:
+        _decoding_threads(items, codec)
 
     def reconstructions():
         for folder, record in items:
@@ -178,6 +199,12 @@ def decode_point(
                 bitstream = _checked_bitstream(folder, tensor, codec, record)
                 with tempfile.TemporaryDirectory() as work:
                     frame = codec.decode(bitstream, tuple(tensor.frame_shape), Path(work))
+                if tensor.decoded_sha256 and frame_sha256(frame) != tensor.decoded_sha256:
+                    raise CodecError(
+                        f"{bitstream} decodes to another frame than its encoder's own decoder gave (SHA-256 "
+                        f"differs): encoded with {record.threads} threads on {record.device}, decoded with "
+                        f"{codec.threads} on {codec.device}; its scores would be wrong"
+                    )
                 spec = TensorSpec(tensor.packing, tensor.truncation, tensor.quantizer)
                 x = from_frame(frame, spec, tensor.feature_shape, record.input_kind, record.bit_depth)
                 sample[tensor.name] = x.astype(tensor.feature_dtype)

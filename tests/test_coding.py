@@ -29,7 +29,7 @@ CASES = {
 }
 SIDECAR_FIELDS = {"sample_index", "sample_id", "task", "codec", "codec_version", "point", "input_kind", "bit_depth"}
 TENSOR_FIELDS = {"name", "bitstream", "bytes", "sha256", "feature_shape", "feature_dtype", "feature_points"}
-TENSOR_FIELDS |= {"frame_shape", "packing", "truncation", "quantizer"}
+TENSOR_FIELDS |= {"frame_shape", "packing", "truncation", "quantizer", "decoded_sha256"}  # None: VVC decodes exactly
 
 
 def make_features(shapes, amplitude: float, seed: int = 0) -> list[np.ndarray]:
@@ -149,6 +149,7 @@ def test_sidecars_hold_what_decoding_needs(pipeline, codec):
         sidecar = json.loads(bitstream.with_name(f"{i:05d}.json").read_text())
         assert set(sidecar) >= SIDECAR_FIELDS | {"tensors"}
         (tensor,) = sidecar["tensors"]
+        assert tensor["decoded_sha256"] is None and sidecar["threads"] is None  # VVC decodes exactly
         assert set(tensor) == TENSOR_FIELDS
         assert sidecar["sample_index"] == i
         assert sidecar["sample_id"] == f"{p['task']}-{i}"

@@ -309,3 +309,31 @@ def test_hyperprior_decoder_rejects_a_cut_bitstream_itself(coded):
     cut.write_bytes(path.read_bytes()[:6])
     with pytest.raises(CodecError, match="does not decode"):
         codec.decode(cut, (37, 130), folder)
+
+
+def test_the_sidecar_records_the_encoders_own_decoded_frame_and_threads(coded):
+    import hashlib
+
+    codec, folder = coded
+    for path, record in read_sidecars([folder / "bits"]):
+        tensor = record.tensors[0]
+        again = codec.decode(path / tensor.bitstream, tuple(tensor.frame_shape), folder)
+        assert tensor.decoded_sha256 == hashlib.sha256(np.ascontiguousarray(again).tobytes()).hexdigest()
+        assert (record.threads, record.device) == (1, "cpu")
+
+
+def test_decoding_uses_the_encoders_threads_and_refuses_a_different_frame(coded):
+    import json
+
+    codec, folder = coded
+    models = codec.model
+    other = get_codec("hyperprior", {}, threads=2, model=models)
+    decode_point([folder / "bits"], folder / "rec.zarr", other, samples=2)
+    assert other.threads == 1  # the recorded threads, not the configured 2
+    sidecar = sorted((folder / "bits").glob("*.json"))[1]
+    data = json.loads(sidecar.read_text())
+    data["tensors"][0]["decoded_sha256"] = "0" * 64  # as if the encoder's decoder had produced another frame
+    sidecar.write_text(json.dumps(data))
+    with pytest.raises(CodecError, match=r"00001.feature.bin decodes to another frame than its encoder's own"):
+        decode_point([folder / "bits"], folder / "rec2.zarr", get_codec("hyperprior", {}, model=models), samples=2)
+    assert not (folder / "rec2.zarr").exists()

@@ -27,6 +27,11 @@ class Codec(ABC):
     bit_depths: tuple[int, ...] = (10,)
     # A trained codec codes each operating point with its own model, which the workflow trains first.
     trained: bool = False
+    # A codec whose decoded frame depends on float arithmetic (threads, device): its encoder decodes each
+    # bitstream once and the sidecar records that frame's SHA-256 and the threads and device used; decoding
+    # uses the recorded threads and fails when its frame differs (coding.decode_point).
+    verifies_decoding: bool = False
+    device: str = "cpu"
 
     def __init__(self, settings: Mapping, threads: int = 1, model: str | Path | None = None):
         self.settings = dict(settings)

@@ -21,6 +21,7 @@ class Hyperprior(Codec):
     name = "hyperprior"
     input_kind = "normalized"
     trained = True
+    verifies_decoding = True
 
     def __init__(self, settings: Mapping, threads: int = 1, model: str | Path | None = None):
         super().__init__(settings, threads, model)
