@@ -1,6 +1,6 @@
-"""The coding stages between the feature store and the reconstructed features:
-pre-processing (features -> frames), encoding (frames -> bitstreams + sidecars) and decoding with
-post-processing (bitstreams -> reconstructed features)."""
+"""The coding stages between the frames and the reconstructed features: encoding (frames -> bitstreams +
+sidecars, in shards of samples) and decoding with post-processing (bitstreams -> reconstructed features). The
+frames come from preprocess.preprocess_store."""
 
 from __future__ import annotations
 
@@ -18,44 +18,10 @@ import numpy as np
 from lamofc_lib.bitstreams import Sidecar, TensorRecord, bitstream_name, read_sidecars, sidecar_name
 from lamofc_lib.codecs.base import Codec, CodecError
 from lamofc_lib.io import atomic_path, file_sha256, write_json
-from lamofc_lib.preprocess import TensorSpec, frame_shape, from_frame, tensor_specs, to_frame
+from lamofc_lib.preprocess import TensorSpec, from_frame
 from lamofc_lib.store import FeatureStore, TensorLayout, write_store
 
 log = logging.getLogger(__name__)
-
-
-def preprocess_store(
-    features: str | Path, frames: str | Path, task: str, truncation, input_kind: str, bit_depth: int
-) -> None:
-    """Write the packed frame of every tensor of every sample of the feature store `features` to the store
-    `frames` (one frame tensor per feature tensor, same names).
-
-    `truncation` is the task's configured truncation entry (see `preprocess.tensor_specs`); each tensor's
-    packing is the one its feature store records. Tensors are quantized as stored (float16 stays float16 in
-    the quantizer's arithmetic); each frame tensor records its spec, feature shapes and feature dtype."""
-    store = FeatureStore(features)
-    specs = tensor_specs({name: store.layout(name).attrs["packing"] for name in store.tensors}, truncation)
-    dtype = "uint16" if input_kind == "quantized" else "float32"
-    tensors = {}
-    for name, spec in specs.items():
-        layout = store.layout(name)
-        tensors[name] = TensorLayout(
-            [frame_shape(spec.packing, s) for s in layout.shapes],
-            dtype,
-            {**spec.record(), "feature_shapes": [list(s) for s in layout.shapes], "feature_dtype": layout.dtype},
-        )
-    samples = (
-        {name: to_frame(store.read(i, name), spec, input_kind, bit_depth) for name, spec in specs.items()}
-        for i in range(len(store))
-    )
-    attrs = {
-        "stage": "frames",
-        "task": task,
-        "input_kind": input_kind,
-        "bit_depth": bit_depth,
-        "features": str(features),
-    }
-    write_store(frames, store.sample_ids, tensors, samples, attrs=attrs)
 
 
 def shards(samples: int, samples_per_job: int) -> list[str]:

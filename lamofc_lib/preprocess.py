@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeAlias
 
 import numpy as np
@@ -420,3 +421,39 @@ def from_frame(frame: np.ndarray, spec: TensorSpec, shape, input_kind: str, bit_
     if input_kind == "quantized":
         return dequantize(y, lo, hi, bit_depth=bit_depth)
     return denormalize(y, lo, hi)
+
+
+def preprocess_store(
+    features: str | Path, frames: str | Path, task: str, truncation, input_kind: str, bit_depth: int
+) -> None:
+    """Write the packed frame of every tensor of every sample of the feature store `features` to the store
+    `frames` (one frame tensor per feature tensor, same names).
+
+    `truncation` is the task's configured truncation entry (see `preprocess.tensor_specs`); each tensor's
+    packing is the one its feature store records. Tensors are quantized as stored (float16 stays float16 in
+    the quantizer's arithmetic); each frame tensor records its spec, feature shapes and feature dtype."""
+    from lamofc_lib.store import FeatureStore, TensorLayout, write_store
+
+    store = FeatureStore(features)
+    specs = tensor_specs({name: store.layout(name).attrs["packing"] for name in store.tensors}, truncation)
+    dtype = "uint16" if input_kind == "quantized" else "float32"
+    tensors = {}
+    for name, spec in specs.items():
+        layout = store.layout(name)
+        tensors[name] = TensorLayout(
+            [frame_shape(spec.packing, s) for s in layout.shapes],
+            dtype,
+            {**spec.record(), "feature_shapes": [list(s) for s in layout.shapes], "feature_dtype": layout.dtype},
+        )
+    samples = (
+        {name: to_frame(store.read(i, name), spec, input_kind, bit_depth) for name, spec in specs.items()}
+        for i in range(len(store))
+    )
+    attrs = {
+        "stage": "frames",
+        "task": task,
+        "input_kind": input_kind,
+        "bit_depth": bit_depth,
+        "features": str(features),
+    }
+    write_store(frames, store.sample_ids, tensors, samples, attrs=attrs)

@@ -15,8 +15,8 @@ from store_helpers import write_one
 
 from lamofc_lib.bitstreams import rate, read_sidecars
 from lamofc_lib.codecs import CodecError, get_codec
-from lamofc_lib.coding import decode_point, encode_shard, preprocess_store
-from lamofc_lib.preprocess import TensorSpec, frame_shape, from_frame, pack, quantize, to_frame
+from lamofc_lib.coding import decode_point, encode_shard
+from lamofc_lib.preprocess import TensorSpec, frame_shape, from_frame, pack, preprocess_store, quantize, to_frame
 from lamofc_lib.scoring import store_mse
 from lamofc_lib.store import FeatureStore
 

@@ -12,8 +12,9 @@ from lamofc_lib.bitstreams import read_sidecars
 from lamofc_lib.codecs import CodecError, get_codec
 from lamofc_lib.codecs.hyperprior import model as hp
 from lamofc_lib.codecs.hyperprior import training
-from lamofc_lib.coding import decode_point, encode_shard, preprocess_store
+from lamofc_lib.coding import decode_point, encode_shard
 from lamofc_lib.figures import plot_loss
+from lamofc_lib.preprocess import preprocess_store
 from lamofc_lib.store import FeatureStore
 
 

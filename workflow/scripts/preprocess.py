@@ -1,7 +1,7 @@
 """Truncate, quantize or normalize, and pack a task's features into frames (rule preprocess)."""
 
-from lamofc_lib.coding import preprocess_store
 from lamofc_lib.joblog import log_to
+from lamofc_lib.preprocess import preprocess_store
 
 log = log_to(snakemake.log[0])
 params = snakemake.params
