@@ -1,0 +1,71 @@
+"""Runs that survive faults: the workflow killed with SIGKILL in the middle of a demo subset, unlocked and rerun,
+gives the bitstreams and tables of an uninterrupted run."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SUBSET = {"run": {"tasks": ["cls"], "codecs": ["vvenc"]}, "codecs": {"vvenc": {"points": [32, 42]}}}
+TABLES = ("rate_accuracy.csv", "selection.csv", "da_r2.csv", "bd_rate.csv", "feature_statistics.csv")
+
+
+def command(workdir: Path, *args: str) -> list[str]:
+    overlay = workdir / "subset.yaml"
+    overlay.write_text(yaml.safe_dump(SUBSET))
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "2"]
+    return [*cmd, "--configfile", str(REPO / "config" / "demo.yaml"), str(overlay), *args]
+
+
+def run(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    result = subprocess.run(command(workdir, *args), capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    return result
+
+
+def digests(workdir: Path) -> dict[str, str]:
+    results = workdir / "results"
+    return {
+        p.relative_to(results).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in results.rglob("*.bin")
+    }
+
+
+@pytest.mark.e2e
+def test_a_run_killed_in_the_middle_and_rerun_gives_the_results_of_an_uninterrupted_one(tmp_path):
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    reference.mkdir(), killed.mkdir()
+    run(reference)
+    # Kill the whole workflow (Snakemake and its running jobs) once the first decoding job has written its store:
+    # the encoding before it is then recorded as done, and other jobs are half done.
+    workflow = subprocess.Popen(
+        command(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    first = killed / "results/cls/vvenc/32/bitstreams/000"
+    decoded = killed / "results/cls/vvenc/32/reconstructed.zarr"
+    deadline = time.monotonic() + 900
+    while not decoded.exists() and workflow.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert workflow.poll() is None, "the workflow finished before it could be killed"
+    os.killpg(workflow.pid, signal.SIGKILL)
+    workflow.wait()
+    assert not (killed / "results/tables/rate_accuracy.csv").exists()
+    # What the README says to do after a kill: unlock the folder, rerun what was incomplete.
+    kept = first.stat().st_mtime_ns
+    run(killed, "--unlock")
+    run(killed, "--rerun-incomplete")
+    assert first.stat().st_mtime_ns == kept  # the finished encoding is kept, not redone
+    assert digests(killed) == digests(reference) and len(digests(reference)) == 16
+    for name in TABLES:
+        pd.testing.assert_frame_equal(
+            pd.read_csv(killed / "results/tables" / name), pd.read_csv(reference / "results/tables" / name)
+        )
