@@ -92,7 +92,9 @@ def validate(raw: Mapping[str, Any], schema: dict | None = None, check_paths: bo
     config = copy.deepcopy(dict(raw))
     schema = schema or load_schema()
     validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
-    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(e.absolute_path)))
+    errors = _errors(validator, config)
+    while _read_text_values(validator, config, errors):
+        errors = _errors(validator, config)
     if errors:
         best = jsonschema.exceptions.best_match(errors)
         raise ConfigError(f"config key {_key(best.absolute_path)}: {best.message}")
@@ -108,6 +110,33 @@ def _sorted(value):
     if isinstance(value, list):
         return [_sorted(v) for v in value]
     return value
+
+
+def _errors(validator, config: dict) -> list:
+    return sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(e.absolute_path)))
+
+
+def _read_text_values(validator, config: dict, errors: list) -> bool:
+    """Read a text value where the schema wants a number or a boolean (`--config 'run={"threads": 2}'` gives
+    Snakemake's parser the text '2'): '2' becomes 2 when that is what the key takes. True if one was read."""
+    changed = False
+    for error in errors:
+        if error.validator != "type" or not isinstance(error.instance, str) or not error.absolute_path:
+            continue
+        try:
+            value = yaml.safe_load(error.instance)
+        except yaml.YAMLError:
+            continue
+        types = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
+        if isinstance(value, str) or not any(validator.is_type(value, t) for t in types):
+            continue
+        *parents, last = error.absolute_path
+        container = config
+        for key in parents:
+            container = container[key]
+        container[last] = value
+        changed = True
+    return changed
 
 
 def _check_semantics(config: dict, check_paths: bool) -> None:

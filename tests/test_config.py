@@ -85,6 +85,20 @@ def test_the_order_of_a_configs_keys_does_not_count(raw):
     assert one["run"]["tasks"] == ["cls", "seg", "dpt", "csr", "tti"]  # lists keep their order
 
 
+def test_numbers_given_as_text_are_read_where_the_schema_takes_numbers(raw):
+    # `--config 'run={"threads": 2, ...}'`: Snakemake hands the nested values over as text
+    raw["run"]["threads"] = "2"
+    raw["codecs"]["vvenc"]["points"] = ["22", "42"]
+    raw["tasks"]["cls"]["samples"] = "8"
+    config = validate(raw)
+    assert config["run"]["threads"] == 2 and config["codecs"]["vvenc"]["points"] == [22, 42]
+    assert config["tasks"]["cls"]["samples"] == 8
+    raw["run"]["threads"] = "two"
+    assert "config key run.threads: 'two' is not of type 'integer'" in _error(raw)
+    raw["run"]["threads"] = "2.5"  # a number, but not what the key takes
+    assert "config key run.threads: '2.5' is not of type 'integer'" in _error(raw)
+
+
 def test_validate_does_not_modify_its_input(raw):
     del raw["run"]["device"]
     before = copy.deepcopy(raw)
