@@ -1,0 +1,57 @@
+"""python -m lamofc_lib.verify: every bitstream against its sidecar and every Zarr store read back, with each
+problem named by its file."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from store_helpers import write_one
+
+from lamofc_lib.codecs import get_codec
+from lamofc_lib.coding import encode_shard
+from lamofc_lib.preprocess import preprocess_store
+from lamofc_lib.verify import main, verify
+
+
+@pytest.fixture
+def results(tmp_path):
+    """A results folder with a feature store, its frames and a real VVenC point of two samples."""
+    root = tmp_path / "results"
+    rng = np.random.default_rng(0)
+    features = [rng.normal(0, 3, size=(1, 1, 24, 40)).astype("float32") for _ in range(2)]
+    write_one(root / "cls/features.zarr", ["a", "b"], [f.shape for f in features], features, {"task": "cls"})
+    preprocess_store(
+        root / "cls/features.zarr", root / "cls/frames/vvc-quantized10.zarr", "cls", [-8, 8], "quantized", 10
+    )
+    codec = get_codec("vvenc", {"preset": "faster"})
+    encode_shard(root / "cls/frames/vvc-quantized10.zarr", root / "cls/vvenc/37/bitstreams/000", codec, "37", range(2))
+    return root
+
+
+def test_an_untouched_results_folder_verifies(results, capsys):
+    assert verify(results) == []
+    assert main([str(results)]) == 0
+    assert "0 problems in 2 sidecars' bitstreams and 2 stores" in capsys.readouterr().err
+
+
+def test_altered_and_truncated_bitstreams_are_named(results, capsys):
+    first, second = sorted((results / "cls/vvenc/37/bitstreams/000").glob("*.bin"))
+    data = first.read_bytes()
+    first.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))  # same size, one bit flipped
+    second.write_bytes(second.read_bytes()[:10])
+    problems = verify(results)
+    assert problems[0] == f"{first}: SHA-256 differs from its sidecar's: the bitstream was altered"
+    assert len(problems) == 2 and problems[1].startswith(f"{second}: 10 bytes, its sidecar says ")
+    assert main([str(results)]) == 1
+    assert str(first) in capsys.readouterr().out
+
+
+def test_a_corrupted_zarr_chunk_is_named_with_its_store(results):
+    chunks = sorted(p for p in (results / "cls/features.zarr").rglob("*") if p.is_file() and p.name != "zarr.json")
+    chunks[0].write_bytes(b"\x00garbage" * 10)
+    problems = verify(results)
+    assert len(problems) == 1 and problems[0].startswith(f"{results / 'cls/features.zarr'}: ")
+
+
+def test_a_missing_results_folder_is_named(tmp_path):
+    assert verify(tmp_path / "nowhere") == [f"{tmp_path / 'nowhere'}: no such results folder"]
