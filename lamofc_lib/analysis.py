@@ -14,7 +14,6 @@ import pandas as pd
 from lamofc_lib.io import atomic_path
 
 COLUMNS = ["task", "codec", "point", "bpfp", "mse", "metric", "value", "higher_is_better"]
-SELECTION_COUNTS = ["samples", "candidates"]
 REFERENCE_NOTES = {
     "ground_truth": "scored against the data set's labels",
     "uncompressed": "scored against the uncompressed model's own predictions, not ground truth",
@@ -43,21 +42,21 @@ def accuracy_drops(table: pd.DataFrame) -> list[float]:
     """AD (%) of every row against its task's uncompressed row (metrics.accuracy_drop: 1/metric for
     lower-is-better metrics); 0 for the uncompressed rows; NaN where the uncompressed metric is 0 (tti's FID
     against its own uncompressed images), where AD is undefined."""
-    from lamofc_lib.metrics import accuracy_drop
-
     originals = table[table["codec"] == "original"].set_index("task")["value"].to_dict()
     drops = []
     for row in table.itertuples():
         original = originals.get(row.task)
         if original is None:
             raise ValueError(f"no uncompressed score of task '{row.task}' to measure the accuracy drop against")
-        if row.codec == "original":
-            drops.append(0.0)
-        elif float(original) > 0:
-            drops.append(accuracy_drop(row.value, original, bool(row.higher_is_better)))
-        else:
-            drops.append(float("nan"))
+        drops.append(0.0 if row.codec == "original" else _drop(row.value, original, bool(row.higher_is_better)))
     return drops
+
+
+def _drop(value: float, original: float, higher_is_better: bool) -> float:
+    """metrics.accuracy_drop, NaN where the uncompressed metric is 0 (AD is a percentage of it)."""
+    from lamofc_lib.metrics import accuracy_drop
+
+    return accuracy_drop(value, original, higher_is_better) if float(original) > 0 else float("nan")
 
 
 SELECTION_COLUMNS = ["task", "policy", "candidates", "kept", "skipped", "skipped_by_reason", "notes"]
@@ -127,8 +126,6 @@ def generalizability_table(scores: Iterable[Mapping], pairs: Iterable[tuple[str,
     `scores` holds the score records of the uncompressed features ('original'), of the native runs (codec
     'hyperprior') and of the cross-task runs (codec 'hyperprior@<trained_on>').
     """
-    from lamofc_lib.metrics import accuracy_drop
-
     scores = list(scores)
     originals = {s["task"]: s for s in scores if s["codec"] == "original"}
     pairs = list(pairs)
@@ -143,10 +140,7 @@ def generalizability_table(scores: Iterable[Mapping], pairs: Iterable[tuple[str,
         original = originals.get(s["task"])
         if original is None:
             raise ValueError(f"no uncompressed score of task '{s['task']}' to compare {s['codec']} with")
-        if float(original["value"]) > 0:
-            drop = accuracy_drop(s["value"], original["value"], bool(s.get("higher_is_better", True)))
-        else:  # AD is a percentage of the uncompressed metric: undefined when it is 0 (tti's FID)
-            drop = float("nan")
+        drop = _drop(s["value"], original["value"], bool(s.get("higher_is_better", True)))
         rows.append({
             "codec": codec, "trained_on": source, "applied_to": s["task"], "point": str(s["point"]),
             "bpfp": s["bpfp"], "mse": s["mse"], "metric": s["metric"], "value": s["value"],

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lamofc_lib.codecs.base import CodecError
-from lamofc_lib.io import read_json
+from lamofc_lib.io import file_sha256, read_json
 
 SIDECAR_VERSION = 2
 
@@ -72,6 +72,20 @@ class Sidecar:
             return cls(**{**data, "tensors": [TensorRecord(**t) for t in data["tensors"]]})
         except (TypeError, KeyError) as err:
             raise CodecError(f"sidecar {path} is not a LaMoFC sidecar: {err}") from None
+
+
+def bitstream_problem(folder: Path, tensor: TensorRecord) -> str | None:
+    """What is wrong with one tensor's bitstream against its sidecar record (missing, another size, another
+    SHA-256), or None."""
+    bitstream = Path(folder) / tensor.bitstream
+    if not bitstream.is_file():
+        return f"bitstream {bitstream} is missing"
+    actual = bitstream.stat().st_size
+    if actual != tensor.bytes:
+        return f"bitstream {bitstream} has {actual} bytes, its sidecar says {tensor.bytes}: it was truncated or altered"
+    if file_sha256(bitstream) != tensor.sha256:
+        return f"bitstream {bitstream} does not match the SHA-256 in its sidecar: it was altered"
+    return None
 
 
 def bitstream_name(index: int, tensor: str) -> str:

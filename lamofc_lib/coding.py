@@ -15,7 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-from lamofc_lib.bitstreams import Sidecar, TensorRecord, bitstream_name, read_sidecars, sidecar_name
+from lamofc_lib.bitstreams import (
+    Sidecar,
+    TensorRecord,
+    bitstream_name,
+    bitstream_problem,
+    read_sidecars,
+    sidecar_name,
+)
 from lamofc_lib.codecs.base import Codec, CodecError
 from lamofc_lib.io import atomic_path, file_sha256, write_json
 from lamofc_lib.preprocess import TensorSpec, from_frame
@@ -128,13 +135,9 @@ def _checked_bitstream(folder: Path, tensor: TensorRecord, codec: Codec, record:
     bitstream = folder / tensor.bitstream
     if record.codec != codec.name:
         raise CodecError(f"{bitstream} was coded by '{record.codec}', not '{codec.name}'")
-    actual = bitstream.stat().st_size
-    if actual != tensor.bytes:
-        raise CodecError(
-            f"bitstream {bitstream} has {actual} bytes, its sidecar says {tensor.bytes}: it was truncated or altered"
-        )
-    if file_sha256(bitstream) != tensor.sha256:
-        raise CodecError(f"bitstream {bitstream} does not match the SHA-256 in its sidecar: it was altered")
+    problem = bitstream_problem(folder, tensor)
+    if problem:
+        raise CodecError(problem)
     return bitstream
 
 

@@ -13,9 +13,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from lamofc_lib.bitstreams import Sidecar
+from lamofc_lib.bitstreams import Sidecar, bitstream_problem
 from lamofc_lib.codecs.base import CodecError
-from lamofc_lib.io import file_sha256
 
 
 def bitstream_problems(results: Path) -> Iterator[str]:
@@ -26,13 +25,9 @@ def bitstream_problems(results: Path) -> Iterator[str]:
             yield f"{sidecar}: {err}"
             continue
         for tensor in record.tensors:
-            path = sidecar.parent / tensor.bitstream
-            if not path.is_file():
-                yield f"{path}: missing (named by {sidecar.name})"
-            elif path.stat().st_size != tensor.bytes:
-                yield f"{path}: {path.stat().st_size} bytes, its sidecar says {tensor.bytes}"
-            elif file_sha256(path) != tensor.sha256:
-                yield f"{path}: SHA-256 differs from its sidecar's: the bitstream was altered"
+            problem = bitstream_problem(sidecar.parent, tensor)
+            if problem:
+                yield problem
 
 
 def store_problems(results: Path) -> Iterator[str]:

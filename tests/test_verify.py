@@ -40,8 +40,8 @@ def test_altered_and_truncated_bitstreams_are_named(results, capsys):
     first.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))  # same size, one bit flipped
     second.write_bytes(second.read_bytes()[:10])
     problems = verify(results)
-    assert problems[0] == f"{first}: SHA-256 differs from its sidecar's: the bitstream was altered"
-    assert len(problems) == 2 and problems[1].startswith(f"{second}: 10 bytes, its sidecar says ")
+    assert problems[0] == f"bitstream {first} does not match the SHA-256 in its sidecar: it was altered"
+    assert len(problems) == 2 and problems[1].startswith(f"bitstream {second} has 10 bytes, its sidecar says ")
     assert main([str(results)]) == 1
     assert str(first) in capsys.readouterr().out
 
