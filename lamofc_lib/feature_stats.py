@@ -45,25 +45,11 @@ class _Moments:
             self.clipped[profile] = self.clipped.get(profile, 0) + int(np.count_nonzero((x < lo) | (x > hi)))
 
 
-def _layers(store: FeatureStore, tensor: str, profiles: Mapping[str, object]) -> list[str]:
-    """Layer labels of a tensor: one per index along axis 1 when some profile truncates it per layer."""
+def _truncations(store: FeatureStore, profiles: Mapping[str, object]) -> dict[str, dict[str, list]]:
+    """Tensor -> profile -> its [lo, hi] pairs (one, or one per layer), from the task's truncation block."""
     packings = {name: store.layout(name).attrs.get("packing", "plane") for name in store.tensors}
-    per_layer = [
-        len(truncation_ranges(tensor_specs(packings, entry)[tensor].truncation)) > 1 for entry in profiles.values()
-    ]
-    if any(per_layer):
-        return [str(k) for k in range(store.layout(tensor).shapes[0][1])]
-    return ["all"]
-
-
-def _ranges(store: FeatureStore, tensor: str, profiles: Mapping[str, object], layer: str) -> dict:
-    """Each truncation profile's [lo, hi] for one layer of `tensor`."""
-    packings = {name: store.layout(name).attrs.get("packing", "plane") for name in store.tensors}
-    found = {}
-    for profile, entry in profiles.items():
-        pairs = truncation_ranges(tensor_specs(packings, entry)[tensor].truncation)
-        found[profile] = pairs[int(layer)] if layer != "all" and len(pairs) > 1 else pairs[0]
-    return found
+    specs = {profile: tensor_specs(packings, entry) for profile, entry in profiles.items()}
+    return {t: {p: truncation_ranges(specs[p][t].truncation) for p in profiles} for t in store.tensors}
 
 
 def feature_statistics(features: str | Path, task: str, profiles: Mapping[str, object]) -> tuple[pd.DataFrame, dict]:
@@ -71,14 +57,17 @@ def feature_statistics(features: str | Path, task: str, profiles: Mapping[str, o
 
     `profiles` is the task's configured truncation block: profile name -> truncation entry."""
     store = FeatureStore(features)
+    truncations = _truncations(store, profiles)
     rows, samples = [], {}
     for tensor in store.tensors:
-        layers = _layers(store, tensor, profiles)
+        pairs = truncations[tensor]  # a layer is an index along axis 1 when some profile truncates per layer
+        per_layer = any(len(p) > 1 for p in pairs.values())
+        layers = [str(k) for k in range(store.layout(tensor).shapes[0][1])] if per_layer else ["all"]
         shapes = store.layout(tensor).shapes
         for layer in layers:
             per_layer = [int(np.prod(s)) // (s[1] if layer != "all" else 1) for s in shapes]
             step = max(1, -(-sum(per_layer) // SUBSAMPLE))
-            ranges = _ranges(store, tensor, profiles, layer)
+            ranges = {p: r[int(layer)] if layer != "all" and len(r) > 1 else r[0] for p, r in pairs.items()}
             moments, kept, offset = _Moments(), [], 0
             for i in range(len(store)):
                 x = store.read(i, tensor)

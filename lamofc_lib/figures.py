@@ -53,8 +53,10 @@ def _log_rate_axis(ax) -> None:
     ax.set_xlabel(BPFP_LABEL)
 
 
-def _save(fig, path: str | Path, dpi: int = 120) -> None:
-    fig.tight_layout()
+def _save(fig, path: str | Path, dpi: int = 120, rect: tuple[float, float, float, float] | None = None) -> None:
+    """Lay the figure out (within `rect` of it, leaving room for a figure legend or title) and write it
+    atomically as PNG."""
+    fig.tight_layout(rect=rect)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi)
     import matplotlib.pyplot as plt
@@ -113,10 +115,7 @@ def plot_rate_accuracy_drop(table: pd.DataFrame, path: str | Path) -> None:
         axes.flat[0].get_legend().remove()
     fig.legend(handles, labels, loc="upper right", frameon=False)
     fig.suptitle("Rate-accuracy drop (AD: percentage drop from the uncompressed metric; 1/RMSE for dpt)")
-    fig.tight_layout(rect=(0, 0, 1 - 1.6 / (4.2 * columns + 1.8), 0.95))
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    _save(fig, path, rect=(0, 0, 1 - 1.6 / (4.2 * columns + 1.8), 0.95))
 
 
 def plot_distortion_accuracy(table: pd.DataFrame, fits: pd.DataFrame, task: str, path: str | Path) -> None:

@@ -66,6 +66,8 @@ def _devtools_port(browser: subprocess.Popen, log: Path, timeout: float) -> int:
 
 
 def _visit(socket, url: str, screenshot: Path, settle: float, timeout: float) -> Page:
+    import websocket
+
     page, calls = Page(), iter(range(1, 1_000_000))
 
     def send(method: str, **params) -> int:
@@ -90,7 +92,7 @@ def _visit(socket, url: str, screenshot: Path, settle: float, timeout: float) ->
             socket.settimeout(max(0.05, deadline - time.monotonic()))
             try:
                 event = json.loads(socket.recv())
-            except websocket_timeout():
+            except websocket.WebSocketTimeoutException:
                 return None
             handle(event)
             if predicate(event):
@@ -108,9 +110,3 @@ def _visit(socket, url: str, screenshot: Path, settle: float, timeout: float) ->
     call = send("Page.captureScreenshot", format="png")
     screenshot.write_bytes(base64.b64decode(until(lambda e: e.get("id") == call, timeout)["result"]["data"]))
     return page
-
-
-def websocket_timeout() -> type[Exception]:
-    import websocket
-
-    return websocket.WebSocketTimeoutException

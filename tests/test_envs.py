@@ -28,12 +28,10 @@ BUILD_TOOLS = {"pybind11", "setuptools", "wheel"}
 PIN = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([A-Za-z0-9.+!-]+)")
 
 
-_ALL_INPUTS: list[str] = []
-
-
 @functools.cache
-def rules() -> dict[str, tuple[Path | None, Path]]:
-    """Rule -> (its conda environment file, its script), as Snakemake reads them from the workflow."""
+def workflow_rules() -> dict[str, tuple[Path | None, Path | None, tuple[str, ...]]]:
+    """Rule -> (its conda environment file, its script, its inputs), as Snakemake reads them from the workflow on
+    the demo profile (read once)."""
     from snakemake.api import SnakemakeApi
     from snakemake.settings.types import ConfigSettings, ResourceSettings, StorageSettings
 
@@ -47,12 +45,15 @@ def rules() -> dict[str, tuple[Path | None, Path]]:
         )
         found = {}
         for rule in workflow._workflow.rules:  # the API gives no public list of rule objects
-            if rule.name == "all":
-                _ALL_INPUTS.extend(str(f) for f in rule.input)
-            if rule.script:
-                env = (Path(rule.basedir) / rule.conda_env).resolve() if rule.conda_env else None
-                found[rule.name] = (env, (Path(rule.basedir) / rule.script).resolve())
+            env = (Path(rule.basedir) / rule.conda_env).resolve() if rule.conda_env else None
+            script = (Path(rule.basedir) / rule.script).resolve() if rule.script else None
+            found[rule.name] = (env, script, tuple(str(f) for f in rule.input))
         return found
+
+
+def rules() -> dict[str, tuple[Path | None, Path]]:
+    """Rule -> (its conda environment file, its script) of every rule that runs a script."""
+    return {name: (env, script) for name, (env, script, _) in workflow_rules().items() if script}
 
 
 def _under_type_checking(tree: ast.AST) -> set[int]:
@@ -214,8 +215,7 @@ def test_the_import_reader_sees_deferred_by_name_and_skips_annotation_only_impor
 
 def final_outputs() -> list[str]:
     """What `rule all` asks for on the demo profile."""
-    rules()  # loads the workflow once
-    return list(_ALL_INPUTS)
+    return list(workflow_rules()["all"][2])
 
 
 def test_results_readme_describes_every_final_output():
