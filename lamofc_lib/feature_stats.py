@@ -61,12 +61,12 @@ def feature_statistics(features: str | Path, task: str, profiles: Mapping[str, o
     rows, samples = [], {}
     for tensor in store.tensors:
         pairs = truncations[tensor]  # a layer is an index along axis 1 when some profile truncates per layer
-        per_layer = any(len(p) > 1 for p in pairs.values())
-        layers = [str(k) for k in range(store.layout(tensor).shapes[0][1])] if per_layer else ["all"]
         shapes = store.layout(tensor).shapes
+        per_layer = any(len(p) > 1 for p in pairs.values())
+        layers = [str(k) for k in range(shapes[0][1])] if per_layer else ["all"]
         for layer in layers:
-            per_layer = [int(np.prod(s)) // (s[1] if layer != "all" else 1) for s in shapes]
-            step = max(1, -(-sum(per_layer) // SUBSAMPLE))
+            layer_points = [int(np.prod(s)) // (s[1] if layer != "all" else 1) for s in shapes]
+            step = max(1, -(-sum(layer_points) // SUBSAMPLE))
             ranges = {p: r[int(layer)] if layer != "all" and len(r) > 1 else r[0] for p, r in pairs.items()}
             moments, kept, offset = _Moments(), [], 0
             for i in range(len(store)):
