@@ -5,20 +5,30 @@ prints its job counts and the time the dry run takes.
 The stand-in sources are tiny files in the layouts the paper's data sets use (ImageNet, VOC2012 and NYU folder trees,
 an ARC jsonl, COCO captions, head checkpoints): a dry run reads the sources' listings and the config, never the data.
 Without VTM binaries ($LAMOFC_VTM_DIR) the dry run gets stand-in programs that print VTM's banner, enough for the
-start-up check; a dry run codes nothing."""
+start-up check; a dry run codes nothing.
+
+`python -m lamofc_lib.benchmarks speed` measures, in one run, the workflow's own costs as ratios against plain
+baselines: pre-processing (truncate + quantize or normalize + pack) against a numpy copy of the same array, the
+Zarr store against raw .npy files (and its compression ratio), a no-op Snakemake job, VVenC against VTM at one QP
+on the same frame (when VTM is configured), and, given a finished demo (`--workdir`, default the repository), the
+time of an unchanged rerun and the run's job-seconds per rule and wall time from its Snakemake log."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
@@ -145,14 +155,230 @@ def dag(runs: int) -> None:
     print(f"dry run (DAG build, with start-up): median {statistics.median(seconds):.1f} s, {low:.1f}-{high:.1f} s")
 
 
+def _median_seconds(fn: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+# The paper's feature sizes: DINOv2-giant tokens of one layer (1370 tokens x 1536 channels, float32) and an SD3
+# latent (16 x 128 x 128, float16).
+PREPROCESS_CASES = {
+    "tokens float32 1x1x1370x1536": ((1, 1, 1370, 1536), np.float32, "tokens"),
+    "tiles float16 1x16x128x128": ((1, 16, 128, 128), np.float16, "tiles"),
+}
+
+
+def preprocess_speed(repeats: int) -> list[tuple[str, float, str]]:
+    """Pre-processing throughput over a numpy copy of the same array (ratio = copy time / pre-processing time)."""
+    from lamofc_lib.preprocess import TensorSpec, to_frame
+
+    rows = []
+    rng = np.random.default_rng(0)
+    for label, (shape, dtype, packing) in PREPROCESS_CASES.items():
+        x = (rng.standard_normal(shape) * 3).astype(dtype)
+        spec = TensorSpec(packing, [-10, 10])
+        copy = _median_seconds(lambda x=x: np.copy(x), repeats)
+        for kind in ("quantized", "normalized"):
+            took = _median_seconds(lambda x=x, kind=kind, spec=spec: to_frame(x, spec, kind, 10), repeats)
+            mb_s = x.nbytes / took / 1e6
+            rows.append(
+                (f"preprocess {kind} {label}", copy / took, f"{mb_s:.0f} MB/s (copy {x.nbytes / copy / 1e6:.0f})")
+            )
+    return rows
+
+
+def store_speed(samples: int, repeats: int) -> list[tuple[str, float, str]]:
+    """Feature store write and read throughput over one .npy file per sample (ratio = npy time / store time),
+    and the store's compression ratio (raw bytes / bytes on disk)."""
+    from lamofc_lib.store import FeatureStore, TensorLayout, write_store
+
+    shape = (1, 1, 1370, 1536)
+    rng = np.random.default_rng(0)
+    arrays = [(rng.standard_normal(shape) * 3).astype(np.float32) for _ in range(samples)]
+    ids = [f"{i:05d}" for i in range(samples)]
+    raw = sum(a.nbytes for a in arrays)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+
+        def write_npy():
+            for i, a in enumerate(arrays):
+                np.save(root / f"{i}.npy", a)
+
+        def write_zarr():
+            target = root / "features.zarr"
+            if target.exists():
+                import shutil
+
+                shutil.rmtree(target)
+            layout = {"features": TensorLayout([shape] * samples, "float32", {"packing": "tokens"})}
+            write_store(target, ids, layout, ({"features": a} for a in arrays))
+
+        def read_npy():
+            for i in range(samples):
+                np.load(root / f"{i}.npy")
+
+        def read_zarr():
+            store = FeatureStore(root / "features.zarr")
+            for i in range(samples):
+                store.read(i)
+
+        write = (_median_seconds(write_npy, repeats), _median_seconds(write_zarr, repeats))
+        read = (_median_seconds(read_npy, repeats), _median_seconds(read_zarr, repeats))
+        on_disk = sum(f.stat().st_size for f in (root / "features.zarr").rglob("*") if f.is_file())
+    detail = f"{samples} samples of {shape} float32, {raw / 1e6:.0f} MB"
+    return [
+        ("store write vs npy", write[0] / write[1], f"{raw / write[1] / 1e6:.0f} MB/s ({detail})"),
+        ("store read vs npy", read[0] / read[1], f"{raw / read[1] / 1e6:.0f} MB/s"),
+        (
+            "store compression ratio",
+            raw / on_disk,
+            f"{on_disk / 1e6:.1f} MB on disk (Blosc LZ4; random normal values)",
+        ),
+    ]
+
+
+def _snakemake(args: list[str], cwd: Path) -> tuple[float, subprocess.CompletedProcess]:
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=cwd, capture_output=True, text=True)
+    took = time.perf_counter() - start
+    if result.returncode != 0:
+        sys.exit(f"snakemake {' '.join(args)} failed in {cwd}:\n{result.stderr[-3000:]}")
+    return took, result
+
+
+NOOP_SNAKEFILE = """
+rule all:
+    input: expand("out/{i}.txt", i=range(int(config["jobs"])))
+
+rule noop:
+    output: "out/{i}.txt"
+    script: "noop.py"
+"""
+
+
+def job_overhead(jobs: int) -> list[tuple[str, float, str]]:
+    """The cost of one Snakemake `script:` job that does nothing: (time of `jobs` jobs - time of one) / (jobs - 1),
+    on one core, and Snakemake's start-up with one such job."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "Snakefile").write_text(NOOP_SNAKEFILE)
+        (root / "noop.py").write_text("open(snakemake.output[0], 'w').close()\n")
+        times = {}
+        for n in (1, jobs):
+            for f in (root / "out").glob("*"):
+                f.unlink()
+            times[n], _ = _snakemake(["--cores", "1", "--config", f"jobs={n}"], root)
+    per_job = (times[jobs] - times[1]) / (jobs - 1)
+    return [
+        ("no-op script job", per_job, f"s per job ({jobs} jobs in {times[jobs]:.1f} s on one core)"),
+        ("snakemake start-up + one no-op job", times[1], "s"),
+    ]
+
+
+def codec_speed(repeats: int) -> list[tuple[str, float, str]]:
+    """VVenC's encode time of one 10-bit frame at QP 32 and, when VTM is configured ($LAMOFC_VTM_DIR), VTM's on
+    the same frame (ratio = VTM time / VVenC time)."""
+    from lamofc_lib.codecs import get_codec
+    from lamofc_lib.codecs.vtm import ENV
+    from lamofc_lib.preprocess import TensorSpec, to_frame
+
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((1, 1, 257, 768)) * 3).astype(np.float32)  # DINOv2-base tokens: a cls frame
+    frame = to_frame(x, TensorSpec("tokens", [-10, 10]), "quantized", 10)
+    times = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        codecs = {"vvenc": ({"preset": "faster"}, None)}
+        try:
+            codecs["vtm"] = ({}, get_codec("vtm", {}))
+        except (ValueError, FileNotFoundError, OSError) as err:
+            print(f"VTM not configured (set ${ENV} or codecs.vtm.encoder/decoder/cfg): {err}")
+        for name, (settings, codec) in codecs.items():
+            codec = codec or get_codec(name, settings)
+            times[name] = _median_seconds(lambda c=codec: c.encode(frame, "32", root / "b.bin", root), repeats)
+    rows = [("VVenC encode, 257 x 768 frame, QP 32", times["vvenc"], "s (preset faster)")]
+    if "vtm" in times:
+        rows.append(("VTM / VVenC encode time", times["vtm"] / times["vvenc"], f"VTM {times['vtm']:.2f} s"))
+    return rows
+
+
+TIMESTAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]$")
+JOB = re.compile(r"^(?:local)?rule (\w+):$")
+JOBID = re.compile(r"^    jobid: (\d+)$")
+FINISHED = re.compile(r"^Finished jobid: (\d+) \(Rule: (\w+)\)$")
+
+
+def run_stages(workdir: Path) -> list[tuple[str, float, str]]:
+    """Per rule, the seconds its jobs ran (from each job's start to its finish as the newest Snakemake log that ran
+    jobs records them, to the second), and that run's wall time (its first to its last timestamp)."""
+    for log in sorted((workdir / ".snakemake" / "log").glob("*.snakemake.log"), reverse=True):
+        now, rule = None, None
+        stamps, started, ran = [], {}, {}
+        for line in log.read_text().splitlines():
+            if match := TIMESTAMP.match(line):
+                now = datetime.strptime(match.group(1), "%a %b %d %H:%M:%S %Y")
+                stamps.append(now)
+            elif match := JOB.match(line):
+                rule = match.group(1)
+            elif (match := JOBID.match(line)) and rule:
+                started[match.group(1)] = now
+                rule = None
+            elif (match := FINISHED.match(line)) and match.group(1) in started:
+                seconds = (now - started.pop(match.group(1))).total_seconds()
+                ran.setdefault(match.group(2), []).append(seconds)
+        if ran:
+            break
+    else:
+        return []
+    rows = []
+    total = sum(sum(v) for v in ran.values())
+    for rule, seconds in sorted(ran.items(), key=lambda item: -sum(item[1])):
+        detail = f"job-s, {len(seconds)} jobs, mean {np.mean(seconds):.1f} s, {sum(seconds) / total:.0%}"
+        rows.append((f"stage {rule}", sum(seconds), detail))
+    rows.append(("all jobs", total, f"job-s in {log.name}"))
+    rows.append(("wall time of that run", (stamps[-1] - stamps[0]).total_seconds(), "s"))
+    return rows
+
+
+def unchanged_rerun(workdir: Path, configfile: str) -> list[tuple[str, float, str]]:
+    """The time of `snakemake --cores 2` in a finished run's folder (nothing to do); skipped if jobs are pending."""
+    args = ["-s", str(REPO / "Snakefile"), "-d", str(workdir), "--configfile", configfile, "--cores", "2"]
+    _, dry = _snakemake([*args, "--dry-run"], workdir)
+    if "Nothing to be done" not in dry.stdout + dry.stderr:
+        print(f"unchanged rerun: skipped, the run in {workdir} has jobs left (run it first)")
+        return []
+    took, _ = _snakemake(args, workdir)
+    return [("unchanged rerun of the finished run", took, "s (target < 15 s)")]
+
+
+def speed(workdir: Path, configfile: str, repeats: int) -> None:
+    rows = preprocess_speed(repeats) + store_speed(8, repeats) + job_overhead(6) + codec_speed(repeats)
+    if (workdir / "benchmarks").is_dir():
+        rows += unchanged_rerun(workdir, configfile) + run_stages(workdir)
+    else:
+        print(f"no finished run in {workdir} (no benchmarks/ folder): rerun and stage times skipped")
+    for name, value, detail in rows:
+        print(f"{name:>48}  {value:9.3f}  {detail}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m lamofc_lib.benchmarks", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="benchmark", required=True)
     dag_parser = sub.add_parser("dag", help="dry run of the paper-size DAG: job counts and build time")
     dag_parser.add_argument("--runs", type=int, default=3, help="dry runs to time (default 3)")
+    speed_parser = sub.add_parser("speed", help="the workflow's own costs as ratios against plain baselines")
+    speed_parser.add_argument("--workdir", type=Path, default=REPO, help="a finished run's folder (default: repo)")
+    speed_parser.add_argument("--configfile", default="config/demo.yaml", help="its config (default: the demo's)")
+    speed_parser.add_argument("--repeats", type=int, default=5, help="timings per measurement (median; default 5)")
     args = parser.parse_args(argv)
     if args.benchmark == "dag":
         dag(args.runs)
+    else:
+        speed(args.workdir.resolve(), args.configfile, args.repeats)
 
 
 if __name__ == "__main__":

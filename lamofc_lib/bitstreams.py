@@ -62,11 +62,18 @@ class Sidecar:
 
     @classmethod
     def load(cls, path: Path) -> Sidecar:
-        data = read_json(path)
+        try:
+            data = read_json(path)
+        except ValueError as err:  # not JSON, or not UTF-8
+            raise CodecError(f"sidecar {path} is not JSON ({err}); delete {path.parent} to encode again") from None
+        if not isinstance(data, dict):
+            raise CodecError(f"sidecar {path} is not a LaMoFC sidecar: it holds a {type(data).__name__}")
         if data.get("version") != SIDECAR_VERSION:
+            found = f"version {data['version']}" if "version" in data else "no version (an older LaMoFC's)"
             raise CodecError(
-                f"sidecar {path} has version {data.get('version')}, this LaMoFC reads version {SIDECAR_VERSION}: "
-                f"it was written by another LaMoFC version; delete {path.parent} to encode again"
+                f"sidecar {path} has {found}, this LaMoFC reads version {SIDECAR_VERSION}: it was written by "
+                f"another LaMoFC version; delete {path.parent} (or rerun its encode job with --forcerun encode) "
+                "to encode again"
             )
         try:
             return cls(**{**data, "tensors": [TensorRecord(**t) for t in data["tensors"]]})

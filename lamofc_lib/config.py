@@ -97,7 +97,7 @@ def validate(raw: Mapping[str, Any], schema: dict | None = None, check_paths: bo
         errors = _errors(validator, config)
     if errors:
         best = jsonschema.exceptions.best_match(errors)
-        raise ConfigError(f"config key {_key(best.absolute_path)}: {best.message}")
+        raise ConfigError(f"config key {_key(best.absolute_path)}: {best.message}{_how_to_write(best)}")
     _check_semantics(config, check_paths)
     return _sorted(config)
 
@@ -137,6 +137,28 @@ def _read_text_values(validator, config: dict, errors: list) -> bool:
         container[last] = value
         changed = True
     return changed
+
+
+# How to write a value of a schema type, for the message about a text value that is not one.
+TYPE_EXAMPLES = {
+    "integer": "a whole number such as 2",
+    "number": "a number such as 22 or 0.0017",
+    "boolean": "true or false",
+    "null": "null",
+}
+
+
+def _how_to_write(error) -> str:
+    """How to write what the key takes, for a text value where the schema takes a number or a boolean (a typo,
+    a unit after the number); text that reads as the right type is taken (see `_read_text_values`)."""
+    if error.validator != "type" or not isinstance(error.instance, str):
+        return ""
+    types = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
+    examples = [TYPE_EXAMPLES[t] for t in types if t in TYPE_EXAMPLES]
+    if not examples:
+        return ""
+    numeric = " (digits only: no words or units)" if {"integer", "number"} & set(types) else ""
+    return f"; write it as {' or '.join(examples)}{numeric}"
 
 
 def _check_semantics(config: dict, check_paths: bool) -> None:

@@ -131,6 +131,20 @@ def _check_real(func: str, name: str, arr: np.ndarray) -> None:
         raise ValueError(f"{func}: {name} has dtype {arr.dtype}; expected an integer or float array")
 
 
+def _refuse_non_finite(func: str, x: np.ndarray) -> None:
+    """Refuse a feature holding NaN or +/-Inf, naming how many of each: truncation would hide them (Inf clips to a
+    bound, NaN has no code), and a feature holding them comes from a broken extraction."""
+    finite = np.isfinite(x)
+    if finite.all():
+        return
+    counts = {"NaN": np.isnan(x), "+Inf": np.isposinf(x), "-Inf": np.isneginf(x)}
+    found = ", ".join(f"{int(np.count_nonzero(m))} {what}" for what, m in counts.items() if m.any())
+    raise ValueError(
+        f"{func}: x contains {found} value(s) of {x.size}; a feature must be finite (NaN or Inf means a broken "
+        "extraction: check the model's output and extract again)"
+    )
+
+
 def _scales(lo: list[float], hi: list[float], bit_depth: int) -> list[float]:
     """Quantizer scales ``(2**B - 1) / (hi - lo)``, computed in Python float (float64) like the reference."""
     levels = 2**bit_depth - 1
@@ -153,17 +167,17 @@ def quantize(x: np.ndarray, lo: Bound, hi: Bound, bit_depth: int = 10, rounding:
     ``lo`` / ``hi`` each layer ``x[:, c]`` of a 4-D ``x`` uses its own range (no benchmark task has
     per-layer ranges on float16 features; the reference's per-layer truncation would write float32).
 
-    Raises ValueError for NaN inputs, since the float-to-integer cast of NaN is platform dependent.
+    NaN and +/-Inf are refused (ValueError naming how many of each), not truncated: the float-to-integer cast
+    of NaN is platform dependent, and clipping Inf to a bound would code a broken extraction as a valid feature.
+    The check is on ``x`` as given, so a finite float64 value beyond float32's range still clips.
     """
     bit_depth = _check_bit_depth("quantize", bit_depth)
     x = np.asarray(x)
     _check_real("quantize", "x", x)
     los, his, per_layer = _ranges("quantize", x, lo, hi)
+    _refuse_non_finite("quantize", x)
     dtype = quantization_dtype(x)
     xf = x.astype(dtype, copy=False)
-    n_nan = int(np.count_nonzero(np.isnan(xf)))
-    if n_nan:
-        raise ValueError(f"quantize: x contains {n_nan} NaN value(s); cannot quantize NaN")
     lo_t = _as_f32(los, per_layer, dtype)
     hi_t = _as_f32(his, per_layer, dtype)
     scale_t = _as_f32(_scales(los, his, bit_depth), per_layer, dtype)
@@ -202,11 +216,12 @@ def normalize(x: np.ndarray, lo: Bound, hi: Bound) -> np.ndarray:
     float32 (a multiplication, not a division by ``hi - lo``: the two differ in the last bit of about
     one value in five). Always float32, float16 features included: the reference's Hyperprior training
     and evaluation cast the loaded features to float32 first. Per-layer ranges work like in
-    :func:`quantize`.
+    :func:`quantize`, and so does the refusal of NaN and +/-Inf (ValueError naming how many of each).
     """
     x = np.asarray(x)
     _check_real("normalize", "x", x)
     los, his, per_layer = _ranges("normalize", x, lo, hi)
+    _refuse_non_finite("normalize", x)
     lo32 = _as_f32(los, per_layer)
     hi32 = _as_f32(his, per_layer)
     scale32 = _as_f32(_scales(los, his, 1), per_layer)

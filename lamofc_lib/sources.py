@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -49,16 +50,36 @@ def build_candidates(source: Mapping) -> pd.DataFrame:
     if kind not in builders:
         raise SourceError(f"source kind '{kind}' is unknown; expected one of {', '.join(builders)}")
     table = builders[kind](source)
+    where = next((f" ({source[k]})" for k in ("labels", "path", "root") if source.get(k)), "")
     if not len(table):
-        raise SourceError(f"source {kind} gives no samples")
+        raise SourceError(f"source {kind}{where} gives no samples")
     duplicated = table["sample_id"][table["sample_id"].duplicated()].tolist()
     if duplicated:
-        raise SourceError(f"source {kind} gives duplicate sample ids {duplicated[:5]}")
+        raise SourceError(f"source {kind}{where} gives duplicate sample ids {duplicated[:5]}")
     return table.reset_index(drop=True)[COLUMNS]
 
 
 def read_manifest(path: str | Path) -> pd.DataFrame:
-    return pd.read_csv(path, dtype=str, keep_default_na=False)
+    """A manifest (or candidates) table; refuses one without the manifest's columns or with a sample id twice,
+    naming the file."""
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = [c for c in COLUMNS if c not in table.columns]
+    if missing:
+        raise SourceError(f"manifest {path} lacks the columns {missing}; it has {list(table.columns)}")
+    duplicated = table["sample_id"][table["sample_id"].duplicated()].tolist()
+    if duplicated:
+        raise SourceError(f"manifest {path} lists sample ids more than once: {duplicated[:5]}")
+    return table
+
+
+def _under_root(root: Path, rel: str, where: str) -> Path:
+    """`root / rel` for a path a list file gives relative to the data root; refuses one that leaves the root
+    (an absolute path, or `..` above it), naming it. The check is on the path as written, so symbolic links
+    inside the root still work."""
+    inside = os.path.normpath(rel)
+    if os.path.isabs(inside) or inside == os.pardir or inside.startswith(os.pardir + os.sep):
+        raise SourceError(f"{where}: path {rel!r} leaves the data root {root}; list files name paths inside it")
+    return root / rel
 
 
 def _skimage(source: Mapping) -> pd.DataFrame:
@@ -90,7 +111,10 @@ def _imagenet(source: Mapping) -> pd.DataFrame:
                 int(label)
             except ValueError:
                 raise SourceError(f"{source['labels']} line {n}: expected 'path class_index', got {line!r}") from None
-            rows.append({"sample_id": Path(rel).stem, "source": str(root / rel), "label": label, "text": ""})
+            image = _under_root(root, rel, f"{source['labels']} line {n}")
+            if not image.is_file():
+                raise SourceError(f"{source['labels']} line {n}: {image} does not exist")
+            rows.append({"sample_id": Path(rel).stem, "source": str(image), "label": label, "text": ""})
     else:
         classes = sorted(p for p in root.iterdir() if p.is_dir())
         for index, folder in enumerate(classes):
@@ -111,7 +135,8 @@ def _voc2012(source: Mapping) -> pd.DataFrame:
         raise SourceError(f"VOC2012 list {listing} does not exist (expected under {root})")
     rows = []
     for name in listing.read_text().split():
-        image, label = root / "JPEGImages" / f"{name}.jpg", root / "SegmentationClass" / f"{name}.png"
+        image = _under_root(root, f"JPEGImages/{name}.jpg", f"{listing} entry {name!r}")
+        label = _under_root(root, f"SegmentationClass/{name}.png", f"{listing} entry {name!r}")
         for path in (image, label):
             if not path.is_file():
                 raise SourceError(f"{listing} lists {name}, but {path} does not exist")
@@ -135,7 +160,7 @@ def _nyu_depth_v2(source: Mapping) -> pd.DataFrame:
             continue
         if len(parts) < 2:
             raise SourceError(f"{listing} line {n}: expected 'rgb_path depth_path [focal]', got {line!r}")
-        image, depth = root / parts[0].lstrip("/"), root / parts[1].lstrip("/")
+        image, depth = (_under_root(root, part.lstrip("/"), f"{listing} line {n}") for part in parts[:2])
         if not image.is_file():
             raise SourceError(f"{listing} line {n}: {image} does not exist")
         if not depth.is_file():  # the split lists a few images without ground truth; the benchmark uses those with it
@@ -148,17 +173,13 @@ def _nyu_depth_v2(source: Mapping) -> pd.DataFrame:
 
 def load_label_map(path: str | Path) -> np.ndarray:
     """A segmentation label PNG as class indices (palette PNGs keep their indices)."""
-    from PIL import Image
-
-    with Image.open(path) as im:
+    with _open_image(path, "label") as im:
         return np.asarray(im if im.mode in ("P", "L") else im.convert("L")).astype(np.uint8)
 
 
 def load_depth(path: str | Path, scale: float = 1000.0) -> np.ndarray:
     """A depth PNG (uint16) in metres; 0 marks missing depth."""
-    from PIL import Image
-
-    with Image.open(path) as im:
+    with _open_image(path, "label") as im:
         return np.asarray(im, dtype=np.float32) / scale
 
 
@@ -166,10 +187,21 @@ def image_size(source: str) -> tuple[int, int]:
     """(height, width) of a manifest `source` image, read from the file header where possible."""
     if source.startswith("skimage:"):
         return load_image(source).shape[:2]
+    with _open_image(source) as im:
+        return im.height, im.width
+
+
+def _open_image(path: str | Path, column: str = "source"):
+    """PIL's image of a file a manifest names (in `column`); a missing or undecodable file raises SourceError
+    naming it."""
     from PIL import Image
 
-    with Image.open(source) as im:
-        return im.height, im.width
+    try:
+        return Image.open(path)
+    except FileNotFoundError:
+        raise SourceError(f"image {path} (manifest {column}) does not exist") from None
+    except OSError as err:  # PIL's UnidentifiedImageError for bytes that are no image, PermissionError, ...
+        raise SourceError(f"image {path} (manifest {column}) cannot be read as an image: {err}") from None
 
 
 def load_image(source: str) -> np.ndarray:
@@ -182,10 +214,11 @@ def load_image(source: str) -> np.ndarray:
             raise SourceError(f"scikit-image ships no image called '{name}'")
         image = getattr(skimage.data, name)()
     else:
-        from PIL import Image
-
-        with Image.open(source) as im:
-            image = np.asarray(im.convert("RGB"))
+        with _open_image(source) as im:
+            try:
+                image = np.asarray(im.convert("RGB"))
+            except OSError as err:  # a header that opens but pixel data that does not decode (a cut file)
+                raise SourceError(f"image {source} (manifest source) does not decode: {err}") from None
     if image.dtype == bool:
         image = image.astype(np.uint8) * 255
     if image.dtype != np.uint8:
@@ -268,7 +301,10 @@ def _arc_file(source: Mapping) -> pd.DataFrame:
     path = Path(source["path"])
     if not path.is_file():
         raise SourceError(f"ARC file {path} does not exist")
-    return _arc_rows(_arc_lines(path.read_bytes()), str(path))
+    rows = _arc_rows(_arc_lines(path.read_bytes()), str(path))
+    if not len(rows):
+        raise SourceError(f"ARC file {path} holds no questions (it is empty or blank)")
+    return rows
 
 
 def _coco_captions(source: Mapping) -> pd.DataFrame:
@@ -302,6 +338,10 @@ def _coco_captions(source: Mapping) -> pd.DataFrame:
         raise SourceError(f"{path}: not a COCO captions file ({err!r})") from None
     ids = sorted(set(ids)) if order == "id" else list(dict.fromkeys(ids))
     rows = [{"sample_id": str(i), "source": str(path), "label": "", "text": longest[i]} for i in ids if i in longest]
+    if not rows:
+        raise SourceError(
+            f"{path}: none of its {len(ids)} images has a non-empty caption ({len(data['annotations'])} annotations)"
+        )
     if len(rows) < len(ids):
         without = [i for i in ids if i not in longest]
         log.warning("%s: %d images have no caption and are not candidates, e.g. %s", path, len(without), without[:5])

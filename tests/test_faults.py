@@ -1,5 +1,6 @@
-"""Runs that survive faults: the workflow killed with SIGKILL in the middle of a demo subset, unlocked and rerun,
-gives the bitstreams and tables of an uninterrupted run."""
+"""Runs that survive faults, and determinism: the workflow killed with SIGKILL in the middle of a demo subset (cls
+with VVenC at two QPs and the Hyperprior at one lambda, trained by the workflow), unlocked and rerun, gives the
+feature store, models, bitstreams and tables of an uninterrupted run in another folder, both from scratch."""
 
 from __future__ import annotations
 
@@ -11,12 +12,22 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
+from lamofc_lib.store import FeatureStore
+
 REPO = Path(__file__).resolve().parents[1]
-SUBSET = {"run": {"tasks": ["cls"], "codecs": ["vvenc"]}, "codecs": {"vvenc": {"points": [32, 42]}}}
+# A short training (40 steps) keeps the test quick; determinism does not depend on the length.
+SUBSET = {
+    "run": {"tasks": ["cls"], "codecs": ["vvenc", "hyperprior"]},
+    "codecs": {
+        "vvenc": {"points": [32, 42]},
+        "hyperprior": {"points": {"cls": [0.003]}, "training": {"cls": {"steps": 40, "log_every": 10}}},
+    },
+}
 TABLES = ("rate_accuracy.csv", "selection.csv", "da_r2.csv", "bd_rate.csv", "feature_statistics.csv")
 
 
@@ -33,11 +44,16 @@ def run(workdir: Path, *args: str) -> subprocess.CompletedProcess:
     return result
 
 
-def digests(workdir: Path) -> dict[str, str]:
+def digests(workdir: Path, pattern: str) -> dict[str, str]:
     results = workdir / "results"
     return {
-        p.relative_to(results).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in results.rglob("*.bin")
+        p.relative_to(results).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in results.rglob(pattern)
     }
+
+
+def features(workdir: Path) -> list[np.ndarray]:
+    store = FeatureStore(workdir / "results/cls/features.zarr")
+    return [store.read(i) for i in range(len(store))]
 
 
 @pytest.mark.e2e
@@ -64,7 +80,11 @@ def test_a_run_killed_in_the_middle_and_rerun_gives_the_results_of_an_uninterrup
     run(killed, "--unlock")
     run(killed, "--rerun-incomplete")
     assert first.stat().st_mtime_ns == kept  # the finished encoding is kept, not redone
-    assert digests(killed) == digests(reference) and len(digests(reference)) == 16
+    # 8 cls samples at 2 QPs and 1 lambda; one trained model
+    assert digests(killed, "*.bin") == digests(reference, "*.bin") and len(digests(reference, "*.bin")) == 8 * 3
+    assert digests(killed, "model.pt") == digests(reference, "model.pt") and len(digests(reference, "model.pt")) == 1
+    for ours, theirs in zip(features(killed), features(reference), strict=True):
+        np.testing.assert_array_equal(ours, theirs)
     for name in TABLES:
         pd.testing.assert_frame_equal(
             pd.read_csv(killed / "results/tables" / name), pd.read_csv(reference / "results/tables" / name)

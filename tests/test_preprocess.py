@@ -352,8 +352,6 @@ def test_out_of_range_values_clip(rng: tuple[float, float], b: int, beyond: floa
     if (lo, hi) in PAPER_RANGES:
         assert q[2] == 2**b - 1
     assert quantize(x, lo, hi, b, rounding=True).tolist() == [0, 0, 2**b - 1, 2**b - 1]
-    x_inf = np.array([-np.inf, np.inf], dtype=np.float32)
-    assert quantize(x_inf, lo, hi, b).tolist() == [0, q[2]]
 
 
 @FAST

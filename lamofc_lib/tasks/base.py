@@ -53,7 +53,10 @@ def load_head_file(path: str | Path, required: Mapping[str, tuple | None]) -> di
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"head checkpoint {path} does not exist")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises many types for an unreadable file (EOFError if empty)
+        raise ValueError(f"head checkpoint {path} cannot be read as a weights-only torch file: {err}") from err
     if not isinstance(state, dict):
         raise ValueError(f"head checkpoint {path} holds a {type(state).__name__}, expected a state dict")
     missing = [k for k in required if k not in state]

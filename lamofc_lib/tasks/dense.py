@@ -124,7 +124,8 @@ class DenseTask(Task):
         layout = self.layout(manifest, model, split)
         net = load_dinov2(model, self.device)
         samples = dense_samples(self.name, net, manifest, layout, self.device)
-        return Extraction(list(layout.shapes), samples, layout.attrs)
+        attrs = {**layout.attrs, "extraction": {**layout.attrs.get("extraction", {}), "device": self.device}}
+        return Extraction(list(layout.shapes), samples, attrs)
 
     def _load_head(self, head: Path) -> torch.nn.Module:
         saved = torch.load(head, map_location="cpu", weights_only=True)
