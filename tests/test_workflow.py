@@ -17,6 +17,8 @@ import yaml
 
 from lamofc_lib.benchmarks import job_stats, paper_config, paper_sources, vtm_stand_ins
 from lamofc_lib.config import format_point
+from lamofc_lib.config import points as operating_points
+from lamofc_lib.workflow import codec_name, trained_on
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -164,9 +166,8 @@ def test_a_new_head_reruns_scoring_not_extraction(demo_run):
     stats = job_stats(result.stdout + result.stderr)
     assert stats["head"] == 1 and stats["score_original"] == 1
     # every seg point is rescored: the VVenC QPs, the native lambdas and the tti models (generalizability)
-    codecs = config["codecs"]
-    seg_points = len(codecs["vvenc"]["points"]) + len(codecs["hyperprior"]["points"]["seg"])
-    assert stats["score"] == seg_points + len(codecs["hyperprior"]["points"]["tti"])
+    rescored = [("vvenc", "seg"), ("hyperprior", "seg"), ("hyperprior", "tti")]
+    assert stats["score"] == sum(len(operating_points(config, codec, task)) for codec, task in rescored)
     assert not {"candidates", "select", "extract", "preprocess", "encode", "decode"} & set(stats)
 
 
@@ -574,9 +575,7 @@ def test_demo_writes_the_reports_tables_figures_and_provenance(demo_run):
     assert sorted(zip(complexity.task, complexity.codec, strict=True)) == sorted(pairs)
     for row in complexity.itertuples():
         # a model applied to another task counts the points of the task it was trained on
-        codec, _, trained_on = row.codec.partition("@")
-        block = config["codecs"][codec]["points"]
-        points = len(block) if codec == "vvenc" else len(block[trained_on or row.task])
+        points = len(operating_points(config, codec_name(row.codec), trained_on(row.task, row.codec)))
         assert row.points == points and row.samples == points * config["tasks"][row.task]["samples"]
         assert row.encode_s_per_sample > 0 and row.decode_s_per_sample > 0
     stats = pd.read_csv(results / "tables/feature_statistics.csv", dtype={"layer": str})
