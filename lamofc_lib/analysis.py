@@ -11,13 +11,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lamofc_lib.io import atomic_path
+from lamofc_lib.io import atomic_path, read_json
 
 COLUMNS = ["task", "codec", "point", "bpfp", "mse", "metric", "value", "higher_is_better"]
 REFERENCE_NOTES = {
     "ground_truth": "scored against the data set's labels",
     "uncompressed": "scored against the uncompressed model's own predictions, not ground truth",
 }
+
+
+def read_scores(paths: Iterable[str | Path]) -> list[dict]:
+    """The score records in score files: the uncompressed features' (one record per file) and each task and
+    codec's (a list of one record per operating point)."""
+    records = []
+    for path in paths:
+        data = read_json(path)
+        records.extend(data if isinstance(data, list) else [data])
+    return records
 
 
 def rate_accuracy_table(scores: Iterable[Mapping], summaries: Iterable[Mapping] = ()) -> pd.DataFrame:
@@ -251,17 +261,34 @@ def write_markdown(text: str, path: str | Path) -> None:
 BD_COLUMNS = ["task", "codec", "anchor", "metric", "bd_rate", "bd_metric", "points", "anchor_points", "method", "note"]
 
 
-def _curve(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, str]:
+def _curve(rows: pd.DataFrame, points: str = "pareto") -> tuple[np.ndarray, np.ndarray, str, str]:
     """(rate, quality) of one codec's points sorted by rate, quality = the metric, negated when lower is
-    better, and why the curve cannot take part ('' if it can)."""
-    rows = rows.sort_values("bpfp")
-    rate, value = rows["bpfp"].to_numpy(float), rows["value"].to_numpy(float)
-    quality = value if bool(rows["higher_is_better"].iloc[0]) else -value
+    better; why the curve cannot take part ('' if it can); and which points were dropped ('' if none).
+
+    `points` pareto keeps the rate-quality Pareto front: a point is dropped when a point of lower or equal rate
+    has equal or better quality; all keeps every point, so a tie leaves the curve without BD numbers."""
+    rows = rows.assign(_q=rows["value"] if bool(rows["higher_is_better"].iloc[0]) else -rows["value"])
+    rows = rows.sort_values(["bpfp", "_q"], ascending=[True, False])
+    dropped = ""
+    if points == "pareto":
+        best = -np.inf
+        keep = []
+        for q in rows["_q"].to_numpy(float):
+            keep.append(q > best)
+            best = max(best, q)
+        if not all(keep):
+            dropped = "dropped (no better metric than a lower rate): " + ", ".join(
+                f"{rows['codec'].iloc[0]} {p}" for p in rows["point"][~np.array(keep)]
+            )
+        rows = rows[np.array(keep)]
+    elif points != "all":
+        raise ValueError(f"BD points {points!r}: choose pareto or all (report.bd_points)")
+    rate, quality = rows["bpfp"].to_numpy(float), rows["_q"].to_numpy(float)
     if len(rows) < 2:
-        return rate, quality, "fewer than 2 points"
+        return rate, quality, "fewer than 2 points", dropped
     if not (np.all(np.diff(rate) > 0) and np.all(np.diff(quality) > 0)):
-        return rate, quality, "the metric does not improve strictly with the rate"
-    return rate, quality, ""
+        return rate, quality, "the metric does not improve strictly with the rate", dropped
+    return rate, quality, "", dropped
 
 
 def _bd(function, a_rate, a_quality, rate, quality, method) -> tuple[float, str]:
@@ -274,7 +301,7 @@ def _bd(function, a_rate, a_quality, rate, quality, method) -> tuple[float, str]
     return value, " ".join(str(w.message) for w in caught)
 
 
-def bd_table(table: pd.DataFrame, anchor: str, method: str = "pchip") -> pd.DataFrame:
+def bd_table(table: pd.DataFrame, anchor: str, method: str = "pchip", points: str = "pareto") -> pd.DataFrame:
     """BD-rate (%) and BD-metric of every codec against `anchor` per task, from the rate-accuracy table.
 
     BD-rate: the mean difference of log10 BPFP over the overlapping metric range, as a percentage (negative:
@@ -282,7 +309,8 @@ def bd_table(table: pd.DataFrame, anchor: str, method: str = "pchip") -> pd.Data
     (positive: better for a higher-is-better metric; for RMSE and FID the difference of the metric itself, so
     negative is better). Curves interpolated with `method` (bjontegaard: 'pchip', 'akima' or 'cubic'); a curve
     with fewer than two points, a metric that does not improve strictly with the rate, or no overlap gives NaN
-    with the reason in `note`."""
+    with the reason in `note`. `points`: each curve's Pareto front (default) or all its points (see _curve);
+    the note names the points dropped."""
     import bjontegaard
 
     coded = table[table["codec"] != "original"]
@@ -291,12 +319,13 @@ def bd_table(table: pd.DataFrame, anchor: str, method: str = "pchip") -> pd.Data
         if anchor not in set(group["codec"]):
             raise ValueError(f"task '{task}' has no points of the anchor codec '{anchor}' (report.anchor)")
         metric, higher = str(group["metric"].iloc[0]), bool(group["higher_is_better"].iloc[0])
-        a_rate, a_quality, a_note = _curve(group[group["codec"] == anchor])
+        a_rate, a_quality, a_note, a_dropped = _curve(group[group["codec"] == anchor], points)
         for codec, rows_of in group.groupby("codec", sort=True):
             if codec == anchor:
                 continue
-            rate, quality, note = _curve(rows_of)
+            rate, quality, note, dropped = _curve(rows_of, points)
             note = note or a_note and f"anchor: {a_note}"
+            kept = [d for d in (dropped, a_dropped and f"anchor {a_dropped}") if d]
             bd_rate = bd_metric = float("nan")
             if not note:
                 bd_rate, rate_note = _bd(bjontegaard.bd_rate, a_rate, a_quality, rate, quality, method)
@@ -308,8 +337,9 @@ def bd_table(table: pd.DataFrame, anchor: str, method: str = "pchip") -> pd.Data
                 note = "; ".join(n for n in notes if n)
                 if not higher:
                     bd_metric = -bd_metric
+            note = "; ".join(n for n in [note, *kept] if n)
             rows.append({"task": task, "codec": codec, "anchor": anchor, "metric": metric, "bd_rate": bd_rate,
-                         "bd_metric": bd_metric, "points": len(rows_of), "anchor_points": len(a_rate),
+                         "bd_metric": bd_metric, "points": len(rate), "anchor_points": len(a_rate),
                          "method": method, "note": note})  # fmt: skip
     return pd.DataFrame(rows, columns=BD_COLUMNS)
 
@@ -327,7 +357,7 @@ def bd_markdown(table: pd.DataFrame, method: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Complexity: the encode jobs' per-sample times (sidecars) and the decode jobs' (decode_seconds.csv)
+# Complexity: the code jobs' per-sample encoding and decoding times (sidecars)
 
 COMPLEXITY_COLUMNS = [
     "task", "codec", "points", "samples", "frame_mpixels", "encode_s_per_sample", "decode_s_per_sample",
@@ -335,10 +365,10 @@ COMPLEXITY_COLUMNS = [
 ]  # fmt: skip
 
 
-def complexity_table(bitstream_dirs: Iterable[str | Path], decode_tables: Iterable[str | Path]) -> pd.DataFrame:
+def complexity_table(bitstream_dirs: Iterable[str | Path]) -> pd.DataFrame:
     """Mean encoding and decoding seconds per sample, and per million frame samples (all of a sample's frames),
-    per task and codec over its points. Each folder is `.../{task}/{codec}/{point}/bitstreams/{shard}`; each
-    decode table `.../{task}/{codec}/{point}/decode_seconds.csv`."""
+    per task and codec over its points, as the code jobs recorded them in the sidecars. Each folder is
+    `.../{task}/{codec}/{point}/bitstreams/{shard}`."""
     from lamofc_lib.bitstreams import read_sidecars
 
     by_point: dict[tuple, list[Path]] = {}
@@ -347,20 +377,21 @@ def complexity_table(bitstream_dirs: Iterable[str | Path], decode_tables: Iterab
     samples = {}
     for key, record in ((k, r) for k, dirs in by_point.items() for _, r in read_sidecars(dirs)):
         pixels = sum(int(np.prod(t.frame_shape)) for t in record.tensors)
-        samples[(*key, record.sample_index)] = {"encode": record.encode_seconds, "mpixels": pixels / 1e6}
-    for path in decode_tables:
-        key = tuple(Path(path).parts[-4:-1])
-        for row in pd.read_csv(path).itertuples():
-            if (*key, row.sample_index) not in samples:
-                raise ValueError(f"{path} times sample {row.sample_index}, which has no sidecar")
-            samples[(*key, row.sample_index)]["decode"] = row.decode_seconds
+        samples[(*key, record.sample_index)] = {
+            "encode": record.encode_seconds,
+            "decode": record.decode_seconds,
+            "mpixels": pixels / 1e6,
+        }
     frame = pd.DataFrame([{"task": k[0], "codec": k[1], "point": k[2], **v} for k, v in samples.items()])
     if frame.empty:
         raise ValueError("no coded samples to time")
-    missing = frame[frame["decode"].isna()] if "decode" in frame else frame
+    missing = frame[frame["decode"].isna()]
     if len(missing):
         first = missing.iloc[0]
-        raise ValueError(f"no decode time of {len(missing)} samples, e.g. {first.task}/{first.codec}/{first.point}")
+        raise ValueError(
+            f"no decode time of {len(missing)} samples, e.g. {first.task}/{first.codec}/{first.point} (sidecars of "
+            "an older LaMoFC: rerun its code jobs)"
+        )
     rows = []
     for (task, codec), group in frame.groupby(["task", "codec"], sort=True):
         mpixels = group["mpixels"].sum()
@@ -379,8 +410,8 @@ def complexity_markdown(table: pd.DataFrame) -> str:
         "# Complexity",
         "",
         "Mean seconds per sample and per million frame samples (all frames of a sample), "
-        "over each codec's points; encoding as timed by the encode jobs around each sample's encoder runs "
-        "(sidecars), decoding as timed by the decode jobs (decode_seconds.csv), on the machine that ran them.",
+        "over each codec's points, as the code jobs timed each sample's encoder and decoder runs (recorded in "
+        "the sidecars), on the machine that ran them.",
         "",
     ]
     return "\n".join(lines + markdown_table(table) + [""])

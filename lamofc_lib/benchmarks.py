@@ -25,11 +25,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import yaml
+
+from lamofc_lib.joblog import JobTime
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -308,39 +311,83 @@ def codec_speed(repeats: int) -> list[tuple[str, float, str]]:
 
 TIMESTAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]$")
 JOB = re.compile(r"^(?:local)?rule (\w+):$")
+LOG = re.compile(r"^    log: (\S+)")
 JOBID = re.compile(r"^    jobid: (\d+)$")
 FINISHED = re.compile(r"^Finished jobid: (\d+) \(Rule: (\w+)\)$")
 
 
-def run_stages(workdir: Path) -> list[tuple[str, float, str]]:
+@dataclass
+class RuleTime:
+    """One rule's jobs in a run: their seconds from the Snakemake log and, from the jobs' own logs
+    (joblog.JobTime), the seconds before their work began (start-up and imports) and the work itself."""
+
+    seconds: list[float] = field(default_factory=list)
+    overhead: float = 0.0
+    work: float = 0.0
+    timed: int = 0
+
+
+def rule_times(workdir: Path) -> tuple[dict[str, RuleTime], float, str] | None:
     """Per rule, the seconds its jobs ran (from each job's start to its finish as the newest Snakemake log that ran
-    jobs records them, to the second), and that run's wall time (its first to its last timestamp)."""
+    jobs records them, to the second) and their own split of it; that run's wall time (its first to its last
+    timestamp) and the log's name. None if no log ran jobs."""
     for log in sorted((workdir / ".snakemake" / "log").glob("*.snakemake.log"), reverse=True):
-        now, rule = None, None
-        stamps, started, ran = [], {}, {}
+        now, rule, job_log = None, None, None
+        stamps, started, logs, ran = [], {}, {}, {}
         for line in log.read_text().splitlines():
             if match := TIMESTAMP.match(line):
                 now = datetime.strptime(match.group(1), "%a %b %d %H:%M:%S %Y")
                 stamps.append(now)
             elif match := JOB.match(line):
-                rule = match.group(1)
+                rule, job_log = match.group(1), None
+            elif (match := LOG.match(line)) and rule:
+                job_log = match.group(1).split(",")[0]
             elif (match := JOBID.match(line)) and rule:
                 started[match.group(1)] = now
+                logs[match.group(1)] = job_log
                 rule = None
             elif (match := FINISHED.match(line)) and match.group(1) in started:
-                seconds = (now - started.pop(match.group(1))).total_seconds()
-                ran.setdefault(match.group(2), []).append(seconds)
+                times = ran.setdefault(match.group(2), RuleTime())
+                times.seconds.append((now - started.pop(match.group(1))).total_seconds())
+                path = logs.pop(match.group(1))
+                own = JobTime.parse((workdir / path).read_text(errors="replace")) if path else None
+                if own and (workdir / path).is_file():
+                    times.overhead += own.startup + own.imports
+                    times.work += own.work
+                    times.timed += 1
         if ran:
-            break
-    else:
+            return ran, (stamps[-1] - stamps[0]).total_seconds(), log.name
+    return None
+
+
+def run_stages(workdir: Path) -> list[tuple[str, float, str]]:
+    """Per rule, its jobs' seconds (the Snakemake log's) split into the jobs' own work, as their clocks measured
+    it (joblog.JobTime), and the rest: start-up and imports as the jobs measured them, plus Snakemake's own
+    handling of each job (the job-s less the job process's lifetime); the run's totals and its wall time."""
+    found = rule_times(workdir)
+    if found is None:
         return []
+    ran, wall, name = found
+    total = sum(sum(t.seconds) for t in ran.values())
     rows = []
-    total = sum(sum(v) for v in ran.values())
-    for rule, seconds in sorted(ran.items(), key=lambda item: -sum(item[1])):
-        detail = f"job-s, {len(seconds)} jobs, mean {np.mean(seconds):.1f} s, {sum(seconds) / total:.0%}"
-        rows.append((f"stage {rule}", sum(seconds), detail))
-    rows.append(("all jobs", total, f"job-s in {log.name}"))
-    rows.append(("wall time of that run", (stamps[-1] - stamps[0]).total_seconds(), "s"))
+    for rule, t in sorted(ran.items(), key=lambda item: -sum(item[1].seconds)):
+        seconds = sum(t.seconds)
+        detail = f"job-s, {len(t.seconds)} jobs, mean {np.mean(t.seconds):.1f} s, {seconds / total:.0%} of all"
+        if t.timed:
+            other = seconds - t.work - t.overhead
+            detail += f"; work {t.work:.1f} s, start-up+imports {t.overhead:.1f} s, other {other:.1f} s"
+        rows.append((f"stage {rule}", seconds, detail))
+    overhead = sum(t.overhead for t in ran.values())
+    work = sum(t.work for t in ran.values())
+    jobs = sum(len(t.seconds) for t in ran.values())
+    rows.append(("all jobs", total, f"job-s in {name}, {jobs} jobs"))
+    timed = sum(t.timed for t in ran.values())
+    if timed:
+        rows.append(("work of all jobs", work, f"s ({timed} jobs timed themselves)"))
+        rows.append(("start-up and imports of all jobs", overhead, "s (as the jobs measured them)"))
+        share = 1 - work / total if total else 0.0
+        rows.append(("share of job-s that is not work", share, "(start-up, imports, Snakemake's handling)"))
+    rows.append(("wall time of that run", wall, "s"))
     return rows
 
 

@@ -51,6 +51,7 @@ class Sidecar:
     version: int = SIDECAR_VERSION
     threads: int | None = None  # the codec's threads and device at encoding (Codec.verifies_decoding)
     device: str | None = None
+    decode_seconds: float | None = None  # the code job's decoding of this sample (absent in older sidecars)
 
     @property
     def bytes(self) -> int:
@@ -103,11 +104,11 @@ def sidecar_name(index: int) -> str:
     return f"{index:05d}.json"
 
 
-def read_sidecars(dirs: Sequence[str | Path], samples: int | None = None) -> list[tuple[Path, Sidecar]]:
+def read_sidecars(dirs: Sequence[str | Path], samples: int | None = None, first: int = 0) -> list[tuple[Path, Sidecar]]:
     """(shard folder, sidecar) of every coded sample in the shard folders `dirs`, in sample order.
 
-    Raises CodecError unless they cover samples 0..samples-1 exactly once (0..n-1 when `samples` is None),
-    agree on task, codec, point and tensor names, and every bitstream a sidecar names exists.
+    Raises CodecError unless they cover samples first..first+samples-1 exactly once (first..first+n-1 when
+    `samples` is None), agree on task, codec, point and tensor names, and every bitstream a sidecar names exists.
     """
     if isinstance(dirs, str | Path):
         dirs = [dirs]  # one folder, not a sequence of one-character folder names
@@ -124,8 +125,10 @@ def read_sidecars(dirs: Sequence[str | Path], samples: int | None = None) -> lis
     found.sort(key=lambda item: item[1].sample_index)
     indices = [r.sample_index for _, r in found]
     count = len(indices) if samples is None else samples
-    if indices != list(range(count)):
-        raise CodecError(f"bitstreams in {', '.join(map(str, dirs))} do not cover samples 0..{count - 1} once each")
+    if indices != list(range(first, first + count)):
+        raise CodecError(
+            f"bitstreams in {', '.join(map(str, dirs))} do not cover samples {first}..{first + count - 1} once each"
+        )
     kinds = {(r.task, r.codec, r.point, tuple(t.name for t in r.tensors)) for _, r in found}
     if len(kinds) > 1:
         raise CodecError(f"bitstreams in {', '.join(map(str, dirs))} mix task/codec/point/tensors {sorted(kinds)}")
@@ -134,9 +137,14 @@ def read_sidecars(dirs: Sequence[str | Path], samples: int | None = None) -> lis
 
 def rate(shard_dirs: Sequence[str | Path]) -> list[dict]:
     """Per-sample coded size: bits from the bitstream files on disk (in all and per named tensor), points of the
-    original feature, and the pooled BPFP (all the sample's bits over all its points)."""
+    original feature, and the pooled BPFP (all the sample's bits over all its points). A bitstream that differs
+    from its sidecar's size or SHA-256 (altered after coding, so its reconstruction is not its decoding) raises
+    CodecError naming it."""
     rows = []
     for folder, record in read_sidecars(shard_dirs):
+        for tensor in record.tensors:
+            if problem := bitstream_problem(folder, tensor):
+                raise CodecError(problem)
         per_tensor = {t.name: 8 * (folder / t.bitstream).stat().st_size for t in record.tensors}
         bits = sum(per_tensor.values())
         rows.append(

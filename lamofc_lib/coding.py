@@ -1,6 +1,6 @@
-"""The coding stages between the frames and the reconstructed features: encoding (frames -> bitstreams +
-sidecars, in shards of samples) and decoding with post-processing (bitstreams -> reconstructed features). The
-frames come from preprocess.preprocess_store."""
+"""The coding stage between the frames and the reconstructed features, one shard of samples at a time
+(`code_shard`, rule code): encoding (frames -> bitstreams + sidecars) and decoding with post-processing
+(bitstreams -> reconstructed features). The frames come from preprocess.preprocess_store."""
 
 from __future__ import annotations
 
@@ -42,6 +42,26 @@ def shard_samples(shard: str, samples: int, samples_per_job: int) -> range:
     if not 0 <= start < samples:
         raise ValueError(f"shard '{shard}' is outside {samples} samples at {samples_per_job} per job")
     return range(start, min(start + samples_per_job, samples))
+
+
+def code_shard(
+    frames: str | Path, bitstreams: str | Path, reconstructed: str | Path, codec: Codec, point: str, indices: range
+) -> list[Sidecar]:
+    """Encode the frames `indices` at `point` into the folder `bitstreams` (encode_shard), then decode those
+    bitstreams from the files, as a decoder elsewhere would, into the feature store `reconstructed`
+    (decode_point); each output is written atomically. The sidecars record each sample's encoding and decoding
+    seconds (the decoding ones written after decoding). Returns the sidecars.
+
+    One job encodes and decodes: decoding a shard costs less than a job's start-up, and a learned codec pays its
+    library's import (CompressAI) once instead of twice. A bitstream altered later is refused where its rate is
+    read (bitstreams.rate) and by `python -m lamofc_lib.verify`."""
+    records = encode_shard(frames, bitstreams, codec, point, indices)
+    timings = decode_point([bitstreams], reconstructed, codec, samples=None, first=indices.start)
+    seconds = {t["sample_index"]: round(t["decode_seconds"], 4) for t in timings}
+    for record in records:
+        record.decode_seconds = seconds[record.sample_index]
+        write_json(Path(bitstreams) / sidecar_name(record.sample_index), asdict(record))
+    return records
 
 
 def encode_shard(
@@ -142,17 +162,17 @@ def _checked_bitstream(folder: Path, tensor: TensorRecord, codec: Codec, record:
 
 
 def decode_point(
-    shard_dirs: Sequence[str | Path], out: str | Path, codec: Codec, samples: int | None = None
+    shard_dirs: Sequence[str | Path], out: str | Path, codec: Codec, samples: int | None = None, first: int = 0
 ) -> list[dict[str, float]]:
-    """Decode every bitstream of one operating point and post-process it into the feature store `out`, each
-    named tensor in its uncompressed dtype.
+    """Decode every bitstream in `shard_dirs` (samples first..first+samples-1 of a point, or as many as there
+    are) and post-process it into the feature store `out`, each named tensor in its uncompressed dtype.
 
     Returns per-sample decoding times. A bitstream that was altered since encoding (size or SHA-256 differ from
     its sidecar) or fails to decode raises CodecError and leaves no output.
     """
     if isinstance(shard_dirs, str | Path):
         shard_dirs = [shard_dirs]
-    items = read_sidecars(shard_dirs, samples)
+    items = read_sidecars(shard_dirs, samples, first=first)
     timings: list[dict[str, float]] = []
     if not items:
         raise CodecError(f"no bitstreams in {', '.join(map(str, shard_dirs))}")

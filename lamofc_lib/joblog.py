@@ -1,15 +1,91 @@
-"""Logging for workflow jobs: everything a job prints, its libraries and subprocesses included, goes to its log."""
+"""Logging for workflow jobs: everything a job prints, its libraries and subprocesses included, goes to its log,
+and the log's last line says where the job's time went (`JobClock`)."""
 
 from __future__ import annotations
 
+import atexit
+import builtins
 import logging
 import os
+import re
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
+
+TIMING = re.compile(r"lamofc job time: start-up ([\d.]+) s, imports ([\d.]+) s, work ([\d.]+) s")
+
+
+@dataclass
+class JobTime:
+    """Where one job process's time went: `startup` from the process's start to the script's first library
+    call (the interpreter, Snakemake's preamble and the script's own imports), `imports` the modules imported
+    after that (deferred imports inside the library), `work` the rest."""
+
+    startup: float
+    imports: float
+    work: float
+
+    def line(self) -> str:
+        return f"lamofc job time: start-up {self.startup:.3f} s, imports {self.imports:.3f} s, work {self.work:.3f} s"
+
+    @classmethod
+    def parse(cls, text: str) -> JobTime | None:
+        """The last timing line of a job log, or None if it has none (a job that failed or predates it)."""
+        found = TIMING.findall(text)
+        return cls(*(float(v) for v in found[-1])) if found else None
+
+
+class JobClock:
+    """Times a job from inside: installed once the script's own imports are done, it counts the seconds spent
+    importing modules from then on (a wrapper of `builtins.__import__`; nested imports counted once) and, at
+    exit, logs a `JobTime` line that `python -m lamofc_lib.benchmarks speed` reads."""
+
+    def __init__(self, logger: logging.Logger):
+        self.logger = logger
+        age = _process_age()
+        self.ready = time.time()
+        self.started = self.ready - age if age is not None else None
+        self.imports = 0.0
+        self._depth = 0
+        self._import = builtins.__import__
+        builtins.__import__ = self._timed_import
+        atexit.register(self.report)
+
+    def _timed_import(self, *args, **kwargs):
+        if self._depth:
+            return self._import(*args, **kwargs)
+        self._depth += 1
+        start = time.perf_counter()
+        try:
+            return self._import(*args, **kwargs)
+        finally:
+            self.imports += time.perf_counter() - start
+            self._depth -= 1
+
+    def measure(self) -> JobTime:
+        after = time.time() - self.ready
+        startup = self.ready - self.started if self.started else 0.0
+        return JobTime(startup, self.imports, max(after - self.imports, 0.0))
+
+    def report(self) -> None:
+        self.logger.info("%s", self.measure().line())
+
+
+def _process_age() -> float | None:
+    """Seconds since this process started, to 10 ms: Linux's /proc (psutil's start time is off by up to a second,
+    the boot time it adds being whole seconds); None elsewhere."""
+    try:
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        return uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def log_to(path: str | Path) -> logging.Logger:
-    """Send this process's stdout, stderr (file descriptors 1 and 2) and logging to `path`."""
+    """Send this process's stdout, stderr (file descriptors 1 and 2) and logging to `path`, and time the job
+    from here on (`JobClock`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -24,4 +100,6 @@ def log_to(path: str | Path) -> logging.Logger:
         stream=sys.stderr,
         force=True,
     )
-    return logging.getLogger("lamofc")
+    logger = logging.getLogger("lamofc")
+    JobClock(logger)
+    return logger

@@ -1,5 +1,5 @@
-"""Scores of one operating point: the task metric from the head's outputs, BPFP from the bitstreams, feature
-MSE against the uncompressed features."""
+"""Scores of the operating points of a task and codec: the task metric from the head's outputs, BPFP from the
+bitstreams, feature MSE against the uncompressed features."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pandas as pd
 from lamofc_lib.bitstreams import rate
 from lamofc_lib.io import atomic_path
 from lamofc_lib.sources import read_manifest
-from lamofc_lib.store import FeatureStore
+from lamofc_lib.store import FeatureStore, StoreShards
 from lamofc_lib.tasks import get_task
 
 ORIGINAL = "original"
@@ -37,7 +37,7 @@ def _plain(array: np.ndarray):
     return array.item() if array.ndim == 0 else array
 
 
-def store_mse(original: FeatureStore, reconstructed: FeatureStore) -> list[float]:
+def store_mse(original: FeatureStore, reconstructed: FeatureStore | StoreShards) -> list[float]:
     """Per-sample mean squared error between the original and the reconstructed feature stores over all the
     sample's tensors (their squared errors summed, over their points summed), in float64 whatever the stores'
     dtypes (fp16 originals against float32 reconstructions included)."""
@@ -61,70 +61,87 @@ def store_mse(original: FeatureStore, reconstructed: FeatureStore) -> list[float
     return errors
 
 
-def score_point(
-    task_name: str,
-    manifest_path: str | Path,
-    features_path: str | Path,
-    head_path: str | Path,
-    reference: str,
-    reconstructed_path: str | Path | None = None,
-    bitstream_dirs: Sequence[str | Path] = (),
-    reference_outputs: str | Path | None = None,
-    codec: str = ORIGINAL,
-    point: str = ORIGINAL,
-    device: str = "cpu",
-    threads: int | None = None,
-    metric_options: Mapping | None = None,
-) -> tuple[dict, pd.DataFrame, list]:
-    """Score the reconstructed features of one point, or the uncompressed ones when none are given.
+class Scorer:
+    """Scores of a task's features with its head: the uncompressed ones (`score()`) or the reconstructions of
+    one operating point after another (`score(reconstructed, bitstreams, codec, point)`), the task, manifest
+    and uncompressed features loaded once.
 
     `reference` is ground_truth (the manifest's answers) or uncompressed (the outputs the head gave on the
     uncompressed features: `reference_outputs`, or the outputs themselves when scoring the uncompressed
-    features). Returns the scores record, the per-sample table and the per-sample outputs.
-    """
-    task = get_task(task_name, device=device, threads=threads)
-    task.set_metric_options(metric_options or {})
-    manifest = read_manifest(manifest_path)
-    original = FeatureStore(features_path)
-    if list(original.sample_ids) != list(manifest["sample_id"]):
-        raise ValueError(f"{features_path} does not hold the samples of {manifest_path}")
-    store = FeatureStore(reconstructed_path) if reconstructed_path else original
-    samples = (task.head_input(store.sample(i)) for i in range(len(store)))
-    outputs = task.head_outputs(Path(head_path), samples, original.attrs)
-    if reference == "ground_truth":
-        refs = task.ground_truth(manifest)
-    elif reconstructed_path:
-        if reference_outputs is None:
-            raise ValueError("reference is uncompressed but no outputs of the uncompressed features were given")
-        refs = load_outputs(reference_outputs, manifest["sample_id"])
-    else:
-        refs = outputs
-    value, rows = task.compare(outputs, refs)
-    table = pd.DataFrame(rows)
-    table.insert(0, "sample_id", list(manifest["sample_id"]))
-    if reconstructed_path:
-        mse = store_mse(original, store)
-        rates = pd.DataFrame(rate(bitstream_dirs))
-        table["mse"] = mse
-        for column in [c for c in rates.columns if c == "bits" or c.startswith("bits.")] + ["bpfp"]:
-            table[column] = rates[column].to_numpy()
-        bpfp, mean_mse = float(np.mean(table["bpfp"])), float(np.mean(mse))
-    else:
-        table["mse"] = 0.0
-        bpfp, mean_mse = UNCOMPRESSED_BPFP, 0.0
-    scores = {
-        "task": task_name,
-        "codec": codec,
-        "point": point,
-        "bpfp": bpfp,
-        "mse": mean_mse,
-        "metric": task.metric,
-        "value": value,
-        "higher_is_better": task.higher_is_better,
-        "samples": len(manifest),
-        "reference": reference,
-        **({"metric_options": dict(metric_options)} if metric_options else {}),
-    }
-    if reconstructed_path:
-        scores["codec_version"] = store.attrs.get("codec_version", "")
-    return scores, table, outputs
+    features)."""
+
+    def __init__(
+        self,
+        task_name: str,
+        manifest_path: str | Path,
+        features_path: str | Path,
+        head_path: str | Path,
+        reference: str,
+        reference_outputs: str | Path | None = None,
+        device: str = "cpu",
+        threads: int | None = None,
+        metric_options: Mapping | None = None,
+    ):
+        self.task_name, self.reference, self.metric_options = task_name, reference, dict(metric_options or {})
+        self.task = get_task(task_name, device=device, threads=threads)
+        self.task.set_metric_options(self.metric_options)
+        self.head = Path(head_path)
+        self.manifest = read_manifest(manifest_path)
+        self.original = FeatureStore(features_path)
+        if list(self.original.sample_ids) != list(self.manifest["sample_id"]):
+            raise ValueError(f"{features_path} does not hold the samples of {manifest_path}")
+        self.reference_outputs = reference_outputs
+        self._references = None
+
+    def references(self, outputs: list | None) -> list:
+        if self.reference == "ground_truth":
+            return self.task.ground_truth(self.manifest)
+        if outputs is not None:  # the uncompressed features' own outputs
+            return outputs
+        if self._references is None:
+            if self.reference_outputs is None:
+                raise ValueError("reference is uncompressed but no outputs of the uncompressed features were given")
+            self._references = load_outputs(self.reference_outputs, self.manifest["sample_id"])
+        return self._references
+
+    def score(
+        self,
+        reconstructed: Sequence[str | Path] = (),
+        bitstream_dirs: Sequence[str | Path] = (),
+        codec: str = ORIGINAL,
+        point: str = ORIGINAL,
+    ) -> tuple[dict, pd.DataFrame, list]:
+        """The scores record, per-sample table and per-sample outputs of one point (its reconstruction's stores,
+        one per code job, and their bitstream folders), or of the uncompressed features when none are given."""
+        store = StoreShards(reconstructed) if reconstructed else self.original
+        samples = (self.task.head_input(store.sample(i)) for i in range(len(store)))
+        outputs = self.task.head_outputs(self.head, samples, self.original.attrs)
+        value, rows = self.task.compare(outputs, self.references(None if reconstructed else outputs))
+        table = pd.DataFrame(rows)
+        table.insert(0, "sample_id", list(self.manifest["sample_id"]))
+        if reconstructed:
+            mse = store_mse(self.original, store)
+            rates = pd.DataFrame(rate(bitstream_dirs))
+            table["mse"] = mse
+            for column in [c for c in rates.columns if c == "bits" or c.startswith("bits.")] + ["bpfp"]:
+                table[column] = rates[column].to_numpy()
+            bpfp, mean_mse = float(np.mean(table["bpfp"])), float(np.mean(mse))
+        else:
+            table["mse"] = 0.0
+            bpfp, mean_mse = UNCOMPRESSED_BPFP, 0.0
+        scores = {
+            "task": self.task_name,
+            "codec": codec,
+            "point": point,
+            "bpfp": bpfp,
+            "mse": mean_mse,
+            "metric": self.task.metric,
+            "value": value,
+            "higher_is_better": self.task.higher_is_better,
+            "samples": len(self.manifest),
+            "reference": self.reference,
+            **({"metric_options": self.metric_options} if self.metric_options else {}),
+        }
+        if reconstructed:
+            scores["codec_version"] = store.attrs.get("codec_version", "")
+        return scores, table, outputs

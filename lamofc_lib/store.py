@@ -177,3 +177,48 @@ class FeatureStore:
     def points(self, i: int) -> int:
         """Number of feature points (values) of sample `i`, over all its tensors."""
         return sum(math.prod(layout.shapes[i]) for layout in self._layouts.values())
+
+
+class StoreShards:
+    """Several stores of the same tensors read as one, samples in the given order: a point's reconstruction,
+    written as one store per group of samples (one per code job)."""
+
+    def __init__(self, paths: Sequence[str | Path]):
+        if not paths:
+            raise ValueError("StoreShards: no stores given")
+        self.stores = [FeatureStore(p) for p in paths]
+        first = self.stores[0]
+        for store in self.stores[1:]:
+            if store.tensors != first.tensors:
+                raise ValueError(f"{store.path} has tensors {store.tensors}, {first.path} {first.tensors}")
+        self.path = first.path.parent
+        self.attrs = first.attrs
+        self.tensors = first.tensors
+        self.sample_ids = [s for store in self.stores for s in store.sample_ids]
+        self._where = [(store, i) for store in self.stores for i in range(len(store))]
+        self._layouts = {
+            name: TensorLayout(
+                [shape for store in self.stores for shape in store.layout(name).shapes],
+                first.layout(name).dtype,
+                first.layout(name).attrs,
+            )
+            for name in self.tensors
+        }
+
+    def __len__(self) -> int:
+        return len(self.sample_ids)
+
+    def layout(self, tensor: str) -> TensorLayout:
+        return self._layouts[tensor]
+
+    def read(self, i: int, tensor: str | None = None) -> np.ndarray:
+        store, j = self._where[i]
+        return store.read(j, tensor)
+
+    def sample(self, i: int) -> dict[str, np.ndarray]:
+        store, j = self._where[i]
+        return store.sample(j)
+
+    def points(self, i: int) -> int:
+        store, j = self._where[i]
+        return store.points(j)

@@ -56,6 +56,18 @@ def model_path(task: str, label: str, point: str) -> str:
     return f"{RESULTS}/models/{codec_name(label)}/{trained_on(task, label)}/{point}/model.pt"
 
 
+def label_points(config: Mapping, task: str, label: str) -> list[str]:
+    """The operating points a codec label codes on `task` (a model applied to another task: the points of the
+    task it was trained on)."""
+    return points(config, codec_name(label), trained_on(task, label))
+
+
+def coded_labels(config: Mapping) -> list[tuple[str, str]]:
+    """(task, codec label) of every coded configuration, rate-accuracy and generalizability runs, each once."""
+    runs = coded_points(config) + generalizability_points(config)
+    return list(dict.fromkeys((t, c) for t, c, _ in runs))
+
+
 def coded_points(config: Mapping) -> list[tuple[str, str, str]]:
     """(task, codec label, point) of the rate-accuracy runs."""
     run = config["run"]
@@ -91,21 +103,25 @@ def retried(key: str, value, attempt: int):
     return value * attempt if key in ("mem_mb", "runtime") else value
 
 
-def coding_resource(config: Mapping, job: str, key: str, task: str, label: str, shard: str | None, attempt: int):
-    """A resource of an encode or decode job: the configured base plus, with `per_mpixel`, memory per million
-    values of the job's largest frame and runtime per million frame values it codes (all tensors of a sample
-    counted), so a cluster gets larger requests for larger frames (a dpt frame is 50 times a cls frame); grown
-    per attempt. Before the frames exist (dry runs) it is the base."""
+def coding_resource(config: Mapping, key: str, task: str, label: str, shard: str, attempt: int):
+    """A resource of a code job, which encodes and then decodes a group of samples: the configured encode and
+    decode requests (resources.encode, resources.decode: runtimes added, the larger memory), each plus, with
+    `per_mpixel`, memory per million values of the job's largest frame and runtime per million frame values it
+    codes (all tensors of a sample counted), so a cluster gets larger requests for larger frames (a dpt frame is
+    50 times a cls frame); grown per attempt. Before the frames exist (dry runs) they are the bases."""
     block = config["codecs"][codec_name(label)]
-    spec = block["resources"][job]
-    per = spec.get("per_mpixel", {}).get(key)
     frames = Path(frames_path(config, task, label))
-    if not per or not frames.exists():
-        return retried(key, spec[key], attempt)
-    store = FeatureStore(frames)
-    indices = range(len(store)) if job == "decode" else shard_samples(shard, len(store), block["samples_per_job"])
-    sizes = [store.points(i) / 1e6 for i in indices]
-    return retried(key, spec[key] + math.ceil(per * (max(sizes) if key == "mem_mb" else sum(sizes))), attempt)
+    sizes = None
+    if frames.exists():
+        store = FeatureStore(frames)
+        sizes = [store.points(i) / 1e6 for i in shard_samples(shard, len(store), block["samples_per_job"])]
+    values = []
+    for job in ("encode", "decode"):
+        spec = block["resources"][job]
+        per = spec.get("per_mpixel", {}).get(key)
+        extra = math.ceil(per * (max(sizes) if key == "mem_mb" else sum(sizes))) if per and sizes else 0
+        values.append(spec[key] + extra)
+    return retried(key, max(values) if key == "mem_mb" else sum(values), attempt)
 
 
 # --------------------------------------------------------------------------------------------------------------------

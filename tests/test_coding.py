@@ -15,7 +15,7 @@ from store_helpers import write_one
 
 from lamofc_lib.bitstreams import rate, read_sidecars
 from lamofc_lib.codecs import CodecError, get_codec
-from lamofc_lib.coding import decode_point, encode_shard
+from lamofc_lib.coding import code_shard, decode_point, encode_shard
 from lamofc_lib.preprocess import TensorSpec, frame_shape, from_frame, pack, preprocess_store, quantize, to_frame
 from lamofc_lib.scoring import store_mse
 from lamofc_lib.store import FeatureStore
@@ -239,6 +239,36 @@ def test_encode_shard_leaves_no_partial_folder_when_the_codec_raises(codec, tmp_
     # The same shard without the offending sample is written completely.
     encode_shard(tmp_path / "frames", out, codec, POINT, [0])
     assert leftovers(out) == ["00000.feature.bin", "00000.json"]
+
+
+def test_a_code_job_encodes_decodes_and_times_its_shard(pipeline, codec, tmp_path):
+    """code_shard (rule code): the shard's bitstreams are those encode_shard writes, its reconstruction the
+    post-processed decoding of them (as decode_point gives), and each sidecar holds both timings."""
+    p = pipeline
+    bits, rec = tmp_path / "bitstreams" / "001", tmp_path / "reconstructed" / "001.zarr"
+    records = code_shard(p["root"] / "frames", bits, rec, codec, POINT, range(1, 3))
+    assert [r.sample_index for r in records] == [1, 2]
+    assert leftovers(bits) == ["00001.feature.bin", "00001.json", "00002.feature.bin", "00002.json"]
+    # VVC coding is exact: the same bytes as the pipeline's encodings of these samples
+    assert (bits / "00001.feature.bin").read_bytes() == bitstreams(p)[1].read_bytes()
+    store = FeatureStore(rec)
+    assert store.sample_ids == FeatureStore(p["root"] / "features").sample_ids[1:]
+    whole = FeatureStore(p["root"] / "reconstructed")
+    for k, i in enumerate((1, 2)):
+        np.testing.assert_array_equal(store.read(k), whole.read(i))
+    for i in (1, 2):
+        sidecar = json.loads((bits / f"{i:05d}.json").read_text())
+        assert sidecar["encode_seconds"] > 0 and sidecar["decode_seconds"] > 0
+
+
+def test_a_bitstream_altered_after_coding_is_refused_where_its_rate_is_read(pipeline, tmp_path):
+    """Its reconstruction is no longer its decoding: scoring (which reads the rate) names the file."""
+    shard = tmp_path / "000"
+    shutil.copytree(pipeline["shards"][0], shard)
+    bitstream = shard / "00001.feature.bin"
+    bitstream.write_bytes(bitstream.read_bytes()[:-1])
+    with pytest.raises(CodecError, match=r"00001.feature.bin has \d+ bytes, its sidecar says \d+"):
+        rate([shard])
 
 
 # --------------------------------------------------------------------------------------------------

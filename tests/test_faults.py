@@ -4,6 +4,7 @@ feature store, models, bitstreams and tables of an uninterrupted run in another 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import signal
@@ -61,15 +62,17 @@ def test_a_run_killed_in_the_middle_and_rerun_gives_the_results_of_an_uninterrup
     reference, killed = tmp_path / "reference", tmp_path / "killed"
     reference.mkdir(), killed.mkdir()
     run(reference)
-    # Kill the whole workflow (Snakemake and its running jobs) once the first decoding job has written its store:
-    # the encoding before it is then recorded as done, and other jobs are half done.
+    # Kill the whole workflow (Snakemake and its running jobs) once Snakemake has recorded the first code job as
+    # done (its metadata record of the bitstream folder): that job is then finished, and other jobs half done.
     workflow = subprocess.Popen(
         command(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
     first = killed / "results/cls/vvenc/32/bitstreams/000"
-    decoded = killed / "results/cls/vvenc/32/reconstructed.zarr"
+    recorded = (
+        killed / ".snakemake/metadata" / base64.urlsafe_b64encode(b"results/cls/vvenc/32/bitstreams/000").decode()
+    )
     deadline = time.monotonic() + 900
-    while not decoded.exists() and workflow.poll() is None and time.monotonic() < deadline:
+    while not recorded.exists() and workflow.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
     assert workflow.poll() is None, "the workflow finished before it could be killed"
     os.killpg(workflow.pid, signal.SIGKILL)
@@ -79,7 +82,7 @@ def test_a_run_killed_in_the_middle_and_rerun_gives_the_results_of_an_uninterrup
     kept = first.stat().st_mtime_ns
     run(killed, "--unlock")
     run(killed, "--rerun-incomplete")
-    assert first.stat().st_mtime_ns == kept  # the finished encoding is kept, not redone
+    assert first.stat().st_mtime_ns == kept  # the finished code job is kept, not redone
     # 8 cls samples at 2 QPs and 1 lambda; one trained model
     assert digests(killed, "*.bin") == digests(reference, "*.bin") and len(digests(reference, "*.bin")) == 8 * 3
     assert digests(killed, "model.pt") == digests(reference, "model.pt") and len(digests(reference, "model.pt")) == 1

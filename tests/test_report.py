@@ -56,6 +56,22 @@ def test_a_curve_at_half_the_rate_gives_minus_50_percent(method):
     assert bd["bd_rate"].iloc[0] == pytest.approx(-50.0, abs=1e-9)
 
 
+@pytest.mark.parametrize("method", ["pchip", "akima", "cubic"])
+def test_points_off_the_pareto_front_are_dropped_and_named(method):
+    """A point that buys no better metric than a lower-rate point of its curve (a tie, or a dip) is dropped, in
+    the anchor and in the other curve: what is left is the half-rate curve, -50 % as above; with
+    bd_points all, the ties leave no BD-rate."""
+    tied_anchor = [*ANCHOR, (1.6, 72.0)]
+    half = [(r / 2, v) for r, v in ANCHOR] + [(0.3, 55.0)]  # below the 60 reached at rate 0.1
+    table = _table(_rows("cls", "vvenc", tied_anchor), _rows("cls", "half", half))
+    row = analysis.bd_table(table, "vvenc", method).iloc[0]
+    assert row.bd_rate == pytest.approx(-50.0, abs=1e-9)
+    assert (row.points, row.anchor_points) == (4, 4)
+    assert "dropped (no better metric than a lower rate): half 4" in row.note
+    assert "anchor dropped (no better metric than a lower rate): vvenc 4" in row.note
+    assert math.isnan(analysis.bd_table(table, "vvenc", method, points="all")["bd_rate"].iloc[0])
+
+
 def test_bd_metric_is_the_mean_metric_gain_and_keeps_the_metrics_direction():
     # +2 points of accuracy at every rate: BD-metric +2; the same BPFP, so BD-rate < 0 (fewer bits needed).
     better = [(r, v + 2) for r, v in ANCHOR]
@@ -76,9 +92,12 @@ def test_bd_rate_undefined_cases_give_nan_with_the_reason():
     noisy = [(0.1, 50.0), (0.2, 40.0), (0.4, 68.0)]  # the metric falls, then rises, with the rate
     apart = [(10.0, 95.0), (20.0, 97.0), (40.0, 98.0)]  # above every anchor metric: no overlap
     table = _table(_rows("cls", "vvenc", ANCHOR), _rows("cls", "noisy", noisy), _rows("cls", "apart", apart))
-    bd = analysis.bd_table(table, "vvenc").set_index("codec")
+    bd = analysis.bd_table(table, "vvenc", points="all").set_index("codec")
     assert math.isnan(bd.loc["noisy", "bd_rate"]) and "does not improve strictly" in bd.loc["noisy", "note"]
     assert math.isnan(bd.loc["apart", "bd_rate"]) and "BD-rate: Curves do not overlap" in bd.loc["apart", "note"]
+    single = [(0.1, 50.0), (0.2, 50.0)]  # a tie: on the Pareto front one point is left
+    bd = analysis.bd_table(_table(_rows("cls", "vvenc", ANCHOR), _rows("cls", "single", single)), "vvenc")
+    assert math.isnan(bd["bd_rate"].iloc[0]) and bd["note"].iloc[0].startswith("fewer than 2 points")
     with pytest.raises(ValueError, match=r"no points of the anchor codec 'vtm' \(report.anchor\)"):
         analysis.bd_table(table, "vtm")
 
@@ -130,7 +149,7 @@ def test_the_generalizability_matrix_has_table_6s_layout():
 # --- complexity ---------------------------------------------------------------------------------------------------
 
 
-def _sidecar(folder, index, seconds, frame_shapes):
+def _sidecar(folder, index, seconds, frame_shapes, decode_seconds=None):
     """A version-2 sidecar written out by hand, with an empty bitstream file per tensor."""
     tensors = []
     for k, shape in enumerate(frame_shapes):
@@ -141,7 +160,8 @@ def _sidecar(folder, index, seconds, frame_shapes):
                         list(shape), "packing": "plane", "truncation": [-1, 1], "quantizer": "floor"})  # fmt: skip
     record = {"sample_index": index, "sample_id": f"s{index}", "task": "cls", "codec": "vvenc", "codec_version": "v",
               "point": "22", "input_kind": "quantized", "bit_depth": 10, "tensors": tensors,
-              "encode_seconds": seconds, "version": 2}  # fmt: skip
+              "encode_seconds": seconds, "version": 2,
+              **({"decode_seconds": decode_seconds} if decode_seconds is not None else {})}  # fmt: skip
     (folder / f"{index:05d}.json").write_text(json.dumps(record))
 
 
@@ -150,20 +170,18 @@ def test_complexity_is_the_jobs_own_times_per_sample_and_per_megapixel(tmp_path)
     first, second = point / "bitstreams" / "000", point / "bitstreams" / "001"
     first.mkdir(parents=True)
     second.mkdir(parents=True)
-    _sidecar(first, 0, 1.0, [(1000, 250), (250, 1000)])  # two tensors: 0.5 Mpx
-    _sidecar(first, 1, 3.0, [(1000, 500), (500, 1000)])  # 1.0 Mpx
-    _sidecar(second, 2, 2.0, [(1000, 500), (1000, 500)])  # 1.0 Mpx
-    decode = point / "decode_seconds.csv"
-    pd.DataFrame({"sample_index": [0, 1, 2], "decode_seconds": [0.5, 1.0, 1.5]}).to_csv(decode, index=False)
-    table = analysis.complexity_table([first, second], [decode])
+    _sidecar(first, 0, 1.0, [(1000, 250), (250, 1000)], 0.5)  # two tensors: 0.5 Mpx
+    _sidecar(first, 1, 3.0, [(1000, 500), (500, 1000)], 1.0)  # 1.0 Mpx
+    _sidecar(second, 2, 2.0, [(1000, 500), (1000, 500)], 1.5)  # 1.0 Mpx
+    table = analysis.complexity_table([first, second])
     row = table.iloc[0]
     assert (row.task, row.codec, row.points, row.samples) == ("cls", "vvenc", 1, 3)
     assert row.frame_mpixels == pytest.approx(2.5 / 3)
     assert row.encode_s_per_sample == pytest.approx(2.0) and row.decode_s_per_sample == pytest.approx(1.0)
     assert row.encode_s_per_mpixel == pytest.approx(6.0 / 2.5) and row.decode_s_per_mpixel == pytest.approx(3.0 / 2.5)
-    pd.DataFrame({"sample_index": [0, 1], "decode_seconds": [0.5, 1.0]}).to_csv(decode, index=False)
+    _sidecar(second, 2, 2.0, [(1000, 500), (1000, 500)])  # a sidecar of an older LaMoFC: no decoding time
     with pytest.raises(ValueError, match="no decode time of 1 samples, e.g. cls/vvenc/22"):
-        analysis.complexity_table([first, second], [decode])
+        analysis.complexity_table([first, second])
 
 
 # --- feature statistics -------------------------------------------------------------------------------------------
@@ -253,7 +271,7 @@ def test_the_bd_anchor_defaults_to_the_first_codec_and_must_be_coded(tmp_path):
     from lamofc_lib.config import SCHEMA_PATH
 
     demo = yaml.safe_load((SCHEMA_PATH.parents[2] / "config" / "demo.yaml").read_text())
-    assert validate(demo)["report"] == {"anchor": "vvenc", "bd_method": "pchip"}
+    assert validate(demo)["report"] == {"anchor": "vvenc", "bd_method": "pchip", "bd_points": "pareto"}
     demo["report"] = {"anchor": "vtm"}
     with pytest.raises(ConfigError, match=r"report.anchor: 'vtm' is not coded in this run \(run.codecs: vvenc"):
         validate(demo)

@@ -45,8 +45,8 @@ def demo_run(tmp_path_factory):
     lambdas = config["codecs"]["hyperprior"]["points"]
     for task, points in lambdas.items():
         lambdas[task] = [min(points), max(points)]
-    # Requests that grow with frame size: 1000 min and 1000 MB per million frame samples.
-    config["codecs"]["vvenc"]["resources"]["encode"]["per_mpixel"] = {"runtime": 1000, "mem_mb": 1000}
+    # Requests that grow with frame size: 1000 min and 100,000 MB per million frame samples.
+    config["codecs"]["vvenc"]["resources"]["encode"]["per_mpixel"] = {"runtime": 1000, "mem_mb": 100000}
     start = time.monotonic()
     result = snakemake(workdir, config)
     (workdir / "elapsed.txt").write_text(f"{time.monotonic() - start:.1f}")
@@ -80,7 +80,12 @@ def test_the_speed_benchmark_reads_the_finished_run(demo_run):
     assert sum(1 for name in rows if name.startswith("preprocess ")) == 4
     jobs = full_run_jobs(workdir)
     assert f"{jobs['train_hyperprior']} jobs" in rows["stage train_hyperprior"][1]
-    assert f"{jobs['decode']} jobs" in rows["stage decode"][1]
+    assert f"{jobs['code']} jobs" in rows["stage code"][1]
+    # every job timed itself: the rules' rows split their job-s into work and the rest
+    assert f"({sum(jobs.values()) - 1} jobs timed themselves)" in rows["work of all jobs"][1]
+    assert 0 < rows["work of all jobs"][0] < rows["all jobs"][0]
+    assert 0 < rows["share of job-s that is not work"][0] < 1
+    assert "; work " in rows["stage train_hyperprior"][1]
     elapsed = float((workdir / "elapsed.txt").read_text())
     wall = rows["wall time of that run"][0]
     assert elapsed / 2 < wall <= elapsed + 2
@@ -165,10 +170,10 @@ def test_a_new_head_reruns_scoring_not_extraction(demo_run):
     assert result.returncode == 0, result.stderr[-4000:]
     stats = job_stats(result.stdout + result.stderr)
     assert stats["head"] == 1 and stats["score_original"] == 1
-    # every seg point is rescored: the VVenC QPs, the native lambdas and the tti models (generalizability)
-    rescored = [("vvenc", "seg"), ("hyperprior", "seg"), ("hyperprior", "tti")]
-    assert stats["score"] == sum(len(operating_points(config, codec, task)) for codec, task in rescored)
-    assert not {"candidates", "select", "extract", "preprocess", "encode", "decode"} & set(stats)
+    # every seg point is rescored, one job per codec: VVenC, the native Hyperprior and the tti models
+    # (generalizability)
+    assert stats["score"] == 3
+    assert not {"candidates", "select", "extract", "preprocess", "code"} & set(stats)
 
 
 def dry_run_jobs(workdir: Path, config: dict, repo: Path = REPO) -> dict[str, int]:
@@ -206,20 +211,21 @@ def full_run_jobs(workdir: Path) -> dict[str, int]:
     return job_stats((workdir / "run.log").read_text())
 
 
-# The demo run codes 5 tasks of at most 20 samples (one encoding job per task and point): VVenC at 2 QPs, the
+# The demo run codes 5 tasks of at most 20 samples (one code job per task and point): VVenC at 2 QPs, the
 # Hyperprior at 2 lambdas per task (10 models) and at the trained_on task's 2 lambdas for the 2 generalizability
-# pairs (seg -> tti, tti -> seg). What follows a coded point: the rate-accuracy, D-A, BD-rate and complexity
-# tables, the rate-accuracy and D-A figures of each task, the accuracy-drop figure and the provenance.
+# pairs (seg -> tti, tti -> seg); one score job per task and codec label. What follows a coded point: the
+# rate-accuracy, D-A, BD-rate and complexity tables, the rate-accuracy, D-A and accuracy-drop figures (one job)
+# and the provenance.
 VVENC_POINTS = 5 * 2
 HYPERPRIOR_POINTS = 5 * 2 + 2 * 2
+VVENC_LABELS = 5
+HYPERPRIOR_LABELS = 5 + 2
 TABLES = {
     "rate_accuracy": 1,
     "da_r2": 1,
     "bd_rate": 1,
     "complexity": 1,
-    "plot_rate_accuracy": 5,
-    "plot_rate_accuracy_drop": 1,
-    "plot_distortion_accuracy": 5,
+    "plot_rate_accuracy": 1,
     "provenance": 1,
     "all": 1,
 }
@@ -256,7 +262,7 @@ def test_editing_preprocess_reruns_preprocess_and_everything_downstream(demo_run
     assert dry_run_jobs(workdir, config, repo=repo_copy) == {
         rule: n for rule, n in full.items() if rule not in upstream | {"score_original"}
     }
-    assert full["preprocess"] == 10 and full["encode"] == VVENC_POINTS + HYPERPRIOR_POINTS
+    assert full["preprocess"] == 10 and full["code"] == VVENC_POINTS + HYPERPRIOR_POINTS
     assert full["feature_statistics"] == 5
 
 
@@ -264,13 +270,7 @@ def test_editing_preprocess_reruns_preprocess_and_everything_downstream(demo_run
 def test_editing_a_codec_reruns_only_its_coding_and_scoring_and_the_tables(demo_run, repo_copy):
     workdir, config = demo_run
     edit(repo_copy / "lamofc_lib" / "codecs" / "vvenc.py")
-    points = VVENC_POINTS
-    assert dry_run_jobs(workdir, config, repo=repo_copy) == {
-        "encode": points,
-        "decode": points,
-        "score": points,
-        **TABLES,
-    }
+    assert dry_run_jobs(workdir, config, repo=repo_copy) == {"code": VVENC_POINTS, "score": VVENC_LABELS, **TABLES}
 
 
 @pytest.mark.e2e
@@ -285,15 +285,18 @@ def test_editing_the_analysis_reruns_only_the_tables_and_figures(demo_run, repo_
 
 @pytest.mark.e2e
 @pytest.mark.parametrize(
-    ("codec", "key", "value", "points"),
-    [("vvenc", "preset", "medium", VVENC_POINTS), ("hyperprior", "padding", "zero", HYPERPRIOR_POINTS)],
+    ("codec", "key", "value", "points", "labels"),
+    [
+        ("vvenc", "preset", "medium", VVENC_POINTS, VVENC_LABELS),
+        ("hyperprior", "padding", "zero", HYPERPRIOR_POINTS, HYPERPRIOR_LABELS),
+    ],
 )
-def test_a_codec_setting_change_reruns_only_that_codecs_jobs(demo_run, codec, key, value, points):
+def test_a_codec_setting_change_reruns_only_that_codecs_jobs(demo_run, codec, key, value, points, labels):
     workdir, config = demo_run
     config = copy.deepcopy(config)
     assert config["codecs"][codec][key] != value
     config["codecs"][codec][key] = value
-    expected = {"encode": points, "decode": points, "score": points, **TABLES}
+    expected = {"code": points, "score": labels, **TABLES}
     if codec == "hyperprior":  # its models are trained before coding, with no padding: not retrained
         expected["generalizability"] = 1
     assert dry_run_jobs(workdir, config) == expected
@@ -305,15 +308,18 @@ def test_encode_resources_grow_with_frame_size(demo_run):
     blocks = (workdir / "run.log").read_text().split("\n\n")
 
     def encode_resources(task):
-        block = next(b for b in blocks if "rule encode:" in b and f"results/{task}/vvenc/32/bitstreams/000" in b)
+        block = next(b for b in blocks if "rule code:" in b and f"results/{task}/vvenc/32/bitstreams/000" in b)
         return dict(kv.split("=") for kv in block.split("resources: ")[1].splitlines()[0].split(", "))
 
-    base = config["codecs"]["vvenc"]["resources"]["encode"]
-    # cls: 8 frames of 257 x 96 (0.0247 Mpx each) in one job; tti: 6 frames of 128 x 128 (0.0164 Mpx).
+    base = config["codecs"]["vvenc"]["resources"]
+    # cls: 8 frames of 257 x 96 (0.0247 Mpx each) in one job; tti: 6 frames of 128 x 128 (0.0164 Mpx). A code
+    # job also decodes: its runtime adds the decode request, its memory is the larger of the two.
     cls, tti = encode_resources("cls"), encode_resources("tti")
-    assert int(cls["runtime"]) == base["runtime"] + math.ceil(1000 * 8 * 257 * 96 / 1e6)
-    assert int(cls["mem_mb"]) == base["mem_mb"] + math.ceil(1000 * 257 * 96 / 1e6)
-    assert int(tti["runtime"]) == base["runtime"] + math.ceil(1000 * 6 * 128 * 128 / 1e6)
+    encode, decode = base["encode"], base["decode"]
+    assert int(cls["runtime"]) == encode["runtime"] + math.ceil(1000 * 8 * 257 * 96 / 1e6) + decode["runtime"]
+    assert int(cls["mem_mb"]) == max(encode["mem_mb"] + math.ceil(100000 * 257 * 96 / 1e6), decode["mem_mb"])
+    assert int(cls["mem_mb"]) > decode["mem_mb"]
+    assert int(tti["runtime"]) == encode["runtime"] + math.ceil(1000 * 6 * 128 * 128 / 1e6) + decode["runtime"]
 
 
 @pytest.mark.e2e
@@ -364,7 +370,8 @@ def test_demo_generalizability_table(demo_run):
 def test_demo_bpfp_is_bitstream_bytes_over_feature_points(demo_run):
     workdir, config = demo_run
     point_dir = workdir / "results/csr/vvenc/32"
-    predictions = pd.read_csv(point_dir / "predictions.csv")
+    predictions = pd.read_csv(point_dir.parent / "predictions.csv", dtype={"point": str})
+    predictions = predictions[predictions.point == "32"]
     bitstreams = sorted((point_dir / "bitstreams").glob("*/*.bin"))
     assert len(bitstreams) == config["tasks"]["csr"]["samples"] == len(predictions)
     from lamofc_lib.store import FeatureStore
@@ -382,7 +389,8 @@ def test_demo_hyperprior_bpfp_counts_string_bytes_not_padding(demo_run):
     workdir, config = demo_run
     lam = format_point(config["codecs"]["hyperprior"]["points"]["cls"][0])
     point_dir = workdir / f"results/cls/hyperprior/{lam}"
-    predictions = pd.read_csv(point_dir / "predictions.csv")
+    predictions = pd.read_csv(point_dir.parent / "predictions.csv", dtype={"point": str})
+    predictions = predictions[predictions.point == lam]
     bitstreams = sorted((point_dir / "bitstreams").glob("*/*.bin"))
     from lamofc_lib.store import FeatureStore
 
@@ -419,22 +427,25 @@ def test_features_from_reference_files_skip_selection_and_extraction(demo_run, t
     assert stats["import_features"] == 1 and "extract" not in stats
     summary = json.loads((second / "results/cls/selection/summary.json").read_text())
     assert summary["policy"] == "files" and summary["kept"] == len(store.sample_ids)
-    for point in ("original", "vvenc/42"):
-        first = json.loads((workdir / f"results/cls/{point}/scores.json").read_text())
-        again = json.loads((second / f"results/cls/{point}/scores.json").read_text())
-        assert {k: again[k] for k in ("bpfp", "mse", "value")} == {k: first[k] for k in ("bpfp", "mse", "value")}
+    first = json.loads((workdir / "results/cls/original/scores.json").read_text())
+    again = json.loads((second / "results/cls/original/scores.json").read_text())
+    assert {k: again[k] for k in ("bpfp", "mse", "value")} == {k: first[k] for k in ("bpfp", "mse", "value")}
+    first = next(r for r in json.loads((workdir / "results/cls/vvenc/scores.json").read_text()) if r["point"] == "42")
+    [again] = json.loads((second / "results/cls/vvenc/scores.json").read_text())
+    assert {k: again[k] for k in ("bpfp", "mse", "value")} == {k: first[k] for k in ("bpfp", "mse", "value")}
 
 
 @pytest.mark.e2e
 def test_adding_a_qp_runs_only_its_jobs_and_unchanged_rerun_does_nothing(demo_run):
     workdir, config = demo_run
-    kept = workdir / "results/cls/vvenc/32/scores.json"
+    kept = workdir / "results/cls/vvenc/32/bitstreams/000/00000.json"
     kept_mtime = kept.stat().st_mtime_ns
     config = copy.deepcopy(config)
     config["codecs"]["vvenc"]["points"] = [22, 32, 42]
     result = snakemake(workdir, config)
     assert result.returncode == 0, result.stderr[-4000:]
-    assert job_stats(result.stderr) == {"decode": 5, "encode": 5, "score": 5, **TABLES}
+    # the new QP's code job per task; each task's VVenC points rescored in one job; the old points not coded again
+    assert job_stats(result.stderr) == {"code": 5, "score": 5, **TABLES}
     assert kept.stat().st_mtime_ns == kept_mtime
     table = pd.read_csv(workdir / "results/tables/rate_accuracy.csv", dtype={"point": str})
     assert set(table[table.codec == "vvenc"].point) == {"22", "32", "42"}
@@ -460,20 +471,22 @@ def test_rerunning_a_hyperprior_point_gives_the_same_bitstreams(demo_run):
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("codec, point", [("hyperprior", "0.003"), ("vvenc", "42")])
-def test_a_truncated_bitstream_fails_its_decode_job_and_nothing_downstream(demo_run, codec, point):
+def test_a_truncated_bitstream_fails_its_score_job_and_nothing_downstream(demo_run, codec, point):
+    """A bitstream truncated after coding: its reconstruction is no longer its decoding, so scoring refuses it,
+    naming the file, and leaves no scores; the tables are not rewritten."""
     workdir, config = demo_run
     bitstream = workdir / f"results/cls/{codec}/{point}/bitstreams/000/00001.feature.bin"
-    scores = workdir / f"results/cls/{codec}/{point}/scores.json"
-    original, scores_before = bitstream.read_bytes(), scores.read_bytes()
+    scores = workdir / f"results/cls/{codec}/scores.json"
+    table = workdir / "results/tables/rate_accuracy.csv"
+    original, table_before = bitstream.read_bytes(), table.read_bytes()
     try:
         bitstream.write_bytes(original[: len(original) // 2])
-        target = f"results/cls/{codec}/{point}/reconstructed.zarr"
-        result = snakemake(workdir, config, "--forcerun", target)
+        result = snakemake(workdir, config, "--forcerun", f"results/cls/{codec}/scores.json")
         assert result.returncode != 0
-        log = (workdir / f"logs/cls/{codec}/{point}/decode.log").read_text()
+        log = (workdir / f"logs/cls/{codec}/score.log").read_text()
         assert "00001.feature.bin" in log and "truncated or altered" in log
-        assert not (workdir / target).exists()
-        assert scores.read_bytes() == scores_before
+        assert not scores.exists()
+        assert table.read_bytes() == table_before
     finally:
         bitstream.write_bytes(original)
         assert snakemake(workdir, config).returncode == 0
@@ -527,17 +540,16 @@ def test_paper_config_builds_the_full_dag(tmp_path, monkeypatch):
         "candidates": 5,
         "candidates_train": 5,
         "da_r2": 1,
-        "decode": 25 + 25 + 30,
-        "encode": 1680 * 5 + 85 + 4 * 25 + 2 * 5,
+        "code": 1680 * 5 + 85 + 4 * 25 + 2 * 5,
         "extract": 5,
         "extract_train": 5,
         "generalizability": 1,
         "head": 5,
-        "plot_rate_accuracy": 5,
-        "plot_training": 25,
+        "plot_rate_accuracy": 1,
+        "plot_training": 1,
         "preprocess": 10,
         "rate_accuracy": 1,
-        "score": 25 + 25 + 30,
+        "score": 5 * 2 + 6,  # per task and codec: VTM and the Hyperprior; the 6 generalizability pairs
         "score_original": 5,
         "select": 5,
         "select_train": 5,
@@ -545,11 +557,9 @@ def test_paper_config_builds_the_full_dag(tmp_path, monkeypatch):
         # the report: feature statistics, table and figures per task; the tables and figures over all points
         "feature_statistics": 5,
         "feature_statistics_table": 1,
-        "plot_features": 5,
+        "plot_features": 1,
         "bd_rate": 1,
         "complexity": 1,
-        "plot_rate_accuracy_drop": 1,
-        "plot_distortion_accuracy": 5,
         "provenance": 1,
     }
 
@@ -595,7 +605,7 @@ def test_demo_writes_the_reports_tables_figures_and_provenance(demo_run):
     for task in tasks:
         digest = hashlib.sha256((results / f"{task}/head.pt").read_bytes()).hexdigest()
         assert record["models"][task]["head_sha256"] == digest
-    assert record["config"]["report"] == {"anchor": "vvenc", "bd_method": "pchip"}
+    assert record["config"]["report"] == {"anchor": "vvenc", "bd_method": "pchip", "bd_points": "pareto"}
     figures = [
         f"{t}_{kind}.png" for t in tasks for kind in ("distortion_accuracy", "feature_distribution", "feature_dct")
     ]

@@ -77,24 +77,27 @@ def test_retries_ask_for_more_memory_and_time_only():
 
 
 def test_coding_requests_grow_with_the_frames_they_code(config, tmp_path, monkeypatch):
-    """Base 1000 MB / 10 min plus 1000 MB per million values of the largest frame of the job and 1000 min per
-    million values it codes: shard 0 (2 samples per job) codes frames of 0.5 and 0.25 million values."""
+    """A code job encodes and decodes: its request is the encode base (1000 MB / 10 min) plus 1000 MB per million
+    values of its largest frame and 1000 min per million values it codes, and the decode base beside it (the
+    larger memory, the runtimes added). Shard 0 (2 samples per job) codes frames of 0.5 and 0.25 million values."""
     from store_helpers import write_one
 
     monkeypatch.chdir(tmp_path)
     config = copy.deepcopy(config)
     config["codecs"]["vvenc"]["samples_per_job"] = 2
     spec = config["codecs"]["vvenc"]["resources"]
-    spec["encode"] = {**spec["encode"], "per_mpixel": {"mem_mb": 1000, "runtime": 1000}}
-    # dry run: no frames yet, the base
-    assert wf.coding_resource(config, "encode", "mem_mb", "cls", "vvenc", "0", 1) == 1000
+    spec["encode"] = {"mem_mb": 1000, "runtime": 10, "per_mpixel": {"mem_mb": 1000, "runtime": 1000}}
+    spec["decode"] = {"mem_mb": 1200, "runtime": 5, "per_mpixel": {}}
+    # dry run: no frames yet, the bases
+    assert wf.coding_resource(config, "mem_mb", "cls", "vvenc", "0", 1) == 1200
+    assert wf.coding_resource(config, "runtime", "cls", "vvenc", "0", 1) == 15
     shapes = [(1000, 500), (500, 500), (100, 10)]
     write_one(wf.frames_path(config, "cls", "vvenc"), ["a", "b", "c"], shapes, [np.ones(s) for s in shapes])
-    assert wf.coding_resource(config, "encode", "mem_mb", "cls", "vvenc", "0", 1) == 1000 + 500
-    assert wf.coding_resource(config, "encode", "runtime", "cls", "vvenc", "0", 1) == 10 + 750
-    assert wf.coding_resource(config, "encode", "runtime", "cls", "vvenc", "1", 1) == 10 + 1  # ceil(0.001 * 1000)
-    assert wf.coding_resource(config, "encode", "mem_mb", "cls", "vvenc", "0", 2) == 2 * 1500  # second attempt
-    assert wf.coding_resource(config, "decode", "mem_mb", "cls", "vvenc", None, 1) == spec["decode"]["mem_mb"]
+    assert wf.coding_resource(config, "mem_mb", "cls", "vvenc", "0", 1) == 1000 + 500
+    assert wf.coding_resource(config, "runtime", "cls", "vvenc", "0", 1) == 10 + 750 + 5
+    assert wf.coding_resource(config, "runtime", "cls", "vvenc", "1", 1) == 10 + 1 + 5  # ceil(0.001 * 1000)
+    assert wf.coding_resource(config, "mem_mb", "cls", "vvenc", "1", 1) == 1200  # decoding asks for more
+    assert wf.coding_resource(config, "mem_mb", "cls", "vvenc", "0", 2) == 2 * 1500  # second attempt
 
 
 def test_a_scripts_code_is_the_closure_of_its_imports_for_the_task_it_runs():
@@ -144,24 +147,24 @@ def test_a_coding_jobs_code_is_its_codec_alone():
         "vtm": "lamofc_lib.codecs.vtm",
         "hyperprior": "lamofc_lib.codecs.hyperprior.codec",
     }
-    vvenc = set(wf.script_modules(package, scripts / "encode.py", "cls", "vvenc"))
-    # encode.py imports the codec registry and coding (which writes the bitstreams and sidecars of bitstreams.py
+    vvenc = set(wf.script_modules(package, scripts / "code.py", "cls", "vvenc"))
+    # code.py imports the codec registry and coding (which writes the bitstreams and sidecars of bitstreams.py
     # from the frames that preprocess.py packed, through the store)
     common = {"lamofc_lib.codecs", "lamofc_lib.codecs.base", "lamofc_lib.coding", "lamofc_lib.bitstreams"}
     assert common | {"lamofc_lib.codecs.vvenc", "lamofc_lib.preprocess", "lamofc_lib.store"} <= vvenc
     assert not {m for m in vvenc if m.startswith(("lamofc_lib.codecs.vtm", "lamofc_lib.codecs.hyperprior"))}
-    hyperprior = set(wf.script_modules(package, scripts / "decode.py", "cls", "hyperprior"))
+    hyperprior = set(wf.script_modules(package, scripts / "code.py", "cls", "hyperprior"))
     # the package between the registry and the codec's module runs on import; the training code does not
     assert common | {"lamofc_lib.codecs.hyperprior", "lamofc_lib.codecs.hyperprior.codec"} <= hyperprior
     assert "lamofc_lib.codecs.hyperprior.training" not in hyperprior and "lamofc_lib.codecs.vvenc" not in hyperprior
     # no task module runs in a coding job, nor a codec in pre-processing or scoring
     assert not {m for m in vvenc | hyperprior if m.startswith("lamofc_lib.tasks")}
-    for script in ("preprocess.py", "score.py"):
+    for script in ("preprocess.py", "score.py", "score_original.py"):
         assert not {
             m for m in wf.script_modules(package, scripts / script, "cls") if m.startswith("lamofc_lib.codecs.")
         } - {"lamofc_lib.codecs.base"}
     with pytest.raises(KeyError, match="registers no 'vvc'"):
-        wf.script_modules(package, scripts / "encode.py", "cls", "vvc")
+        wf.script_modules(package, scripts / "code.py", "cls", "vvc")
 
 
 def test_the_task_registry_stands_for_every_task_or_none():

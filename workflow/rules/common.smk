@@ -39,11 +39,11 @@ def codec_settings(label):
     return wf.codec_settings(config, label)
 
 
-def coding_resource(job, key):
-    """A resource of an encode or decode job (see lamofc_lib.workflow.coding_resource); Snakemake evaluates it
-    once the job's inputs (the frames) exist."""
+def coding_resource(key):
+    """A resource of a code job (see lamofc_lib.workflow.coding_resource); Snakemake evaluates it once the job's
+    inputs (the frames) exist."""
     return lambda wildcards, input, attempt: wf.coding_resource(
-        config, job, key, wildcards.task, wildcards.codec, wildcards.get("shard"), attempt
+        config, key, wildcards.task, wildcards.codec, wildcards.shard, attempt
     )
 
 
@@ -108,12 +108,32 @@ def reference_inputs(wildcards):
     return {}
 
 
-def bitstream_dirs(wildcards):
-    """Every encoding job's folder of one task x codec x point."""
-    return expand(
-        f"{RESULTS}/{wildcards.task}/{wildcards.codec}/{wildcards.point}/bitstreams/{{shard}}",
-        shard=codec_shards(wildcards.task, wildcards.codec),
-    )
+def label_points(task, label):
+    return wf.label_points(config, task, label)
+
+
+def coded_labels():
+    return wf.coded_labels(config)
+
+
+def label_outputs(wildcards, kind):
+    """The code jobs' bitstream folders or reconstruction stores (`kind`) of every point of one task and codec
+    label, point by point and, within a point, shard by shard."""
+    path = {"bitstreams": "bitstreams/{shard}", "reconstructed": "reconstructed/{shard}.zarr"}[kind]
+    return [
+        f"{RESULTS}/{wildcards.task}/{wildcards.codec}/{point}/{path.format(shard=shard)}"
+        for point in label_points(wildcards.task, wildcards.codec)
+        for shard in codec_shards(wildcards.task, wildcards.codec)
+    ]
+
+
+def all_bitstream_dirs():
+    """Every code job's bitstream folder."""
+    return [
+        f"{RESULTS}/{t}/{c}/{p}/bitstreams/{shard}"
+        for t, c, p in coded_points() + generalizability_points()
+        for shard in codec_shards(t, c)
+    ]
 
 
 def head_checkpoint(wildcards):

@@ -49,33 +49,40 @@ rule feature_statistics_table:
 
 
 rule plot_features:
-    """A task's feature distributions with their CDFs, and its packed block beside the block's DCT magnitude."""
+    """Every task's feature distributions with their CDFs, and its packed block beside the block's DCT magnitude.
+    One job draws them all (a job's start-up, about 1.5 s, exceeds a figure's drawing)."""
     input:
-        table=f"{RESULTS}/{{task}}/statistics/features.csv",
-        arrays=f"{RESULTS}/{{task}}/statistics/features.npz",
+        tables=expand(f"{RESULTS}/{{task}}/statistics/features.csv", task=TASKS),
+        arrays=expand(f"{RESULTS}/{{task}}/statistics/features.npz", task=TASKS),
     output:
-        distribution=report(
-            f"{RESULTS}/figures/{{task}}_feature_distribution.png",
-            caption="../report/feature_distribution.rst",
-            category="Features",
-            subcategory="{task}",
-            labels={"task": "{task}", "figure": "distribution"},
-        ),
-        dct=report(
-            f"{RESULTS}/figures/{{task}}_feature_dct.png",
-            caption="../report/feature_dct.rst",
-            category="Features",
-            subcategory="{task}",
-            labels={"task": "{task}", "figure": "DCT"},
-        ),
+        distribution=[
+            report(
+                f"{RESULTS}/figures/{task}_feature_distribution.png",
+                caption="../report/feature_distribution.rst",
+                category="Features",
+                subcategory=task,
+                labels={"task": task, "figure": "distribution"},
+            )
+            for task in TASKS
+        ],
+        dct=[
+            report(
+                f"{RESULTS}/figures/{task}_feature_dct.png",
+                caption="../report/feature_dct.rst",
+                category="Features",
+                subcategory=task,
+                labels={"task": task, "figure": "DCT"},
+            )
+            for task in TASKS
+        ],
     log:
-        "logs/figures/{task}_features.log",
+        "logs/figures/features.log",
     benchmark:
-        "benchmarks/figures/{task}_features.tsv"
+        "benchmarks/figures/features.tsv"
     conda:
         "../../envs/analysis.yaml"
     params:
-        task=lambda wc: wc.task,
+        tasks=TASKS,
         code=script_code("plot_features.py"),
     script:
         "../scripts/plot_features.py"
@@ -102,6 +109,7 @@ rule bd_rate:
     params:
         anchor=config["report"]["anchor"],
         method=config["report"]["bd_method"],
+        points=config["report"]["bd_points"],
         code=script_code("bd_rate.py"),
     script:
         "../scripts/bd_rate.py"
@@ -109,14 +117,9 @@ rule bd_rate:
 
 rule complexity:
     """Encoding and decoding seconds per sample and per million frame samples, per task and codec, from the
-    times the encode jobs recorded in the sidecars and the decode jobs in decode_seconds.csv."""
+    times the code jobs recorded in the sidecars."""
     input:
-        bitstreams=[
-            f"{RESULTS}/{t}/{c}/{p}/bitstreams/{s}"
-            for t, c, p in coded_points() + generalizability_points()
-            for s in codec_shards(t, c)
-        ],
-        decode=[f"{RESULTS}/{t}/{c}/{p}/decode_seconds.csv" for t, c, p in coded_points() + generalizability_points()],
+        bitstreams=all_bitstream_dirs(),
     output:
         csv=report(
             f"{RESULTS}/tables/complexity.csv",
@@ -137,60 +140,12 @@ rule complexity:
         "../scripts/complexity.py"
 
 
-rule plot_rate_accuracy_drop:
-    """The accuracy drop of every task against BPFP on one figure (paper Fig. 5)."""
-    input:
-        table=f"{RESULTS}/tables/rate_accuracy.csv",
-    output:
-        png=report(
-            f"{RESULTS}/figures/rate_accuracy_drop.png",
-            caption="../report/rate_accuracy_drop.rst",
-            category="Rate-accuracy",
-            labels={"task": "all", "figure": "accuracy drop"},
-        ),
-    log:
-        "logs/figures/rate_accuracy_drop.log",
-    benchmark:
-        "benchmarks/figures/rate_accuracy_drop.tsv"
-    conda:
-        "../../envs/analysis.yaml"
-    params:
-        code=script_code("plot_rate_accuracy_drop.py"),
-    script:
-        "../scripts/plot_rate_accuracy_drop.py"
-
-
-rule plot_distortion_accuracy:
-    """A task's metric against feature MSE with each codec's fitted line and R^2 (the D-A analysis)."""
-    input:
-        table=f"{RESULTS}/tables/rate_accuracy.csv",
-        fits=f"{RESULTS}/tables/da_r2.csv",
-    output:
-        png=report(
-            f"{RESULTS}/figures/{{task}}_distortion_accuracy.png",
-            caption="../report/distortion_accuracy.rst",
-            category="Distortion-accuracy",
-            labels={"task": "{task}", "figure": "D-A fit"},
-        ),
-    log:
-        "logs/figures/{task}_distortion_accuracy.log",
-    benchmark:
-        "benchmarks/figures/{task}_distortion_accuracy.tsv"
-    conda:
-        "../../envs/analysis.yaml"
-    params:
-        task=lambda wc: wc.task,
-        code=script_code("plot_distortion_accuracy.py"),
-    script:
-        "../scripts/plot_distortion_accuracy.py"
-
-
 rule provenance:
     """Where the tables come from: resolved config, package and codec versions, models and head checksums, git
     revision (dirty or not) and the machine; rewritten whenever the tables are."""
     input:
         tables=[f"{RESULTS}/tables/rate_accuracy.csv", f"{RESULTS}/tables/da_r2.csv"],
-        scores=[f"{RESULTS}/{t}/{c}/{p}/scores.json" for t, c, p in coded_points() + generalizability_points()],
+        scores=[f"{RESULTS}/{t}/{c}/scores.json" for t, c in coded_labels()],
         heads=expand(f"{RESULTS}/{{task}}/head.pt", task=TASKS),
     output:
         json=report(

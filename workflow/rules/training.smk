@@ -75,24 +75,28 @@ rule train_hyperprior:
 
 
 rule plot_training:
-    """The training curve of one model: loss, estimated rate and distortion per logged step."""
+    """The training curve of every model: loss, estimated rate and distortion per logged step. One job draws them
+    all (a job's start-up, about 1.5 s, exceeds a curve's drawing)."""
     input:
-        loss=f"{RESULTS}/models/{{model_codec}}/{{task}}/{{point}}/loss.csv",
+        loss=[f"{RESULTS}/models/{c}/{t}/{p}/loss.csv" for c, t, p in trained_models()],
     output:
-        png=report(
-            f"{RESULTS}/models/{{model_codec}}/{{task}}/{{point}}/loss.png",
-            caption="../report/training.rst",
-            category="Training",
-            labels={"model": "{model_codec} on {task}", "lambda": "{point}"},
-        ),
+        png=[
+            report(
+                f"{RESULTS}/models/{c}/{t}/{p}/loss.png",
+                caption="../report/training.rst",
+                category="Training",
+                labels={"model": f"{c} on {t}", "lambda": p},
+            )
+            for c, t, p in trained_models()
+        ],
     log:
-        "logs/models/{model_codec}/{task}/{point}/plot.log",
+        "logs/models/plot.log",
     benchmark:
-        "benchmarks/models/{model_codec}/{task}/{point}/plot.tsv"
+        "benchmarks/models/plot.tsv"
     conda:
         "../../envs/analysis.yaml"
     params:
-        title=lambda wc: f"{wc.model_codec} trained on {wc.task}, lambda {wc.point}",
+        titles=[f"{c} trained on {t}, lambda {p}" for c, t, p in trained_models()],
         code=script_code("plot_training.py"),
     script:
         "../scripts/plot_training.py"

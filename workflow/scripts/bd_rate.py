@@ -7,7 +7,7 @@ from lamofc_lib.joblog import log_to
 
 log = log_to(snakemake.log[0])
 params = snakemake.params
-table = bd_table(pd.read_csv(snakemake.input.table, dtype={"point": str}), params.anchor, params.method)
+table = bd_table(pd.read_csv(snakemake.input.table, dtype={"point": str}), params.anchor, params.method, params.points)
 write_table(table, snakemake.output.csv)
 write_markdown(bd_markdown(table, params.method), snakemake.output.markdown)
 log.info("\n%s", table)

@@ -4,7 +4,7 @@ from lamofc_lib.analysis import complexity_markdown, complexity_table, write_mar
 from lamofc_lib.joblog import log_to
 
 log = log_to(snakemake.log[0])
-table = complexity_table(snakemake.input.bitstreams, snakemake.input.decode)
+table = complexity_table(snakemake.input.bitstreams)
 write_table(table, snakemake.output.csv)
 write_markdown(complexity_markdown(table), snakemake.output.markdown)
 log.info("\n%s", table)

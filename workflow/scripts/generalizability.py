@@ -4,15 +4,15 @@ from lamofc_lib.analysis import (
     generalizability_markdown,
     generalizability_matrix,
     generalizability_table,
+    read_scores,
     write_markdown,
     write_table,
 )
-from lamofc_lib.io import read_json
 from lamofc_lib.joblog import log_to
 
 log = log_to(snakemake.log[0])
 inp = snakemake.input
-scores = [read_json(path) for path in [*inp.original, *inp.native, *inp.cross]]
+scores = read_scores([*inp.original, *inp.native, *inp.cross])
 table = generalizability_table(scores, [tuple(p) for p in snakemake.params.pairs])
 matrix = generalizability_matrix(table)
 write_table(table, snakemake.output.csv)

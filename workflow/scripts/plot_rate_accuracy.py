@@ -1,11 +1,16 @@
-"""Rate-accuracy figure of one task (rule plot_rate_accuracy)."""
+"""Draw every task's rate-accuracy and D-A figures and the accuracy-drop figure (rule plot_rate_accuracy)."""
 
 import pandas as pd
 
-from lamofc_lib.figures import plot_rate_accuracy
+from lamofc_lib.figures import plot_distortion_accuracy, plot_rate_accuracy, plot_rate_accuracy_drop
 from lamofc_lib.joblog import log_to
 
-log_to(snakemake.log[0])
-plot_rate_accuracy(
-    pd.read_csv(snakemake.input.table, dtype={"point": str}), snakemake.params.task, snakemake.output.png
-)
+log = log_to(snakemake.log[0])
+out = snakemake.output
+table = pd.read_csv(snakemake.input.table, dtype={"point": str})
+fits = pd.read_csv(snakemake.input.fits)
+for k, task in enumerate(snakemake.params.tasks):
+    plot_rate_accuracy(table, task, out.rate_accuracy[k])
+    plot_distortion_accuracy(table, fits, task, out.distortion_accuracy[k])
+plot_rate_accuracy_drop(table, out.drop)
+log.info("figures of %d tasks written", len(snakemake.params.tasks))

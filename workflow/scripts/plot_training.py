@@ -1,7 +1,9 @@
-"""Plot one model's training curve (rule plot_training)."""
+"""Draw every model's training curve (rule plot_training)."""
 
 from lamofc_lib.figures import plot_loss
 from lamofc_lib.joblog import log_to
 
 log = log_to(snakemake.log[0])
-plot_loss(snakemake.input.loss, snakemake.output.png, snakemake.params.title)
+for loss, png, title in zip(snakemake.input.loss, snakemake.output.png, snakemake.params.titles, strict=True):
+    plot_loss(loss, png, title)
+log.info("%d training curves drawn", len(snakemake.output.png))

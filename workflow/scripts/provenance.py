@@ -2,12 +2,13 @@
 
 from pathlib import Path
 
-from lamofc_lib.io import read_json, write_json
+from lamofc_lib.analysis import read_scores
+from lamofc_lib.io import write_json
 from lamofc_lib.joblog import log_to
 from lamofc_lib.provenance import provenance
 
 log = log_to(snakemake.log[0])
 heads = {Path(path).parent.name: path for path in snakemake.input.heads}
-record = provenance(snakemake.params.config, [read_json(p) for p in snakemake.input.scores], heads)
+record = provenance(snakemake.params.config, read_scores(snakemake.input.scores), heads)
 write_json(snakemake.output.json, record)
 log.info("git %s, %d packages", record["git"], len(record["packages"]))

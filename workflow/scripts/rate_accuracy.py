@@ -3,6 +3,7 @@
 from lamofc_lib.analysis import (
     rate_accuracy_markdown,
     rate_accuracy_table,
+    read_scores,
     selection_table,
     write_markdown,
     write_table,
@@ -11,7 +12,7 @@ from lamofc_lib.io import read_json
 from lamofc_lib.joblog import log_to
 
 log = log_to(snakemake.log[0])
-scores = [read_json(path) for path in [*snakemake.input.original, *snakemake.input.coded]]
+scores = read_scores([*snakemake.input.original, *snakemake.input.coded])
 summaries = [read_json(path) for path in snakemake.input.selection]
 table = rate_accuracy_table(scores, summaries)
 write_table(table, snakemake.output.csv)

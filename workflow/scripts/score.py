@@ -1,30 +1,33 @@
-"""Score uncompressed or reconstructed features with the task head (rules score_original, score)."""
+"""Score every operating point of one codec on one task (rule score)."""
+
+import pandas as pd
 
 from lamofc_lib.io import atomic_path, write_json
 from lamofc_lib.joblog import log_to
-from lamofc_lib.scoring import save_outputs, score_point
+from lamofc_lib.scoring import Scorer
 
 log = log_to(snakemake.log[0])
-inputs, wildcards = snakemake.input, snakemake.wildcards
-coded = hasattr(inputs, "reconstructed")
-scores, table, outputs = score_point(
-    snakemake.params.task,
+inputs, params = snakemake.input, snakemake.params
+scorer = Scorer(
+    params.task,
     inputs.manifest,
     inputs.features,
     inputs.head,
-    snakemake.params.reference,
-    reconstructed_path=inputs.reconstructed if coded else None,
-    bitstream_dirs=inputs.bitstreams if coded else (),
+    params.reference,
     reference_outputs=inputs.get("reference"),
-    codec=wildcards.codec if coded else "original",
-    point=wildcards.point if coded else "original",
-    device=snakemake.params.device,
+    device=params.device,
     threads=snakemake.threads,
-    metric_options=snakemake.params.metric_options,
+    metric_options=params.metric_options,
 )
+records, tables = [], []
+for k, point in enumerate(params.points):
+    shards = slice(k * len(params.shards), (k + 1) * len(params.shards))  # the input lists go point by point
+    scores, table, _ = scorer.score(
+        inputs.reconstructed[shards], inputs.bitstreams[shards], snakemake.wildcards.codec, point
+    )
+    records.append(scores)
+    tables.append(table.assign(point=point))
+    log.info("%s", scores)
 with atomic_path(snakemake.output.predictions) as tmp:
-    table.to_csv(tmp, index=False)
-if not coded:
-    save_outputs(snakemake.output.outputs, table["sample_id"], outputs)
-write_json(snakemake.output.scores, scores)
-log.info("%s", scores)
+    pd.concat(tables, ignore_index=True).to_csv(tmp, index=False)
+write_json(snakemake.output.scores, records)

@@ -1,0 +1,24 @@
+"""Score the uncompressed features with the task head (rule score_original)."""
+
+from lamofc_lib.io import atomic_path, write_json
+from lamofc_lib.joblog import log_to
+from lamofc_lib.scoring import Scorer, save_outputs
+
+log = log_to(snakemake.log[0])
+inputs, params = snakemake.input, snakemake.params
+scorer = Scorer(
+    params.task,
+    inputs.manifest,
+    inputs.features,
+    inputs.head,
+    params.reference,
+    device=params.device,
+    threads=snakemake.threads,
+    metric_options=params.metric_options,
+)
+scores, table, outputs = scorer.score()
+with atomic_path(snakemake.output.predictions) as tmp:
+    table.to_csv(tmp, index=False)
+save_outputs(snakemake.output.outputs, table["sample_id"], outputs)
+write_json(snakemake.output.scores, scores)
+log.info("%s", scores)
