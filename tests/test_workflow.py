@@ -646,3 +646,24 @@ def test_the_html_report_lists_every_table_and_figure_and_opens_without_errors(d
         assert category in page.text
     assert "LaMoFC: feature coding benchmark" in page.text
     assert (tmp_path / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.e2e
+def test_csr_features_from_the_converted_model_equal_the_gguf_models(demo_run):
+    """The demo's csr jobs run SmolLM2 from the folder rule convert_model made of its GGUF file: a sample's
+    feature equals the one the GGUF model itself gives (loaded directly, as before the conversion)."""
+    import numpy as np
+
+    from lamofc_lib.sources import read_manifest
+    from lamofc_lib.store import FeatureStore
+    from lamofc_lib.tasks.csr import decoder_output, encode_prompt, load_llm
+
+    workdir, config = demo_run
+    model = config["tasks"]["csr"]["model"]
+    assert model["gguf_file"] and (workdir / "results/csr/model/config.json").is_file()
+    store = FeatureStore(workdir / "results/csr/features.zarr")
+    assert store.attrs["model"]["converted"] == "results/csr/model"
+    net, tokenizer = load_llm(model, "cpu")
+    text = read_manifest(workdir / "results/csr/manifest.csv")["text"].iloc[0]
+    direct = decoder_output(net, config["tasks"]["csr"]["split"], encode_prompt(tokenizer, text))
+    np.testing.assert_array_equal(direct.float().numpy().reshape(store.read(0).shape), store.read(0))

@@ -23,7 +23,7 @@ from lamofc_lib.tasks.base import Extraction, Layout, Task, model_source, split_
 
 
 def _gguf_kwargs(model: Mapping, source: str) -> dict:
-    if not model.get("gguf_file"):
+    if not model.get("gguf_file") or model.get("converted"):
         return {}
     if not (Path(source) / model["gguf_file"]).is_file():
         raise FileNotFoundError(f"GGUF file {Path(source) / model['gguf_file']} does not exist (model.gguf_file)")
@@ -33,6 +33,8 @@ def _gguf_kwargs(model: Mapping, source: str) -> dict:
 def _source(model: Mapping) -> str:
     if model.get("random_init"):
         raise ValueError("task csr needs a tokenizer: set model.id or model.package, not model.random_init")
+    if model.get("converted"):  # the GGUF model dequantized once into a plain folder (convert_gguf)
+        return str(model["converted"])
     return model_source(model)
 
 
@@ -52,8 +54,8 @@ def load_tokenizer(model: Mapping):
 
 
 def load_llm(model: Mapping, device: str):
-    """(model, tokenizer) from a hub id, a local folder or a package folder, optionally a GGUF file in it, in the
-    configured dtype (model.dtype)."""
+    """(model, tokenizer) from a hub id, a local folder or a package folder, optionally a GGUF file in it (or the
+    folder convert_gguf made of it: `converted`), in the configured dtype (model.dtype)."""
     from transformers import AutoModelForCausalLM
 
     source = _source(model)
@@ -61,6 +63,26 @@ def load_llm(model: Mapping, device: str):
     tokenizer = load_tokenizer(model)
     net = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype(model.get("dtype", "float32")), **kwargs)
     return net.to(device).eval(), tokenizer
+
+
+def convert_gguf(model: Mapping, out: Path) -> None:
+    """Write a GGUF model (model.gguf_file) as a plain transformers folder (config, float32 safetensors,
+    tokenizer) at `out`, so the jobs that run it load it in a fraction of a second instead of dequantizing the
+    GGUF file each time (SmolLM2-135M: 0.2 s instead of 19 s; the weights, tokens and logits are equal)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = model_source(model)
+    kwargs = _gguf_kwargs({k: v for k, v in model.items() if k != "converted"}, source)
+    if not kwargs:
+        raise ValueError("convert_gguf: the model has no gguf_file")
+    tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+    quantized = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, **kwargs)
+    config = quantized.config.to_dict()
+    config.pop("quantization_config", None)  # transformers refuses to save a model marked GGUF-quantized
+    plain = AutoModelForCausalLM.from_config(type(quantized.config).from_dict(config))
+    plain.load_state_dict(quantized.state_dict())
+    plain.save_pretrained(out)
+    tokenizer.save_pretrained(out)
 
 
 def encode_prompt(tokenizer, prompt: str) -> dict[str, torch.Tensor]:

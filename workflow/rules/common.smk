@@ -177,6 +177,22 @@ def training_selection_settings(task):
     return {"samples": train["samples"], "selection": {"policy": "first", "list": None}, "source": train["source"]}
 
 
+def converted_path(task):
+    """Where a GGUF model of `task` is dequantized once (rule convert_model), or None for other models."""
+    return f"{RESULTS}/{task}/model" if task_settings(task)["model"].get("gguf_file") else None
+
+
+def model_settings(task):
+    """The task's model block as the jobs that run the model get it: a GGUF model with the folder rule
+    convert_model made of it (`converted`), which they load instead of the GGUF file."""
+    model = task_settings(task)["model"]
+    return {**model, "converted": converted_path(task)} if converted_path(task) else model
+
+
+def converted_model(wildcards):
+    return {"model": converted_path(wildcards.task)} if converted_path(wildcards.task) else {}
+
+
 def selection_inputs(wildcards):
     """The candidates, the sample list if one is configured, and, for the model policies, the head (ancient:
     a later head swap keeps the samples; see rule select)."""
@@ -186,6 +202,7 @@ def selection_inputs(wildcards):
         inputs["sample_list"] = block["selection"]["list"]
     if selection_needs_model(wildcards.task):
         inputs["head"] = ancient(f"{RESULTS}/{wildcards.task}/head.pt")
+        inputs.update(converted_model(wildcards))
     return inputs
 
 

@@ -43,7 +43,7 @@ rule select:
         task=lambda wc: wc.task,
         policy=lambda wc: selection_label(wc.task),
         settings=lambda wc: selection_settings(wc.task),
-        model=lambda wc: task_settings(wc.task)["model"] if selection_needs_model(wc.task) else None,
+        model=lambda wc: model_settings(wc.task) if selection_needs_model(wc.task) else None,
         split=lambda wc: task_settings(wc.task).get("split") if selection_needs_model(wc.task) else None,
         device=lambda wc: config["run"]["device"] if selection_needs_model(wc.task) else "cpu",
         code=lambda wc: script_code("select.py", wc.task),

@@ -35,6 +35,7 @@ use rule select as select_train with:
 
 use rule extract as extract_train with:
     input:
+        unpack(converted_model),
         manifest=f"{RESULTS}/{{task}}/train/manifest.csv",
     output:
         features=directory(f"{RESULTS}/{{task}}/train/features.zarr"),

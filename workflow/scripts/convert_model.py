@@ -1,0 +1,12 @@
+"""Dequantize a GGUF model once into a plain transformers folder (rule convert_model)."""
+
+from pathlib import Path
+
+from lamofc_lib.io import atomic_path
+from lamofc_lib.joblog import log_to
+from lamofc_lib.tasks.csr import convert_gguf
+
+log = log_to(snakemake.log[0])
+with atomic_path(snakemake.output.model) as tmp:
+    convert_gguf(snakemake.params.model, Path(tmp))
+log.info("%s converted to %s", snakemake.params.model["gguf_file"], snakemake.output.model)
