@@ -158,9 +158,9 @@ def test_a_demo_subset_through_sbatch_gives_the_tables_of_a_local_run(cluster, t
     for job in ids:
         state = run("scontrol", "show", "job", job).stdout
         assert "JobState=COMPLETED" in state, state
-    # Every job but the local target `all` went through sbatch, the three scoring jobs (uncompressed, QP 32,
-    # QP 42) as one group job.
+    # Every job but the local target `all` went through sbatch, the two scoring jobs (the uncompressed features,
+    # VVenC's points) as one group job.
     finished = int(re.search(r"(\d+) of (\d+) steps \(100%\) done", output).group(2))
     groups = re.findall(r"has been submitted with SLURM jobid \d+ \(log: \S+/group_scoring_", output)
-    assert len(groups) == 1 and len(ids) == finished - 1 - 2, (len(ids), finished)
+    assert len(groups) == 1 and len(ids) == finished - 1 - 1, (len(ids), finished)
     print(f"SLURM: {len(ids)} sbatch jobs for {finished} Snakemake jobs")
