@@ -15,7 +15,7 @@ from lamofc_lib.sources import _arc_demo, build_candidates, load_image
 from lamofc_lib.store import FeatureStore
 from lamofc_lib.tasks import get_task
 from lamofc_lib.tasks.cls import image_transform, load_dinov2
-from lamofc_lib.tasks.csr import answer_tokens, encode_prompt, load_llm
+from lamofc_lib.tasks.csr import answer_tokens, convert_gguf, encode_prompt, load_llm
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
@@ -95,8 +95,12 @@ def test_cls_split_outside_the_model_is_refused(cls_run, tmp_path):
 
 @pytest.fixture(scope="module")
 def csr_run(tmp_path_factory):
+    """The demo's csr on 4 questions, SmolLM2 run as the workflow runs it: its GGUF file dequantized once into a
+    folder (rule convert_model), which the head, the extraction and the tests load."""
     tmp = tmp_path_factory.mktemp("csr")
-    settings = DEMO["tasks"]["csr"]
+    settings = copy.deepcopy(DEMO["tasks"]["csr"])
+    convert_gguf(settings["model"], tmp / "model")
+    settings["model"]["converted"] = str(tmp / "model")
     manifest = _arc_demo({"kind": "arc_demo"}).iloc[:4].reset_index(drop=True)
     task = get_task("csr", device="cpu")
     task.write_head(settings["model"], settings["split"], {}, tmp / "head.pt")

@@ -259,6 +259,7 @@ def test_editing_preprocess_reruns_preprocess_and_everything_downstream(demo_run
     # the feature statistics (which read the truncation ranges and pack with it); not the sources, selection,
     # heads, features and uncompressed scores
     upstream = {"candidates", "candidates_train", "select", "select_train", "head", "extract", "extract_train"}
+    upstream |= {"convert_model"}
     assert dry_run_jobs(workdir, config, repo=repo_copy) == {
         rule: n for rule, n in full.items() if rule not in upstream | {"score_original"}
     }
