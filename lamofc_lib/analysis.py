@@ -261,32 +261,38 @@ def write_markdown(text: str, path: str | Path) -> None:
 BD_COLUMNS = ["task", "codec", "anchor", "metric", "bd_rate", "bd_metric", "points", "anchor_points", "method", "note"]
 
 
-def _curve(rows: pd.DataFrame, points: str = "pareto") -> tuple[np.ndarray, np.ndarray, str, str]:
+def _curve(
+    rows: pd.DataFrame, points: str, strict: bool, least: int = 2
+) -> tuple[np.ndarray, np.ndarray, str, list[str]]:
     """(rate, quality) of one codec's points sorted by rate, quality = the metric, negated when lower is
-    better; why the curve cannot take part ('' if it can); and which points were dropped ('' if none).
+    better; why the curve cannot take part ('' if it can); and the points dropped from it.
 
-    `points` pareto keeps the rate-quality Pareto front: a point is dropped when a point of lower or equal rate
-    has equal or better quality; all keeps every point, so a tie leaves the curve without BD numbers."""
+    `points` pareto keeps the rate-quality front: a point is dropped when a point of lower or equal rate has a
+    better quality, or, `strict` (BD-rate, whose rate is a function of the metric), an equal one too; all keeps
+    every point. A curve needs `least` points (two; four for the cubic fit, a polynomial of degree 3), rates
+    that rise strictly and, `strict`, qualities that rise strictly (BD-metric's metric is a function of the
+    rate, so ties and dips do not stop it)."""
     rows = rows.assign(_q=rows["value"] if bool(rows["higher_is_better"].iloc[0]) else -rows["value"])
     rows = rows.sort_values(["bpfp", "_q"], ascending=[True, False])
-    dropped = ""
+    dropped: list[str] = []
     if points == "pareto":
-        best = -np.inf
+        best, last_rate = -np.inf, None
         keep = []
-        for q in rows["_q"].to_numpy(float):
-            keep.append(q > best)
+        for rate, q in zip(rows["bpfp"].to_numpy(float), rows["_q"].to_numpy(float), strict=True):
+            keep.append(q > best or (not strict and q == best and rate != last_rate))
+            if keep[-1]:
+                last_rate = rate
             best = max(best, q)
-        if not all(keep):
-            dropped = "dropped (no better metric than a lower rate): " + ", ".join(
-                f"{rows['codec'].iloc[0]} {p}" for p in rows["point"][~np.array(keep)]
-            )
+        dropped = [f"{rows['codec'].iloc[0]} {p}" for p in rows["point"][~np.array(keep)]]
         rows = rows[np.array(keep)]
     elif points != "all":
         raise ValueError(f"BD points {points!r}: choose pareto or all (report.bd_points)")
     rate, quality = rows["bpfp"].to_numpy(float), rows["_q"].to_numpy(float)
-    if len(rows) < 2:
-        return rate, quality, "fewer than 2 points", dropped
-    if not (np.all(np.diff(rate) > 0) and np.all(np.diff(quality) > 0)):
+    if len(rows) < least:
+        return rate, quality, f"fewer than {least} points" + (" (cubic)" if least > 2 else ""), dropped
+    if not np.all(np.diff(rate) > 0):
+        return rate, quality, "two points at the same rate", dropped
+    if strict and not np.all(np.diff(quality) > 0):
         return rate, quality, "the metric does not improve strictly with the rate", dropped
     return rate, quality, "", dropped
 
@@ -307,40 +313,44 @@ def bd_table(table: pd.DataFrame, anchor: str, method: str = "pchip", points: st
     BD-rate: the mean difference of log10 BPFP over the overlapping metric range, as a percentage (negative:
     fewer bits for the same metric). BD-metric: the mean metric difference over the overlapping log10 BPFP range
     (positive: better for a higher-is-better metric; for RMSE and FID the difference of the metric itself, so
-    negative is better). Curves interpolated with `method` (bjontegaard: 'pchip', 'akima' or 'cubic'); a curve
-    with fewer than two points, a metric that does not improve strictly with the rate, or no overlap gives NaN
-    with the reason in `note`. `points`: each curve's Pareto front (default) or all its points (see _curve);
-    the note names the points dropped."""
+    negative is better). Curves interpolated with `method` (bjontegaard: 'pchip', 'akima' or 'cubic'). Each
+    number has its own curve (see _curve): BD-rate needs a metric that improves strictly with the rate, BD-metric
+    only rates that rise, so a tie between two points (common with few samples) leaves BD-metric defined. A
+    number that cannot be computed (too few points, no overlap) is NaN with the reason in `note`, which also
+    names the points dropped from each curve. `points`/`anchor_points`: the points of the BD-rate curves."""
     import bjontegaard
 
     coded = table[table["codec"] != "original"]
+    least = 4 if method == "cubic" else 2
     rows = []
     for task, group in coded.groupby("task", sort=True):
         if anchor not in set(group["codec"]):
             raise ValueError(f"task '{task}' has no points of the anchor codec '{anchor}' (report.anchor)")
         metric, higher = str(group["metric"].iloc[0]), bool(group["higher_is_better"].iloc[0])
-        a_rate, a_quality, a_note, a_dropped = _curve(group[group["codec"] == anchor], points)
+        anchor_rows = group[group["codec"] == anchor]
         for codec, rows_of in group.groupby("codec", sort=True):
             if codec == anchor:
                 continue
-            rate, quality, note, dropped = _curve(rows_of, points)
-            note = note or a_note and f"anchor: {a_note}"
-            kept = [d for d in (dropped, a_dropped and f"anchor {a_dropped}") if d]
-            bd_rate = bd_metric = float("nan")
-            if not note:
-                bd_rate, rate_note = _bd(bjontegaard.bd_rate, a_rate, a_quality, rate, quality, method)
-                bd_metric, metric_note = _bd(bjontegaard.bd_psnr, a_rate, a_quality, rate, quality, method)
-                notes = [
-                    f"BD-rate: {rate_note}" if rate_note else "",
-                    f"BD-metric: {metric_note}" if metric_note else "",
-                ]
-                note = "; ".join(n for n in notes if n)
-                if not higher:
-                    bd_metric = -bd_metric
-            note = "; ".join(n for n in [note, *kept] if n)
-            rows.append({"task": task, "codec": codec, "anchor": anchor, "metric": metric, "bd_rate": bd_rate,
-                         "bd_metric": bd_metric, "points": len(rate), "anchor_points": len(a_rate),
-                         "method": method, "note": note})  # fmt: skip
+            values, notes, counts = {}, [], {}
+            for name, function, strict in (("BD-rate", bjontegaard.bd_rate, True),
+                                           ("BD-metric", bjontegaard.bd_psnr, False)):  # fmt: skip
+                a_rate, a_quality, a_note, a_dropped = _curve(anchor_rows, points, strict, least)
+                rate, quality, note, dropped = _curve(rows_of, points, strict, least)
+                counts[name] = (len(rate), len(a_rate))
+                note = note or (a_note and f"anchor: {a_note}")
+                value = float("nan")
+                if not note:
+                    value, note = _bd(function, a_rate, a_quality, rate, quality, method)
+                values[name] = value
+                if dropped or a_dropped:
+                    note = "; ".join(n for n in [note, "off the front: " + ", ".join(dropped + a_dropped)] if n)
+                if note:
+                    notes.append(f"{name}: {note}")
+            bd_metric = values["BD-metric"] if higher else -values["BD-metric"]
+            rows.append({"task": task, "codec": codec, "anchor": anchor, "metric": metric,
+                         "bd_rate": values["BD-rate"], "bd_metric": bd_metric, "points": counts["BD-rate"][0],
+                         "anchor_points": counts["BD-rate"][1], "method": method,
+                         "note": " | ".join(notes)})  # fmt: skip
     return pd.DataFrame(rows, columns=BD_COLUMNS)
 
 

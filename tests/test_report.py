@@ -58,18 +58,31 @@ def test_a_curve_at_half_the_rate_gives_minus_50_percent(method):
 
 @pytest.mark.parametrize("method", ["pchip", "akima", "cubic"])
 def test_points_off_the_pareto_front_are_dropped_and_named(method):
-    """A point that buys no better metric than a lower-rate point of its curve (a tie, or a dip) is dropped, in
-    the anchor and in the other curve: what is left is the half-rate curve, -50 % as above; with
-    bd_points all, the ties leave no BD-rate."""
+    """A point that buys no better metric than a lower-rate point of its curve (a tie, or a dip) is dropped from
+    BD-rate's curves, in the anchor and in the other curve: what is left is the half-rate curve, -50 % as above;
+    with bd_points all, the ties leave no BD-rate. BD-metric keeps the tie and drops only the dip."""
     tied_anchor = [*ANCHOR, (1.6, 72.0)]
     half = [(r / 2, v) for r, v in ANCHOR] + [(0.3, 55.0)]  # below the 60 reached at rate 0.1
     table = _table(_rows("cls", "vvenc", tied_anchor), _rows("cls", "half", half))
     row = analysis.bd_table(table, "vvenc", method).iloc[0]
     assert row.bd_rate == pytest.approx(-50.0, abs=1e-9)
     assert (row.points, row.anchor_points) == (4, 4)
-    assert "dropped (no better metric than a lower rate): half 4" in row.note
-    assert "anchor dropped (no better metric than a lower rate): vvenc 4" in row.note
+    assert row.note.split(" | ") == ["BD-rate: off the front: half 4, vvenc 4", "BD-metric: off the front: half 4"]
     assert math.isnan(analysis.bd_table(table, "vvenc", method, points="all")["bd_rate"].iloc[0])
+
+
+@pytest.mark.parametrize("method", ["pchip", "akima"])
+def test_a_tie_leaves_bd_rate_undefined_and_bd_metric_the_mean_gap(method):
+    """Two points at one metric: no BD-rate (the rate is no function of the metric), but a BD-metric. Against an
+    anchor linear in log10 rate (both piecewise methods interpolate it exactly) from 60 at 0.2 to 70 at 0.4 BPFP,
+    a flat 60 over the same rates is on average 5 below it. The cubic fit (degree 3) needs four points."""
+    linear = [(0.1, 50.0), (0.2, 60.0), (0.4, 70.0), (0.8, 80.0)]
+    table = _table(_rows("cls", "vvenc", linear), _rows("cls", "flat", [(0.2, 60.0), (0.4, 60.0)]))
+    row = analysis.bd_table(table, "vvenc", method).iloc[0]
+    assert row.bd_metric == pytest.approx(-5.0, abs=1e-9)
+    assert math.isnan(row.bd_rate) and row.note == "BD-rate: fewer than 2 points; off the front: flat 1"
+    cubic = analysis.bd_table(table, "vvenc", "cubic").iloc[0]
+    assert math.isnan(cubic.bd_metric) and "BD-metric: fewer than 4 points (cubic)" in cubic.note
 
 
 def test_bd_metric_is_the_mean_metric_gain_and_keeps_the_metrics_direction():
@@ -94,10 +107,11 @@ def test_bd_rate_undefined_cases_give_nan_with_the_reason():
     table = _table(_rows("cls", "vvenc", ANCHOR), _rows("cls", "noisy", noisy), _rows("cls", "apart", apart))
     bd = analysis.bd_table(table, "vvenc", points="all").set_index("codec")
     assert math.isnan(bd.loc["noisy", "bd_rate"]) and "does not improve strictly" in bd.loc["noisy", "note"]
+    assert math.isfinite(bd.loc["noisy", "bd_metric"])  # a function of the rate, rising or not
     assert math.isnan(bd.loc["apart", "bd_rate"]) and "BD-rate: Curves do not overlap" in bd.loc["apart", "note"]
-    single = [(0.1, 50.0), (0.2, 50.0)]  # a tie: on the Pareto front one point is left
-    bd = analysis.bd_table(_table(_rows("cls", "vvenc", ANCHOR), _rows("cls", "single", single)), "vvenc")
-    assert math.isnan(bd["bd_rate"].iloc[0]) and bd["note"].iloc[0].startswith("fewer than 2 points")
+    same = [(0.1, 50.0), (0.1, 55.0)]
+    bd = analysis.bd_table(_table(_rows("cls", "vvenc", ANCHOR), _rows("cls", "same", same)), "vvenc", points="all")
+    assert math.isnan(bd["bd_metric"].iloc[0]) and "BD-metric: two points at the same rate" in bd["note"].iloc[0]
     with pytest.raises(ValueError, match=r"no points of the anchor codec 'vtm' \(report.anchor\)"):
         analysis.bd_table(table, "vtm")
 

@@ -579,7 +579,10 @@ def test_demo_writes_the_reports_tables_figures_and_provenance(demo_run):
     bd = pd.read_csv(results / "tables/bd_rate.csv", keep_default_na=False)
     # the anchor is the first of run.codecs (vvenc); each number is there or its reason is
     assert sorted(zip(bd.task, bd.codec, bd.anchor, strict=True)) == [(t, "hyperprior", "vvenc") for t in tasks]
-    assert all(r.note or r.bd_rate != "" for r in bd.itertuples()) and set(bd.method) == {"pchip"}
+    for r in bd.itertuples():
+        for name, value in (("BD-rate", r.bd_rate), ("BD-metric", r.bd_metric)):
+            assert value != "" or f"{name}: " in r.note, (r.task, name)
+    assert set(bd.method) == {"pchip"}
     complexity = pd.read_csv(results / "tables/complexity.csv")
     generalized = [("seg", "hyperprior@tti"), ("tti", "hyperprior@seg")]
     pairs = [(t, c) for t in tasks for c in ("hyperprior", "vvenc")] + generalized
