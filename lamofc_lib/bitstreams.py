@@ -28,9 +28,10 @@ class TensorRecord:
     feature_points: int
     frame_shape: list[int]
     packing: str
-    truncation: list
+    truncation: list | None  # None for K-means codes
     quantizer: str
     decoded_sha256: str | None = None  # the frame the encoder's own decoder produced (Codec.verifies_decoding)
+    centres: list[float] | None = None  # the 256 K-means centres the codes index (quantizer kmeans)
 
 
 @dataclass

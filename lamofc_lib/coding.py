@@ -128,6 +128,7 @@ def _encode_tensor(store: FeatureStore, i: int, name: str, codec: Codec, point: 
         truncation=layout.attrs["truncation"],
         quantizer=layout.attrs["quantizer"],
         decoded_sha256=decoded,
+        centres=layout.attrs.get("centres"),
     )
 
 
@@ -194,7 +195,8 @@ def decode_point(
                         f"differs): encoded with {record.threads} threads on {record.device}, decoded with "
                         f"{codec.threads} on {codec.device}; its scores would be wrong"
                     )
-                spec = TensorSpec(tensor.packing, tensor.truncation, tensor.quantizer)
+                centres = tuple(tensor.centres) if tensor.centres is not None else None
+                spec = TensorSpec(tensor.packing, tensor.truncation, tensor.quantizer, centres)
                 x = from_frame(frame, spec, tensor.feature_shape, record.input_kind, record.bit_depth)
                 sample[tensor.name] = x.astype(tensor.feature_dtype)
             timings.append({"sample_index": record.sample_index, "decode_seconds": time.perf_counter() - start})

@@ -172,9 +172,19 @@ def _check_semantics(config: dict, check_paths: bool) -> None:
             raise ConfigError(f"config key run.codecs[{i}]: codec '{codec}' has no block under codecs.{codec}")
         if codec == "vtm" and check_paths:
             _check_vtm(config["codecs"]["vtm"])
-        profile = config["codecs"][codec]["truncation"]
+        block = config["codecs"][codec]
+        if block.get("quantizer", "uniform") == "kmeans":
+            _check_kmeans(config, codec, check_paths)
+            profile = None
+        elif "truncation" not in block:
+            raise ConfigError(
+                f"config key codecs.{codec}.truncation: not set; quantizer uniform truncates each task's features "
+                "with a profile of tasks.<task>.truncation (name one)"
+            )
+        else:
+            profile = block["truncation"]
         for task in run["tasks"]:
-            if profile not in config["tasks"][task]["truncation"]:
+            if profile is not None and profile not in config["tasks"][task]["truncation"]:
                 raise ConfigError(
                     f"config key tasks.{task}.truncation: no '{profile}' range, which codec '{codec}' uses "
                     f"(codecs.{codec}.truncation)"
@@ -218,6 +228,30 @@ def _check_training(config: dict, check_paths: bool) -> None:
                 f"config key codecs.hyperprior.generalizability[{i}]: trained_on and applied_to are both "
                 f"'{pair['trained_on']}'; that is the ordinary rate-accuracy run"
             )
+
+
+def _check_kmeans(config: dict, codec: str, check_paths: bool) -> None:
+    """A K-means calibration on the training split needs one for every task it fits; a user's mapping exists."""
+    settings = config["codecs"][codec]["kmeans"]
+    for task in config["run"]["tasks"]:
+        if task in settings["mapping"]:
+            path = Path(settings["mapping"][task]["path"])
+            path = path / "mapping.json" if path.suffix != ".json" else path
+            if check_paths and not path.is_file():
+                raise ConfigError(f"config key codecs.{codec}.kmeans.mapping.{task}.path: {path} does not exist")
+        elif settings["split"] == "train" and not config["tasks"][task].get("train"):
+            raise ConfigError(
+                f"config key tasks.{task}.train: not set; codecs.{codec}.kmeans fits the K-means centres on the "
+                f"training split's features (give one, or set codecs.{codec}.kmeans.split: test)"
+            )
+        else:
+            block = config["tasks"][task]["train"] if settings["split"] == "train" else config["tasks"][task]
+            where = f"tasks.{task}.train.samples" if settings["split"] == "train" else f"tasks.{task}.samples"
+            if block["samples"] < settings["samples"]:
+                raise ConfigError(
+                    f"config key codecs.{codec}.kmeans.samples: {settings['samples']} calibration samples, but "
+                    f"{where} gives {block['samples']}; fit on fewer samples or select more"
+                )
 
 
 def _check_vtm(settings: dict) -> None:

@@ -43,13 +43,40 @@ def codec_settings(config: Mapping, label: str) -> dict:
     return {k: v for k, v in config["codecs"][codec_name(label)].items() if k not in NOT_CODING}
 
 
+def quantization_profile(config: Mapping, task: str, label: str) -> str:
+    """What a codec's frames of `task` are quantized with: its truncation profile (quantizer uniform), or its
+    K-means calibration (`kmeans_profile`)."""
+    block = config["codecs"][codec_name(label)]
+    if block.get("quantizer", "uniform") == "uniform":
+        return block["truncation"]
+    return kmeans_profile(block["kmeans"], task)
+
+
+def kmeans_profile(settings: Mapping, task: str) -> str:
+    """The calibration of K-means settings (codecs.<codec>.kmeans) for `task`: ``kmeans8-<split><samples>``
+    (centres the calibrate rule fits) or ``kmeans8-mapping`` (the centres of the user's mapping folder)."""
+    if task in settings["mapping"]:
+        return "kmeans8-mapping"
+    return f"kmeans8-{settings['split']}{settings['samples']}"
+
+
+def is_kmeans_profile(profile: str) -> bool:
+    return profile.startswith("kmeans8-")
+
+
+def calibration_path(task: str, profile: str) -> str:
+    """The mapping folder (mapping.json, one centres file per tensor, calibration.json) of a K-means profile."""
+    return f"{RESULTS}/{task}/calibration/{profile}"
+
+
 def frames_path(config: Mapping, task: str, label: str) -> str:
-    """The frame store a codec codes, keyed by truncation profile and the codec's input (quantized<bits> or
-    normalized): codecs taking the same frames (vvenc and vtm; hyperprior and hyperprior@cls) share one job."""
+    """The frame store a codec codes, keyed by quantization profile (`quantization_profile`) and the codec's
+    input (quantized<bits> or normalized): codecs taking the same frames (vvenc and vtm; hyperprior and
+    hyperprior@cls) share one job."""
     block = config["codecs"][codec_name(label)]
     kind = REGISTRY[codec_name(label)].input_kind
     frames = f"quantized{block.get('bit_depth', 10)}" if kind == "quantized" else "normalized"
-    return f"{RESULTS}/{task}/frames/{block['truncation']}-{frames}.zarr"
+    return f"{RESULTS}/{task}/frames/{quantization_profile(config, task, label)}-{frames}.zarr"
 
 
 def model_path(task: str, label: str, point: str) -> str:
@@ -130,7 +157,7 @@ def coding_resource(config: Mapping, key: str, task: str, label: str, shard: str
 
 # A registry module (the tasks' or the codecs' __init__) imports every task or codec; a job runs one of them, so
 # its hash covers the registry and the one member the job runs (EVERY: all members; None: none).
-REGISTRIES = {"task": "lamofc_lib.tasks", "codec": "lamofc_lib.codecs"}
+REGISTRIES = {"task": "lamofc_lib.tasks", "codec": "lamofc_lib.codecs", "quantizer": "lamofc_lib.quantizers"}
 EVERY = "*"
 
 
@@ -224,14 +251,21 @@ def _members(package: Path, registry: str, choice: str | None) -> set[str] | Non
     return {".".join(parts[:k]) for k in range(len(registry.split(".")) + 1, len(parts) + 1)}
 
 
-def script_modules(package: Path, script: Path, task: str | None = EVERY, codec: str | None = EVERY) -> list[str]:
+def script_modules(
+    package: Path,
+    script: Path,
+    task: str | None = EVERY,
+    codec: str | None = EVERY,
+    quantizer: str | None = EVERY,
+) -> list[str]:
     """The library modules a workflow script runs: the closure of its imports in the import graph, where the
-    task registry stands for `task` alone and the codec registry for `codec` alone (see REGISTRIES)."""
+    task registry stands for `task` alone, the codec registry for `codec` alone and the quantizer registry for
+    `quantizer` alone (see REGISTRIES)."""
     graph = import_graph(package)
     start = _file_imports(_stamp(script), frozenset(graph))
     chosen = {
         REGISTRIES[kind]: _members(package, REGISTRIES[kind], choice)
-        for kind, choice in (("task", task), ("codec", codec))
+        for kind, choice in (("task", task), ("codec", codec), ("quantizer", quantizer))
     }
     seen, todo = set(), list(start)
     while todo:
@@ -251,10 +285,16 @@ def module_file(package: Path, module: str) -> Path:
     return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
 
 
-def script_code_version(package: Path, script: Path, task: str | None = EVERY, codec: str | None = EVERY) -> str:
+def script_code_version(
+    package: Path,
+    script: Path,
+    task: str | None = EVERY,
+    codec: str | None = EVERY,
+    quantizer: str | None = EVERY,
+) -> str:
     """A hash of `script` and of the library modules it runs for `task` and `codec` (see script_modules). The
     script counts too: Snakemake's own code trigger ignores a rule's script file."""
     digest = hashlib.sha256(script.name.encode() + script.read_bytes())
-    for module in script_modules(package, script, task, codec):
+    for module in script_modules(package, script, task, codec, quantizer):
         digest.update(module.encode() + module_file(package, module).read_bytes())
     return digest.hexdigest()[:16]

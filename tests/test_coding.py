@@ -30,6 +30,7 @@ CASES = {
 SIDECAR_FIELDS = {"sample_index", "sample_id", "task", "codec", "codec_version", "point", "input_kind", "bit_depth"}
 TENSOR_FIELDS = {"name", "bitstream", "bytes", "sha256", "feature_shape", "feature_dtype", "feature_points"}
 TENSOR_FIELDS |= {"frame_shape", "packing", "truncation", "quantizer", "decoded_sha256"}  # None: VVC decodes exactly
+TENSOR_FIELDS |= {"centres"}  # None: the uniform quantizer has none
 
 
 def make_features(shapes, amplitude: float, seed: int = 0) -> list[np.ndarray]:

@@ -502,8 +502,16 @@ def test_a_truncated_bitstream_fails_its_score_job_and_nothing_downstream(demo_r
             lambda c: c["tasks"]["cls"].update(source={"kind": "imagenet", "root": "no/such/folder"}),
             "tasks.cls.source.root",
         ),
+        # the demo's seg training split has 4 samples; the reference calibrates on 10
+        (lambda c: c["codecs"]["hyperprior"].update(quantizer="kmeans"), "codecs.hyperprior.kmeans.samples"),
+        (
+            lambda c: c["codecs"]["hyperprior"].update(
+                quantizer="kmeans", kmeans={"samples": 4, "mapping": {"csr": {"path": "no/such/mapping"}}}
+            ),
+            "codecs.hyperprior.kmeans.mapping.csr.path",
+        ),
     ],
-    ids=["unknown-task", "qp-out-of-range", "missing-data-path"],
+    ids=["unknown-task", "qp-out-of-range", "missing-data-path", "kmeans-samples", "kmeans-mapping"],
 )
 def test_bad_config_stops_at_start_naming_the_key(tmp_path, change, key):
     config = demo_config()
@@ -512,6 +520,29 @@ def test_bad_config_stops_at_start_naming_the_key(tmp_path, change, key):
     assert result.returncode != 0
     assert f"LaMoFC configuration error: config key {key}" in result.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_kmeans_schedules_one_calibration_per_task_before_its_frames_and_models(tmp_path):
+    """The Hyperprior on K-means codes: one calibrate job per task, on its training features; the Hyperprior's
+    frames and training read that calibration, VVenC's frames stay uniform; a user's mapping is imported."""
+    config = demo_config()
+    mapping = tmp_path / "dinov3"
+    mapping.mkdir()
+    (mapping / "mapping.json").write_text("{}")
+    config["codecs"]["hyperprior"].update(
+        quantizer="kmeans", kmeans={"samples": 4, "mapping": {"cls": {"path": str(mapping)}}}
+    )
+    result = snakemake(tmp_path, config, "--dry-run", "--printshellcmds")
+    assert result.returncode == 0, result.stderr[-4000:]
+    output = result.stdout + result.stderr
+    stats = job_stats(output)
+    assert stats["calibrate"] == 5 and stats["preprocess"] == 10
+    for task in ("seg", "dpt", "csr", "tti"):
+        assert f"results/{task}/calibration/kmeans8-train4" in output
+        assert f"results/{task}/frames/kmeans8-train4-normalized.zarr" in output
+        assert f"results/{task}/frames/vvc-quantized10.zarr" in output
+    assert "results/cls/calibration/kmeans8-mapping" in output and "dinov3/mapping.json" in output
+    assert "results/cls/calibration/kmeans8-train4" not in output
 
 
 def test_paper_config_without_vtm_stops_naming_the_variable_and_the_fallback(tmp_path, monkeypatch):

@@ -26,6 +26,6 @@ rule code:
         settings=lambda wc: codec_settings(wc.codec),
         point=lambda wc: wc.point,
         samples=lambda wc: task_settings(wc.task)["samples"],
-        code=lambda wc: script_code("code.py", wc.task, codec_name(wc.codec)),
+        code=lambda wc: script_code("code.py", wc.task, codec_name(wc.codec), codec_quantizer(wc.codec)),
     script:
         "../scripts/code.py"

@@ -65,6 +65,73 @@ def coding_inputs(wildcards):
     return {"frames": frames_path(wildcards.task, wildcards.codec), **model_inputs(wildcards)}
 
 
+is_kmeans = wf.is_kmeans_profile
+
+
+def profile_quantizer(profile):
+    """The quantizer (lamofc_lib.quantizers) of a quantization profile's frames."""
+    return "kmeans" if is_kmeans(profile) else "uniform"
+
+
+def codec_quantizer(label):
+    return codec_block(label).get("quantizer", "uniform")
+
+
+def preprocess_inputs(wildcards):
+    """The features, and for a K-means profile the task's calibration (its mapping folder)."""
+    inputs = {"features": f"{RESULTS}/{wildcards.task}/features.zarr"}
+    if is_kmeans(wildcards.profile):
+        inputs["calibration"] = wf.calibration_path(wildcards.task, wildcards.profile)
+    return inputs
+
+
+def calibration_inputs(wildcards):
+    """The features a calibration fits on (kmeans8-train<n>: the training split's; kmeans8-test<n>: the
+    evaluated samples'), or, for kmeans8-mapping, the evaluated features (their tensor names) and the user's
+    mapping.json."""
+    if wildcards.calibration.startswith("kmeans8-train"):
+        return {"features": f"{RESULTS}/{wildcards.task}/train/features.zarr"}
+    inputs = {"features": f"{RESULTS}/{wildcards.task}/features.zarr"}
+    if mapping := user_mapping(wildcards.task, wildcards.calibration):
+        inputs["mapping"] = mapping["file"]
+    return inputs
+
+
+def calibration_samples(calibration):
+    """How many samples a calibration fits on (None: a user's mapping)."""
+    if calibration == "kmeans8-mapping":
+        return None
+    return int(calibration.removeprefix("kmeans8-train").removeprefix("kmeans8-test"))
+
+
+def user_mapping(task, calibration):
+    """{file: mapping.json, handler: its key} of a task's user mapping (kmeans8-mapping), else None."""
+    if calibration != "kmeans8-mapping":
+        return None
+    for codec in CODECS:
+        entry = codec_block(codec).get("kmeans", {}).get("mapping", {}).get(task)
+        if entry:
+            path = Path(entry["path"])
+            file = path if path.suffix == ".json" else path / "mapping.json"
+            return {"file": str(file), "handler": entry["handler"] or task}
+    raise ValueError(f"no codec block gives a K-means mapping for task {task}")
+
+
+def training_inputs(wildcards):
+    """A trained codec's training features, and for quantizer kmeans the task's calibration."""
+    inputs = {"features": f"{RESULTS}/{wildcards.task}/train/features.zarr"}
+    profile = wf.quantization_profile(config, wildcards.task, "hyperprior")
+    if is_kmeans(profile):
+        inputs["calibration"] = wf.calibration_path(wildcards.task, profile)
+    return inputs
+
+
+def training_truncation(task):
+    """The truncation entry a trained codec's frames of `task` use (None for quantizer kmeans)."""
+    profile = wf.quantization_profile(config, task, "hyperprior")
+    return None if is_kmeans(profile) else task_settings(task)["truncation"][profile]
+
+
 def model_inputs(wildcards):
     """The model of the operating point, for a trained codec."""
     if is_trained(wildcards.codec):
@@ -97,7 +164,8 @@ wildcard_constraints:
     codec=_alternatives([c for _, c, _ in coded_points() + generalizability_points()] or CODECS),
     point=_alternatives(p for _, _, p in coded_points() + generalizability_points()),
     shard=r"\d+",
-    profile=r"[A-Za-z0-9_]+",
+    profile=r"[A-Za-z0-9_]+|kmeans8-(?:train|test)\d+|kmeans8-mapping",
+    calibration=r"kmeans8-(?:train|test)\d+|kmeans8-mapping",
     frames=r"quantized\d+|normalized",
 
 
@@ -218,11 +286,11 @@ EXTRACTED_TASKS = _alternatives([t for t in TASKS if not task_settings(t).get("f
 
 
 @functools.cache
-def script_code(script, task=wf.EVERY, codec=wf.EVERY):
+def script_code(script, task=wf.EVERY, codec=wf.EVERY, quantizer=wf.EVERY):
     """A hash of the library modules a workflow script runs for `task` and `codec` (its imports' closure in the
     import graph; see lamofc_lib.workflow.script_modules), so a change to them reruns the rule's jobs, and only
     theirs, and the between-workflow cache never serves older code."""
-    return wf.script_code_version(REPO / "lamofc_lib", REPO / "workflow" / "scripts" / script, task, codec)
+    return wf.script_code_version(REPO / "lamofc_lib", REPO / "workflow" / "scripts" / script, task, codec, quantizer)
 
 
 def final_outputs():

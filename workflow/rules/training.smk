@@ -47,7 +47,7 @@ rule train_hyperprior:
     """Train the Hyperprior at one lambda on random crops of a task's training features (GPU when there is one);
     a held-out share of them (training.validation) steps the learning-rate schedule once per epoch."""
     input:
-        features=f"{RESULTS}/{{task}}/train/features.zarr",
+        unpack(training_inputs),
     output:
         model=f"{RESULTS}/models/hyperprior/{{task}}/{{point}}/model.pt",
         loss=f"{RESULTS}/models/hyperprior/{{task}}/{{point}}/loss.csv",
@@ -67,10 +67,10 @@ rule train_hyperprior:
         lam=lambda wc: float(wc.point),
         N=lambda wc: config["codecs"]["hyperprior"]["N"],
         M=lambda wc: config["codecs"]["hyperprior"]["M"],
-        truncation=lambda wc: task_settings(wc.task)["truncation"][config["codecs"]["hyperprior"]["truncation"]],
+        truncation=lambda wc: training_truncation(wc.task),
         training=lambda wc: config["codecs"]["hyperprior"]["training"][wc.task],
         device=lambda wc: config["codecs"]["hyperprior"]["device"],
-        code=script_code("train_hyperprior.py"),
+        code=script_code("train_hyperprior.py", quantizer=codec_quantizer("hyperprior")),
     script:
         "../scripts/train_hyperprior.py"
 

@@ -1,10 +1,11 @@
-"""Truncate, quantize or normalize, and pack a task's features into frames (rule preprocess)."""
+"""Quantize (uniform: truncate first; or K-means) and pack a task's features into frames (rule preprocess)."""
 
 from lamofc_lib.joblog import log_to
 from lamofc_lib.preprocess import preprocess_store
 
 log = log_to(snakemake.log[0])
 params = snakemake.params
+calibration = snakemake.input.get("calibration")
 preprocess_store(
     snakemake.input.features,
     snakemake.output.frames,
@@ -12,5 +13,7 @@ preprocess_store(
     params.truncation,
     params.input_kind,
     params.bit_depth,
+    calibration,
 )
-log.info("frames of %s written (%s, truncation %s)", params.task, params.input_kind, params.truncation)
+what = f"K-means centres of {calibration}" if calibration else f"truncation {params.truncation}"
+log.info("frames of %s written (%s, %s)", params.task, params.input_kind, what)

@@ -12,12 +12,14 @@ log = log_to(snakemake.log[0])
 params = snakemake.params
 torch.set_num_threads(snakemake.threads)
 device = resolve_device(params.device)
-frames = training_frames(snakemake.input.features, params.truncation)
+calibration = snakemake.input.get("calibration")
+frames = training_frames(snakemake.input.features, params.truncation, calibration, params.task)
 log.info("training %s hyperprior N=%d M=%d at lambda %g on %s", params.task, params.N, params.M, params.lam, device)
 start = time.perf_counter()
 provenance = {
     "task": params.task,
     "truncation": params.truncation,
+    "calibration": calibration,
     "train_features": snakemake.input.features,
     "device": device,
 }

@@ -248,14 +248,15 @@ def train(
     return held_out
 
 
-def training_frames(features: str | Path, truncation) -> list[np.ndarray]:
+def training_frames(features: str | Path, truncation, calibration=None, task: str = "") -> list[np.ndarray]:
     """The packed, normalized frames of every named tensor of every sample of a training feature store (held in
-    memory), each tensor with its packing and its truncation (`truncation`: the task's configured entry)."""
-    from lamofc_lib.preprocess import tensor_specs, to_frame
+    memory), each tensor with its packing and its truncation (`truncation`: the task's configured entry), or
+    its K-means centres (the task's `calibration` folder, see `preprocess.store_specs`)."""
+    from lamofc_lib.preprocess import store_specs, to_frame
     from lamofc_lib.store import FeatureStore
 
     store = FeatureStore(features)
-    specs = tensor_specs({name: store.layout(name).attrs["packing"] for name in store.tensors}, truncation)
+    specs = store_specs(store, truncation, calibration, task)
     frames = [
         to_frame(store.read(i, name), spec, "normalized", 10) for i in range(len(store)) for name, spec in specs.items()
     ]
