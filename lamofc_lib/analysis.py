@@ -133,8 +133,8 @@ def generalizability_table(scores: Iterable[Mapping], pairs: Iterable[tuple[str,
     """Models trained on one task's features applied to another's (paper Table 6), beside the applied_to task's
     own models, each point with its accuracy drop against the uncompressed metric of the applied_to task.
 
-    `scores` holds the score records of the uncompressed features ('original'), of the native runs (codec
-    'hyperprior') and of the cross-task runs (codec 'hyperprior@<trained_on>').
+    `scores` holds the score records of the uncompressed features ('original'), of the native runs of trained
+    codecs (e.g. codec 'hyperprior') and of the cross-task runs (codec 'hyperprior@<trained_on>').
     """
     scores = list(scores)
     originals = {s["task"]: s for s in scores if s["codec"] == "original"}
@@ -166,21 +166,21 @@ def generalizability_table(scores: Iterable[Mapping], pairs: Iterable[tuple[str,
 
 
 def generalizability_matrix(table: pd.DataFrame) -> pd.DataFrame:
-    """The generalizability table in paper Table 6's layout: one row per trained_on task, one column per
-    applied_to task, each cell the mean accuracy drop (%) over the points of the models trained on the row's task
-    applied to the column's features (the diagonal: the column task's own models), or the mean metric where the
-    drop is undefined (tti's FID)."""
+    """The generalizability table in paper Table 6's layout: one row per (codec and) trained_on task, one column
+    per applied_to task, each cell the mean accuracy drop (%) over the points of the models trained on the row's
+    task applied to the column's features (the diagonal: the column task's own models), or the mean metric where
+    the drop is undefined (tti's FID)."""
+    keys = ["codec", "trained_on"] if "codec" in table.columns else ["trained_on"]
     cells = {}
-    for (source, target), group in table.groupby(["trained_on", "applied_to"], sort=True):
+    for (*row, target), group in table.groupby([*keys, "applied_to"], sort=True):
         drops = group["accuracy_drop"].to_numpy(dtype=float)
-        cells[(source, target)] = float(drops.mean()) if np.isfinite(drops).all() else float(group["value"].mean())
-    rows = sorted({s for s, _ in cells})
+        cells[(tuple(row), target)] = float(drops.mean()) if np.isfinite(drops).all() else float(group["value"].mean())
+    rows = sorted({r for r, _ in cells})
     columns = sorted({t for _, t in cells})
     matrix = pd.DataFrame(
-        [[cells.get((r, c), float("nan")) for c in columns] for r in rows], index=rows, columns=columns
+        [[*r, *(cells.get((r, c), float("nan")) for c in columns)] for r in rows], columns=[*keys, *columns]
     )
-    matrix.index.name = "trained_on"
-    return matrix.reset_index()
+    return matrix
 
 
 def generalizability_markdown(matrix: pd.DataFrame, table: pd.DataFrame) -> str:
@@ -191,7 +191,7 @@ def generalizability_markdown(matrix: pd.DataFrame, table: pd.DataFrame) -> str:
         if undefined
         else ""
     )
-    lines = ["# Generalizability", "", "Rows: the task a Hyperprior model was trained on; columns: the task whose "
+    lines = ["# Generalizability", "", "Rows: the codec and the task its model was trained on; columns: the task whose "
              "features it coded (the diagonal: that task's own models). Each cell is the mean accuracy drop (%) "
              f"over the trained_on task's lambdas{note}.", ""]  # fmt: skip
     return "\n".join(lines + markdown_table(matrix) + [""])

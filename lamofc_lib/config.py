@@ -11,6 +11,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from lamofc_lib.codecs import REGISTRY
 from lamofc_lib.preprocess import truncation_ranges
 from lamofc_lib.selection import needs_model, selection_mode
 
@@ -191,8 +192,8 @@ def _check_semantics(config: dict, check_paths: bool) -> None:
                 )
             if not points(config, codec, task):
                 raise ConfigError(f"config key codecs.{codec}.points: no operating point for task '{task}'")
-        if codec == "hyperprior":
-            _check_training(config, check_paths)
+        if REGISTRY[codec].trained:
+            _check_trained(config, codec, check_paths)
     report = config["report"]
     report.setdefault("anchor", run["codecs"][0])
     if report["anchor"] not in run["codecs"]:
@@ -202,32 +203,53 @@ def _check_semantics(config: dict, check_paths: bool) -> None:
         )
 
 
-def _check_training(config: dict, check_paths: bool) -> None:
-    """Every task coded by the Hyperprior has a training split and training settings; generalizability pairs
-    name two different tasks (pairs with a task outside run.tasks are skipped, like unrun task blocks)."""
-    block = config["codecs"]["hyperprior"]
+def _check_trained(config: dict, codec: str, check_paths: bool) -> None:
+    """A trained codec's network sizes (the codec's defaults unless set); every task it codes has a training
+    split and training settings, or every point a pretrained checkpoint; generalizability pairs name two
+    different tasks (pairs with a task outside run.tasks are skipped, like unrun task blocks)."""
+    block = config["codecs"][codec]
+    for size, default in REGISTRY[codec].sizes.items():
+        block.setdefault(size, default)
     tasks = config["run"]["tasks"]
     for task in tasks:
+        if block["pretrained"]:
+            for point in points(config, codec, task):
+                path = pretrained_file(block, point)
+                if path is None:
+                    raise ConfigError(
+                        f"config key codecs.{codec}.pretrained: no checkpoint for lambda {point} (task {task}); "
+                        f"it gives {sorted(block['pretrained'])}"
+                    )
+                if check_paths and not Path(path).is_file():
+                    raise ConfigError(f"config key codecs.{codec}.pretrained.{point}: {path} does not exist")
+            continue
         train = config["tasks"][task].get("train")
         if not train:
             raise ConfigError(
-                f"config key tasks.{task}.train: not set; the Hyperprior trains on features of a training split "
+                f"config key tasks.{task}.train: not set; {codec} trains on features of a training split "
                 "(give its source and samples)"
             )
         _check_source(f"tasks.{task}.train.source", task, train["source"], check_paths)
         settings = block["training"].get(task)
         if settings is None:
-            raise ConfigError(
-                f"config key codecs.hyperprior.training.{task}: not set; give steps or epochs, batch, crop"
-            )
+            raise ConfigError(f"config key codecs.{codec}.training.{task}: not set; give steps or epochs, batch, crop")
         if settings["steps"] is None and settings["epochs"] is None:
-            raise ConfigError(f"config key codecs.hyperprior.training.{task}: set steps or epochs")
+            raise ConfigError(f"config key codecs.{codec}.training.{task}: set steps or epochs")
     for i, pair in enumerate(block["generalizability"]):
         if pair["trained_on"] == pair["applied_to"]:
             raise ConfigError(
-                f"config key codecs.hyperprior.generalizability[{i}]: trained_on and applied_to are both "
+                f"config key codecs.{codec}.generalizability[{i}]: trained_on and applied_to are both "
                 f"'{pair['trained_on']}'; that is the ordinary rate-accuracy run"
             )
+
+
+def pretrained_file(block: Mapping, point: str) -> str | None:
+    """The pretrained checkpoint a learned codec's block gives for an operating point (keys compared as
+    numbers: 0.004 and 4e-3 are the same lambda)."""
+    for key, path in block["pretrained"].items():
+        if math.isclose(float(key), float(point), rel_tol=1e-9):
+            return path
+    return None
 
 
 def _check_kmeans(config: dict, codec: str, check_paths: bool) -> None:

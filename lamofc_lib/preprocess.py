@@ -36,6 +36,7 @@ __all__ = [
     "pack",
     "quantization_dtype",
     "quantize",
+    "store_frames",
     "store_specs",
     "tensor_specs",
     "truncation_bounds",
@@ -232,6 +233,21 @@ def store_specs(store, truncation=None, calibration: str | Path | None = None, t
         name: TensorSpec(packing, None, "kmeans", tuple(map(float, centres[name])))
         for name, packing in packings.items()
     }
+
+
+def store_frames(
+    features: str | Path, input_kind: str, truncation, calibration: str | Path | None = None, task: str = ""
+) -> list[np.ndarray]:
+    """The packed frames of every named tensor of every sample of a feature store (held in memory; a trained
+    codec's training frames), each tensor with its packing and its truncation or K-means centres (see
+    `store_specs`), as a codec taking `input_kind` frames codes them (10 bits if quantized)."""
+    from lamofc_lib.store import FeatureStore
+
+    store = FeatureStore(features)
+    specs = store_specs(store, truncation, calibration, task)
+    return [
+        to_frame(store.read(i, name), spec, input_kind, 10) for i in range(len(store)) for name, spec in specs.items()
+    ]
 
 
 def preprocess_store(

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from lamofc_lib.codecs import REGISTRY
 from lamofc_lib.coding import shard_samples
-from lamofc_lib.config import points
+from lamofc_lib.config import points, pretrained_file
 from lamofc_lib.store import FeatureStore
 
 RESULTS = "results"
@@ -79,7 +79,12 @@ def frames_path(config: Mapping, task: str, label: str) -> str:
     return f"{RESULTS}/{task}/frames/{quantization_profile(config, task, label)}-{frames}.zarr"
 
 
-def model_path(task: str, label: str, point: str) -> str:
+def model_path(config: Mapping, task: str, label: str, point: str) -> str:
+    """The model file a trained codec codes a point with: the workflow's trained model, or the block's
+    pretrained checkpoint of that lambda."""
+    block = config["codecs"][codec_name(label)]
+    if block.get("pretrained"):
+        return pretrained_file(block, point)
     return f"{RESULTS}/models/{codec_name(label)}/{trained_on(task, label)}/{point}/model.pt"
 
 
@@ -101,28 +106,42 @@ def coded_points(config: Mapping) -> list[tuple[str, str, str]]:
     return [(t, c, p) for t in run["tasks"] for c in run["codecs"] for p in points(config, c, t)]
 
 
-def generalizability_pairs(config: Mapping) -> list[tuple[str, str]]:
-    """The configured (trained_on, applied_to) pairs whose two tasks both run."""
-    pairs = config["codecs"].get("hyperprior", {}).get("generalizability", [])
+def generalizability_pairs(config: Mapping, codec: str | None = None) -> list[tuple[str, str]]:
+    """The configured (trained_on, applied_to) pairs whose two tasks both run, of one trained codec (or of all
+    in run.codecs, each pair once)."""
+    codecs = [codec] if codec else [c for c in config["run"]["codecs"] if is_trained(c)]
     running = set(config["run"]["tasks"])
-    return [(g["trained_on"], g["applied_to"]) for g in pairs if {g["trained_on"], g["applied_to"]} <= running]
+    found = [
+        (g["trained_on"], g["applied_to"])
+        for c in codecs
+        for g in config["codecs"].get(c, {}).get("generalizability", [])
+        if {g["trained_on"], g["applied_to"]} <= running
+    ]
+    return list(dict.fromkeys(found))
 
 
 def generalizability_points(config: Mapping) -> list[tuple[str, str, str]]:
-    """(task, codec label, point) of the generalizability runs, at the trained_on task's lambdas."""
-    if "hyperprior" not in config["run"]["codecs"]:
-        return []
+    """(task, codec label, point) of the generalizability runs of every trained codec, at the trained_on
+    task's lambdas."""
     return [
-        (dst, f"hyperprior@{src}", p)
-        for src, dst in generalizability_pairs(config)
-        for p in points(config, "hyperprior", src)
+        (dst, f"{codec}@{src}", p)
+        for codec in config["run"]["codecs"]
+        if is_trained(codec)
+        for src, dst in generalizability_pairs(config, codec)
+        for p in points(config, codec, src)
     ]
 
 
 def trained_models(config: Mapping) -> list[tuple[str, str, str]]:
-    """(codec, task it is trained on, point) of every model to train, each once."""
+    """(codec, task it is trained on, point) of every model to train, each once (pretrained ones are not)."""
     runs = coded_points(config) + generalizability_points(config)
-    return sorted({(codec_name(c), trained_on(t, c), p) for t, c, p in runs if is_trained(c)})
+    return sorted(
+        {
+            (codec_name(c), trained_on(t, c), p)
+            for t, c, p in runs
+            if is_trained(c) and not config["codecs"][codec_name(c)].get("pretrained")
+        }
+    )
 
 
 def retried(key: str, value, attempt: int):

@@ -376,7 +376,7 @@ def test_a_truncated_hyperprior_checkpoint_is_named(tmp_path):
     data = path.read_bytes()
     for cut in (len(data) // 2, 0):
         path.write_bytes(data[:cut])
-        with pytest.raises(ValueError, match=rf"hyperprior checkpoint {re.escape(str(path))} cannot be read"):
+        with pytest.raises(ValueError, match=rf"checkpoint {re.escape(str(path))} cannot be read"):
             load_model(path)
 
 

@@ -254,7 +254,7 @@ def test_a_broken_checkpoint_is_named(tmp_path):
     with pytest.raises(ValueError, match="cannot be read"):
         hp.load_model(bad)
     torch.save({"weights": 1}, bad)
-    with pytest.raises(ValueError, match="not a LaMoFC hyperprior checkpoint"):
+    with pytest.raises(ValueError, match="not a LaMoFC learned-codec checkpoint"):
         hp.load_model(bad)
 
 

@@ -11,9 +11,9 @@ import pytest
 from store_helpers import write_one
 
 from lamofc_lib.codecs import get_codec
-from lamofc_lib.codecs.hyperprior.training import TrainSettings, train, training_frames
+from lamofc_lib.codecs.hyperprior.training import TrainSettings, train
 from lamofc_lib.coding import encode_shard
-from lamofc_lib.preprocess import preprocess_store
+from lamofc_lib.preprocess import preprocess_store, store_frames
 from lamofc_lib.provenance import provenance
 from lamofc_lib.verify import main, verify
 
@@ -68,7 +68,7 @@ def coded_with_models(results):
     workflow lays it out) and a provenance record of a cls head file."""
     model = results / "models/hyperprior/cls/0.01/model.pt"
     model.parent.mkdir(parents=True)
-    frames = training_frames(results / "cls/features.zarr", [-8, 8])
+    frames = store_frames(results / "cls/features.zarr", "normalized", [-8, 8])
     settings = TrainSettings(batch=2, crop=(64, 64), steps=4, lr=1e-3, validation=1)
     train(frames, 0.01, 8, 12, settings, model, model.parent / "loss.csv")
     preprocess_store(

@@ -79,13 +79,13 @@ def test_the_speed_benchmark_reads_the_finished_run(demo_run):
         assert rows[name][0] > 0, (name, result.stdout)
     assert sum(1 for name in rows if name.startswith("preprocess ")) == 4
     jobs = full_run_jobs(workdir)
-    assert f"{jobs['train_hyperprior']} jobs" in rows["stage train_hyperprior"][1]
+    assert f"{jobs['train']} jobs" in rows["stage train"][1]
     assert f"{jobs['code']} jobs" in rows["stage code"][1]
     # every job timed itself: the rules' rows split their job-s into work and the rest
     assert f"({sum(jobs.values()) - 1} jobs timed themselves)" in rows["work of all jobs"][1]
     assert 0 < rows["work of all jobs"][0] < rows["all jobs"][0]
     assert 0 < rows["share of job-s that is not work"][0] < 1
-    assert "; work " in rows["stage train_hyperprior"][1]
+    assert "; work " in rows["stage train"][1]
     elapsed = float((workdir / "elapsed.txt").read_text())
     wall = rows["wall time of that run"][0]
     assert elapsed / 2 < wall <= elapsed + 2
@@ -585,7 +585,7 @@ def test_paper_config_builds_the_full_dag(tmp_path, monkeypatch):
         "score_original": 5,
         "select": 5,
         "select_train": 5,
-        "train_hyperprior": 25,
+        "train": 25,
         # the report: feature statistics, table and figures per task; the tables and figures over all points
         "feature_statistics": 5,
         "feature_statistics_table": 1,

@@ -65,7 +65,7 @@ def test_labels_paths_and_params(config):
     assert not wf.is_trained("vvenc")
     assert wf.frames_path(config, "cls", "vvenc") == "results/cls/frames/vvc-quantized10.zarr"
     assert wf.frames_path(config, "seg", "hyperprior@cls") == "results/seg/frames/learned-normalized.zarr"
-    assert wf.model_path("seg", "hyperprior@cls", "0.001") == "results/models/hyperprior/cls/0.001/model.pt"
+    assert wf.model_path(config, "seg", "hyperprior@cls", "0.001") == "results/models/hyperprior/cls/0.001/model.pt"
     # the schema's default bit depth included; points, threads and resources left out
     expected = {"preset": "faster", "truncation": "vvc", "samples_per_job": 20, "bit_depth": 10}
     assert wf.codec_settings(config, "vvenc") == expected
@@ -146,6 +146,7 @@ def test_a_coding_jobs_code_is_its_codec_alone():
         "vvenc": "lamofc_lib.codecs.vvenc",
         "vtm": "lamofc_lib.codecs.vtm",
         "hyperprior": "lamofc_lib.codecs.hyperprior.codec",
+        "elic": "lamofc_lib.codecs.elic.codec",
     }
     vvenc = set(wf.script_modules(package, scripts / "code.py", "cls", "vvenc"))
     # code.py imports the codec registry and coding (which writes the bitstreams and sidecars of bitstreams.py
@@ -154,9 +155,14 @@ def test_a_coding_jobs_code_is_its_codec_alone():
     assert common | {"lamofc_lib.codecs.vvenc", "lamofc_lib.preprocess", "lamofc_lib.store"} <= vvenc
     assert not {m for m in vvenc if m.startswith(("lamofc_lib.codecs.vtm", "lamofc_lib.codecs.hyperprior"))}
     hyperprior = set(wf.script_modules(package, scripts / "code.py", "cls", "hyperprior"))
-    # the package between the registry and the codec's module runs on import; the training code does not
+    # the package between the registry and the codec's module runs on import (and the codec's training hook
+    # names its training code: an edit there retrains the models, which reruns these jobs anyway)
     assert common | {"lamofc_lib.codecs.hyperprior", "lamofc_lib.codecs.hyperprior.codec"} <= hyperprior
-    assert "lamofc_lib.codecs.hyperprior.training" not in hyperprior and "lamofc_lib.codecs.vvenc" not in hyperprior
+    assert "lamofc_lib.codecs.vvenc" not in hyperprior
+    # ELIC is the Hyperprior's machinery with another network: an edit to ELIC reruns ELIC's jobs alone
+    elic = set(wf.script_modules(package, scripts / "code.py", "cls", "elic"))
+    assert {"lamofc_lib.codecs.elic.codec", "lamofc_lib.codecs.hyperprior.codec"} <= elic
+    assert not {m for m in hyperprior if m.startswith("lamofc_lib.codecs.elic")}
     # no task module runs in a coding job, nor a codec in pre-processing or scoring
     assert not {m for m in vvenc | hyperprior if m.startswith("lamofc_lib.tasks")}
     for script in ("preprocess.py", "score.py", "score_original.py"):
@@ -165,6 +171,21 @@ def test_a_coding_jobs_code_is_its_codec_alone():
         } - {"lamofc_lib.codecs.base"}
     with pytest.raises(KeyError, match="registers no 'vvc'"):
         wf.script_modules(package, scripts / "code.py", "cls", "vvc")
+
+
+def test_the_quantizer_registry_stands_for_the_one_a_job_runs():
+    """Uniform frames do not depend on the K-means module (an edit to it reruns only K-means jobs); both the
+    K-means frames and the uniform arithmetic, which preprocess re-exports, count for K-means jobs."""
+    package, scripts = REPO / "lamofc_lib", REPO / "workflow" / "scripts"
+    assert wf.registered_modules(package, "lamofc_lib.quantizers") == {
+        "uniform": "lamofc_lib.quantizers.uniform",
+        "kmeans": "lamofc_lib.quantizers.kmeans",
+    }
+    for script in ("preprocess.py", "code.py", "train.py"):
+        uniform = set(wf.script_modules(package, scripts / script, "cls", "hyperprior", "uniform"))
+        kmeans = set(wf.script_modules(package, scripts / script, "cls", "hyperprior", "kmeans"))
+        assert "lamofc_lib.quantizers.uniform" in uniform and "lamofc_lib.quantizers.kmeans" not in uniform
+        assert {"lamofc_lib.quantizers.uniform", "lamofc_lib.quantizers.kmeans"} <= kmeans
 
 
 def test_the_task_registry_stands_for_every_task_or_none():

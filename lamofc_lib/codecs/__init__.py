@@ -6,11 +6,12 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from lamofc_lib.codecs.base import Codec, CodecError
+from lamofc_lib.codecs.elic import Elic
 from lamofc_lib.codecs.hyperprior import Hyperprior
 from lamofc_lib.codecs.vtm import VTM
 from lamofc_lib.codecs.vvenc import VVenC
 
-REGISTRY: dict[str, type[Codec]] = {codec.name: codec for codec in (VVenC, VTM, Hyperprior)}
+REGISTRY: dict[str, type[Codec]] = {codec.name: codec for codec in (VVenC, VTM, Hyperprior, Elic)}
 
 
 def get_codec(

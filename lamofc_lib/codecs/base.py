@@ -25,7 +25,8 @@ class Codec(ABC):
     name: str = ""
     input_kind: str = "quantized"
     bit_depths: tuple[int, ...] = (10,)
-    # A trained codec codes each operating point with its own model, which the workflow trains first.
+    # A trained codec codes each operating point with its own model, which the workflow's train rule trains first
+    # through the codec's classmethod train_point(frames, point, sizes, training, model, loss, device, provenance).
     trained: bool = False
     # A codec whose decoded frame depends on float arithmetic (threads, device): its encoder decodes each
     # bitstream once and the sidecar records that frame's SHA-256 and the threads and device used; decoding

@@ -120,22 +120,22 @@ def user_mapping(task, calibration):
 def training_inputs(wildcards):
     """A trained codec's training features, and for quantizer kmeans the task's calibration."""
     inputs = {"features": f"{RESULTS}/{wildcards.task}/train/features.zarr"}
-    profile = wf.quantization_profile(config, wildcards.task, "hyperprior")
+    profile = wf.quantization_profile(config, wildcards.task, wildcards.codec)
     if is_kmeans(profile):
         inputs["calibration"] = wf.calibration_path(wildcards.task, profile)
     return inputs
 
 
-def training_truncation(task):
+def training_truncation(task, codec):
     """The truncation entry a trained codec's frames of `task` use (None for quantizer kmeans)."""
-    profile = wf.quantization_profile(config, task, "hyperprior")
+    profile = wf.quantization_profile(config, task, codec)
     return None if is_kmeans(profile) else task_settings(task)["truncation"][profile]
 
 
 def model_inputs(wildcards):
     """The model of the operating point, for a trained codec."""
     if is_trained(wildcards.codec):
-        return {"model": model_path(wildcards.task, wildcards.codec, wildcards.point)}
+        return {"model": model_path(config, wildcards.task, wildcards.codec, wildcards.point)}
     return {}
 
 

@@ -104,7 +104,7 @@ rule plot_rate_accuracy:
 
 
 rule generalizability:
-    """Hyperprior models trained on one task applied to another task's features, beside the native models."""
+    """Trained codecs' models trained on one task applied to another task's features, beside the native models."""
     input:
         original=lambda wc: [
             f"{RESULTS}/{dst}/original/scores.json" for dst in sorted({d for _, d in generalizability_pairs()})
@@ -112,7 +112,7 @@ rule generalizability:
         native=lambda wc: [
             f"{RESULTS}/{t}/{c}/scores.json"
             for t, c in coded_labels()
-            if c == "hyperprior" and t in {d for _, d in generalizability_pairs()}
+            if is_trained(c) and "@" not in c and t in {d for _, d in generalizability_pairs()}
         ],
         cross=lambda wc: [f"{RESULTS}/{t}/{c}/scores.json" for t, c in coded_labels() if "@" in c],
     output:

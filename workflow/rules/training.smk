@@ -43,36 +43,37 @@ use rule extract as extract_train with:
         "logs/{task}/train/extract.log",
 
 
-rule train_hyperprior:
-    """Train the Hyperprior at one lambda on random crops of a task's training features (GPU when there is one);
-    a held-out share of them (training.validation) steps the learning-rate schedule once per epoch."""
+rule train:
+    """Train a trained codec's model at one lambda on random crops of a task's training features (GPU when there
+    is one), through the codec's training hook (Codec.train_point); a held-out share of them
+    (training.validation) steps the learning-rate schedule once per epoch. One rule for every trained codec."""
     input:
         unpack(training_inputs),
     output:
-        model=f"{RESULTS}/models/hyperprior/{{task}}/{{point}}/model.pt",
-        loss=f"{RESULTS}/models/hyperprior/{{task}}/{{point}}/loss.csv",
+        model=f"{RESULTS}/models/{{codec}}/{{task}}/{{point}}/model.pt",
+        loss=f"{RESULTS}/models/{{codec}}/{{task}}/{{point}}/loss.csv",
     log:
-        "logs/models/hyperprior/{task}/{point}/train.log",
+        "logs/models/{codec}/{task}/{point}/train.log",
     benchmark:
-        "benchmarks/models/hyperprior/{task}/{point}/train.tsv"
+        "benchmarks/models/{codec}/{task}/{point}/train.tsv"
     conda:
         "../../envs/codec.yaml"
     threads: config["run"]["threads"]
     resources:
-        mem_mb=lambda wc: config["codecs"]["hyperprior"]["resources"]["train"]["mem_mb"],
-        runtime=lambda wc: config["codecs"]["hyperprior"]["resources"]["train"]["runtime"],
-        gpu=lambda wc: config["codecs"]["hyperprior"]["resources"]["train"]["gpu"],
+        mem_mb=lambda wc: codec_block(wc.codec)["resources"]["train"]["mem_mb"],
+        runtime=lambda wc: codec_block(wc.codec)["resources"]["train"]["runtime"],
+        gpu=lambda wc: codec_block(wc.codec)["resources"]["train"]["gpu"],
     params:
+        codec=lambda wc: wc.codec,
         task=lambda wc: wc.task,
-        lam=lambda wc: float(wc.point),
-        N=lambda wc: config["codecs"]["hyperprior"]["N"],
-        M=lambda wc: config["codecs"]["hyperprior"]["M"],
-        truncation=lambda wc: training_truncation(wc.task),
-        training=lambda wc: config["codecs"]["hyperprior"]["training"][wc.task],
-        device=lambda wc: config["codecs"]["hyperprior"]["device"],
-        code=script_code("train_hyperprior.py", quantizer=codec_quantizer("hyperprior")),
+        point=lambda wc: wc.point,
+        sizes=lambda wc: {k: codec_block(wc.codec)[k] for k in ("N", "M")},
+        truncation=lambda wc: training_truncation(wc.task, wc.codec),
+        training=lambda wc: codec_block(wc.codec)["training"][wc.task],
+        device=lambda wc: codec_block(wc.codec)["device"],
+        code=lambda wc: script_code("train.py", codec=wc.codec, quantizer=codec_quantizer(wc.codec)),
     script:
-        "../scripts/train_hyperprior.py"
+        "../scripts/train.py"
 
 
 rule plot_training:

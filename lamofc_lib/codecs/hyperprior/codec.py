@@ -1,8 +1,9 @@
 """The learned Hyperprior baseline as a codec: one trained model per operating point (lambda).
 
-The model comes from the workflow's training rule (`training.train`); the codec loads it, rebuilds
-its entropy-coder tables with `update()`, checks that it was trained at the lambda being coded, and writes
-CompressAI's actual range-coder strings. Coding runs on the CPU with a fixed number of threads so that encoder
+The model comes from the workflow's training rule (`training.train`), or is a user's pretrained checkpoint in
+the DT-UFC layout (`pretrained`: point -> file); the codec loads it, rebuilds its entropy-coder tables with
+`update()`, checks that a trained model was trained at the lambda being coded, and writes CompressAI's actual
+range-coder strings. Coding runs on the CPU with a fixed number of threads so that encoder
 and decoder compute the same scales (a learned codec breaks when they differ by one rounding step).
 """
 
@@ -22,20 +23,35 @@ class Hyperprior(Codec):
     input_kind = "normalized"
     trained = True
     verifies_decoding = True
+    architecture = "hyperprior"  # lamofc_lib.codecs.hyperprior.model.ARCHITECTURES
+    network = "ScaleHyperprior"  # CompressAI's class, as the version names it
+    sizes = {"N": 128, "M": 192}  # the reference's (DT-UFC quality 1); codecs.<codec>.N / .M override
 
     def __init__(self, settings: Mapping, threads: int = 1, model: str | Path | None = None):
         super().__init__(settings, threads, model)
         if self.model is None:
             raise ValueError("codec hyperprior needs a trained model checkpoint")
 
+    @classmethod
+    def train_point(cls, frames, point: str, sizes: Mapping, training: Mapping, model, loss, device, provenance):
+        """The training hook of the workflow's train rule: train the model of one lambda on `frames` (see
+        training.train) and write it and its loss log; returns the last held-out evaluation."""
+        from lamofc_lib.codecs.hyperprior.training import TrainSettings, train
+
+        settings = TrainSettings.from_config(training)
+        return train(frames, float(point), sizes["N"], sizes["M"], settings, model, loss, device=device,
+                     provenance=provenance, architecture=cls.architecture)  # fmt: skip
+
     @cached_property
     def _loaded(self):
         import torch
 
-        from lamofc_lib.codecs.hyperprior.model import load_model
+        from lamofc_lib.codecs.hyperprior.model import load_model, load_pretrained
 
         torch.set_num_threads(self.threads)
         torch.use_deterministic_algorithms(True)
+        if self.settings.get("pretrained"):
+            return load_pretrained(self.model, self.architecture)
         return load_model(self.model)
 
     @property
@@ -52,9 +68,12 @@ class Hyperprior(Codec):
         from lamofc_lib.io import file_sha256
 
         r = self.record
+        model = f"model sha256 {file_sha256(self.model)[:16]}"
+        if "pretrained" in r:
+            return f"CompressAI {compressai.__version__} {self.network} N={r['N']} M={r['M']} pretrained ({model})"
         return (
-            f"CompressAI {compressai.__version__} ScaleHyperprior N={r['N']} M={r['M']} lambda={r['lambda']:g} "
-            f"trained on {r.get('task', '?')} ({r['steps']} steps; model sha256 {file_sha256(self.model)[:16]})"
+            f"CompressAI {compressai.__version__} {self.network} N={r['N']} M={r['M']} lambda={r['lambda']:g} "
+            f"trained on {r.get('task', '?')} ({r['steps']} steps; {model})"
         )
 
     def check_frame(self, frame: np.ndarray) -> None:
@@ -65,9 +84,11 @@ class Hyperprior(Codec):
             raise ValueError(f"{self.name}: frame values leave [0, 1]; it takes normalized frames")
 
     def _check_point(self, point: str) -> None:
+        if "pretrained" in self.record:
+            return  # the config maps each point to its file
         if not np.isclose(float(point), self.record["lambda"], rtol=1e-9, atol=0):
             raise CodecError(
-                f"hyperprior model {self.model} was trained at lambda {self.record['lambda']:g}, not at point {point}"
+                f"{self.name} model {self.model} was trained at lambda {self.record['lambda']:g}, not at point {point}"
             )
 
     def encode(self, frame: np.ndarray, point: str, bitstream: Path, workdir: Path) -> None:

@@ -1,16 +1,18 @@
-"""The learned baseline: CompressAI's scale hyperprior (Balle et al. 2018) on one-channel feature frames.
+"""The learned codecs' networks on one-channel feature frames: CompressAI's scale hyperprior (Balle et al. 2018)
+and ELIC (He et al. 2022, CompressAI's Elic2022Official), and their bitstreams.
 
-The network is `compressai.models.ScaleHyperprior` with its first analysis convolution taking one channel and
-its last synthesis deconvolution giving one, as in the benchmark's reference. It codes frames prepared by
-`preprocess.normalize` + `preprocess.pack` (truncated features mapped to [0, 1], no rounding).
+Each network is CompressAI's, with its first analysis convolution taking one channel and its last synthesis
+deconvolution giving one, as in the benchmarks' references. It codes frames prepared by the pre-processing for
+learned codecs (LaMoFC: truncated features mapped to [0, 1]; LaMoFCBench: K-means code / 256).
 
 Coding, as the reference's CompressAI evaluation (`compute_padding(h, w, min_div=64)`): each frame is
 zero-padded, centred (the odd pixel goes to the bottom / right), to multiples of 64 in both dimensions before
 the network, and the reconstruction is cropped back to the frame's window; BPFP counts the strings' bytes over
 the original feature's points, never the padding.
 
-A bitstream file is a 4-byte big-endian length of the hyperprior (z) string, the z string, then the latent
-(y) string: the entropy coder's actual output plus that length field, all of which counts towards BPFP.
+A bitstream file holds the entropy coder's strings, last first (the hyperprior's z string, then the latent's),
+each but the final one preceded by its 4-byte big-endian length: the scale hyperprior's two strings (z, y),
+ELIC's eleven (z, then each channel group's anchor and non-anchor strings). All of it counts towards BPFP.
 """
 
 from __future__ import annotations
@@ -21,21 +23,47 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ALIGN = 64  # ScaleHyperprior downsamples by 2^4 (g_a) and then 2^2 (h_a)
+ALIGN = 64  # both networks downsample by 2^4 (g_a) and then 2^2 (h_a)
 HEADER = struct.Struct(">I")
 CHECKPOINT_FORMAT = 1
+ELIC_GROUPS = (16, 16, 32, 64)  # the first channel groups of ELIC's latent; the last takes M - 128
 
 
-def build_model(N: int, M: int, seed: int = 0):
-    """A one-channel ScaleHyperprior with seeded initial weights."""
+def _scale_hyperprior(N: int, M: int):
     from compressai.models import ScaleHyperprior
     from compressai.models.utils import conv, deconv
 
-    torch.manual_seed(seed)
-    net = ScaleHyperprior(int(N), int(M))
-    net.g_a[0] = conv(1, int(N))
-    net.g_s[-1] = deconv(int(N), 1)
+    net = ScaleHyperprior(N, M)
+    net.g_a[0] = conv(1, N)
+    net.g_s[-1] = deconv(N, 1)
     return net
+
+
+def _elic(N: int, M: int):
+    from compressai.models import Elic2022Official
+    from compressai.models.utils import conv, deconv
+
+    if sum(ELIC_GROUPS) >= M:
+        raise ValueError(f"ELIC needs M > {sum(ELIC_GROUPS)} (its channel groups {list(ELIC_GROUPS)} + M - 128)")
+    net = Elic2022Official(N, M)
+    net.g_a[0] = conv(1, N)
+    net.g_s[-1] = deconv(N, 1)
+    return net
+
+
+ARCHITECTURES = {"hyperprior": _scale_hyperprior, "elic": _elic}
+"""Architecture -> builder of the one-channel network with N transform and M latent channels."""
+
+SIZE_KEYS = {"hyperprior": ("g_a.0.weight", "g_a.6.weight"), "elic": ("g_a.0.weight", "g_a.13.weight")}
+"""The state-dict entries whose output channels are N and M (as the LaMoFCBench loader reads them)."""
+
+
+def build_model(N: int, M: int, seed: int = 0, architecture: str = "hyperprior"):
+    """A one-channel network of `architecture` with seeded initial weights."""
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"architecture {architecture!r} is unknown; expected one of {sorted(ARCHITECTURES)}")
+    torch.manual_seed(seed)
+    return ARCHITECTURES[architecture](int(N), int(M))
 
 
 def centre_padding(height: int, width: int, align: int = ALIGN) -> tuple[int, int, int, int]:
@@ -53,20 +81,66 @@ def pad_centred(frame: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def load_model(checkpoint: str | Path):
-    """The trained network of a checkpoint, in eval mode with its entropy-coder tables rebuilt by `update()`,
-    and the checkpoint's record (without the state dict)."""
+    """The trained network of a LaMoFC checkpoint, in eval mode with its entropy-coder tables rebuilt by
+    `update()`, and the checkpoint's record (without the state dict)."""
     path = Path(checkpoint)
+    record = _read_checkpoint(path)
+    if record.get("format") != CHECKPOINT_FORMAT or "state_dict" not in record:
+        raise ValueError(f"{path} is not a LaMoFC learned-codec checkpoint (format {CHECKPOINT_FORMAT})")
+    net = build_model(record["N"], record["M"], architecture=record.get("architecture", "hyperprior"))
+    _load_strict(net, record["state_dict"], path)
+    return net, {k: v for k, v in record.items() if k != "state_dict"}
+
+
+def _read_checkpoint(path: Path) -> dict:
     try:
         record = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch raises many types for unreadable files
-        raise ValueError(f"hyperprior checkpoint {path} cannot be read: {err}") from err
-    if not isinstance(record, dict) or record.get("format") != CHECKPOINT_FORMAT or "state_dict" not in record:
-        raise ValueError(f"{path} is not a LaMoFC hyperprior checkpoint (format {CHECKPOINT_FORMAT})")
-    net = build_model(record["N"], record["M"])
-    net.load_state_dict(record["state_dict"])
+        raise ValueError(f"checkpoint {path} cannot be read: {err}") from err
+    if not isinstance(record, dict):
+        raise ValueError(f"checkpoint {path} holds a {type(record).__name__}, not a dict")
+    return record
+
+
+def _load_strict(net, state_dict: dict, path: Path) -> None:
+    """Load a state dict with every key matching (a clear error names the file and the keys otherwise), then
+    set eval mode and rebuild the entropy coders' tables."""
+    ours = net.state_dict()
+    missing = sorted(set(ours) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(ours))
+    shapes = sorted(k for k in set(ours) & set(state_dict) if tuple(ours[k].shape) != tuple(state_dict[k].shape))
+    # CompressAI re-sizes the entropy coders' CDF buffers itself on loading
+    shapes = [k for k in shapes if not k.endswith(("_quantized_cdf", "_offset", "_cdf_length", "scale_table"))]
+    if missing or unexpected or shapes:
+        problems = [f"{label}: {keys[:6]}{' ...' if len(keys) > 6 else ''}" for label, keys in
+                    (("missing", missing), ("unexpected", unexpected), ("other shape", shapes)) if keys]  # fmt: skip
+        raise ValueError(f"checkpoint {path} does not fit the network ({'; '.join(problems)})")
+    net.load_state_dict(state_dict)
     net.eval()
     net.update(force=True)
-    return net, {k: v for k, v in record.items() if k != "state_dict"}
+
+
+PRETRAINED_KEYS = ("network", "state_dict", "model_state_dict")
+"""Where a DT-UFC checkpoint keeps its state dict: the first of these keys present (the reference's loader)."""
+
+
+def load_pretrained(checkpoint: str | Path, architecture: str):
+    """A user's pretrained network in the DT-UFC layout (a dict holding the state dict under one of
+    PRETRAINED_KEYS, CompressAI's module names; N and M read from the weights), strictly loaded, with its
+    entropy tables updated; and a record of it."""
+    path = Path(checkpoint)
+    record = _read_checkpoint(path)
+    key = next((k for k in PRETRAINED_KEYS if isinstance(record.get(k), dict)), None)
+    if key is None:
+        raise ValueError(f"checkpoint {path} has none of the keys {list(PRETRAINED_KEYS)} holding a state dict")
+    state = {k.removeprefix("module."): v for k, v in record[key].items()}
+    n_key, m_key = SIZE_KEYS[architecture]
+    if n_key not in state or m_key not in state:
+        raise ValueError(f"checkpoint {path} is not a {architecture} network: it has no {n_key} and {m_key}")
+    N, M = int(state[n_key].shape[0]), int(state[m_key].shape[0])
+    net = build_model(N, M, architecture=architecture)
+    _load_strict(net, state, path)
+    return net, {"N": N, "M": M, "architecture": architecture, "pretrained": str(path), "epoch": record.get("epoch")}
 
 
 PADDING_MODES = {"zero": "constant", "replicate": "edge"}
@@ -100,21 +174,40 @@ def compress(net, frame: np.ndarray, padding: str = "zero") -> bytes:
     x = _network_input(frame, padding)
     with torch.no_grad():
         out = net.compress(x)
-    (y,), (z,) = out["strings"]
-    return HEADER.pack(len(z)) + z + y
+    strings = [s[0] for s in reversed(out["strings"])]
+    return b"".join(HEADER.pack(len(s)) + s for s in strings[:-1]) + strings[-1]
+
+
+def string_count(net) -> int:
+    """How many strings a network's bitstream holds: the scale hyperprior 2, ELIC 2 per channel group + 1."""
+    groups = getattr(net, "groups", None)
+    return 2 if groups is None else 2 * len(groups) + 1
+
+
+def _latent_shape(net, h: int, w: int):
+    """What `net.decompress` needs besides the strings: the z latent's size, one sample per 64 x 64 block
+    (and for ELIC each channel group's latent, one sample per 16 x 16 block)."""
+    hyper = (-(-h // ALIGN), -(-w // ALIGN))
+    groups = getattr(net, "groups", None)
+    if groups is None:
+        return hyper
+    return {"y": [torch.Size((g, hyper[0] * 4, hyper[1] * 4)) for g in groups], "hyper": torch.Size(hyper)}
 
 
 def decompress(net, data: bytes, frame_shape: tuple[int, int]) -> np.ndarray:
     """The frame of `frame_shape` from a bitstream written by `compress`; ValueError if it cannot hold one."""
     h, w = frame_shape
-    if len(data) <= HEADER.size:
-        raise ValueError(f"{len(data)} bytes cannot hold a hyperprior bitstream")
-    (z_len,) = HEADER.unpack_from(data)
-    if HEADER.size + z_len >= len(data):
-        raise ValueError(f"its z string claims {z_len} bytes but only {len(data) - HEADER.size} follow the header")
-    z = data[HEADER.size : HEADER.size + z_len]
-    y = data[HEADER.size + z_len :]
-    shape = (-(-h // ALIGN), -(-w // ALIGN))  # the hyperprior latent z: one sample per 64 x 64 block
+    strings, at = [], 0
+    for k in range(string_count(net) - 1):
+        if len(data) - at <= HEADER.size:
+            raise ValueError(f"{len(data)} bytes cannot hold the {string_count(net)} strings of a bitstream")
+        (length,) = HEADER.unpack_from(data, at)
+        at += HEADER.size
+        if at + length >= len(data):
+            raise ValueError(f"string {k} claims {length} bytes but only {len(data) - at} follow its length")
+        strings.append(data[at : at + length])
+        at += length
+    strings.append(data[at:])
     with torch.no_grad():
-        x_hat = net.decompress([[y], [z]], shape)["x_hat"]
+        x_hat = net.decompress([[s] for s in reversed(strings)], _latent_shape(net, h, w))["x_hat"]
     return crop_window(x_hat, (h, w))

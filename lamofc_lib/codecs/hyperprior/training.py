@@ -1,4 +1,5 @@
-"""Training the one-channel scale hyperprior (model.py) on packed, normalized training frames.
+"""Training a learned codec's one-channel network (model.py: the scale hyperprior, ELIC) on packed, normalized
+training frames.
 
 Training (`train`) uses the reference's loss, `lambda * 255^2 * MSE + rate`, where rate is the estimated bits
 per frame sample, i.e. per feature point, Adam for the network and a separate Adam for the entropy
@@ -165,6 +166,7 @@ def train(
     loss_log: str | Path,
     device: str = "cpu",
     provenance: Mapping | None = None,
+    architecture: str = "hyperprior",
 ) -> dict:
     """Train a model at rate-distortion trade-off `lam` on random crops of `frames`; save the updated model.
 
@@ -175,7 +177,7 @@ def train(
     `log_every` steps; validation: one row per epoch), each atomically. Returns the last validation row.
     """
     torch.manual_seed(settings.seed)
-    net = build_model(N, M, settings.seed).to(device)
+    net = build_model(N, M, settings.seed, architecture).to(device)
     net.train()
     order = np.random.default_rng(settings.seed).permutation(len(frames))
     held = sorted(int(i) for i in order[: settings.validation_count(len(frames))])
@@ -231,6 +233,7 @@ def train(
     final = {k: v for k, v in held_out.items() if k != "seconds"}  # no timings: the file's digest identifies it
     record = {
         "format": CHECKPOINT_FORMAT,
+        "architecture": architecture,
         "state_dict": net.state_dict(),
         "N": int(N),
         "M": int(M),
@@ -246,19 +249,3 @@ def train(
     with atomic_path(checkpoint) as tmp:
         torch.save(record, tmp)
     return held_out
-
-
-def training_frames(features: str | Path, truncation, calibration=None, task: str = "") -> list[np.ndarray]:
-    """The packed, normalized frames of every named tensor of every sample of a training feature store (held in
-    memory), each tensor with its packing and its truncation (`truncation`: the task's configured entry), or
-    its K-means centres (the task's `calibration` folder, see `preprocess.store_specs`)."""
-    from lamofc_lib.preprocess import store_specs, to_frame
-    from lamofc_lib.store import FeatureStore
-
-    store = FeatureStore(features)
-    specs = store_specs(store, truncation, calibration, task)
-    frames = [
-        to_frame(store.read(i, name), spec, "normalized", 10) for i in range(len(store)) for name, spec in specs.items()
-    ]
-    log.info("%d training frames of shapes %s", len(frames), sorted({f.shape for f in frames})[:4])
-    return frames
