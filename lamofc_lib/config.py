@@ -50,6 +50,8 @@ REFERENCE_POLICY = {
     "csr": "correct_longest",
     "tti": "first",
 }
+# The training "task" of a universal codec: the mix of the tasks codecs.<codec>.universal names (DT-UFC's hybrid).
+HYBRID = "hybrid"
 # Task settings that change how a task's metric is computed (passed to its scoring jobs).
 METRIC_OPTIONS = {"dpt": ("eigen_crop",)}
 POLICY_SOURCES = {
@@ -190,12 +192,18 @@ def _check_semantics(config: dict, check_paths: bool) -> None:
                     f"config key tasks.{task}.truncation: no '{profile}' range, which codec '{codec}' uses "
                     f"(codecs.{codec}.truncation)"
                 )
-            if not points(config, codec, task):
-                raise ConfigError(f"config key codecs.{codec}.points: no operating point for task '{task}'")
+            if not points(config, codec, HYBRID if block.get("universal") else task):
+                key = f"codecs.{codec}.points" + (f".{HYBRID}" if block.get("universal") else "")
+                raise ConfigError(f"config key {key}: no operating point for task '{task}'")
         if REGISTRY[codec].trained:
             _check_trained(config, codec, check_paths)
     report = config["report"]
     report.setdefault("anchor", run["codecs"][0])
+    if config["codecs"].get(report["anchor"], {}).get("universal"):
+        raise ConfigError(
+            f"config key report.anchor: '{report['anchor']}' is universal (its label {report['anchor']}@{HYBRID}); "
+            "anchor the BD numbers on a per-task codec"
+        )
     if report["anchor"] not in run["codecs"]:
         raise ConfigError(
             f"config key report.anchor: '{report['anchor']}' is not coded in this run (run.codecs: "
@@ -211,7 +219,9 @@ def _check_trained(config: dict, codec: str, check_paths: bool) -> None:
     for size, default in REGISTRY[codec].sizes.items():
         block.setdefault(size, default)
     tasks = config["run"]["tasks"]
-    for task in tasks:
+    if block["universal"]:
+        _check_universal(config, codec)
+    for task in [HYBRID] if block["universal"] else tasks:
         if block["pretrained"]:
             for point in points(config, codec, task):
                 path = pretrained_file(block, point)
@@ -223,13 +233,14 @@ def _check_trained(config: dict, codec: str, check_paths: bool) -> None:
                 if check_paths and not Path(path).is_file():
                     raise ConfigError(f"config key codecs.{codec}.pretrained.{point}: {path} does not exist")
             continue
-        train = config["tasks"][task].get("train")
-        if not train:
-            raise ConfigError(
-                f"config key tasks.{task}.train: not set; {codec} trains on features of a training split "
-                "(give its source and samples)"
-            )
-        _check_source(f"tasks.{task}.train.source", task, train["source"], check_paths)
+        for source in block["universal"] if task == HYBRID else [task]:
+            train = config["tasks"][source].get("train")
+            if not train:
+                raise ConfigError(
+                    f"config key tasks.{source}.train: not set; {codec} trains on features of a training split "
+                    "(give its source and samples)"
+                )
+            _check_source(f"tasks.{source}.train.source", source, train["source"], check_paths)
         settings = block["training"].get(task)
         if settings is None:
             raise ConfigError(f"config key codecs.{codec}.training.{task}: not set; give steps or epochs, batch, crop")
@@ -241,6 +252,21 @@ def _check_trained(config: dict, codec: str, check_paths: bool) -> None:
                 f"config key codecs.{codec}.generalizability[{i}]: trained_on and applied_to are both "
                 f"'{pair['trained_on']}'; that is the ordinary rate-accuracy run"
             )
+
+
+def _check_universal(config: dict, codec: str) -> None:
+    """A universal codec trains on tasks that run and has no generalizability pairs."""
+    block = config["codecs"][codec]
+    missing = [t for t in block["universal"] if t not in config["run"]["tasks"]]
+    if missing:
+        raise ConfigError(
+            f"config key codecs.{codec}.universal: {missing} not in run.tasks; its models train on the training "
+            "features of tasks that run"
+        )
+    if block["generalizability"]:
+        raise ConfigError(
+            f"config key codecs.{codec}.generalizability: a universal codec's models code every task already"
+        )
 
 
 def pretrained_file(block: Mapping, point: str) -> str | None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from lamofc_lib.codecs import REGISTRY
 from lamofc_lib.coding import shard_samples
-from lamofc_lib.config import points, pretrained_file
+from lamofc_lib.config import HYBRID, points, pretrained_file
 from lamofc_lib.store import FeatureStore
 
 RESULTS = "results"
@@ -100,10 +100,22 @@ def coded_labels(config: Mapping) -> list[tuple[str, str]]:
     return list(dict.fromkeys((t, c) for t, c, _ in runs))
 
 
+def run_label(config: Mapping, codec: str) -> str:
+    """The label of a codec of run.codecs on its own tasks: its name, or <codec>@hybrid for a universal codec
+    (one model per lambda trained on a mix of tasks, codecs.<codec>.universal)."""
+    return f"{codec}@{HYBRID}" if config["codecs"][codec].get("universal") else codec
+
+
 def coded_points(config: Mapping) -> list[tuple[str, str, str]]:
     """(task, codec label, point) of the rate-accuracy runs."""
     run = config["run"]
-    return [(t, c, p) for t in run["tasks"] for c in run["codecs"] for p in points(config, c, t)]
+    labels = [run_label(config, c) for c in run["codecs"]]
+    return [(t, c, p) for t in run["tasks"] for c in labels for p in label_points(config, t, c)]
+
+
+def training_sources(config: Mapping, codec: str, trained_on: str) -> list[str]:
+    """The tasks whose training features train a codec's models for `trained_on` (a task, or hybrid)."""
+    return list(config["codecs"][codec]["universal"]) if trained_on == HYBRID else [trained_on]
 
 
 def generalizability_pairs(config: Mapping, codec: str | None = None) -> list[tuple[str, str]]:

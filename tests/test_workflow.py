@@ -545,6 +545,61 @@ def test_kmeans_schedules_one_calibration_per_task_before_its_frames_and_models(
     assert "results/cls/calibration/kmeans8-train4" not in output
 
 
+def test_a_universal_codec_trains_one_model_per_lambda_on_its_tasks_mixed(tmp_path):
+    """ELIC universal on seg, csr and tti (DT-UFC's hybrid) on K-means codes: two train jobs (one per lambda), each
+    reading the three tasks' training features and calibrations; every task is coded by label elic@hybrid."""
+    config = demo_config()
+    config["run"]["codecs"] = ["vvenc", "elic"]
+    config["codecs"]["elic"] = {
+        "universal": ["seg", "csr", "tti"],
+        "quantizer": "kmeans",
+        "kmeans": {"samples": 4},
+        "points": {"hybrid": [0.001, 0.02]},
+        "training": {"hybrid": {"steps": 10, "batch": 2, "crop": [64, 64]}},
+    }
+    result = snakemake(tmp_path, config, "--dry-run", "--printshellcmds")
+    assert result.returncode == 0, result.stderr[-4000:]
+    output = result.stdout + result.stderr
+    stats = job_stats(output)
+    assert stats["train"] == 2 and stats["calibrate"] == 5
+    for point in ("0.001", "0.02"):
+        job = output[output.index(f"results/models/elic/hybrid/{point}/model.pt") - 2000 :]
+        job = job[job.rindex("rule train:") :]
+        job = job[: job.index("rule ", 5)] if "rule " in job[5:] else job
+        for task in ("seg", "csr", "tti"):
+            assert f"results/{task}/train/features.zarr" in job and f"results/{task}/calibration/kmeans8-train4" in job
+        assert "results/cls/train/features.zarr" not in job
+    for task in ("cls", "seg", "dpt", "csr", "tti"):
+        assert f"results/{task}/elic@hybrid/0.02/bitstreams/000" in output
+    assert "results/models/elic/cls" not in output
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"universal": ["seg", "pose"]}, "codecs.elic.universal"),  # schema: not a task
+        ({"run": {"tasks": ["cls", "seg"]}}, "codecs.elic.universal: ['csr'] not in run.tasks"),
+        ({"generalizability": [{"trained_on": "seg", "applied_to": "cls"}]}, "a universal codec's models code"),
+        ({"report": {"anchor": "elic"}}, "'elic' is universal (its label elic@hybrid)"),
+    ],
+    ids=["unknown-task", "task-not-run", "generalizability", "anchor"],
+)
+def test_a_universal_codec_is_checked_at_start(tmp_path, change, message):
+    config = demo_config()
+    config["run"]["codecs"] = ["vvenc", "elic"]
+    config["codecs"]["elic"] = {
+        "universal": ["seg", "csr"],
+        "truncation": "learned",
+        "points": {"hybrid": [0.01]},
+        "training": {"hybrid": {"steps": 10}},
+    }
+    config["codecs"]["elic"].update({k: v for k, v in change.items() if k not in ("run", "report")})
+    config["run"].update(change.get("run", {}))
+    config.setdefault("report", {}).update(change.get("report", {}))
+    result = snakemake(tmp_path, config, "--dry-run")
+    assert result.returncode != 0 and message in result.stderr, result.stderr[-2000:]
+
+
 def test_paper_config_without_vtm_stops_naming_the_variable_and_the_fallback(tmp_path, monkeypatch):
     monkeypatch.delenv("LAMOFC_VTM_DIR", raising=False)
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())

@@ -118,18 +118,26 @@ def user_mapping(task, calibration):
 
 
 def training_inputs(wildcards):
-    """A trained codec's training features, and for quantizer kmeans the task's calibration."""
-    inputs = {"features": f"{RESULTS}/{wildcards.task}/train/features.zarr"}
-    profile = wf.quantization_profile(config, wildcards.task, wildcards.codec)
-    if is_kmeans(profile):
-        inputs["calibration"] = wf.calibration_path(wildcards.task, profile)
+    """A trained codec's training features (of each task of the mix, for a universal codec's hybrid models),
+    and for quantizer kmeans each task's calibration."""
+    inputs = {}
+    for task in wf.training_sources(config, wildcards.codec, wildcards.task):
+        inputs[f"features_{task}"] = f"{RESULTS}/{task}/train/features.zarr"
+        profile = wf.quantization_profile(config, task, wildcards.codec)
+        if is_kmeans(profile):
+            inputs[f"calibration_{task}"] = wf.calibration_path(task, profile)
     return inputs
 
 
-def training_truncation(task, codec):
-    """The truncation entry a trained codec's frames of `task` use (None for quantizer kmeans)."""
-    profile = wf.quantization_profile(config, task, codec)
-    return None if is_kmeans(profile) else task_settings(task)["truncation"][profile]
+def training_sources(codec, trained_on):
+    """Each task whose training frames train the model, with its truncation entry (None for K-means)."""
+    sources = []
+    for task in wf.training_sources(config, codec, trained_on):
+        profile = wf.quantization_profile(config, task, codec)
+        sources.append(
+            {"task": task, "truncation": None if is_kmeans(profile) else task_settings(task)["truncation"][profile]}
+        )
+    return sources
 
 
 def model_inputs(wildcards):
@@ -159,9 +167,12 @@ def _alternatives(values):
     return "|".join(re.escape(v) for v in sorted(set(values), key=len, reverse=True))
 
 
+TASKS_PATTERN = _alternatives(TASKS)
+
+
 wildcard_constraints:
-    task=_alternatives(TASKS),
-    codec=_alternatives([c for _, c, _ in coded_points() + generalizability_points()] or CODECS),
+    task=TASKS_PATTERN,
+    codec=_alternatives([c for _, c, _ in coded_points() + generalizability_points()] + CODECS),
     point=_alternatives(p for _, _, p in coded_points() + generalizability_points()),
     shard=r"\d+",
     profile=r"[A-Za-z0-9_]+|kmeans8-(?:train|test)\d+|kmeans8-mapping",

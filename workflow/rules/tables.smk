@@ -3,7 +3,7 @@ rule rate_accuracy:
     task's sample selection) and the selection table."""
     input:
         original=expand(f"{RESULTS}/{{task}}/original/scores.json", task=TASKS),
-        coded=[f"{RESULTS}/{t}/{c}/scores.json" for t, c in coded_labels() if "@" not in c],
+        coded=list(dict.fromkeys(f"{RESULTS}/{t}/{c}/scores.json" for t, c, _ in coded_points())),
         selection=expand(f"{RESULTS}/{{task}}/selection/summary.json", task=TASKS),
     output:
         csv=report(
@@ -112,9 +112,9 @@ rule generalizability:
         native=lambda wc: [
             f"{RESULTS}/{t}/{c}/scores.json"
             for t, c in coded_labels()
-            if is_trained(c) and "@" not in c and t in {d for _, d in generalizability_pairs()}
+            if is_trained(c) and c in CODECS and t in {d for _, d in generalizability_pairs()}
         ],
-        cross=lambda wc: [f"{RESULTS}/{t}/{c}/scores.json" for t, c in coded_labels() if "@" in c],
+        cross=lambda wc: sorted({f"{RESULTS}/{t}/{c}/scores.json" for t, c, _ in generalizability_points()}),
     output:
         csv=report(
             f"{RESULTS}/tables/generalizability.csv",

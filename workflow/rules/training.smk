@@ -44,9 +44,10 @@ use rule extract as extract_train with:
 
 
 rule train:
-    """Train a trained codec's model at one lambda on random crops of a task's training features (GPU when there
-    is one), through the codec's training hook (Codec.train_point); a held-out share of them
-    (training.validation) steps the learning-rate schedule once per epoch. One rule for every trained codec."""
+    """Train a trained codec's model at one lambda on random crops of a task's training features (a universal
+    codec's hybrid model: of its tasks' features, mixed; GPU when there is one), through the codec's training
+    hook (Codec.train_point); a held-out share of them (training.validation) steps the learning-rate schedule
+    once per epoch. One rule for every trained codec."""
     input:
         unpack(training_inputs),
     output:
@@ -56,6 +57,8 @@ rule train:
         "logs/models/{codec}/{task}/{point}/train.log",
     benchmark:
         "benchmarks/models/{codec}/{task}/{point}/train.tsv"
+    wildcard_constraints:
+        task=f"{TASKS_PATTERN}|hybrid",
     conda:
         "../../envs/codec.yaml"
     threads: config["run"]["threads"]
@@ -68,7 +71,7 @@ rule train:
         task=lambda wc: wc.task,
         point=lambda wc: wc.point,
         sizes=lambda wc: {k: codec_block(wc.codec)[k] for k in ("N", "M")},
-        truncation=lambda wc: training_truncation(wc.task, wc.codec),
+        sources=lambda wc: training_sources(wc.codec, wc.task),
         training=lambda wc: codec_block(wc.codec)["training"][wc.task],
         device=lambda wc: codec_block(wc.codec)["device"],
         code=lambda wc: script_code("train.py", codec=wc.codec, quantizer=codec_quantizer(wc.codec)),

@@ -1,4 +1,5 @@
-"""Train one model of a trained codec on a task's training features (rule train)."""
+"""Train one model of a trained codec on training features (rule train): a task's, or the mix of a universal
+codec's tasks."""
 
 import time
 
@@ -13,26 +14,19 @@ log = log_to(snakemake.log[0])
 params = snakemake.params
 torch.set_num_threads(snakemake.threads)
 device = resolve_device(params.device)
-calibration = snakemake.input.get("calibration")
 codec = REGISTRY[params.codec]
-frames = store_frames(snakemake.input.features, codec.input_kind, params.truncation, calibration, params.task)
-log.info("training %s %s %s at lambda %s on %s", params.task, params.codec, params.sizes, params.point, device)
+frames, provenance = [], {"task": params.task, "device": device, "sources": []}
+for source in params.sources:
+    task = source["task"]
+    features = snakemake.input[f"features_{task}"]
+    calibration = snakemake.input.get(f"calibration_{task}")
+    frames += store_frames(features, codec.input_kind, source["truncation"], calibration, task)
+    provenance["sources"].append({**source, "train_features": features, "calibration": calibration})
+log.info("training %s %s %s at lambda %s on %d frames (%s) on %s", params.task, params.codec, params.sizes,
+         params.point, len(frames), ", ".join(s["task"] for s in params.sources), device)  # fmt: skip
 start = time.perf_counter()
-provenance = {
-    "task": params.task,
-    "truncation": params.truncation,
-    "calibration": calibration,
-    "train_features": snakemake.input.features,
-    "device": device,
-}
+output = snakemake.output
 final = codec.train_point(
-    frames,
-    params.point,
-    params.sizes,
-    params.training,
-    snakemake.output.model,
-    snakemake.output.loss,
-    device,
-    provenance,
+    frames, params.point, params.sizes, params.training, output.model, output.loss, device, provenance
 )
 log.info("trained in %.1f s; last held-out evaluation: %s", time.perf_counter() - start, final)
