@@ -170,7 +170,7 @@ def generalizability_matrix(table: pd.DataFrame) -> pd.DataFrame:
     per applied_to task, each cell the mean accuracy drop (%) over the points of the models trained on the row's
     task applied to the column's features (the diagonal: the column task's own models), or the mean metric where
     the drop is undefined (tti's FID)."""
-    keys = ["codec", "trained_on"] if "codec" in table.columns else ["trained_on"]
+    keys = ["codec", "trained_on"]
     cells = {}
     for (*row, target), group in table.groupby([*keys, "applied_to"], sort=True):
         drops = group["accuracy_drop"].to_numpy(dtype=float)

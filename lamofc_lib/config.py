@@ -164,17 +164,31 @@ def _how_to_write(error) -> str:
     return f"; write it as {' or '.join(examples)}{numeric}"
 
 
+def codec_kind(config: Mapping, codec: str) -> str:
+    """The registered codec (lamofc_lib.codecs.REGISTRY) a codec block configures: its `codec` key, or its own
+    name (a profile is a block of another name with `codec: <registered codec>`)."""
+    return config["codecs"][codec].get("codec", codec)
+
+
 def _check_semantics(config: dict, check_paths: bool) -> None:
     run = config["run"]
+    for name, block in config["codecs"].items():
+        if name in REGISTRY and block.get("codec", name) != name:
+            raise ConfigError(
+                f"config key codecs.{name}.codec: the block of registered codec '{name}' configures it; name a "
+                f"profile of '{block['codec']}' otherwise (e.g. codecs.{block['codec']}_2 with codec: {block['codec']})"
+            )
     for i, task in enumerate(run["tasks"]):
         if task not in config["tasks"]:
             raise ConfigError(f"config key run.tasks[{i}]: task '{task}' has no block under tasks.{task}")
         _check_task(task, config["tasks"][task], check_paths)
+    for task in [t for t in trained_tasks(config) if t not in run["tasks"]]:
+        _check_task(task, config["tasks"][task], check_paths)
     for i, codec in enumerate(run["codecs"]):
         if codec not in config["codecs"]:
             raise ConfigError(f"config key run.codecs[{i}]: codec '{codec}' has no block under codecs.{codec}")
-        if codec == "vtm" and check_paths:
-            _check_vtm(config["codecs"]["vtm"])
+        if codec_kind(config, codec) == "vtm" and check_paths:
+            _check_vtm(config["codecs"][codec])
         block = config["codecs"][codec]
         if block.get("quantizer", "uniform") == "kmeans":
             _check_kmeans(config, codec, check_paths)
@@ -195,7 +209,7 @@ def _check_semantics(config: dict, check_paths: bool) -> None:
             if not points(config, codec, HYBRID if block.get("universal") else task):
                 key = f"codecs.{codec}.points" + (f".{HYBRID}" if block.get("universal") else "")
                 raise ConfigError(f"config key {key}: no operating point for task '{task}'")
-        if REGISTRY[codec].trained:
+        if REGISTRY[codec_kind(config, codec)].trained:
             _check_trained(config, codec, check_paths)
     report = config["report"]
     report.setdefault("anchor", run["codecs"][0])
@@ -216,7 +230,7 @@ def _check_trained(config: dict, codec: str, check_paths: bool) -> None:
     split and training settings, or every point a pretrained checkpoint; generalizability pairs name two
     different tasks (pairs with a task outside run.tasks are skipped, like unrun task blocks)."""
     block = config["codecs"][codec]
-    for size, default in REGISTRY[codec].sizes.items():
+    for size, default in REGISTRY[codec_kind(config, codec)].sizes.items():
         block.setdefault(size, default)
     tasks = config["run"]["tasks"]
     if block["universal"]:
@@ -254,14 +268,22 @@ def _check_trained(config: dict, codec: str, check_paths: bool) -> None:
             )
 
 
+def trained_tasks(config: Mapping) -> list[str]:
+    """The tasks the universal codecs of run.codecs train on, whether they run or not: a universal model is the
+    same model whichever tasks it is then applied to, so running fewer tasks never changes its training mix."""
+    codecs = config["codecs"]
+    found = [t for c in config["run"]["codecs"] for t in codecs.get(c, {}).get("universal", [])]
+    return list(dict.fromkeys(found))
+
+
 def _check_universal(config: dict, codec: str) -> None:
-    """A universal codec trains on tasks that run and has no generalizability pairs."""
+    """A universal codec trains on tasks with a block and has no generalizability pairs."""
     block = config["codecs"][codec]
-    missing = [t for t in block["universal"] if t not in config["run"]["tasks"]]
+    missing = [t for t in block["universal"] if t not in config["tasks"]]
     if missing:
         raise ConfigError(
-            f"config key codecs.{codec}.universal: {missing} not in run.tasks; its models train on the training "
-            "features of tasks that run"
+            f"config key codecs.{codec}.universal: {missing} have no block under tasks; its models train on those "
+            "tasks' training features"
         )
     if block["generalizability"]:
         raise ConfigError(
@@ -281,7 +303,8 @@ def pretrained_file(block: Mapping, point: str) -> str | None:
 def _check_kmeans(config: dict, codec: str, check_paths: bool) -> None:
     """A K-means calibration on the training split needs one for every task it fits; a user's mapping exists."""
     settings = config["codecs"][codec]["kmeans"]
-    for task in config["run"]["tasks"]:
+    block = config["codecs"][codec]
+    for task in dict.fromkeys([*config["run"]["tasks"], *block.get("universal", [])]):
         if task in settings["mapping"]:
             path = Path(settings["mapping"][task]["path"])
             path = path / "mapping.json" if path.suffix != ".json" else path

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from lamofc_lib.codecs import REGISTRY
 from lamofc_lib.coding import shard_samples
-from lamofc_lib.config import HYBRID, points, pretrained_file
+from lamofc_lib.config import HYBRID, codec_kind, points, pretrained_file
 from lamofc_lib.store import FeatureStore
 
 RESULTS = "results"
@@ -34,8 +34,13 @@ def trained_on(task: str, label: str) -> str:
     return label.split("@")[1] if "@" in label else task
 
 
-def is_trained(label: str) -> bool:
-    return REGISTRY[codec_name(label)].trained
+def codec_class(config: Mapping, label: str):
+    """The registered codec class a label's block configures (a profile: its `codec`)."""
+    return REGISTRY[codec_kind(config, codec_name(label))]
+
+
+def is_trained(config: Mapping, label: str) -> bool:
+    return codec_class(config, label).trained
 
 
 def codec_settings(config: Mapping, label: str) -> dict:
@@ -74,7 +79,7 @@ def frames_path(config: Mapping, task: str, label: str) -> str:
     input (quantized<bits> or normalized): codecs taking the same frames (vvenc and vtm; hyperprior and
     hyperprior@cls) share one job."""
     block = config["codecs"][codec_name(label)]
-    kind = REGISTRY[codec_name(label)].input_kind
+    kind = codec_class(config, label).input_kind
     frames = f"quantized{block.get('bit_depth', 10)}" if kind == "quantized" else "normalized"
     return f"{RESULTS}/{task}/frames/{quantization_profile(config, task, label)}-{frames}.zarr"
 
@@ -121,7 +126,7 @@ def training_sources(config: Mapping, codec: str, trained_on: str) -> list[str]:
 def generalizability_pairs(config: Mapping, codec: str | None = None) -> list[tuple[str, str]]:
     """The configured (trained_on, applied_to) pairs whose two tasks both run, of one trained codec (or of all
     in run.codecs, each pair once)."""
-    codecs = [codec] if codec else [c for c in config["run"]["codecs"] if is_trained(c)]
+    codecs = [codec] if codec else [c for c in config["run"]["codecs"] if is_trained(config, c)]
     running = set(config["run"]["tasks"])
     found = [
         (g["trained_on"], g["applied_to"])
@@ -138,7 +143,7 @@ def generalizability_points(config: Mapping) -> list[tuple[str, str, str]]:
     return [
         (dst, f"{codec}@{src}", p)
         for codec in config["run"]["codecs"]
-        if is_trained(codec)
+        if is_trained(config, codec)
         for src, dst in generalizability_pairs(config, codec)
         for p in points(config, codec, src)
     ]
@@ -151,7 +156,7 @@ def trained_models(config: Mapping) -> list[tuple[str, str, str]]:
         {
             (codec_name(c), trained_on(t, c), p)
             for t, c, p in runs
-            if is_trained(c) and not config["codecs"][codec_name(c)].get("pretrained")
+            if is_trained(config, c) and not config["codecs"][codec_name(c)].get("pretrained")
         }
     )
 

@@ -171,14 +171,38 @@ def test_task_enabled_without_its_block(raw):
 
 
 def test_the_schema_names_exactly_the_registered_tasks_and_codecs():
-    """The registries are the one list of tasks and of codecs; the schema's run.tasks / run.codecs enums
-    (which stop an unknown name at start) must name the same."""
+    """The registries are the one list of tasks and of codecs; the schema's run.tasks enum, its codec blocks and
+    the codecs a profile may configure (which stop an unknown name at start) must name the same."""
     from lamofc_lib.codecs import REGISTRY as CODECS
     from lamofc_lib.tasks import REGISTRY as TASKS
 
-    run = load_schema()["properties"]["run"]["properties"]
+    schema = load_schema()
+    run = schema["properties"]["run"]["properties"]
     assert sorted(run["tasks"]["items"]["enum"]) == sorted(TASKS)
-    assert sorted(run["codecs"]["items"]["enum"]) == sorted(CODECS)
+    assert sorted(schema["properties"]["codecs"]["properties"]) == sorted(CODECS)
+    assert sorted(schema["$defs"]["profile"]["properties"]["codec"]["enum"]) == sorted(CODECS)
+    kinds = [branch["if"]["properties"]["codec"] for branch in schema["$defs"]["profile"]["allOf"]]
+    assert sorted(c for k in kinds for c in k.get("enum", [k.get("const")])) == sorted(CODECS)
+
+
+def test_a_codec_profile_is_checked_as_the_codec_it_configures(raw):
+    """A block of another name with `codec:` configures that codec (a second Hyperprior: universal, K-means),
+    gets its defaults, and is checked against its schema; a name with no block, or no `codec:`, is refused."""
+    raw["codecs"]["hyperprior_u"] = {"codec": "hyperprior", "points": {"cls": [0.01]}, "truncation": "learned",
+                                     "training": {"cls": {"steps": 3}}}  # fmt: skip
+    raw["run"]["codecs"] = ["vvenc", "hyperprior_u"]
+    raw["run"]["tasks"] = ["cls"]
+    config = validate(raw, check_paths=False)
+    assert config["codecs"]["hyperprior_u"]["N"] == 128 and config["codecs"]["hyperprior_u"]["padding"] == "zero"
+    raw["codecs"]["hyperprior_u"]["preset"] = "slow"  # a VVenC setting
+    assert "hyperprior_u" in _error(raw) and "preset" in _error(raw)
+    raw["codecs"]["other"] = {"points": [22]}
+    raw["run"]["codecs"] = ["other"]
+    assert "codecs.other" in _error(raw) and "'codec' is a required property" in _error(raw)
+    raw["codecs"]["hyperprior"]["codec"] = "elic"
+    del raw["codecs"]["other"], raw["codecs"]["hyperprior_u"]
+    raw["run"]["codecs"] = ["hyperprior"]
+    assert "codecs.hyperprior.codec: the block of registered codec 'hyperprior'" in _error(raw)
 
 
 def test_an_unknown_task_stops_at_start_naming_the_known_ones(raw):
@@ -189,10 +213,22 @@ def test_an_unknown_task_stops_at_start_naming_the_known_ones(raw):
 
 def test_a_configured_but_unrun_block_is_allowed(raw):
     raw["run"]["tasks"] = ["cls", "csr"]
+    raw["run"]["codecs"] = ["vvenc", "hyperprior"]  # no universal codec trains on seg
     raw["tasks"]["seg"]["source"] = {"kind": "voc2012", "root": "no/such/folder"}  # not checked: not run
     config = validate(raw)
     assert "seg" in config["tasks"]
     assert config["run"]["tasks"] == ["cls", "csr"]
+
+
+def test_a_universal_codecs_training_tasks_are_checked_when_they_do_not_run(raw):
+    """A universal model trains on its listed tasks whichever tasks run, so their blocks are checked."""
+    raw["run"]["tasks"] = ["cls"]
+    assert raw["codecs"]["elic"]["universal"] == ["seg", "csr", "tti"] and "elic" in raw["run"]["codecs"]
+    assert validate(copy.deepcopy(raw))["run"]["tasks"] == ["cls"]
+    raw["tasks"]["seg"]["train"]["source"] = {"kind": "voc2012", "root": "no/such/folder"}
+    assert "tasks.seg.train.source" in _error(raw) and "no/such/folder" in _error(raw)
+    raw["codecs"]["elic"]["universal"] = ["seg", "csr", "nosuch"]
+    assert "codecs.elic.universal" in _error(raw)
 
 
 def test_codec_enabled_without_its_block(raw):

@@ -150,14 +150,18 @@ def test_the_generalizability_matrix_has_table_6s_layout():
             {"trained_on": "seg", "applied_to": "tti", "accuracy_drop": float("nan"), "value": 30.0, "metric": "fid"},
             {"trained_on": "seg", "applied_to": "tti", "accuracy_drop": float("nan"), "value": 50.0, "metric": "fid"},
         ]
-    )
-    matrix = analysis.generalizability_matrix(long).set_index("trained_on")
-    assert list(matrix.columns) == ["seg", "tti"] and list(matrix.index) == ["seg", "tti"]
-    assert matrix.loc["seg", "seg"] == pytest.approx(15.0) and matrix.loc["tti", "seg"] == pytest.approx(50.0)
-    assert matrix.loc["seg", "tti"] == pytest.approx(40.0)  # AD undefined: the mean FID
-    assert math.isnan(matrix.loc["tti", "tti"])  # no such run
+    ).assign(codec="hyperprior")
+    elic = long.iloc[[0]].assign(codec="elic", accuracy_drop=5.0)  # another codec's models get rows of their own
+    matrix = analysis.generalizability_matrix(pd.concat([long, elic])).set_index(["codec", "trained_on"])
+    assert list(matrix.columns) == ["seg", "tti"]
+    assert list(matrix.index) == [("elic", "seg"), ("hyperprior", "seg"), ("hyperprior", "tti")]
+    assert matrix.loc[("hyperprior", "seg"), "seg"] == pytest.approx(15.0)
+    assert matrix.loc[("hyperprior", "tti"), "seg"] == pytest.approx(50.0)
+    assert matrix.loc[("hyperprior", "seg"), "tti"] == pytest.approx(40.0)  # AD undefined: the mean FID
+    assert math.isnan(matrix.loc[("hyperprior", "tti"), "tti"])  # no such run
+    assert matrix.loc[("elic", "seg"), "seg"] == pytest.approx(5.0) and math.isnan(matrix.loc[("elic", "seg"), "tti"])
     text = analysis.generalizability_markdown(matrix.reset_index(), long)
-    assert "columns tti: the mean metric (fid)" in text and "| seg | 15 | 40 |" in text
+    assert "columns tti: the mean metric (fid)" in text and "| hyperprior | seg | 15 | 40 |" in text
 
 
 # --- complexity ---------------------------------------------------------------------------------------------------

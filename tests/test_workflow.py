@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -45,6 +46,9 @@ def demo_run(tmp_path_factory):
     lambdas = config["codecs"]["hyperprior"]["points"]
     for task, points in lambdas.items():
         lambdas[task] = [min(points), max(points)]
+    # LaMoFCBench's universal codecs: every rule of theirs runs, a short training suffices
+    for codec in ("hyperprior_u", "elic"):
+        config["codecs"][codec]["training"]["hybrid"] = {**config["codecs"][codec]["training"]["hybrid"], "steps": 40}
     # Requests that grow with frame size: 1000 min and 100,000 MB per million frame samples.
     config["codecs"]["vvenc"]["resources"]["encode"]["per_mpixel"] = {"runtime": 1000, "mem_mb": 100000}
     start = time.monotonic()
@@ -134,6 +138,74 @@ def test_demo_writes_tables_and_figures(demo_run):
     assert sorted(zip(r2.task, r2.codec, strict=True)) == [(t, c) for t in tasks for c in ("hyperprior", "vvenc")]
     markdown = (workdir / "results/tables/rate_accuracy.md").read_text()
     assert "uncompressed model's own predictions" in markdown
+
+
+LAMOFCBENCH_LABELS = ("hyperprior_u@hybrid", "elic@hybrid")
+
+
+@pytest.mark.e2e
+def test_the_demos_kmeans_centres_are_scikit_learns_on_its_calibration_samples(demo_run):
+    """Each task's calibration: 256 centres fitted by scikit-learn's KMeans (256 clusters, random_state 42, its
+    defaults otherwise) on the first 4 training samples in sample-id order, fitted again here."""
+    from sklearn.cluster import KMeans
+
+    from lamofc_lib.store import FeatureStore
+
+    workdir, config = demo_run
+    samples = config["codecs"]["elic"]["kmeans"]["samples"]
+    for task in ("cls", "seg", "dpt", "csr", "tti"):
+        folder = workdir / f"results/{task}/calibration/kmeans8-train{samples}"
+        store = FeatureStore(workdir / f"results/{task}/train/features.zarr")
+        first = sorted(range(len(store)), key=lambda i: store.sample_ids[i])[:samples]
+        about = json.loads((folder / "calibration.json").read_text())
+        assert about["samples"] == [store.sample_ids[i] for i in first]
+        mapping = json.loads((folder / "mapping.json").read_text())
+        assert mapping == {task: {name: f"{name}.json" for name in store.tensors}}
+        for name in store.tensors:
+            values = np.concatenate([store.read(i, name).astype(np.float32).ravel() for i in first])
+            fitted = KMeans(n_clusters=256, random_state=42).fit(values.reshape(-1, 1)).cluster_centers_[:, 0]
+            got = np.array(json.loads((folder / f"{name}.json").read_text()), dtype=np.float32)
+            np.testing.assert_array_equal(got, np.sort(fitted).astype(np.float32))
+
+
+@pytest.mark.e2e
+def test_the_universal_codecs_code_every_task_with_real_strings_and_kmeans_reconstructions(demo_run):
+    """LaMoFCBench's protocol in the demo: the universal Hyperprior and ELIC code every task; BPFP is the
+    bitstream files' bytes over the feature points, computed here from the files; every reconstructed value is
+    one of its tensor's K-means centres; ELIC's files hold its 11 strings (10 length fields)."""
+    from lamofc_lib.store import FeatureStore
+
+    workdir, config = demo_run
+    table = pd.read_csv(workdir / "results/tables/rate_accuracy.csv", dtype={"point": str})
+    for task in ("cls", "seg", "dpt", "csr", "tti"):
+        features = FeatureStore(workdir / f"results/{task}/features.zarr")
+        for label in LAMOFCBENCH_LABELS:
+            points = [format_point(p) for p in config["codecs"][label.split("@")[0]]["points"]["hybrid"]]
+            scores = {s["point"]: s for s in json.loads((workdir / f"results/{task}/{label}/scores.json").read_text())}
+            assert sorted(scores) == sorted(points)
+            for point in points:
+                folder = workdir / f"results/{task}/{label}/{point}"
+                bpfp = []
+                for i in range(len(features)):
+                    files = sorted((folder / "bitstreams").glob(f"*/{i:05d}.*.bin"))
+                    assert len(files) == len(features.tensors)
+                    sizes = [f.stat().st_size for f in files]
+                    bpfp.append(8 * sum(sizes) / features.points(i))
+                    if label.startswith("elic"):
+                        data, at = files[0].read_bytes(), 0
+                        for _ in range(10):
+                            at += 4 + int.from_bytes(data[at : at + 4], "big")
+                        assert at < len(data)
+                assert scores[point]["bpfp"] == pytest.approx(np.mean(bpfp), rel=1e-12)
+                row = table[(table.task == task) & (table.codec == label) & (table.point == point)]
+                assert len(row) == 1 and row.bpfp.iloc[0] == pytest.approx(np.mean(bpfp), rel=1e-12)
+                sidecar = json.loads(next((folder / "bitstreams").glob("*/00000.json")).read_text())
+                network = "Elic2022Official" if label.startswith("elic") else "ScaleHyperprior"
+                assert network in sidecar["codec_version"] and "trained on hybrid" in sidecar["codec_version"]
+                rec = FeatureStore(next((folder / "reconstructed").glob("*.zarr")))
+                for tensor in sidecar["tensors"]:
+                    centres = np.array(tensor["centres"], np.float32).astype(rec.layout(tensor["name"]).dtype)
+                    assert tensor["quantizer"] == "kmeans" and np.isin(rec.read(0, tensor["name"]), centres).all()
 
 
 @pytest.mark.e2e
@@ -685,8 +757,9 @@ def test_demo_writes_the_reports_tables_figures_and_provenance(demo_run):
         rows = stats[stats.task == task]
         assert rows["values"].sum() == sum(store.points(i) for i in range(len(store)))
         assert ((rows["min"] <= rows["p50"]) & (rows["p50"] <= rows["max"])).all()
-    matrix = pd.read_csv(results / "tables/generalizability_matrix.csv").set_index("trained_on")
-    assert sorted(matrix.index) == ["seg", "tti"] and sorted(matrix.columns) == ["seg", "tti"]
+    matrix = pd.read_csv(results / "tables/generalizability_matrix.csv").set_index(["codec", "trained_on"])
+    assert sorted(matrix.index) == [("hyperprior", "seg"), ("hyperprior", "tti")]
+    assert sorted(matrix.columns) == ["seg", "tti"]
     record = json.loads((results / "provenance.json").read_text())
     head = sp.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     assert record["git"]["revision"] == (head or None)

@@ -61,8 +61,8 @@ def test_each_model_is_trained_once_even_when_applied_to_another_task(config):
 
 def test_labels_paths_and_params(config):
     assert (wf.codec_name("hyperprior@cls"), wf.trained_on("seg", "hyperprior@cls")) == ("hyperprior", "cls")
-    assert wf.trained_on("seg", "hyperprior") == "seg" and wf.is_trained("hyperprior@cls")
-    assert not wf.is_trained("vvenc")
+    assert wf.trained_on("seg", "hyperprior") == "seg" and wf.is_trained(config, "hyperprior@cls")
+    assert not wf.is_trained(config, "vvenc")
     assert wf.frames_path(config, "cls", "vvenc") == "results/cls/frames/vvc-quantized10.zarr"
     assert wf.frames_path(config, "seg", "hyperprior@cls") == "results/seg/frames/learned-normalized.zarr"
     assert wf.model_path(config, "seg", "hyperprior@cls", "0.001") == "results/models/hyperprior/cls/0.001/model.pt"

@@ -22,10 +22,10 @@ rule code:
         mem_mb=coding_resource("mem_mb"),
         runtime=coding_resource("runtime"),
     params:
-        codec=lambda wc: codec_name(wc.codec),
+        codec=lambda wc: codec_kind(wc.codec),
         settings=lambda wc: codec_settings(wc.codec),
         point=lambda wc: wc.point,
         samples=lambda wc: task_settings(wc.task)["samples"],
-        code=lambda wc: script_code("code.py", wc.task, codec_name(wc.codec), codec_quantizer(wc.codec)),
+        code=lambda wc: script_code("code.py", wc.task, codec_kind(wc.codec), codec_quantizer(wc.codec)),
     script:
         "../scripts/code.py"

@@ -12,11 +12,11 @@ os.environ.update(PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.g
 
 
 from lamofc_lib.coding import shards
-from lamofc_lib.config import METRIC_OPTIONS, ConfigError, validate
+from lamofc_lib.config import METRIC_OPTIONS, ConfigError, trained_tasks, validate
 from lamofc_lib.feature_files import feature_paths, file_signatures
 from lamofc_lib.selection import needs_model, selection_mode
 from lamofc_lib import workflow as wf
-from lamofc_lib.workflow import RESULTS, codec_name, is_trained, model_path, retried, trained_on
+from lamofc_lib.workflow import RESULTS, codec_name, model_path, retried, trained_on
 
 try:
     config = validate(config)
@@ -33,6 +33,15 @@ def task_settings(task):
 
 def codec_block(label):
     return config["codecs"][codec_name(label)]
+
+
+def codec_kind(label):
+    """The registered codec a label's block configures (a profile's `codec`)."""
+    return wf.codec_kind(config, codec_name(label))
+
+
+def is_trained(label):
+    return wf.is_trained(config, label)
 
 
 def codec_settings(label):
@@ -167,7 +176,9 @@ def _alternatives(values):
     return "|".join(re.escape(v) for v in sorted(set(values), key=len, reverse=True))
 
 
-TASKS_PATTERN = _alternatives(TASKS)
+# The tasks whose jobs may run: those of run.tasks, and the tasks a universal codec trains on (their training
+# features, calibration and frames) when they do not run themselves.
+TASKS_PATTERN = _alternatives(TASKS + trained_tasks(config))
 
 
 wildcard_constraints:

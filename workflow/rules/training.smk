@@ -67,14 +67,14 @@ rule train:
         runtime=lambda wc: codec_block(wc.codec)["resources"]["train"]["runtime"],
         gpu=lambda wc: codec_block(wc.codec)["resources"]["train"]["gpu"],
     params:
-        codec=lambda wc: wc.codec,
+        codec=lambda wc: codec_kind(wc.codec),
         task=lambda wc: wc.task,
         point=lambda wc: wc.point,
         sizes=lambda wc: {k: codec_block(wc.codec)[k] for k in ("N", "M")},
         sources=lambda wc: training_sources(wc.codec, wc.task),
         training=lambda wc: codec_block(wc.codec)["training"][wc.task],
         device=lambda wc: codec_block(wc.codec)["device"],
-        code=lambda wc: script_code("train.py", codec=wc.codec, quantizer=codec_quantizer(wc.codec)),
+        code=lambda wc: script_code("train.py", codec=codec_kind(wc.codec), quantizer=codec_quantizer(wc.codec)),
     script:
         "../scripts/train.py"
 
