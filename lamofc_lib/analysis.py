@@ -13,7 +13,8 @@ import pandas as pd
 
 from lamofc_lib.io import atomic_path, read_json
 
-COLUMNS = ["task", "codec", "point", "bpfp", "mse", "metric", "value", "higher_is_better"]
+COLUMNS = ["task", "codec", "point", "bpfp", "ebpfp", "mse", "quant_mse", "metric", "value", "higher_is_better"]
+TENSOR_COLUMNS = ["task", "codec", "point", "tensor", "dtype", "bpfp", "mse", "quant_mse"]
 REFERENCE_NOTES = {
     "ground_truth": "scored against the data set's labels",
     "uncompressed": "scored against the uncompressed model's own predictions, not ground truth",
@@ -46,6 +47,19 @@ def rate_accuracy_table(scores: Iterable[Mapping], summaries: Iterable[Mapping] 
     table["_original"] = table["codec"] != "original"
     table = table.sort_values(["task", "_original", "codec", "bpfp"], kind="stable").drop(columns="_original")
     return table.reset_index(drop=True)
+
+
+def tensor_table(scores: Iterable[Mapping]) -> pd.DataFrame:
+    """One row per task x codec x point x named tensor of the coded points: the tensor's original dtype, its
+    BPFP (its own bits over its own points), total MSE and quantization MSE, each the mean over samples (as
+    LaMoFCBench reports its per-tensor numbers)."""
+    rows = [
+        {"task": s["task"], "codec": s["codec"], "point": str(s["point"]), "tensor": name, **values}
+        for s in scores
+        for name, values in s.get("tensors", {}).items()
+    ]
+    table = pd.DataFrame(rows, columns=TENSOR_COLUMNS)
+    return table.sort_values(["task", "codec", "point", "tensor"], kind="stable").reset_index(drop=True)
 
 
 def accuracy_drops(table: pd.DataFrame) -> list[float]:
@@ -114,11 +128,15 @@ def rate_accuracy_markdown(
             lines += [f"Metric {rows['metric'].iloc[0]}, {REFERENCE_NOTES[references[task]]}.", ""]
         if selections and task in selections:
             lines += [selection_note(selections[task], (references or {}).get(task)), ""]
-        lines += ["| codec | point | bpfp | mse | metric | value | AD (%) |", "|---|---|---:|---:|---|---:|---:|"]
+        lines += [
+            "| codec | point | bpfp | ebpfp | mse | quant mse | metric | value | AD (%) |",
+            "|---|---|---:|---:|---:|---:|---|---:|---:|",
+        ]
         for r in rows.itertuples():
             drop = "" if math.isnan(r.accuracy_drop) else f"{r.accuracy_drop:.3g}"
             lines.append(
-                f"| {r.codec} | {r.point} | {r.bpfp:.6g} | {r.mse:.6g} | {r.metric} | {r.value:.4g} | {drop} |"
+                f"| {r.codec} | {r.point} | {r.bpfp:.6g} | {r.ebpfp:.6g} | {r.mse:.6g} | {r.quant_mse:.6g} | "
+                f"{r.metric} | {r.value:.4g} | {drop} |"
             )
         lines.append("")
     return "\n".join(lines)

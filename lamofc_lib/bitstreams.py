@@ -11,6 +11,7 @@ from pathlib import Path
 
 from lamofc_lib.codecs.base import CodecError
 from lamofc_lib.io import file_sha256, read_json
+from lamofc_lib.store import dtype_bits
 
 SIDECAR_VERSION = 2
 
@@ -138,9 +139,11 @@ def read_sidecars(dirs: Sequence[str | Path], samples: int | None = None, first:
 
 def rate(shard_dirs: Sequence[str | Path]) -> list[dict]:
     """Per-sample coded size: bits from the bitstream files on disk (in all and per named tensor), points of the
-    original feature, and the pooled BPFP (all the sample's bits over all its points). A bitstream that differs
-    from its sidecar's size or SHA-256 (altered after coding, so its reconstruction is not its decoding) raises
-    CodecError naming it."""
+    original feature, and the pooled BPFP (all the sample's bits over all its points) and EBPFP (LaMoFCBench's
+    equivalent BPFP: each tensor's bits scaled by 32 / the bits of its original dtype, so that a half-precision
+    tensor coded at b bits per point counts as 2b, over all points), with each tensor's own BPFP. A bitstream
+    that differs from its sidecar's size or SHA-256 (altered after coding, so its reconstruction is not its
+    decoding) raises CodecError naming it."""
     rows = []
     for folder, record in read_sidecars(shard_dirs):
         for tensor in record.tensors:
@@ -148,13 +151,16 @@ def rate(shard_dirs: Sequence[str | Path]) -> list[dict]:
                 raise CodecError(problem)
         per_tensor = {t.name: 8 * (folder / t.bitstream).stat().st_size for t in record.tensors}
         bits = sum(per_tensor.values())
+        equivalent = sum(per_tensor[t.name] * 32 / dtype_bits(t.feature_dtype) for t in record.tensors)
         rows.append(
             {
                 "sample_index": record.sample_index,
                 "bits": bits,
                 "feature_points": record.feature_points,
                 "bpfp": bits / record.feature_points,
+                "ebpfp": equivalent / record.feature_points,
                 **{f"bits.{name}": value for name, value in per_tensor.items()},
+                **{f"bpfp.{t.name}": per_tensor[t.name] / t.feature_points for t in record.tensors},
             }
         )
     return rows

@@ -26,7 +26,7 @@ from lamofc_lib.bitstreams import (
 from lamofc_lib.codecs.base import Codec, CodecError
 from lamofc_lib.io import atomic_path, file_sha256, write_json
 from lamofc_lib.preprocess import TensorSpec, from_frame
-from lamofc_lib.store import FeatureStore, TensorLayout, write_store
+from lamofc_lib.store import FeatureStore, TensorLayout, as_dtype, write_store
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +198,7 @@ def decode_point(
                 centres = tuple(tensor.centres) if tensor.centres is not None else None
                 spec = TensorSpec(tensor.packing, tensor.truncation, tensor.quantizer, centres)
                 x = from_frame(frame, spec, tensor.feature_shape, record.input_kind, record.bit_depth)
-                sample[tensor.name] = x.astype(tensor.feature_dtype)
+                sample[tensor.name] = as_dtype(x, tensor.feature_dtype)
             timings.append({"sample_index": record.sample_index, "decode_seconds": time.perf_counter() - start})
             yield sample
 

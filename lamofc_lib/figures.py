@@ -72,21 +72,24 @@ def _legend_outside(ax) -> None:
 
 
 def plot_rate_accuracy(table: pd.DataFrame, task: str, path: str | Path) -> None:
-    """Metric against BPFP (log scale) for every codec of `task`; the uncompressed metric as a dashed line."""
+    """Metric against BPFP and against EBPFP (log scale, side by side) for every codec of `task`; the
+    uncompressed metric as a dashed line. The two differ where a tensor's original dtype is not 32-bit."""
     plt, sns = _pyplot()
     rows = table[table["task"] == task]
     if rows.empty:
         raise ValueError(f"the table has no rows for task '{task}'")
     coded = rows[rows["codec"] != "original"]
     original = rows[rows["codec"] == "original"]
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    sns.lineplot(data=coded, x="bpfp", y="value", hue="codec", marker="o", ax=ax, sort=True)
-    if not original.empty:
-        ax.axhline(float(original["value"].iloc[0]), color="gray", linestyle="--", label="uncompressed")
-    _log_rate_axis(ax)
-    ax.set_ylabel(metric_label(rows["metric"].iloc[0]))
-    ax.set_title(f"{task}: rate-accuracy")
-    _legend_outside(ax)
+    fig, axes = plt.subplots(1, 2, figsize=(10.5, 4), sharey=True)
+    for ax, rate in zip(axes, ("bpfp", "ebpfp"), strict=True):
+        sns.lineplot(data=coded, x=rate, y="value", hue="codec", marker="o", ax=ax, sort=True, legend=rate == "ebpfp")
+        if not original.empty:
+            ax.axhline(float(original["value"].iloc[0]), color="gray", linestyle="--", label="uncompressed")
+        _log_rate_axis(ax)
+    axes[1].set_xlabel("equivalent bits per feature point (EBPFP, 32-bit based)")
+    axes[0].set_ylabel(metric_label(rows["metric"].iloc[0]))
+    fig.suptitle(f"{task}: rate-accuracy")
+    _legend_outside(axes[1])
     _save(fig, path)
 
 

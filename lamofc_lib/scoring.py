@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lamofc_lib.bitstreams import rate
+from lamofc_lib.bitstreams import Sidecar, rate, read_sidecars
 from lamofc_lib.io import atomic_path
+from lamofc_lib.preprocess import TensorSpec, from_frame, to_frame
 from lamofc_lib.sources import read_manifest
-from lamofc_lib.store import FeatureStore, StoreShards
+from lamofc_lib.store import FeatureStore, StoreShards, as_dtype
 from lamofc_lib.tasks import get_task
 
 ORIGINAL = "original"
@@ -37,10 +38,7 @@ def _plain(array: np.ndarray):
     return array.item() if array.ndim == 0 else array
 
 
-def store_mse(original: FeatureStore, reconstructed: FeatureStore | StoreShards) -> list[float]:
-    """Per-sample mean squared error between the original and the reconstructed feature stores over all the
-    sample's tensors (their squared errors summed, over their points summed), in float64 whatever the stores'
-    dtypes (fp16 originals against float32 reconstructions included)."""
+def _check_same_layout(original: FeatureStore, reconstructed: FeatureStore | StoreShards) -> None:
     if original.sample_ids != reconstructed.sample_ids:
         raise ValueError(f"{reconstructed.path} does not hold the samples of {original.path}")
     if original.tensors != reconstructed.tensors:
@@ -51,14 +49,56 @@ def store_mse(original: FeatureStore, reconstructed: FeatureStore | StoreShards)
         if original.layout(name).shapes != reconstructed.layout(name).shapes:
             # Without this check NumPy would broadcast, e.g., a 1 x 1 x 1 x W sample against 1 x 1 x H x W.
             raise ValueError(f"{reconstructed.path} has other shapes of tensor '{name}' than {original.path}")
-    errors = []
-    for i in range(len(original)):
-        squared = 0.0
-        for name in original.tensors:
-            diff = original.read(i, name).astype(np.float64) - reconstructed.read(i, name).astype(np.float64)
-            squared += float(np.sum(diff**2))
-        errors.append(squared / original.points(i))
-    return errors
+
+
+def _squared_error(x: np.ndarray, y: np.ndarray) -> float:
+    return float(np.sum((x.astype(np.float64) - y.astype(np.float64)) ** 2))
+
+
+def store_mse(original: FeatureStore, reconstructed: FeatureStore | StoreShards) -> list[float]:
+    """Per-sample mean squared error between the original and the reconstructed feature stores over all the
+    sample's tensors (their squared errors summed, over their points summed), in float64 whatever the stores'
+    dtypes (fp16 originals against float32 reconstructions included)."""
+    _check_same_layout(original, reconstructed)
+    return [
+        sum(_squared_error(original.read(i, n), reconstructed.read(i, n)) for n in original.tensors)
+        / original.points(i)
+        for i in range(len(original))
+    ]
+
+
+def tensor_errors(
+    original: FeatureStore,
+    reconstructed: FeatureStore | StoreShards,
+    sidecars: Sequence[Sidecar],
+    quantization: dict | None = None,
+) -> pd.DataFrame:
+    """Per sample: the total MSE (original against reconstructed, as `store_mse`) and the quantization MSE
+    (original against its quantization alone, no codec: the K-means centre of each value's code, or the
+    uniform quantizer's dequantized codes or de-normalized truncation, cast back to the tensor's dtype), each
+    pooled over the sample's tensors (squared errors over points) and per tensor (`mse.<tensor>`,
+    `quant_mse.<tensor>`). The quantization comes from each sidecar's tensor records, as decoding reads it;
+    `quantization`, a dict kept across calls, holds each sample and tensor's quantization error by its spec, so
+    the points of one codec (one quantization) compute it once."""
+    _check_same_layout(original, reconstructed)
+    quantization = {} if quantization is None else quantization
+    rows = []
+    for i, record in enumerate(sidecars):
+        row, total, quant = {}, 0.0, 0.0
+        for tensor in record.tensors:
+            x = original.read(i, tensor.name)
+            centres = tuple(tensor.centres) if tensor.centres is not None else None
+            spec = TensorSpec(tensor.packing, tensor.truncation, tensor.quantizer, centres)
+            key = (i, tensor.name, repr(spec), record.input_kind, record.bit_depth)
+            if key not in quantization:
+                frame = to_frame(x, spec, record.input_kind, record.bit_depth)
+                quantized = from_frame(frame, spec, x.shape, record.input_kind, record.bit_depth)
+                quantization[key] = _squared_error(x, as_dtype(quantized, tensor.feature_dtype))
+            squared, squared_q = _squared_error(x, reconstructed.read(i, tensor.name)), quantization[key]
+            row[f"mse.{tensor.name}"], row[f"quant_mse.{tensor.name}"] = squared / x.size, squared_q / x.size
+            total, quant = total + squared, quant + squared_q
+        rows.append({"mse": total / original.points(i), "quant_mse": quant / original.points(i), **row})
+    return pd.DataFrame(rows)
 
 
 class Scorer:
@@ -92,6 +132,7 @@ class Scorer:
             raise ValueError(f"{features_path} does not hold the samples of {manifest_path}")
         self.reference_outputs = reference_outputs
         self._references = None
+        self._quantization: dict = {}  # tensor_errors' quantization errors, shared by the points
 
     def references(self, outputs: list | None) -> list:
         if self.reference == "ground_truth":
@@ -119,22 +160,29 @@ class Scorer:
         value, rows = self.task.compare(outputs, self.references(None if reconstructed else outputs))
         table = pd.DataFrame(rows)
         table.insert(0, "sample_id", list(self.manifest["sample_id"]))
+        means = {"bpfp": UNCOMPRESSED_BPFP, "ebpfp": UNCOMPRESSED_BPFP, "mse": 0.0, "quant_mse": 0.0}
+        tensors = {}
         if reconstructed:
-            mse = store_mse(self.original, store)
+            sidecars = [record for _, record in read_sidecars(bitstream_dirs)]
+            errors = tensor_errors(self.original, store, sidecars, self._quantization)
             rates = pd.DataFrame(rate(bitstream_dirs))
-            table["mse"] = mse
-            for column in [c for c in rates.columns if c == "bits" or c.startswith("bits.")] + ["bpfp"]:
-                table[column] = rates[column].to_numpy()
-            bpfp, mean_mse = float(np.mean(table["bpfp"])), float(np.mean(mse))
+            table = pd.concat([table, errors, rates.drop(columns=["sample_index", "feature_points"])], axis=1)
+            means = {key: float(table[key].mean()) for key in means}
+            tensors = {
+                t.name: {
+                    "dtype": t.feature_dtype,
+                    **{key: float(table[f"{key}.{t.name}"].mean()) for key in ("bpfp", "mse", "quant_mse")},
+                }
+                for t in sidecars[0].tensors
+            }
         else:
             table["mse"] = 0.0
-            bpfp, mean_mse = UNCOMPRESSED_BPFP, 0.0
         scores = {
             "task": self.task_name,
             "codec": codec,
             "point": point,
-            "bpfp": bpfp,
-            "mse": mean_mse,
+            **means,
+            **({"tensors": tensors} if tensors else {}),
             "metric": self.task.metric,
             "value": value,
             "higher_is_better": self.task.higher_is_better,

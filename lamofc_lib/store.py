@@ -34,6 +34,31 @@ FEATURE = "feature"
 """The name of the tensor of a task whose samples carry one tensor."""
 
 
+BFLOAT16 = "bfloat16"
+"""NumPy has no bfloat16: such a tensor is stored as float32 holding bfloat16 values (exact), its layout and
+the array's attributes say bfloat16, and `as_dtype` rounds what is written or reconstructed to bfloat16."""
+
+
+def storage_dtype(dtype: str) -> np.dtype:
+    """The NumPy dtype a tensor of `dtype` is held in (float32 for bfloat16)."""
+    return np.dtype(np.float32) if dtype == BFLOAT16 else np.dtype(dtype)
+
+
+def dtype_bits(dtype: str) -> int:
+    """Bits per value of a tensor dtype (bfloat16 included)."""
+    return 16 if dtype == BFLOAT16 else 8 * np.dtype(dtype).itemsize
+
+
+def as_dtype(x: np.ndarray, dtype: str) -> np.ndarray:
+    """`x` cast to `dtype`; for bfloat16, float32 values rounded to the nearest bfloat16 (ties to even, as
+    torch's cast), so that a reconstruction holds exactly what a bfloat16 tensor could."""
+    if dtype != BFLOAT16:
+        return np.asarray(x).astype(dtype)
+    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    rounded = (bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) & np.uint32(0xFFFF0000)
+    return rounded.view(np.float32)
+
+
 @dataclass
 class TensorLayout:
     """One named tensor of every sample: its shape per sample, its dtype, and attributes of its own (e.g. the
@@ -69,7 +94,7 @@ def write_store(
                 name,
                 shape=(len(sample_ids), *full),
                 chunks=(1, *full),
-                dtype=layout.dtype,
+                dtype=storage_dtype(layout.dtype),
                 compressors=_compressor(),
                 fill_value=0,
             )
@@ -90,8 +115,8 @@ def write_store(
                         f"write_store: tensor '{name}' of sample {sample_ids[i]} has shape {x.shape}, "
                         f"declared {layout.shapes[i]}"
                     )
-                block = np.zeros(full, dtype=layout.dtype)
-                block[tuple(slice(0, n) for n in x.shape)] = x
+                block = np.zeros(full, dtype=storage_dtype(layout.dtype))
+                block[tuple(slice(0, n) for n in x.shape)] = as_dtype(x, layout.dtype)
                 arrays[name][i] = block
             count += 1
         if count != len(sample_ids):
@@ -111,7 +136,8 @@ def _checked_layout(name: str, layout: TensorLayout, samples: int) -> tuple[Tens
             f"write_store: tensor '{name}' must have one rank in all samples, got {sorted(set(shapes))[:3]}"
         )
     full = tuple(max(s[d] for s in shapes) for d in range(rank))
-    return TensorLayout(shapes, str(np.dtype(layout.dtype)), dict(layout.attrs)), full
+    dtype = BFLOAT16 if layout.dtype == BFLOAT16 else str(np.dtype(layout.dtype))
+    return TensorLayout(shapes, dtype, dict(layout.attrs)), full
 
 
 class FeatureStore:
@@ -135,8 +161,8 @@ class FeatureStore:
         for name, array in self._arrays.items():
             tensor_attrs = dict(array.attrs)
             shapes = [tuple(s) for s in tensor_attrs.pop("shapes")]
-            tensor_attrs.pop("dtype", None)
-            self._layouts[name] = TensorLayout(shapes, str(np.dtype(array.dtype)), tensor_attrs)
+            dtype = BFLOAT16 if tensor_attrs.pop("dtype", None) == BFLOAT16 else str(np.dtype(array.dtype))
+            self._layouts[name] = TensorLayout(shapes, dtype, tensor_attrs)
 
     def __len__(self) -> int:
         return len(self.sample_ids)
@@ -161,11 +187,12 @@ class FeatureStore:
 
     @property
     def dtype(self) -> np.dtype:
-        """The dtype of the only tensor (a store of one-tensor samples)."""
-        return np.dtype(self.layout().dtype)
+        """The NumPy dtype the only tensor is read in (a store of one-tensor samples; float32 for bfloat16)."""
+        return storage_dtype(self.layout().dtype)
 
     def read(self, i: int, tensor: str | None = None) -> np.ndarray:
-        """Tensor `tensor` (the only one when None) of sample `i` at its own shape and dtype (one chunk read)."""
+        """Tensor `tensor` (the only one when None) of sample `i` at its own shape and dtype (one chunk read;
+        bfloat16 values come as float32)."""
         name = self._name(tensor)
         shape = self._layouts[name].shapes[i]
         return np.asarray(self._arrays[name][i])[tuple(slice(0, n) for n in shape)]

@@ -12,6 +12,7 @@ from lamofc_lib.analysis import (
     da_r2,
     rate_accuracy_markdown,
     rate_accuracy_table,
+    tensor_table,
     write_table,
 )
 from lamofc_lib.figures import plot_rate_accuracy
@@ -25,7 +26,9 @@ def _row(task, codec, point, bpfp, mse, value, metric="top1", **extra):
         "codec": codec,
         "point": point,
         "bpfp": bpfp,
+        "ebpfp": 2 * bpfp,
         "mse": mse,
+        "quant_mse": mse / 2,
         "metric": metric,
         "value": value,
         "higher_is_better": True,
@@ -161,7 +164,8 @@ def _scores():
 def test_rate_accuracy_table_order_and_columns():
     table = rate_accuracy_table(_scores())
     assert list(table.columns) == [
-        "task", "codec", "point", "bpfp", "mse", "metric", "value", "higher_is_better", "accuracy_drop",
+        "task", "codec", "point", "bpfp", "ebpfp", "mse", "quant_mse", "metric", "value", "higher_is_better",
+        "accuracy_drop",
     ]  # fmt: skip
     assert list(table.index) == list(range(8))
     assert list(zip(table["task"], table["codec"], table["point"], strict=True)) == [
@@ -210,6 +214,21 @@ def test_csv_round_trip_keeps_points_and_r2(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["rate_accuracy.csv"]
 
 
+def test_the_tensor_table_has_one_row_per_coded_tensor():
+    kv = {"key": {"dtype": "bfloat16", "bpfp": 0.5, "mse": 0.2, "quant_mse": 0.1},
+          "hidden": {"dtype": "float32", "bpfp": 0.25, "mse": 0.4, "quant_mse": 0.3}}  # fmt: skip
+    scores = [
+        _row("kv", "original", "original", 32.0, 0.0, 1.0),  # no tensors: not coded
+        _row("kv", "elic@hybrid", 0.004, 0.3, 0.3, 0.9, tensors=kv),
+    ]
+    table = tensor_table(scores)
+    assert list(table.columns) == ["task", "codec", "point", "tensor", "dtype", "bpfp", "mse", "quant_mse"]
+    assert table.values.tolist() == [
+        ["kv", "elic@hybrid", "0.004", "hidden", "float32", 0.25, 0.4, 0.3],
+        ["kv", "elic@hybrid", "0.004", "key", "bfloat16", 0.5, 0.2, 0.1],
+    ]
+
+
 # --- rate_accuracy_markdown -------------------------------------------------------------------------------------
 
 
@@ -224,10 +243,11 @@ def test_rate_accuracy_markdown_sections_and_notes():
     # The notes a reader gets, written out here (not taken from the module's constants).
     assert "Metric top1, scored against the uncompressed model's own predictions, not ground truth." in lines
     assert "Metric accuracy, scored against the data set's labels." in lines
-    assert "| vvenc | 22 | 0.8 | 0.01 | top1 | 1 | 0 |" in lines
-    assert "| hyperprior | 0.0017 | 0.5 | 0.01 | top1 | 0.95 | 5 |" in lines  # AD (1 - 0.95) / 1
-    assert "| vvenc | 42 | 0.05 | 0.3 | top1 | 0.6 | 40 |" in lines
-    assert "| original | original | 32 | 0 | accuracy | 1 | 0 |" in lines
+    # bpfp, ebpfp (here 2 x bpfp), mse, quantization mse (here mse / 2)
+    assert "| vvenc | 22 | 0.8 | 1.6 | 0.01 | 0.005 | top1 | 1 | 0 |" in lines
+    assert "| hyperprior | 0.0017 | 0.5 | 1 | 0.01 | 0.005 | top1 | 0.95 | 5 |" in lines  # AD (1 - 0.95) / 1
+    assert "| vvenc | 42 | 0.05 | 0.1 | 0.3 | 0.15 | top1 | 0.6 | 40 |" in lines
+    assert "| original | original | 32 | 64 | 0 | 0 | accuracy | 1 | 0 |" in lines
     # One table line per row, plus a header and a rule per task.
     assert sum(line.startswith("| ") for line in lines) == len(table) + 2
     # Rows stay in the table's order within a section.

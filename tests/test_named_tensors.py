@@ -3,8 +3,8 @@ packing, through the store, pre-processing, the real VVenC and back (the LaMoFCB
 states and several layers per sample; today's tasks are the one-tensor case).
 
 The synthetic task splits a small Llama-architecture model (random weights) after its first layer and keeps
-two tensors per prompt: the first layer's key cache, stored in float16 as a deployment keeps its cache, and
-the float32 hidden state there."""
+three tensors per prompt: the first layer's key cache, stored in float16 as a deployment keeps its cache, its
+value cache in bfloat16 (as Qwen3's and Kimi-Audio's caches), and the float32 hidden state there."""
 
 from __future__ import annotations
 
@@ -19,19 +19,19 @@ from lamofc_lib.bitstreams import rate, read_sidecars
 from lamofc_lib.codecs import get_codec
 from lamofc_lib.coding import decode_point, encode_shard
 from lamofc_lib.preprocess import preprocess_store
-from lamofc_lib.scoring import store_mse
+from lamofc_lib.scoring import store_mse, tensor_errors
 from lamofc_lib.store import FeatureStore, TensorLayout
 from lamofc_lib.tasks.base import Layout, Task, TensorExtraction
 
 PROMPT_TOKENS = [5, 11]  # two samples, ragged along the token axis
 HEADS, HEAD_SIZE, HIDDEN = 2, 16, 64
-TRUNCATION = {"key": [-1, 1], "hidden": {"range": [-0.25, 0.25], "quantizer": "round"}}
+TRUNCATION = {"key": [-1, 1], "value": [-0.5, 0.5], "hidden": {"range": [-0.25, 0.25], "quantizer": "round"}}
 POINT = "27"
 
 
 class KeyCacheTask(Task):
-    """Features: the key cache of layer 0 (float16, tokens packing) and the hidden state after it (float32,
-    one plane)."""
+    """Features: the key cache of layer 0 (float16, tokens packing), its value cache (bfloat16, tokens packing)
+    and the hidden state after it (float32, one plane)."""
 
     name = "kv"
 
@@ -60,6 +60,9 @@ class KeyCacheTask(Task):
         tokens = [torch.arange(n)[None] * 7 % 100 for n in manifest["tokens"]]
         tensors = {
             "key": TensorLayout([(1, HEADS, t.shape[1], HEAD_SIZE) for t in tokens], "float16", {"packing": "tokens"}),
+            "value": TensorLayout(
+                [(1, HEADS, t.shape[1], HEAD_SIZE) for t in tokens], "bfloat16", {"packing": "tokens"}
+            ),
             "hidden": TensorLayout([(1, 1, t.shape[1], HIDDEN) for t in tokens], "float32", {"packing": "plane"}),
         }
 
@@ -67,8 +70,12 @@ class KeyCacheTask(Task):
             for ids in tokens:
                 with torch.no_grad():
                     out = self.model(ids, use_cache=True, output_hidden_states=True)
-                key = out.past_key_values.layers[split].keys
-                yield {"key": key.numpy().astype(np.float16), "hidden": out.hidden_states[split + 1][None].numpy()}
+                cache = out.past_key_values.layers[split]
+                yield {
+                    "key": cache.keys.numpy().astype(np.float16),
+                    "value": cache.values.to(torch.bfloat16).float().numpy(),
+                    "hidden": out.hidden_states[split + 1][None].numpy(),
+                }
 
         return TensorExtraction(tensors, samples(), {"stage": "features", "split": split})
 
@@ -86,13 +93,25 @@ def coded(tmp_path_factory):
     return root
 
 
+def _bfloat16(x: np.ndarray) -> np.ndarray:
+    """float32 values rounded to bfloat16 by torch, as float32."""
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(torch.bfloat16).float().numpy()
+
+
+def _dequantized(q: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """The reference's dequantization, written out: q / ((2^10 - 1) / (hi - lo)) + lo in float32."""
+    return q.astype(np.float32) / np.float32(1023 / (hi - lo)) + np.float32(lo)
+
+
 def test_each_tensor_is_stored_in_the_dtype_the_task_gave_it(coded):
     store = FeatureStore(coded / "features.zarr")
-    assert store.tensors == ["key", "hidden"]
-    assert store.layout("key").dtype == "float16" and store.layout("hidden").dtype == "float32"
+    assert store.tensors == ["key", "value", "hidden"]
+    assert [store.layout(n).dtype for n in store.tensors] == ["float16", "bfloat16", "float32"]
     assert store.layout("key").shapes == [(1, HEADS, n, HEAD_SIZE) for n in PROMPT_TOKENS]
     assert store.layout("hidden").shapes == [(1, 1, n, HIDDEN) for n in PROMPT_TOKENS]
-    assert store.points(1) == HEADS * 11 * HEAD_SIZE + 11 * HIDDEN
+    assert store.points(1) == 2 * HEADS * 11 * HEAD_SIZE + 11 * HIDDEN
+    value = store.read(1, "value")  # bfloat16 values, read as float32, exactly
+    assert value.dtype == np.float32 and np.array_equal(_bfloat16(value), value) and np.ptp(value) > 0
 
 
 def test_frames_use_each_tensors_truncation_quantizer_and_packing(coded):
@@ -113,31 +132,37 @@ def test_frames_use_each_tensors_truncation_quantizer_and_packing(coded):
         assert np.abs(got - expected_hidden).max() <= 1 and np.mean(got != expected_hidden) < 0.01
 
 
-def test_per_tensor_bytes_and_pooled_bpfp(coded):
+def test_per_tensor_bytes_pooled_bpfp_and_ebpfp(coded):
+    """BPFP: all the sample's bitstream bits over all its points; EBPFP (LaMoFCBench): each tensor's bits
+    times 32 over its dtype's bits (float16 and bfloat16: 16), over all points; each tensor's own BPFP."""
     folder = coded / "bits" / "000"
     rows = rate([folder])
     for i, n in enumerate(PROMPT_TOKENS):
-        key_bits = 8 * (folder / f"{i:05d}.key.bin").stat().st_size
-        hidden_bits = 8 * (folder / f"{i:05d}.hidden.bin").stat().st_size
-        points = HEADS * n * HEAD_SIZE + n * HIDDEN
-        assert rows[i]["bits.key"] == key_bits > 0 and rows[i]["bits.hidden"] == hidden_bits > 0
-        assert rows[i]["bits"] == key_bits + hidden_bits
-        assert rows[i]["feature_points"] == points
-        assert rows[i]["bpfp"] == (key_bits + hidden_bits) / points
+        bits = {name: 8 * (folder / f"{i:05d}.{name}.bin").stat().st_size for name in ("key", "value", "hidden")}
+        points = {"key": HEADS * n * HEAD_SIZE, "value": HEADS * n * HEAD_SIZE, "hidden": n * HIDDEN}
+        for name in bits:
+            assert rows[i][f"bits.{name}"] == bits[name] > 0
+            assert rows[i][f"bpfp.{name}"] == pytest.approx(bits[name] / points[name], rel=1e-12)
+        assert rows[i]["bits"] == sum(bits.values())
+        assert rows[i]["feature_points"] == sum(points.values())
+        assert rows[i]["bpfp"] == pytest.approx(sum(bits.values()) / sum(points.values()), rel=1e-12)
+        equivalent = 2 * bits["key"] + 2 * bits["value"] + bits["hidden"]
+        assert rows[i]["ebpfp"] == pytest.approx(equivalent / sum(points.values()), rel=1e-12)
     (_, record), _ = read_sidecars([folder])
-    assert [t.name for t in record.tensors] == ["key", "hidden"]
-    assert [t.quantizer for t in record.tensors] == ["floor", "round"]
+    assert [t.name for t in record.tensors] == ["key", "value", "hidden"]
+    assert [t.quantizer for t in record.tensors] == ["floor", "floor", "round"]
+    assert [t.feature_dtype for t in record.tensors] == ["float16", "bfloat16", "float32"]
 
 
 def test_reconstruction_has_each_tensor_back_in_its_dtype_with_a_pooled_mse(coded):
     original = FeatureStore(coded / "features.zarr")
     rec = FeatureStore(coded / "reconstructed.zarr")
-    assert rec.tensors == ["key", "hidden"]
-    assert rec.layout("key").dtype == "float16" and rec.layout("hidden").dtype == "float32"
+    assert rec.tensors == ["key", "value", "hidden"]
+    assert [rec.layout(n).dtype for n in rec.tensors] == ["float16", "bfloat16", "float32"]
     expected = []
     for i in range(2):
         squared, points = 0.0, 0
-        for name, (lo, hi) in (("key", (-1, 1)), ("hidden", (-0.25, 0.25))):
+        for name, (lo, hi) in (("key", (-1, 1)), ("value", (-0.5, 0.5)), ("hidden", (-0.25, 0.25))):
             x, y = original.read(i, name).astype(np.float64), rec.read(i, name).astype(np.float64)
             assert y.shape == x.shape
             # QP 27: the RMS error is a small part of the truncation range
@@ -145,4 +170,30 @@ def test_reconstruction_has_each_tensor_back_in_its_dtype_with_a_pooled_mse(code
             squared += float(np.sum((y - x) ** 2))
             points += x.size
         expected.append(squared / points)
+        value = rec.read(i, "value")
+        assert np.array_equal(_bfloat16(value), value)  # decoded values are bfloat16 values
     np.testing.assert_allclose(store_mse(original, rec), expected, rtol=1e-12)
+
+
+def test_per_tensor_total_and_quantization_mse(coded):
+    """Per tensor and pooled: the total MSE against the reconstruction and the quantization MSE against the
+    tensor's own codes dequantized by hand (no codec), cast back to its dtype (bfloat16 by torch)."""
+    original, rec = FeatureStore(coded / "features.zarr"), FeatureStore(coded / "reconstructed.zarr")
+    frames = FeatureStore(coded / "frames.zarr")
+    sidecars = [record for _, record in read_sidecars([coded / "bits" / "000"])]
+    errors = tensor_errors(original, rec, sidecars)
+    cast = {"key": lambda v: v.astype(np.float16), "value": _bfloat16, "hidden": lambda v: v}
+    for i, n in enumerate(PROMPT_TOKENS):
+        squared, squared_q = 0.0, 0.0
+        for name, (lo, hi) in (("key", (-1, 1)), ("value", (-0.5, 0.5)), ("hidden", (-0.25, 0.25))):
+            x = original.read(i, name).astype(np.float64)
+            frame = frames.read(i, name)
+            codes = frame[None, None] if name == "hidden" else frame.reshape(n, HEADS, HEAD_SIZE).transpose(1, 0, 2)
+            quantized = cast[name](_dequantized(codes, lo, hi)).astype(np.float64).reshape(x.shape)
+            sq, sq_q = np.sum((x - rec.read(i, name)) ** 2), np.sum((x - quantized) ** 2)
+            assert errors[f"mse.{name}"][i] == pytest.approx(sq / x.size, rel=1e-9)
+            assert errors[f"quant_mse.{name}"][i] == pytest.approx(sq_q / x.size, rel=1e-6)
+            squared, squared_q = squared + sq, squared_q + sq_q
+        assert errors["mse"][i] == pytest.approx(squared / original.points(i), rel=1e-9)
+        assert errors["quant_mse"][i] == pytest.approx(squared_q / original.points(i), rel=1e-6)
+        assert 0 < errors["quant_mse"][i] < errors["mse"][i]

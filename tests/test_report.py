@@ -22,8 +22,8 @@ PNG = b"\x89PNG\r\n\x1a\n"
 def _rows(task, codec, points, metric="top1", higher=True):
     """Rate-accuracy rows of one codec: points are (bpfp, value) pairs."""
     return [
-        {"task": task, "codec": codec, "point": str(i), "bpfp": r, "mse": 1.0 / (i + 1), "metric": metric,
-         "value": v, "higher_is_better": higher}
+        {"task": task, "codec": codec, "point": str(i), "bpfp": r, "ebpfp": r, "mse": 1.0 / (i + 1),
+         "quant_mse": 0.5 / (i + 1), "metric": metric, "value": v, "higher_is_better": higher}
         for i, (r, v) in enumerate(points)
     ]  # fmt: skip
 

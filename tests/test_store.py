@@ -10,7 +10,7 @@ import zarr
 from store_helpers import write_one
 
 from lamofc_lib.io import atomic_path, read_json, write_json
-from lamofc_lib.store import FEATURE, FeatureStore, TensorLayout, write_store
+from lamofc_lib.store import FEATURE, FeatureStore, TensorLayout, as_dtype, dtype_bits, write_store
 
 IDS = ["s0", "s1", "s2"]
 # Ragged along H (csr-like token counts) and, for the third sample, along C and W too.
@@ -73,6 +73,25 @@ def test_float16_features_stay_float16(tmp_path):
     write_one(tmp_path / "wide", IDS, SHAPES, (x.astype(np.float32) for x in data))
     assert FeatureStore(tmp_path / "wide").layout().dtype == "float32"
     assert array.nbytes * 2 == zarr.open_array(str(tmp_path / "wide" / FEATURE), mode="r").nbytes
+
+
+def test_bfloat16_is_rounded_as_torch_rounds_it_and_stored_as_its_float32_values(tmp_path):
+    """NumPy has no bfloat16: values are rounded to it (ties to even) as torch's cast does, kept as float32, and
+    the store says bfloat16 (16 bits a value for EBPFP)."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal(10_000) * 50).astype(np.float32)
+    ties = (rng.integers(0, 1 << 15, 64, dtype=np.uint32) << 16 | 0x8000).view(np.float32)  # halfway cases
+    x = np.concatenate([x, ties, np.float32([0.0, -0.0, 1e-40, 3.0e38])])
+    expected = torch.from_numpy(x).to(torch.bfloat16).float().numpy()
+    np.testing.assert_array_equal(as_dtype(x, "bfloat16"), expected)
+    assert dtype_bits("bfloat16") == 16 and dtype_bits("float16") == 16 and dtype_bits("float32") == 32
+    path = tmp_path / "bf16.zarr"
+    write_store(path, ["a"], {"t": TensorLayout([x.shape], "bfloat16")}, [{"t": x}])
+    store = FeatureStore(path)
+    assert store.layout("t").dtype == "bfloat16" and store.read(0, "t").dtype == np.float32
+    np.testing.assert_array_equal(store.read(0, "t"), expected)
 
 
 def test_attrs_are_kept(tmp_path):

@@ -177,6 +177,7 @@ def test_the_universal_codecs_code_every_task_with_real_strings_and_kmeans_recon
 
     workdir, config = demo_run
     table = pd.read_csv(workdir / "results/tables/rate_accuracy.csv", dtype={"point": str})
+    tensors = pd.read_csv(workdir / "results/tables/tensors.csv", dtype={"point": str})
     for task in ("cls", "seg", "dpt", "csr", "tti"):
         features = FeatureStore(workdir / f"results/{task}/features.zarr")
         for label in LAMOFCBENCH_LABELS:
@@ -185,12 +186,16 @@ def test_the_universal_codecs_code_every_task_with_real_strings_and_kmeans_recon
             assert sorted(scores) == sorted(points)
             for point in points:
                 folder = workdir / f"results/{task}/{label}/{point}"
-                bpfp = []
+                bpfp, ebpfp = [], []
                 for i in range(len(features)):
                     files = sorted((folder / "bitstreams").glob(f"*/{i:05d}.*.bin"))
                     assert len(files) == len(features.tensors)
                     sizes = [f.stat().st_size for f in files]
                     bpfp.append(8 * sum(sizes) / features.points(i))
+                    # EBPFP: each tensor's bits x 32 / the bits of its dtype (the tti latent is float16)
+                    width = {name: np.dtype(features.layout(name).dtype).itemsize * 8 for name in features.tensors}
+                    bits = {f.name.split(".")[1]: 8 * f.stat().st_size for f in files}
+                    ebpfp.append(sum(bits[n] * 32 / width[n] for n in bits) / features.points(i))
                     if label.startswith("elic"):
                         data, at = files[0].read_bytes(), 0
                         for _ in range(10):
@@ -199,6 +204,12 @@ def test_the_universal_codecs_code_every_task_with_real_strings_and_kmeans_recon
                 assert scores[point]["bpfp"] == pytest.approx(np.mean(bpfp), rel=1e-12)
                 row = table[(table.task == task) & (table.codec == label) & (table.point == point)]
                 assert len(row) == 1 and row.bpfp.iloc[0] == pytest.approx(np.mean(bpfp), rel=1e-12)
+                assert row.ebpfp.iloc[0] == pytest.approx(np.mean(ebpfp), rel=1e-12)
+                mean = np.mean(bpfp)
+                assert scores[point]["ebpfp"] == pytest.approx(2 * mean if task == "tti" else mean, rel=1e-12)
+                rows = tensors[(tensors.task == task) & (tensors.codec == label) & (tensors.point == point)]
+                assert sorted(rows.tensor) == sorted(features.tensors)
+                assert (rows.quant_mse > 0).all() and (rows.mse > 0).all()
                 sidecar = json.loads(next((folder / "bitstreams").glob("*/00000.json")).read_text())
                 network = "Elic2022Official" if label.startswith("elic") else "ScaleHyperprior"
                 assert network in sidecar["codec_version"] and "trained on hybrid" in sidecar["codec_version"]

@@ -1,6 +1,7 @@
 rule rate_accuracy:
     """Collect every operating point's scores into the tidy rate-accuracy table (CSV and Markdown, with each
-    task's sample selection) and the selection table."""
+    task's sample selection), the per-tensor table (each named tensor's BPFP, MSE and quantization MSE) and the
+    selection table."""
     input:
         original=expand(f"{RESULTS}/{{task}}/original/scores.json", task=TASKS),
         coded=list(dict.fromkeys(f"{RESULTS}/{t}/{c}/scores.json" for t, c, _ in coded_points())),
@@ -13,6 +14,12 @@ rule rate_accuracy:
             labels={"table": "rate-accuracy"},
         ),
         markdown=f"{RESULTS}/tables/rate_accuracy.md",
+        tensors=report(
+            f"{RESULTS}/tables/tensors.csv",
+            caption="../report/tensors.rst",
+            category="Tables",
+            labels={"table": "per tensor"},
+        ),
         selection=report(
             f"{RESULTS}/tables/selection.csv",
             caption="../report/selection.rst",

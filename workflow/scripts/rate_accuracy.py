@@ -1,10 +1,11 @@
-"""Collect all scores into the rate-accuracy table and the selection table (rule rate_accuracy)."""
+"""Collect all scores into the rate-accuracy, per-tensor and selection tables (rule rate_accuracy)."""
 
 from lamofc_lib.analysis import (
     rate_accuracy_markdown,
     rate_accuracy_table,
     read_scores,
     selection_table,
+    tensor_table,
     write_markdown,
     write_table,
 )
@@ -17,6 +18,7 @@ summaries = [read_json(path) for path in snakemake.input.selection]
 table = rate_accuracy_table(scores, summaries)
 write_table(table, snakemake.output.csv)
 write_table(selection_table(summaries), snakemake.output.selection)
+write_table(tensor_table(scores), snakemake.output.tensors)
 references = {s["task"]: s["reference"] for s in scores}
 selections = {s["task"]: s for s in summaries}
 write_markdown(rate_accuracy_markdown(table, references, selections), snakemake.output.markdown)
