@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lamofc_lib.codecs.base import CodecError
+from lamofc_lib.dtypes import dtype_bits
 from lamofc_lib.io import file_sha256, read_json
-from lamofc_lib.store import dtype_bits
 
 SIDECAR_VERSION = 2
 

@@ -1,6 +1,6 @@
 """Features from files: import a folder of pre-extracted features (one `.npy` per sample, named as the
-reference implementation names them, e.g. the paper's released feature dataset) into the feature store,
-instead of running the model.
+reference implementation names them, e.g. the paper's released feature dataset; or one LaMoFCBench `.zst` file
+per sample, see :mod:`lamofc_lib.lamofcbench_files`) into the feature store, instead of running the model.
 
 Each file is checked against the task's layout (`Task.layout`: the shapes the task's extraction would give for
 these samples, from the model's configuration and the source images, without loading weights) and stored in
@@ -18,6 +18,7 @@ import pandas as pd
 from lamofc_lib.store import write_store
 
 STORED_DTYPES = ("float16", "float32")
+ZST = ".zst"
 
 
 class FeatureFileError(ValueError):
@@ -34,6 +35,9 @@ def import_features(task, folder: str | Path, manifest: pd.DataFrame, model: Map
     if not folder.is_dir():
         raise FeatureFileError(f"feature folder {folder} does not exist (tasks.{task.name}.features_from)")
     layout = task.layout(manifest, model, split)
+    if any(folder.glob(f"*{ZST}")):
+        _import_zst(task, folder, manifest, layout, out)
+        return
     paths = [folder / f"{task.reference_stem(sid)}.npy" for sid in manifest["sample_id"]]
     shapes, dtypes = [], set()
     for path, expected in zip(paths, layout.shapes, strict=True):
@@ -71,13 +75,39 @@ def import_features(task, folder: str | Path, manifest: pd.DataFrame, model: Map
     write_store(out, list(manifest["sample_id"]), extraction.tensors, extraction.samples, attrs=extraction.attrs)
 
 
+def _import_zst(task, folder: Path, manifest: pd.DataFrame, layout, out: str | Path) -> None:
+    """LaMoFCBench's `.zst` files (`<sample id>.zst`), each tensor under its key path's name; a one-tensor task
+    takes files holding one tensor named `feature` of the shapes its layout gives."""
+    import shutil
+
+    from lamofc_lib.lamofcbench_files import import_zst_features
+    from lamofc_lib.store import FEATURE, FeatureStore
+
+    import_zst_features(folder, list(manifest["sample_id"]), out, attrs=layout.attrs)
+    store = FeatureStore(out)
+    problem = None
+    if store.tensors != [FEATURE]:
+        problem = f"hold tensors {store.tensors}; task {task.name} takes one tensor named '{FEATURE}'"
+    else:
+        bad = [(i, s) for i, (s, e) in enumerate(zip(store.shapes, layout.shapes, strict=True)) if not _fits(s, e)]
+        if bad:
+            i, shape = bad[0]
+            problem = (
+                f"give sample {store.sample_ids[i]} the shape {shape}, task {task.name} expects {layout.shapes[i]}"
+            )
+    if problem:
+        shutil.rmtree(out)
+        raise FeatureFileError(f"the feature files in {folder} {problem}")
+
+
 def feature_paths(folder: str | Path) -> list[Path]:
-    """The .npy files of a features_from folder, sorted (the import job's inputs)."""
-    return sorted(Path(folder).glob("*.npy"))
+    """The .npy (LaMoFC) or .zst (LaMoFCBench) files of a features_from folder, sorted (the import job's
+    inputs)."""
+    return sorted(p for p in Path(folder).iterdir() if p.suffix in (".npy", ZST)) if Path(folder).is_dir() else []
 
 
 def file_signatures(folder: str | Path | None) -> list[str]:
-    """Name, size and modification time of each .npy file of a features_from folder (none without a folder):
+    """Name, size and modification time of each feature file of a features_from folder (none without a folder):
     as a job param, a changed file reselects and reimports, and the between-workflow cache never serves a
     selection of other files."""
     if not folder:

@@ -3,6 +3,7 @@ bitstreams, feature MSE against the uncompressed features."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -55,49 +56,51 @@ def _squared_error(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.sum((x.astype(np.float64) - y.astype(np.float64)) ** 2))
 
 
-def store_mse(original: FeatureStore, reconstructed: FeatureStore | StoreShards) -> list[float]:
-    """Per-sample mean squared error between the original and the reconstructed feature stores over all the
-    sample's tensors (their squared errors summed, over their points summed), in float64 whatever the stores'
-    dtypes (fp16 originals against float32 reconstructions included)."""
-    _check_same_layout(original, reconstructed)
-    return [
-        sum(_squared_error(original.read(i, n), reconstructed.read(i, n)) for n in original.tensors)
-        / original.points(i)
-        for i in range(len(original))
-    ]
+def _pooled(squared: dict[str, float], points: dict[str, int], name: str) -> dict[str, float]:
+    """`name` pooled over a sample's tensors (squared errors over points) and `name.<tensor>` per tensor."""
+    return {
+        name: sum(squared.values()) / sum(points.values()),
+        **{f"{name}.{t}": squared[t] / points[t] for t in squared},
+    }
 
 
-def tensor_errors(
-    original: FeatureStore,
-    reconstructed: FeatureStore | StoreShards,
-    sidecars: Sequence[Sidecar],
-    quantization: dict | None = None,
-) -> pd.DataFrame:
-    """Per sample: the total MSE (original against reconstructed, as `store_mse`) and the quantization MSE
-    (original against its quantization alone, no codec: the K-means centre of each value's code, or the
-    uniform quantizer's dequantized codes or de-normalized truncation, cast back to the tensor's dtype), each
-    pooled over the sample's tensors (squared errors over points) and per tensor (`mse.<tensor>`,
-    `quant_mse.<tensor>`). The quantization comes from each sidecar's tensor records, as decoding reads it;
-    `quantization`, a dict kept across calls, holds each sample and tensor's quantization error by its spec, so
-    the points of one codec (one quantization) compute it once."""
+def feature_errors(original: FeatureStore, reconstructed: FeatureStore | StoreShards) -> pd.DataFrame:
+    """Per sample, the mean squared error between the original and the reconstructed feature stores pooled over
+    the sample's tensors (`mse`: their squared errors summed, over their points summed) and per tensor
+    (`mse.<tensor>`), in float64 whatever the stores' dtypes (fp16 originals against float32 reconstructions
+    included)."""
     _check_same_layout(original, reconstructed)
-    quantization = {} if quantization is None else quantization
+    rows = []
+    for i in range(len(original)):
+        squared = {n: _squared_error(original.read(i, n), reconstructed.read(i, n)) for n in original.tensors}
+        points = {n: math.prod(original.layout(n).shapes[i]) for n in original.tensors}
+        rows.append(_pooled(squared, points, "mse"))
+    return pd.DataFrame(rows)
+
+
+def quantization_errors(original: FeatureStore, sidecars: Sequence[Sidecar], cache: dict | None = None) -> pd.DataFrame:
+    """Per sample, the quantization MSE: the original against its quantization alone, no codec (each value's
+    K-means centre, or the uniform quantizer's dequantized codes or de-normalized truncation, cast back to the
+    tensor's dtype), pooled over the sample's tensors (`quant_mse`) and per tensor (`quant_mse.<tensor>`).
+
+    The quantization is the one each sidecar's tensor records give, as decoding reads it. `cache`, a dict kept
+    across calls, holds each sample and tensor's squared error by its quantization, so the points of one codec
+    (one quantization) compute it once."""
+    cache = {} if cache is None else cache
     rows = []
     for i, record in enumerate(sidecars):
-        row, total, quant = {}, 0.0, 0.0
+        squared, points = {}, {}
         for tensor in record.tensors:
-            x = original.read(i, tensor.name)
             centres = tuple(tensor.centres) if tensor.centres is not None else None
             spec = TensorSpec(tensor.packing, tensor.truncation, tensor.quantizer, centres)
             key = (i, tensor.name, repr(spec), record.input_kind, record.bit_depth)
-            if key not in quantization:
+            if key not in cache:
+                x = original.read(i, tensor.name)
                 frame = to_frame(x, spec, record.input_kind, record.bit_depth)
                 quantized = from_frame(frame, spec, x.shape, record.input_kind, record.bit_depth)
-                quantization[key] = _squared_error(x, as_dtype(quantized, tensor.feature_dtype))
-            squared, squared_q = _squared_error(x, reconstructed.read(i, tensor.name)), quantization[key]
-            row[f"mse.{tensor.name}"], row[f"quant_mse.{tensor.name}"] = squared / x.size, squared_q / x.size
-            total, quant = total + squared, quant + squared_q
-        rows.append({"mse": total / original.points(i), "quant_mse": quant / original.points(i), **row})
+                cache[key] = _squared_error(x, as_dtype(quantized, tensor.feature_dtype))
+            squared[tensor.name], points[tensor.name] = cache[key], tensor.feature_points
+        rows.append(_pooled(squared, points, "quant_mse"))
     return pd.DataFrame(rows)
 
 
@@ -132,7 +135,7 @@ class Scorer:
             raise ValueError(f"{features_path} does not hold the samples of {manifest_path}")
         self.reference_outputs = reference_outputs
         self._references = None
-        self._quantization: dict = {}  # tensor_errors' quantization errors, shared by the points
+        self._quantization: dict = {}  # quantization_errors' cache, shared by the points
 
     def references(self, outputs: list | None) -> list:
         if self.reference == "ground_truth":
@@ -164,7 +167,13 @@ class Scorer:
         tensors = {}
         if reconstructed:
             sidecars = [record for _, record in read_sidecars(bitstream_dirs)]
-            errors = tensor_errors(self.original, store, sidecars, self._quantization)
+            errors = pd.concat(
+                [
+                    feature_errors(self.original, store),
+                    quantization_errors(self.original, sidecars, self._quantization),
+                ],
+                axis=1,
+            )
             rates = pd.DataFrame(rate(bitstream_dirs))
             table = pd.concat([table, errors, rates.drop(columns=["sample_index", "feature_points"])], axis=1)
             means = {key: float(table[key].mean()) for key in means}

@@ -310,11 +310,16 @@ def select(
     raise SelectionError(f"tasks.{task}.selection.policy {policy!r} is unknown; expected one of {', '.join(POLICIES)}")
 
 
-def select_files(task: str, candidates: pd.DataFrame, samples: int, stems: Sequence[str], folder: str) -> Selection:
-    """The candidates whose feature file (`stems`: each candidate's file stem) exists in `folder`."""
-    have = {p.stem for p in Path(folder).glob("*.npy")}
+def select_files(
+    task: str, candidates: pd.DataFrame, samples: int, stems: Sequence[str], folder: str, suffix: str = ".npy"
+) -> Selection:
+    """The candidates whose feature file (`stems`: each candidate's file stem, then `suffix`) exists in
+    `folder`."""
+    have = {p.stem for p in Path(folder).glob(f"*{suffix}")}
     if not have:
-        raise SelectionError(f"task {task}: feature folder {folder} holds no .npy files (tasks.{task}.features_from)")
+        raise SelectionError(
+            f"task {task}: feature folder {folder} holds no {suffix} files (tasks.{task}.features_from)"
+        )
     kept = _first([stem in have for stem in stems], samples)
     if sum(kept) < samples:
         found = sum(stem in have for stem in stems)
@@ -358,6 +363,8 @@ def run_selection(
     if mode == "files":
         from lamofc_lib.tasks import get_task
 
+        if any(Path(folder).glob("*.zst")):  # LaMoFCBench's files are named by the sample id
+            return select_files(task_name, candidates, samples, list(candidates["sample_id"]), folder, ".zst")
         task = get_task(task_name)
         stems = [task.reference_stem(s) for s in candidates["sample_id"]]
         return select_files(task_name, candidates, samples, stems, folder)

@@ -25,38 +25,26 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
+from lamofc_lib.dtypes import BFLOAT16, as_dtype, dtype_bits, storage_dtype
 from lamofc_lib.io import atomic_path
+
+__all__ = [
+    "BFLOAT16",
+    "FEATURE",
+    "FeatureStore",
+    "StoreShards",
+    "TensorLayout",
+    "as_dtype",
+    "dtype_bits",
+    "storage_dtype",
+    "write_store",
+]
 
 Shape = tuple[int, ...]
 Sample = Mapping[str, np.ndarray]
 
 FEATURE = "feature"
 """The name of the tensor of a task whose samples carry one tensor."""
-
-
-BFLOAT16 = "bfloat16"
-"""NumPy has no bfloat16: such a tensor is stored as float32 holding bfloat16 values (exact), its layout and
-the array's attributes say bfloat16, and `as_dtype` rounds what is written or reconstructed to bfloat16."""
-
-
-def storage_dtype(dtype: str) -> np.dtype:
-    """The NumPy dtype a tensor of `dtype` is held in (float32 for bfloat16)."""
-    return np.dtype(np.float32) if dtype == BFLOAT16 else np.dtype(dtype)
-
-
-def dtype_bits(dtype: str) -> int:
-    """Bits per value of a tensor dtype (bfloat16 included)."""
-    return 16 if dtype == BFLOAT16 else 8 * np.dtype(dtype).itemsize
-
-
-def as_dtype(x: np.ndarray, dtype: str) -> np.ndarray:
-    """`x` cast to `dtype`; for bfloat16, float32 values rounded to the nearest bfloat16 (ties to even, as
-    torch's cast), so that a reconstruction holds exactly what a bfloat16 tensor could."""
-    if dtype != BFLOAT16:
-        return np.asarray(x).astype(dtype)
-    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
-    rounded = (bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) & np.uint32(0xFFFF0000)
-    return rounded.view(np.float32)
 
 
 @dataclass

@@ -17,7 +17,7 @@ from lamofc_lib.bitstreams import rate, read_sidecars
 from lamofc_lib.codecs import CodecError, get_codec
 from lamofc_lib.coding import code_shard, decode_point, encode_shard
 from lamofc_lib.preprocess import TensorSpec, frame_shape, from_frame, pack, preprocess_store, quantize, to_frame
-from lamofc_lib.scoring import store_mse
+from lamofc_lib.scoring import feature_errors
 from lamofc_lib.store import FeatureStore
 
 SETTINGS = {"preset": "faster", "bit_depth": 10, "samples_per_job": 10, "truncation": "vvc"}
@@ -396,15 +396,19 @@ def test_rate_is_bits_on_disk_over_original_feature_points(pipeline):
         assert 0 < row["bpfp"] < 32
 
 
-def test_store_mse_is_zero_for_identical_stores(pipeline, tmp_path):
+def _mse(original, reconstructed) -> list[float]:
+    return feature_errors(original, reconstructed)["mse"].tolist()
+
+
+def test_feature_mse_is_zero_for_identical_stores(pipeline, tmp_path):
     p = pipeline
     write_features(tmp_path / "copy", p["task"])
     original = FeatureStore(p["root"] / "features")
-    assert store_mse(original, original) == [0.0, 0.0, 0.0]
-    assert store_mse(original, FeatureStore(tmp_path / "copy")) == [0.0, 0.0, 0.0]
+    assert _mse(original, original) == [0.0, 0.0, 0.0]
+    assert _mse(original, FeatureStore(tmp_path / "copy")) == [0.0, 0.0, 0.0]
 
 
-def test_store_mse_matches_a_hand_computed_value(pipeline, tmp_path):
+def test_feature_mse_matches_a_hand_computed_value(pipeline, tmp_path):
     p = pipeline
     data = p["data"]
     shapes = CASES[p["task"]]["shapes"]
@@ -414,22 +418,22 @@ def test_store_mse_matches_a_hand_computed_value(pipeline, tmp_path):
     perturbed[1][0, 0, 4, 7] -= np.float32(1.0)  # and one by -1 -> + 1 / points
     ids = FeatureStore(p["root"] / "features").sample_ids
     write_one(tmp_path / "perturbed", ids, shapes, perturbed)
-    mse = store_mse(FeatureStore(p["root"] / "features"), FeatureStore(tmp_path / "perturbed"))
+    mse = _mse(FeatureStore(p["root"] / "features"), FeatureStore(tmp_path / "perturbed"))
     assert mse == [0.25, 10.0 / int(np.prod(shapes[1])), 0.0]
 
 
-def test_store_mse_rejects_other_samples_or_shapes(pipeline, tmp_path):
+def test_feature_mse_rejects_other_samples_or_shapes(pipeline, tmp_path):
     p = pipeline
     original = FeatureStore(p["root"] / "features")
     shapes = CASES[p["task"]]["shapes"]
     write_one(tmp_path / "renamed", ["x", "y", "z"], shapes, p["data"])
     with pytest.raises(ValueError, match="does not hold the samples"):
-        store_mse(original, FeatureStore(tmp_path / "renamed"))
+        _mse(original, FeatureStore(tmp_path / "renamed"))
     # Same samples, but one row of tokens only: NumPy would broadcast it silently.
     small = [(n, c, 1, w) for n, c, _, w in shapes]
     write_one(tmp_path / "small", original.sample_ids, small, [x[:, :, :1] for x in p["data"]])
     with pytest.raises(ValueError, match="other shapes of tensor 'feature'"):
-        store_mse(original, FeatureStore(tmp_path / "small"))
+        _mse(original, FeatureStore(tmp_path / "small"))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -485,7 +489,7 @@ def test_fp16_features_round_trip_through_store_and_preprocess_store(tmp_path):
     np.testing.assert_array_equal(norm.read(0), to_frame(data[0].astype(np.float32), TTI_SPEC, "normalized", 10))
 
 
-def test_store_mse_of_fp16_features_is_computed_in_float64(tmp_path):
+def test_feature_mse_of_fp16_features_is_computed_in_float64(tmp_path):
     data = fp16_latents(seed=1)
     ids = ["1", "2", "3"]
     write_one(tmp_path / "features", ids, TTI_SHAPES, data, dtype="float16", packing="tiles")
@@ -495,7 +499,7 @@ def test_store_mse_of_fp16_features_is_computed_in_float64(tmp_path):
     write_one(tmp_path / "rec", ids, TTI_SHAPES, [x.astype(np.float32) + offset for x in data], packing="tiles")
     original, rec = FeatureStore(tmp_path / "features"), FeatureStore(tmp_path / "rec")
     assert (original.layout().dtype, rec.layout().dtype) == ("float16", "float32")
-    assert store_mse(original, rec) == [2.0**-24] * 3
+    assert _mse(original, rec) == [2.0**-24] * 3
     big = np.abs(original.read(0)) >= 1  # fp16 spacing 2**-10 or more there: the offset is invisible
     assert big.any() and np.all(rec.read(0).astype(np.float16)[big] == original.read(0)[big])
 

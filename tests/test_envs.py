@@ -224,8 +224,8 @@ def test_results_readme_describes_every_final_output():
     missing = []
     for path in final_outputs():
         parts = path.removeprefix("results/").split("/")
-        if parts[0] == "models":  # models/<codec>/<task>/<lambda>/loss.png
-            parts[2:4] = ["{task}", "{lambda}"]
+        if parts[0] == "models":  # models/<codec>/<task or hybrid>/<lambda>/loss.png
+            parts[1:4] = ["{codec}", "{task}", "{lambda}"]
         parts = [next((f"{{task}}{p[len(t) :]}" for t in tasks if p.startswith(f"{t}_")), p) for p in parts]
         pattern = "/".join("{task}" if p in tasks else p for p in parts)
         if pattern not in readme:

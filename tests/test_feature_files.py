@@ -83,3 +83,46 @@ def test_float16_features_keep_their_dtype(tmp_path):
     store = FeatureStore(tmp_path / "f.zarr")
     assert store.read(1).dtype == np.float16
     np.testing.assert_array_equal(store.read(1), arrays["coffee"])
+
+
+def _write_zst(folder: Path, objects: dict[str, object]) -> None:
+    """LaMoFCBench's file format: torch.save, then zstd."""
+    import io
+
+    import torch
+    import zstandard
+
+    folder.mkdir(exist_ok=True)
+    for stem, obj in objects.items():
+        buffer = io.BytesIO()
+        torch.save(obj, buffer)
+        (folder / f"{stem}.zst").write_bytes(zstandard.ZstdCompressor().compress(buffer.getvalue()))
+
+
+def test_lamofcbench_zst_files_are_selected_and_imported_for_a_task(tmp_path):
+    """A folder of `<sample id>.zst` files: selection keeps the candidates that have one, the import stores
+    the one tensor a one-tensor task takes, bit for bit in its dtype; other tensor names or shapes are refused
+    naming the folder and leave no store."""
+    import torch
+
+    torch.manual_seed(0)
+    tensors = {name: torch.randn(1, 1, 257, 96).to(torch.bfloat16) for name in IMAGES}
+    _write_zst(tmp_path / "zst", {name: {"feature": t} for name, t in tensors.items()})
+    candidates = build_candidates({"kind": "skimage", "images": ["camera", *IMAGES]})
+    block = {"samples": 3, "selection": {"policy": "first_correct", "list": None}, "source": {},
+             "features_from": str(tmp_path / "zst")}  # fmt: skip
+    selection = run_selection("cls", candidates, block)
+    assert list(selection.manifest.sample_id) == IMAGES
+    task = get_task("cls")
+    import_features(task, tmp_path / "zst", selection.manifest, CLS["model"], CLS["split"], tmp_path / "f.zarr")
+    store = FeatureStore(tmp_path / "f.zarr")
+    assert store.tensors == ["feature"] and store.layout().dtype == "bfloat16"
+    for i, name in enumerate(IMAGES):
+        np.testing.assert_array_equal(store.read(i), tensors[name].float().numpy())
+    _write_zst(tmp_path / "other", {name: {"output": t} for name, t in tensors.items()})
+    with pytest.raises(FeatureFileError, match=r"hold tensors \['output'\]; task cls takes one tensor named 'feature'"):
+        import_features(task, tmp_path / "other", selection.manifest, CLS["model"], CLS["split"], tmp_path / "g.zarr")
+    _write_zst(tmp_path / "short", {name: {"feature": t[:, :, :256]} for name, t in tensors.items()})
+    with pytest.raises(FeatureFileError, match=r"give sample astronaut the shape \(1, 1, 256, 96\)"):
+        import_features(task, tmp_path / "short", selection.manifest, CLS["model"], CLS["split"], tmp_path / "g.zarr")
+    assert not (tmp_path / "g.zarr").exists()

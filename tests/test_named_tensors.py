@@ -19,7 +19,7 @@ from lamofc_lib.bitstreams import rate, read_sidecars
 from lamofc_lib.codecs import get_codec
 from lamofc_lib.coding import decode_point, encode_shard
 from lamofc_lib.preprocess import preprocess_store
-from lamofc_lib.scoring import store_mse, tensor_errors
+from lamofc_lib.scoring import feature_errors, quantization_errors
 from lamofc_lib.store import FeatureStore, TensorLayout
 from lamofc_lib.tasks.base import Layout, Task, TensorExtraction
 
@@ -172,7 +172,7 @@ def test_reconstruction_has_each_tensor_back_in_its_dtype_with_a_pooled_mse(code
         expected.append(squared / points)
         value = rec.read(i, "value")
         assert np.array_equal(_bfloat16(value), value)  # decoded values are bfloat16 values
-    np.testing.assert_allclose(store_mse(original, rec), expected, rtol=1e-12)
+    np.testing.assert_allclose(feature_errors(original, rec)["mse"], expected, rtol=1e-12)
 
 
 def test_per_tensor_total_and_quantization_mse(coded):
@@ -181,7 +181,7 @@ def test_per_tensor_total_and_quantization_mse(coded):
     original, rec = FeatureStore(coded / "features.zarr"), FeatureStore(coded / "reconstructed.zarr")
     frames = FeatureStore(coded / "frames.zarr")
     sidecars = [record for _, record in read_sidecars([coded / "bits" / "000"])]
-    errors = tensor_errors(original, rec, sidecars)
+    errors = pd.concat([feature_errors(original, rec), quantization_errors(original, sidecars)], axis=1)
     cast = {"key": lambda v: v.astype(np.float16), "value": _bfloat16, "hidden": lambda v: v}
     for i, n in enumerate(PROMPT_TOKENS):
         squared, squared_q = 0.0, 0.0
