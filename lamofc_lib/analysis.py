@@ -253,12 +253,13 @@ def write_table(table: pd.DataFrame, path: str | Path) -> None:
 
 
 def markdown_table(table: pd.DataFrame, digits: int = 4) -> list[str]:
-    """A DataFrame as Markdown table lines: numbers to `digits` significant digits, NaN as an empty cell."""
+    """A DataFrame as Markdown table lines: numbers to `digits` significant digits, NaN as an empty cell, a `|`
+    inside a text cell escaped (the BD notes join their reasons with one)."""
 
     def cell(value) -> str:
         if isinstance(value, float | np.floating):
             return "" if not np.isfinite(value) else f"{value:.{digits}g}"
-        return str(value)
+        return str(value).replace("|", "\\|")
 
     numeric = [pd.api.types.is_numeric_dtype(table[c]) for c in table.columns]
     lines = ["| " + " | ".join(map(str, table.columns)) + " |"]

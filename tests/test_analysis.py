@@ -346,3 +346,12 @@ def test_selection_table_and_notes_state_the_counts_and_the_100_percent_by_const
     assert "100 % by construction" in cls_note
     assert "100 % by construction" not in selection_note(summaries[1], "uncompressed")
     assert "foyer 2" in selection_note(summaries[0], "ground_truth")
+
+
+def test_a_markdown_cell_keeps_its_pipe_escaped_so_the_row_keeps_its_columns():
+    from lamofc_lib.analysis import markdown_table
+
+    table = pd.DataFrame({"codec": ["vvenc"], "value": [1.5], "note": ["BD-rate: one point | BD-metric: none"]})
+    header, _, row = markdown_table(table)
+    assert row == "| vvenc | 1.5 | BD-rate: one point \\| BD-metric: none |"
+    assert row.replace("\\|", "").count("|") == header.count("|")
