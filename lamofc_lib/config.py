@@ -13,53 +13,18 @@ import yaml
 
 from lamofc_lib.codecs import REGISTRY
 from lamofc_lib.preprocess import truncation_ranges
-from lamofc_lib.selection import needs_model, selection_mode
+from lamofc_lib.selection import POLICY_SOURCES, needs_model, selection_mode
+from lamofc_lib.sources import PATH_KEYS
+from lamofc_lib.tasks import REGISTRY as TASKS
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
 
-# What this version of the workflow can run end to end; a configured but unlisted task or codec fails at start.
+# What this version of the workflow can run end to end is what the registries hold (lamofc_lib.tasks.REGISTRY,
+# lamofc_lib.codecs.REGISTRY): load_schema fills their names into the schema, so a configured but unregistered
+# task or codec fails at start, and the checks below read each task's and codec's class attributes.
 
-# Source kinds and the keys naming files or folders that must exist before anything runs.
-SOURCE_PATH_KEYS = {
-    "imagenet": ("root",),
-    "arc": ("path",),
-    "skimage": (),
-    "arc_demo": (),
-    "voc2012": ("root",),
-    "nyu_depth_v2": ("root", "labels"),
-    "coco_captions": ("path",),
-    "captions_demo": (),
-}
-SOURCE_KINDS_BY_TASK = {
-    "cls": ("skimage", "imagenet"),
-    "seg": ("skimage", "voc2012"),
-    "dpt": ("skimage", "nyu_depth_v2"),
-    "csr": ("arc", "arc_demo"),
-    "tti": ("coco_captions", "captions_demo"),
-}
-# Tasks whose seeded random head is fine only when scored against the uncompressed predictions.
-TASKS_WITH_HEAD_CHECKPOINT = ("cls", "seg", "dpt")
-# Tasks whose feature is not taken at a numbered block (tti: the input of the VAE decoder).
-TASKS_WITHOUT_SPLIT = ("tti",)
-# The reference implementation's sample selection per task (see lamofc_lib/selection.py), used when
-# tasks.<task>.selection.policy is not set; the source kinds each policy needs.
-REFERENCE_POLICY = {
-    "cls": "first_correct",
-    "seg": "class_coverage",
-    "dpt": "scene_quota",
-    "csr": "correct_longest",
-    "tti": "first",
-}
 # The training "task" of a universal codec: the mix of the tasks codecs.<codec>.universal names (DT-UFC's hybrid).
 HYBRID = "hybrid"
-# Task settings that change how a task's metric is computed (passed to its scoring jobs).
-METRIC_OPTIONS = {"dpt": ("eigen_crop",)}
-POLICY_SOURCES = {
-    "first_correct": ("imagenet",),
-    "correct_longest": ("arc", "arc_demo"),
-    "class_coverage": ("voc2012",),
-    "scene_quota": ("nyu_depth_v2",),
-}
 
 
 class ConfigError(ValueError):
@@ -87,7 +52,42 @@ def _with_defaults(validator_class):
 
 
 def load_schema(path: Path = SCHEMA_PATH) -> dict:
-    return yaml.safe_load(Path(path).read_text())
+    """The config schema with the registries' names filled in (see `fill_registries`)."""
+    return fill_registries(yaml.safe_load(Path(path).read_text()))
+
+
+def fill_registries(schema: dict, tasks: Mapping = TASKS, codecs: Mapping = REGISTRY) -> dict:
+    """Fill the names of the registered tasks and codecs into the schema, which writes none itself: the enums of
+    $defs task_name (every key naming a task) and model_task (a task or the universal codecs' hybrid), and of
+    $defs codec_name (a profile's `codec`); codecs.properties, one block per registered codec checked against
+    the $defs block its class names in `settings_schema`; each such block's `codec` key (the codecs it
+    describes); and the profile's if/then branch per block."""
+    defs = schema["$defs"]
+    defs["task_name"]["enum"] = list(tasks)
+    defs["model_task"]["enum"] = [*tasks, HYBRID]
+    defs["codec_name"]["enum"] = list(codecs)
+    blocks: dict[str, list[str]] = {}
+    for name, codec in codecs.items():
+        block = codec.settings_schema or name
+        if block not in defs:
+            raise KeyError(f"codec {name}: its settings schema $defs.{block} is not in the config schema")
+        blocks.setdefault(block, []).append(name)
+    schema["properties"]["codecs"]["properties"] = {
+        name: {"$ref": f"#/$defs/{codec.settings_schema or name}"} for name, codec in codecs.items()
+    }
+    for block, names in blocks.items():
+        defs[block]["properties"]["codec"] = {**defs[block]["properties"].get("codec", {}), "enum": names}
+    defs["profile"]["allOf"] = [
+        {"if": {"required": ["codec"], "properties": {"codec": {"enum": names}}}, "then": {"$ref": f"#/$defs/{block}"}}
+        for block, names in blocks.items()
+    ]
+    return schema
+
+
+def metric_options(task: str, block: Mapping) -> dict:
+    """The settings of a task's block that change how its metric is computed (Task.metric_options, e.g. dpt's
+    eigen_crop), passed to its scoring jobs."""
+    return {k: block[k] for k in TASKS[task].metric_options}
 
 
 def validate(raw: Mapping[str, Any], schema: dict | None = None, check_paths: bool = True) -> dict:
@@ -344,15 +344,12 @@ def _check_vtm(settings: dict) -> None:
 
 
 def _check_source(key: str, task: str, source: dict, check_paths: bool) -> None:
-    kind = source["kind"]
-    if kind not in SOURCE_KINDS_BY_TASK[task]:
-        raise ConfigError(
-            f"config key {key}.kind: '{kind}' is not a {task} source; "
-            f"expected one of {', '.join(SOURCE_KINDS_BY_TASK[task])}"
-        )
+    kind, kinds = source["kind"], TASKS[task].source_kinds
+    if kind not in kinds:
+        raise ConfigError(f"config key {key}.kind: '{kind}' is not a {task} source; expected one of {', '.join(kinds)}")
     if kind == "skimage" and not source.get("images"):
         raise ConfigError(f"config key {key}.images: list the scikit-image images to use")
-    for name in SOURCE_PATH_KEYS[kind]:
+    for name in PATH_KEYS[kind]:
         value = source.get(name)
         if not value:
             raise ConfigError(f"config key {key}.{name}: not set; point it at your {kind} data")
@@ -367,7 +364,7 @@ def _check_selection(task: str, block: dict, check_paths: bool) -> None:
     """Resolve the default policy (the reference's) and check that the source can serve it."""
     selection = block.setdefault("selection", {})
     if selection.get("policy") is None:
-        selection["policy"] = REFERENCE_POLICY[task]
+        selection["policy"] = TASKS[task].reference_policy
     kind, mode = block["source"]["kind"], selection_mode(selection, block.get("features_from"))
     listed, files = selection.get("list"), block.get("features_from")
     if mode in POLICY_SOURCES and kind not in POLICY_SOURCES[mode]:
@@ -387,10 +384,11 @@ def _check_selection(task: str, block: dict, check_paths: bool) -> None:
 
 
 def _check_task(task: str, block: dict, check_paths: bool) -> None:
+    spec = TASKS[task]
     _check_source(f"tasks.{task}.source", task, block["source"], check_paths)
     _check_selection(task, block, check_paths)
-    if task not in TASKS_WITHOUT_SPLIT and block.get("split") is None:
-        # The schema leaves split optional because tti has none; every other task needs it.
+    if spec.needs_split and block.get("split") is None:
+        # The schema leaves split optional because a task with a fixed split point (tti) has none.
         raise ConfigError(f"config key tasks.{task}.split: not set; give the block or layer the feature is taken at")
     model = block["model"]
     given = [k for k in ("id", "package", "random_init") if model.get(k)]
@@ -405,13 +403,14 @@ def _check_task(task: str, block: dict, check_paths: bool) -> None:
             for lo, hi in truncation_ranges(entry["range"] if isinstance(entry, Mapping) else entry):
                 if not hi > lo:
                     raise ConfigError(f"config key {key}: hi {hi} must exceed lo {lo}")
-    if task == "tti" and block["reference"] != "uncompressed":
+    if block["reference"] not in spec.references:
         raise ConfigError(
-            "config key tasks.tti.reference: tti is scored by FID against the images decoded from the uncompressed "
-            "latents; set it to uncompressed"
+            f"config key tasks.{task}.reference: {task} ({spec.metric}) is scored against "
+            f"{' or '.join(spec.references)} only (uncompressed: its outputs on the uncompressed features); set it "
+            f"to {spec.references[0]}"
         )
     head = block.get("head", {})
-    if task in TASKS_WITH_HEAD_CHECKPOINT and not head.get("checkpoint") and block["reference"] == "ground_truth":
+    if spec.head_checkpoint and not head.get("checkpoint") and block["reference"] == "ground_truth":
         raise ConfigError(
             f"config key tasks.{task}.head.checkpoint: not set; scoring against ground truth needs the task's trained "
             "head (a seeded random head is only for reference: uncompressed)"

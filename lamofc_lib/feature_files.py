@@ -69,7 +69,7 @@ def import_features(task, folder: str | Path, manifest: pd.DataFrame, model: Map
             yield x.astype(dtype, copy=False)
 
     attrs = {**layout.attrs, "imported_from": str(folder), "file_dtype": found}
-    from lamofc_lib.tasks.base import Extraction  # torch: only the import job needs it
+    from lamofc_lib.tasks.base import Extraction  # only the import job needs it
 
     extraction = Extraction(shapes, samples(), attrs, dtype).named(task.packing)
     write_store(out, list(manifest["sample_id"]), extraction.tensors, extraction.samples, attrs=extraction.attrs)

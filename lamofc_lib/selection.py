@@ -39,6 +39,13 @@ from lamofc_lib.sources import image_size, load_label_map
 
 MODEL_POLICIES = ("first_correct", "correct_longest")
 POLICIES = ("first", "first_correct", "correct_longest", "class_coverage", "scene_quota")
+# The source kinds a policy needs (lamofc_lib.config refuses another); "first" takes any source.
+POLICY_SOURCES = {
+    "first_correct": ("imagenet",),
+    "correct_longest": ("arc", "arc_demo"),
+    "class_coverage": ("voc2012",),
+    "scene_quota": ("nyu_depth_v2",),
+}
 VOC_OBJECT_CLASSES = range(1, 21)
 SCENE_MIN, SCENE_MAX = 3, 8
 SEG_WINDOWS = 2  # the paper's seg feature: 2 x 1 x 1370 x 1536

@@ -26,6 +26,19 @@ SKIMAGE_IMAGES = (
     "rocket", "text",
 )  # fmt: skip
 LETTERS = "ABCD"
+# Source kinds (tasks.<task>.source.kind; each task lists those it takes in Task.source_kinds) and the keys of
+# a source naming files or folders, which lamofc_lib.config checks exist before anything runs.
+PATH_KEYS = {
+    "imagenet": ("root",),
+    "arc": ("path",),
+    "skimage": (),
+    "arc_demo": (),
+    "voc2012": ("root",),
+    "nyu_depth_v2": ("root", "labels"),
+    "coco_captions": ("path",),
+    "captions_demo": (),
+}
+VOC_CLASSES = 21  # VOC2012 segmentation labels: background and 20 object classes (255: ignored)
 
 log = logging.getLogger(__name__)
 

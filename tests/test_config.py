@@ -170,19 +170,192 @@ def test_task_enabled_without_its_block(raw):
     assert "tasks.csr" in message
 
 
-def test_the_schema_names_exactly_the_registered_tasks_and_codecs():
-    """The registries are the one list of tasks and of codecs; the schema's run.tasks enum, its codec blocks and
-    the codecs a profile may configure (which stop an unknown name at start) must name the same."""
+def _names_in(node, found: list, where: str = "") -> list:
+    """(where, name) for every enum value, const and property or pattern-property key of a schema tree."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            here = f"{where}.{key}" if where else key
+            if key == "enum":
+                found += [(here, v) for v in value]
+            elif key == "const":
+                found.append((here, value))
+            elif key in ("properties", "patternProperties") and isinstance(value, dict):
+                found += [(f"{here}.{k}", k) for k in value]
+            _names_in(value, found, here)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            _names_in(value, found, f"{where}[{i}]")
+    return found
+
+
+def test_the_schema_file_names_no_task_or_codec():
+    """The registries are the one list of tasks and of codecs: the schema file leaves every site that names them
+    (run.tasks, the tasks blocks, a learned codec's points, training, universal and generalizability pairs, the
+    K-means mappings; the codec blocks, a profile's codec and branches, each block's `codec` key) to load_schema."""
+    from lamofc_lib.codecs import REGISTRY as CODECS
+    from lamofc_lib.config import HYBRID, SCHEMA_PATH
+    from lamofc_lib.tasks import REGISTRY as TASKS
+
+    names = {*TASKS, *CODECS, HYBRID}
+    written = yaml.safe_load(SCHEMA_PATH.read_text())
+    assert [(where, name) for where, name in _names_in(written, []) if name in names] == []
+    patterns = [where for where, _ in _names_in(written, []) if ".patternProperties." in where]
+    assert not [p for p in patterns if any(name in p for name in names)]
+
+
+def test_the_loaded_schema_names_exactly_the_registered_tasks_and_codecs():
     from lamofc_lib.codecs import REGISTRY as CODECS
     from lamofc_lib.tasks import REGISTRY as TASKS
 
     schema = load_schema()
-    run = schema["properties"]["run"]["properties"]
-    assert sorted(run["tasks"]["items"]["enum"]) == sorted(TASKS)
-    assert sorted(schema["properties"]["codecs"]["properties"]) == sorted(CODECS)
-    assert sorted(schema["$defs"]["profile"]["properties"]["codec"]["enum"]) == sorted(CODECS)
-    kinds = [branch["if"]["properties"]["codec"] for branch in schema["$defs"]["profile"]["allOf"]]
-    assert sorted(c for k in kinds for c in k.get("enum", [k.get("const")])) == sorted(CODECS)
+    defs = schema["$defs"]
+    assert defs["task_name"]["enum"] == list(TASKS)
+    assert defs["model_task"]["enum"] == [*TASKS, "hybrid"]
+    assert defs["codec_name"]["enum"] == list(CODECS)
+    assert list(schema["properties"]["codecs"]["properties"]) == list(CODECS)
+    kinds = [branch["if"]["properties"]["codec"]["enum"] for branch in defs["profile"]["allOf"]]
+    assert sorted(c for k in kinds for c in k) == sorted(CODECS)
+    for name, block in schema["properties"]["codecs"]["properties"].items():
+        assert name in defs[block["$ref"].rsplit("/", 1)[1]]["properties"]["codec"]["enum"]
+
+
+def test_the_schema_lists_the_source_kinds_and_policies_the_modules_know():
+    """The source kinds and selection policies are written in the schema (each described there); they are those
+    lamofc_lib.sources and lamofc_lib.selection know, and every task's kinds are among them."""
+    from lamofc_lib.selection import POLICIES, POLICY_SOURCES
+    from lamofc_lib.sources import PATH_KEYS
+    from lamofc_lib.tasks import REGISTRY as TASKS
+
+    defs = load_schema()["$defs"]
+    assert sorted(defs["source"]["properties"]["kind"]["enum"]) == sorted(PATH_KEYS)
+    policies = defs["task"]["properties"]["selection"]["properties"]["policy"]["enum"]
+    assert sorted(p for p in policies if p) == sorted(POLICIES)
+    assert set(POLICY_SOURCES) <= set(POLICIES)
+    assert {kind for kinds in POLICY_SOURCES.values() for kind in kinds} <= set(PATH_KEYS)
+    for name, task in TASKS.items():
+        assert task.source_kinds and set(task.source_kinds) <= set(PATH_KEYS), name
+        assert task.reference_policy in POLICIES, name
+
+
+def _toy_task():
+    """A task class as config validation sees one: its name and torch-free attributes (the Task defaults for the
+    rest: the first policy, any reference, no head checkpoint, a split)."""
+    from lamofc_lib.tasks import Task
+
+    return type("ToyTask", (Task,), {"name": "toy", "metric": "accuracy", "metric_options": ("threshold",),
+                                     "source_kinds": ("arc_demo",)})  # fmt: skip
+
+
+def _toy_block(raw) -> dict:
+    block = copy.deepcopy(raw["tasks"]["csr"])
+    block["selection"] = {"policy": None}
+    return block
+
+
+def _with_toy_everywhere(raw) -> dict:
+    raw["tasks"]["toy"] = _toy_block(raw)
+    raw["run"]["tasks"] = ["toy"]
+    raw["run"]["codecs"] = ["vvenc", "hyperprior"]
+    learned = raw["codecs"]["hyperprior"]
+    learned["points"]["toy"] = [0.01]
+    learned["training"]["toy"] = {"steps": 2}
+    learned["generalizability"] = [{"trained_on": "toy", "applied_to": "csr"}]
+    learned["kmeans"] = {"mapping": {"toy": {"path": "mapping.json"}}}
+    raw["codecs"]["elic"]["universal"] = ["csr", "toy"]
+    return raw
+
+
+def test_a_registered_task_is_configured_by_its_class_attributes(raw, monkeypatch):
+    """Adding a task is one module and one config block: once registered, its name is taken at every site of
+    the schema, and its block is checked against the class's attributes (source kinds, default policy, split,
+    references, metric options); unregistered, each site refuses it."""
+    from lamofc_lib.config import metric_options
+    from lamofc_lib.tasks import REGISTRY as TASKS
+
+    sites = {
+        "run.tasks[0]": lambda c: c["run"].update(tasks=["toy"]),
+        "tasks": lambda c: c["tasks"].update(toy=_toy_block(raw)),
+        "codecs.hyperprior.points": lambda c: c["codecs"]["hyperprior"]["points"].update(toy=[0.01]),
+        "codecs.hyperprior.training": lambda c: c["codecs"]["hyperprior"]["training"].update(toy={"steps": 2}),
+        "codecs.hyperprior.universal[0]": lambda c: c["codecs"]["hyperprior"].update(universal=["toy"]),
+        "codecs.hyperprior.generalizability[0].trained_on": lambda c: c["codecs"]["hyperprior"].update(
+            generalizability=[{"trained_on": "toy", "applied_to": "csr"}]
+        ),
+        "codecs.hyperprior.kmeans.mapping": lambda c: c["codecs"]["hyperprior"].update(
+            kmeans={"mapping": {"toy": {"path": "mapping.json"}}}
+        ),
+    }
+    for where, name_toy in sites.items():
+        broken = copy.deepcopy(raw)
+        name_toy(broken)
+        assert f"config key {where}: 'toy' is not one of" in _error(broken, check_paths=False)
+
+    toy = _toy_task()
+    monkeypatch.setitem(TASKS, "toy", toy)
+    config = validate(_with_toy_everywhere(copy.deepcopy(raw)), check_paths=False)
+    assert config["tasks"]["toy"]["selection"]["policy"] == "first"  # its reference_policy
+    assert metric_options("toy", {**config["tasks"]["toy"], "threshold": 0.5}) == {"threshold": 0.5}
+
+    raw = _with_toy_everywhere(raw)
+    raw["tasks"]["toy"]["source"] = {"kind": "skimage", "images": ["astronaut"]}
+    expected = "config key tasks.toy.source.kind: 'skimage' is not a toy source; expected one of arc_demo"
+    assert expected in _error(raw, check_paths=False)
+    raw["tasks"]["toy"] = _toy_block(raw)
+    del raw["tasks"]["toy"]["split"]
+    assert "config key tasks.toy.split: not set" in _error(raw, check_paths=False)
+    monkeypatch.setattr(toy, "needs_split", False)
+    validate(raw, check_paths=False)
+    monkeypatch.setattr(toy, "references", ("uncompressed",))
+    expected = "config key tasks.toy.reference: toy (accuracy) is scored against uncompressed only"
+    assert expected in _error(raw, check_paths=False)
+    raw["tasks"]["toy"]["reference"] = "uncompressed"
+    validate(raw, check_paths=False)
+
+
+@pytest.mark.parametrize("task", ["cls", "seg", "dpt", "csr", "tti"])
+def test_a_source_kind_the_task_does_not_list_is_refused_naming_the_kinds_it_lists(raw, task):
+    from lamofc_lib.sources import PATH_KEYS
+    from lamofc_lib.tasks import REGISTRY as TASKS
+
+    other = next(kind for kind in PATH_KEYS if kind not in TASKS[task].source_kinds)
+    raw["tasks"][task]["source"] = {"kind": other}
+    expected = f"config key tasks.{task}.source.kind: '{other}' is not a {task} source; expected one of "
+    assert expected + ", ".join(TASKS[task].source_kinds) in _error(raw, check_paths=False)
+
+
+def test_a_task_with_a_head_checkpoint_needs_one_against_ground_truth(raw, monkeypatch):
+    """Task.head_checkpoint: a seeded random head is fine only against the uncompressed predictions."""
+    from lamofc_lib.tasks import REGISTRY as TASKS
+
+    raw["tasks"]["csr"]["head"] = {"checkpoint": None}
+    validate(raw)  # csr's head comes with the model
+    monkeypatch.setattr(TASKS["csr"], "head_checkpoint", True)
+    assert "config key tasks.csr.head.checkpoint: not set" in _error(raw)
+
+
+def test_a_registered_codec_is_named_by_its_class(raw, monkeypatch):
+    """A codec registered under a new name is checked against the schema block its class names
+    (settings_schema), can be a profile's codec, and stops being accepted once unregistered."""
+    from lamofc_lib.codecs import REGISTRY as CODECS
+
+    class Toy(CODECS["vvenc"]):
+        name = "toyc"
+        settings_schema = "vvenc"
+
+    raw["codecs"]["toyc"] = {"points": [30], "truncation": "vvc", "preset": "fast"}
+    raw["codecs"]["toyc_2"] = {"codec": "toyc", "points": [32], "truncation": "vvc"}
+    raw["run"]["codecs"] = ["vvenc", "toyc", "toyc_2"]
+    assert "config key codecs.toyc: 'codec' is a required property" in _error(raw)  # a profile, unregistered
+    del raw["codecs"]["toyc"]
+    raw["run"]["codecs"] = ["vvenc", "toyc_2"]
+    assert "config key codecs.toyc_2.codec: 'toyc' is not one of" in _error(raw)
+    raw["codecs"]["toyc"] = {"points": [30], "truncation": "vvc", "preset": "fast"}
+    raw["run"]["codecs"] = ["vvenc", "toyc", "toyc_2"]
+    monkeypatch.setitem(CODECS, "toyc", Toy)
+    config = validate(raw)
+    assert config["codecs"]["toyc"]["bit_depth"] == 10 and config["codecs"]["toyc_2"]["preset"] == "medium"
+    raw["codecs"]["toyc"]["N"] = 128  # a learned codec's setting
+    assert "codecs.toyc" in _error(raw) and "'N'" in _error(raw)
 
 
 def test_a_codec_profile_is_checked_as_the_codec_it_configures(raw):

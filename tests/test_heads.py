@@ -7,11 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lamofc_lib.tasks.cls import LinearHead
 from lamofc_lib.tasks.dinov2 import merge_flip_views, slide_windows, stitch_windows
 from lamofc_lib.tasks.heads import (
     DepthLinear4Head,
     FinalNorm,
+    LinearHead,
     SegmentationLinearHead,
     checkpoint_spec,
     official_head,
@@ -78,7 +78,7 @@ def test_random_state_dict_is_seeded_and_official(kind):
 
 
 def test_classifier_hand_check_norm_before_pooling_and_cls_first():
-    """tasks/cls.py's LinearHead (the ImageNet linear head of the workflow): LayerNorm per token, then CLS and
+    """tasks/heads.py's LinearHead (the ImageNet linear head of the workflow): LayerNorm per token, then CLS and
     the mean of the normalised patch tokens, then Linear. Identity Linear(8, 8): the logits are that feature."""
     head = LinearHead(4, eps=0.0, classes=8)
     with torch.no_grad():

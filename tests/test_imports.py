@@ -4,6 +4,8 @@ import hides a cycle from Python's loader, not from a reader)."""
 from __future__ import annotations
 
 import graphlib
+import subprocess
+import sys
 from pathlib import Path
 
 from lamofc_lib import workflow as wf
@@ -29,3 +31,17 @@ def test_lamofc_lib_has_no_import_cycles():
         list(graphlib.TopologicalSorter(graph).static_order())
     except graphlib.CycleError as err:
         raise AssertionError(f"import cycle: {' -> '.join(err.args[1])}") from None
+
+
+def test_config_and_the_task_registry_import_no_torch():
+    """The Snakefile imports lamofc_lib.config at every start, and config validation reads the task classes'
+    attributes: the task registry, like the codec registry, imports torch (seconds) and the model libraries only
+    inside the functions that run models."""
+    heavy = ("torch", "torchvision", "transformers", "diffusers", "compressai", "zarr")
+    code = (
+        "import sys, lamofc_lib.config, lamofc_lib.tasks, lamofc_lib.codecs\n"
+        f"loaded = [m for m in {heavy!r} if m in sys.modules]\n"
+        "assert not loaded, loaded"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PACKAGE.parent)
+    assert result.returncode == 0, result.stderr

@@ -23,6 +23,9 @@ class Codec(ABC):
     """
 
     name: str = ""
+    # The $defs block of workflow/schemas/config.schema.yaml that its config block is checked against (empty: the
+    # block named as the codec); lamofc_lib.config.load_schema ties the codec's name to it.
+    settings_schema: str = ""
     input_kind: str = "quantized"
     bit_depths: tuple[int, ...] = (10,)
     # A trained codec codes each operating point with its own model, which the workflow's train rule trains first

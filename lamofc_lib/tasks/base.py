@@ -6,15 +6,24 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
-import torch
 
-from lamofc_lib.store import FEATURE, TensorLayout, write_store
+if TYPE_CHECKING:
+    import pandas as pd
+    import torch
+
+    from lamofc_lib.store import TensorLayout
+
+# Importing the task registry (lamofc_lib.tasks) imports no torch, transformers or zarr: config validation reads
+# the task classes' attributes at every workflow start (`import torch` alone takes seconds). Torch and the
+# modules that need it are imported inside the functions and methods that run models.
 
 
 def resolve_device(device: str) -> str:
+    import torch
+
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
@@ -23,6 +32,8 @@ def resolve_device(device: str) -> str:
 
 
 def torch_dtype(name: str) -> torch.dtype:
+    import torch
+
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
@@ -50,6 +61,8 @@ def split_layers(split) -> list[int]:
 
 def load_head_file(path: str | Path, required: Mapping[str, tuple | None]) -> dict:
     """Load a head checkpoint safely (weights_only) and check its keys and tensor shapes before any work."""
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"head checkpoint {path} does not exist")
@@ -93,6 +106,8 @@ class Extraction:
     dtype: str = "float32"
 
     def named(self, packing: str) -> TensorExtraction:
+        from lamofc_lib.store import FEATURE, TensorLayout
+
         if not packing:
             raise TypeError("a one-tensor task must declare its packing (Task.packing, see preprocess.PACKINGS)")
         return TensorExtraction(
@@ -127,8 +142,13 @@ class Task(ABC):
     Scoring works in three steps so that every metric fits: `head_outputs` runs the head on each sample's
     features; `ground_truth` gives the data set's answers in the same form; `compare` turns outputs and
     references (ground truth, or the outputs on the uncompressed features) into the metric and per-sample
-    rows. This base class implements them for tasks whose output is one label per sample."""
+    rows. This base class implements them for tasks whose output is one label per sample.
 
+    The class attributes are plain values, read without importing torch: lamofc_lib.config checks a task's
+    config block against them (and the schema's task names are the registry's), so a new task declares here
+    what its block may hold, and config.py and the schema keep no table of tasks."""
+
+    # The task's key in the registry, in run.tasks and under tasks:, and its results folders' name.
     name: str = ""
     metric: str = ""
     # How the one tensor of a one-tensor task becomes a frame (preprocess.PACKINGS); a task with named tensors
@@ -137,10 +157,27 @@ class Task(ABC):
     higher_is_better: bool = True
     # Task settings (tasks.<task>.<option>) that change how the metric is computed; scoring sets them.
     metric_options: tuple[str, ...] = ()
+    # The source kinds (tasks.<task>.source.kind and train.source.kind; lamofc_lib.sources) its samples come from.
+    source_kinds: tuple[str, ...] = ()
+    # The reference implementation's sample selection (lamofc_lib.selection.POLICIES): the policy used when
+    # tasks.<task>.selection.policy is not set.
+    reference_policy: str = "first"
+    # What its outputs may be scored against (tasks.<task>.reference): the data set's answers (ground_truth)
+    # and/or the outputs on the uncompressed features (uncompressed).
+    references: tuple[str, ...] = ("ground_truth", "uncompressed")
+    # True: its head has trained weights read from tasks.<task>.head.checkpoint; without one a seeded random head
+    # is drawn, which is fine only against the uncompressed predictions (reference: uncompressed). False: the
+    # head comes with the model (csr's final norm and lm_head, tti's VAE decoder).
+    head_checkpoint: bool = False
+    # True: the feature is taken at a numbered block or layer, which tasks.<task>.split must give; False: the
+    # split point is fixed (tti: the input of the VAE decoder).
+    needs_split: bool = True
 
     def __init__(self, device: str = "cpu", threads: int | None = None):
         self.device = device
         if threads:
+            import torch
+
             torch.set_num_threads(threads)
 
     @abstractmethod
@@ -157,6 +194,8 @@ class Task(ABC):
 
     def extract(self, manifest: pd.DataFrame, model: Mapping, split, out: Path) -> None:
         """Write the split-point features of every manifest sample to a new store at `out`."""
+        from lamofc_lib.store import write_store
+
         extraction = self.features(manifest, model, split).named(self.packing)
         write_store(out, list(manifest["sample_id"]), extraction.tensors, extraction.samples, attrs=extraction.attrs)
 

@@ -2,18 +2,16 @@
 
 Split: the output of a ViT block before the final LayerNorm (block 40 of dinov2-giant), 1 x 1 x 257 x D per
 image at 224 x 224. Head (the DINOv2 linear probe): final LayerNorm, concat(CLS token, mean of patch tokens),
-Linear(2D, 1000).
+Linear(2D, 1000) (tasks/heads.py's LinearHead).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
-import torch
-from torch import nn
 
 from lamofc_lib.sources import load_image
 from lamofc_lib.tasks.base import (
@@ -26,9 +24,14 @@ from lamofc_lib.tasks.base import (
     torch_dtype,
 )
 
+if TYPE_CHECKING:
+    import pandas as pd
+    from torch import nn
+
+    from lamofc_lib.tasks.heads import LinearHead
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-NUM_CLASSES = 1000
 RESIZE = 256
 CROP = 224
 
@@ -40,6 +43,7 @@ def load_dinov2(model: Mapping, device: str) -> nn.Module:
     release's scale-factor bicubic resampling) or `transformers` (its output-size resampling); see
     lamofc_lib.tasks.dinov2.set_interpolation.
     """
+    import torch
     from transformers import Dinov2Config, Dinov2Model
 
     from lamofc_lib.tasks.dinov2 import set_interpolation
@@ -72,19 +76,6 @@ def image_transform():
     )
 
 
-class LinearHead(nn.Module):
-    """LayerNorm, then Linear over concat(CLS, mean(patch tokens))."""
-
-    def __init__(self, dim: int, eps: float, classes: int = NUM_CLASSES):
-        super().__init__()
-        self.norm = nn.LayerNorm(dim, eps=eps)
-        self.linear = nn.Linear(2 * dim, classes)
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        x = self.norm(tokens)
-        return self.linear(torch.cat([x[:, 0], x[:, 1:].mean(dim=1)], dim=-1))
-
-
 def dinov2_config(model: Mapping):
     """The backbone's configuration without its weights (to check a head or a feature layout before heavy work)."""
     from transformers import Dinov2Config
@@ -98,6 +89,9 @@ class ClassificationTask(Task):
     name = "cls"
     packing = "tokens"
     metric = "top1"
+    source_kinds = ("skimage", "imagenet")
+    reference_policy = "first_correct"
+    head_checkpoint = True
 
     def _block(self, split) -> int:
         layers = split_layers(split)
@@ -108,6 +102,10 @@ class ClassificationTask(Task):
     def write_head(self, model, split, head, head_out: Path) -> None:
         """The official linear probe (checked before the backbone loads) or a seeded random one, with the
         backbone's final LayerNorm, which the probe applies first."""
+        import torch
+
+        from lamofc_lib.tasks.heads import LinearHead
+
         head_module = self._build_head(head) if head.get("checkpoint") else None
         net = load_dinov2(model, self.device)
         if head_module is None:
@@ -132,6 +130,8 @@ class ClassificationTask(Task):
         return Layout([shape] * len(manifest), attrs)
 
     def features(self, manifest: pd.DataFrame, model, split) -> Extraction:
+        import torch
+
         layout = self.layout(manifest, model, split)
         block = self._block(split)
         net = load_dinov2(model, self.device)
@@ -151,6 +151,8 @@ class ClassificationTask(Task):
 
     def _build_head(self, head: Mapping) -> LinearHead:
         """The official DINOv2 linear probe (keys `weight`, `bias` of Linear(2D, classes))."""
+        from lamofc_lib.tasks.heads import LinearHead
+
         state = load_head_file(head["checkpoint"], {"weight": None, "bias": None})
         weight = state["weight"]
         if weight.ndim != 2 or weight.shape[1] % 2 or tuple(state["bias"].shape) != (weight.shape[0],):
@@ -163,6 +165,10 @@ class ClassificationTask(Task):
         return module
 
     def predict(self, head: Path, features: Iterable[np.ndarray]) -> list[str]:
+        import torch
+
+        from lamofc_lib.tasks.heads import LinearHead
+
         state = torch.load(head, map_location="cpu", weights_only=True)
         weight = state["linear.weight"]
         module = LinearHead(weight.shape[1] // 2, float(state.pop("eps")), weight.shape[0])

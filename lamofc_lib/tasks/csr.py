@@ -13,13 +13,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
-import torch
 
 from lamofc_lib.sources import ARC_ANSWER_LETTERS
 from lamofc_lib.tasks.base import Extraction, Layout, Task, model_source, split_layers, torch_dtype
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import torch
 
 
 def _gguf_kwargs(model: Mapping, source: str) -> dict:
@@ -69,6 +72,7 @@ def convert_gguf(model: Mapping, out: Path) -> None:
     """Write a GGUF model (model.gguf_file) as a plain transformers folder (config, float32 safetensors,
     tokenizer) at `out`, so the jobs that run it load it in a fraction of a second instead of dequantizing the
     GGUF file each time (SmolLM2-135M: 0.2 s instead of 19 s; the weights, tokens and logits are equal)."""
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source = model_source(model)
@@ -107,6 +111,8 @@ def answer_tokens(tokenizer) -> dict[int, str]:
 def decoder_output(net, layer: int, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """The output of decoder layer `layer` (1-based) for one tokenized prompt (batch 1): 1 x N x D in the model's
     dtype, before the final RMSNorm (transformers' last hidden state is after it), taken with a forward hook."""
+    import torch
+
     captured: list[torch.Tensor] = []
 
     def hook(_module, _inputs, output):
@@ -133,6 +139,7 @@ def head_state(net) -> dict:
 
 def head_logits(state: Mapping, hidden: torch.Tensor) -> torch.Tensor:
     """Final RMSNorm then lm_head on hidden states (... x D), computed in the head's dtype as the model does."""
+    import torch
     from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
     weight = state["lm_head.weight"]
@@ -149,6 +156,8 @@ class ReasoningTask(Task):
     name = "csr"
     packing = "plane"
     metric = "accuracy"
+    source_kinds = ("arc", "arc_demo")
+    reference_policy = "correct_longest"
 
     def _layer(self, split, layers_in_model: int) -> int:
         layers = split_layers(split)
@@ -161,6 +170,8 @@ class ReasoningTask(Task):
     def write_head(self, model, split, head, head_out: Path) -> None:
         """Final RMSNorm, eps and lm_head of the model (loaded in its configured dtype), and the answer tokens:
         `letter_ids` with `letter_of`, the index of each one's letter in ARC_ANSWER_LETTERS."""
+        import torch
+
         self._layer(split, llm_config(model).num_hidden_layers)
         net, tokenizer = load_llm(model, "cpu")
         letters = answer_tokens(tokenizer)
@@ -202,6 +213,8 @@ class ReasoningTask(Task):
 
     def predict(self, head: Path, features: Iterable[np.ndarray]) -> list[str]:
         """The greedy next token's stripped text when it is an answer letter, else `<token N>`."""
+        import torch
+
         state = torch.load(head, map_location="cpu", weights_only=True)
         state = {**state, "lm_head.weight": state["lm_head.weight"].to(self.device)}
         letter_of = dict(zip(state["letter_ids"].tolist(), state["letter_of"].tolist(), strict=True))

@@ -13,48 +13,52 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
-import torch
-import torch.nn.functional as F
 
 from lamofc_lib.metrics import ConfusionMatrix, DepthErrors, depth_valid_mask
-from lamofc_lib.sources import load_depth, load_image, load_label_map
-from lamofc_lib.tasks import heads
+from lamofc_lib.sources import VOC_CLASSES, load_depth, load_image, load_label_map
 from lamofc_lib.tasks.base import Extraction, Layout, Task, split_layers
 from lamofc_lib.tasks.cls import dinov2_config, load_dinov2
-from lamofc_lib.tasks.dinov2 import (
-    block_outputs,
-    dpt_geometry,
-    merge_flip_views,
-    pad,
-    resize,
-    seg_geometry,
-    stitch_windows,
-    to_tensor,
-)
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import torch
+
+# torch, the heads (lamofc_lib.tasks.heads) and the DINOv2 helpers (lamofc_lib.tasks.dinov2) are imported where
+# they run, so that importing the task registry imports no torch.
 
 
 def _views_seg(image: np.ndarray, geometry: dict) -> Iterator[torch.Tensor]:
+    from lamofc_lib.tasks.dinov2 import pad, resize, to_tensor
+
     x = resize(to_tensor(image), tuple(geometry["resized"]))
     for (y1, y2, x1, x2), padding in zip(geometry["windows"], geometry["padding"], strict=True):
         yield pad(x[..., y1:y2, x1:x2], tuple(padding))
 
 
 def _views_dpt(image: np.ndarray, geometry: dict) -> Iterator[torch.Tensor]:
+    import torch
+
+    from lamofc_lib.tasks.dinov2 import pad, resize, to_tensor
+
     x = resize(to_tensor(image), tuple(geometry["resized"]))
     for view, padding in zip((x, torch.flip(x, dims=[-1])), geometry["padding"], strict=True):
         yield pad(view, tuple(padding))
 
 
-GEOMETRY = {"seg": (seg_geometry, _views_seg), "dpt": (dpt_geometry, _views_dpt)}
+def _geometry(task: str):
+    """(geometry of an image of a size, its views) of task seg or dpt."""
+    from lamofc_lib.tasks.dinov2 import dpt_geometry, seg_geometry
+
+    return {"seg": (seg_geometry, _views_seg), "dpt": (dpt_geometry, _views_dpt)}[task]
 
 
 def dense_layout(task: str, config, manifest: pd.DataFrame, split, attrs: Mapping) -> Layout:
     """The windows' (seg) or views' (dpt) feature shapes of every manifest image and their geometries (image
     sizes only: no model runs), for a backbone of configuration `config`."""
-    geometry_of = GEOMETRY[task][0]
+    geometry_of = _geometry(task)[0]
     blocks: Sequence[int] = split_layers(split)
     depth = config.num_hidden_layers
     if not all(1 <= b <= depth for b in blocks):
@@ -74,7 +78,11 @@ def dense_samples(
     task: str, net: torch.nn.Module, manifest: pd.DataFrame, layout: Layout, device: str
 ) -> Iterator[np.ndarray]:
     """The block outputs of every manifest image's windows (seg) or views (dpt), one sample at a time."""
-    views_of = GEOMETRY[task][1]
+    import torch
+
+    from lamofc_lib.tasks.dinov2 import block_outputs
+
+    views_of = _geometry(task)[1]
     blocks = layout.attrs["split"]["blocks"]
     dtype = next(net.parameters()).dtype
     for source, geometry, shape in zip(manifest["source"], layout.attrs["geometry"], layout.shapes, strict=True):
@@ -96,6 +104,8 @@ class DenseTask(Task):
 
     def _head_from_state(self, dim: int, layers: int, state: Mapping, path: str) -> torch.nn.Module:
         """The head from a state dict in the official layout, checked first (the error names `path`)."""
+        from lamofc_lib.tasks import heads
+
         return heads.official_head(self.name, dim, state, path, layers=layers, **self._spec_options())
 
     def _spec_options(self) -> dict:
@@ -104,6 +114,10 @@ class DenseTask(Task):
     def write_head(self, model, split, head, head_out: Path) -> None:
         """The official head checkpoint (or seeded random weights in its layout), checked before the backbone
         loads, with the backbone's final LayerNorm where the head applies one."""
+        import torch
+
+        from lamofc_lib.tasks import heads
+
         config = dinov2_config(model)
         layers, dim = self._layers(split), config.hidden_size
         if head.get("checkpoint"):
@@ -128,6 +142,8 @@ class DenseTask(Task):
         return Extraction(list(layout.shapes), samples, attrs)
 
     def _load_head(self, head: Path) -> torch.nn.Module:
+        import torch
+
         saved = torch.load(head, map_location="cpu", weights_only=True)
         module = self._new_head(int(saved["dim"]), int(saved["layers"]))
         module.load_state_dict(saved["state"])
@@ -142,15 +158,25 @@ class SegmentationTask(DenseTask):
 
     name = "seg"
     metric = "miou"
-    classes = heads.VOC_CLASSES
+    source_kinds = ("skimage", "voc2012")
+    reference_policy = "class_coverage"
+    head_checkpoint = True
+    classes = VOC_CLASSES
 
     def _new_head(self, dim: int, layers: int) -> torch.nn.Module:
+        from lamofc_lib.tasks import heads
+
         return heads.SegmentationLinearHead(dim, self.classes, layers)
 
     def _spec_options(self) -> dict:
         return {"classes": self.classes}
 
     def head_outputs(self, head: Path, features: Iterable[np.ndarray], attrs: Mapping) -> list:
+        import torch
+        import torch.nn.functional as F
+
+        from lamofc_lib.tasks.dinov2 import stitch_windows
+
         module = self._load_head(head)
         out = []
         for x, g in zip(features, attrs["geometry"], strict=True):
@@ -189,12 +215,22 @@ class DepthTask(DenseTask):
     metric = "rmse"
     higher_is_better = False
     metric_options = ("eigen_crop",)
+    source_kinds = ("skimage", "nyu_depth_v2")
+    reference_policy = "scene_quota"
+    head_checkpoint = True
     eigen_crop = True  # tasks.dpt.eigen_crop
 
     def _new_head(self, dim: int, layers: int) -> torch.nn.Module:
+        from lamofc_lib.tasks import heads
+
         return heads.DepthLinear4Head(dim, layers)
 
     def head_outputs(self, head: Path, features: Iterable[np.ndarray], attrs: Mapping) -> list:
+        import torch
+        import torch.nn.functional as F
+
+        from lamofc_lib.tasks.dinov2 import merge_flip_views
+
         module = self._load_head(head)
         out = []
         for x, g in zip(features, attrs["geometry"], strict=True):
@@ -228,4 +264,6 @@ class DepthTask(DenseTask):
 def _valid_depth(target: np.ndarray, eigen_crop: bool = True) -> np.ndarray:
     """0.001 m < depth < 10 m, inside the Eigen crop (rows 45:471, columns 41:601 at 480 x 640; the same
     fractions of other map sizes, see metrics.eigen_crop_box) unless `eigen_crop` is False."""
-    return depth_valid_mask(target, eigen_crop, heads.MIN_DEPTH, heads.MAX_DEPTH)
+    from lamofc_lib.tasks.heads import MAX_DEPTH, MIN_DEPTH
+
+    return depth_valid_mask(target, eigen_crop, MIN_DEPTH, MAX_DEPTH)

@@ -1,9 +1,11 @@
 """The official DINOv2 segmentation and depth evaluation heads, run on the features as the benchmark stores them
-(the ImageNet linear head is tasks/cls.py's LinearHead).
+and the ImageNet linear probe of task cls.
 
 Every head takes the split-point tokens as stored: an array N x C x T x D (N views or crops, C layers,
 T = 1 + h * w tokens with the CLS token first, D the width), taken BEFORE the backbone's final LayerNorm.
 
+* ``LinearHead`` (the DINOv2 ImageNet linear probe, task cls): final LayerNorm, then Linear(2 D, 1000) over
+  concat(CLS token, mean of the patch tokens).
 * ``SegmentationLinearHead`` (``dinov2_vitg14_voc2012_linear_head.pth``, the 'linear' config: last block only):
   final LayerNorm, CLS dropped, patch tokens as an h x w map (row-major), BatchNorm2d (eval, eps 1e-5) over the
   concatenated layer channels, 1x1 conv ``conv_seg`` -> 21 logits at the patch grid, then bilinear upsampling
@@ -35,9 +37,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lamofc_lib.sources import VOC_CLASSES
 from lamofc_lib.tasks.base import load_head_file
 
-VOC_CLASSES = 21
+IMAGENET_CLASSES = 1000
 DEPTH_BINS = 256
 DEPTH_LAYERS = 4
 MIN_DEPTH = 0.001
@@ -138,6 +141,19 @@ def _device(module: nn.Module) -> torch.device:
 
 # ---------------------------------------------------------------------------------------------------------------
 # Heads
+
+
+class LinearHead(nn.Module):
+    """LayerNorm, then Linear over concat(CLS, mean(patch tokens))."""
+
+    def __init__(self, dim: int, eps: float, classes: int = IMAGENET_CLASSES):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, eps=eps)
+        self.linear = nn.Linear(2 * dim, classes)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = self.norm(tokens)
+        return self.linear(torch.cat([x[:, 0], x[:, 1:].mean(dim=1)], dim=-1))
 
 
 class SegmentationLinearHead(nn.Module):

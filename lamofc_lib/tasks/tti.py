@@ -23,16 +23,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
-import torch
 
 from lamofc_lib.tasks.base import Extraction, Layout, Task, load_head_file, model_source, torch_dtype
-from lamofc_lib.tasks.sd3_demo import (
-    build_random_sd3,
-    tiny_vae_config,
-)
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import torch
+
+# torch, diffusers and the demo pipeline (lamofc_lib.tasks.sd3_demo) are imported where they run, so that
+# importing the task registry imports no torch.
 
 # The benchmark's generation settings; `model` or `model.random_init` may override any of them.
 GENERATION = {
@@ -88,6 +90,8 @@ def vae_config(model: Mapping) -> dict:
     """The VAE config of the model without loading any weights: the tiny config for `model.random_init`, else
     vae/config.json of the hub id or local folder (read by diffusers, from the hub cache or the folder)."""
     if model.get("random_init"):
+        from lamofc_lib.tasks.sd3_demo import tiny_vae_config
+
         return tiny_vae_config(model["random_init"])
     source = model_source(model)  # a missing local folder fails here
     from diffusers import AutoencoderKL
@@ -97,6 +101,10 @@ def vae_config(model: Mapping) -> dict:
 
 def load_sd3(model: Mapping, device: str):
     """StableDiffusion3Pipeline from a hub id or local folder (model.id), or built from model.random_init."""
+    import torch
+
+    from lamofc_lib.tasks.sd3_demo import build_random_sd3
+
     dtype = torch_dtype(model.get("dtype", "float32"))
     if model.get("random_init"):
         pipe = build_random_sd3(model["random_init"], GENERATION).to(device)
@@ -155,6 +163,7 @@ def load_vae_decoder(head: Path | Mapping, device: str = "cpu"):
     AutoencoderKL holds weights (its encoder is left uninitialised and never used). On a GPU the decoder runs in
     the dtype its weights were saved in (fp16 for the benchmark's SD3, as the reference decodes); on the CPU, in
     float32 (half-precision convolutions are slow or missing there), a documented deviation."""
+    import torch
     from diffusers import AutoencoderKL
 
     state = head if isinstance(head, Mapping) else load_head_file(head, dict.fromkeys(HEAD_KEYS))
@@ -181,6 +190,8 @@ def latent_shape(config: Mapping, settings: Mapping) -> tuple[int, int, int, int
 def decode_latent(vae, latent: torch.Tensor, scaling_factor: float, shift_factor: float) -> torch.Tensor:
     """uint8 N x 3 x H x W images from split-point latents, as SD3's pipeline and image processor make them:
     `latent / scaling_factor + shift_factor`, VAE decode, (x / 2 + 0.5).clamp(0, 1), round(255 x)."""
+    import torch
+
     with torch.no_grad():
         image = vae.decode(latent / scaling_factor + shift_factor).sample
         image = (image / 2 + 0.5).clamp(0, 1)  # in the decoder's dtype, as diffusers' image processor
@@ -196,10 +207,17 @@ class TextToImageTask(Task):
     packing = "tiles"
     metric = "fid"
     higher_is_better = False
+    source_kinds = ("coco_captions", "captions_demo")
+    reference_policy = "first"
+    # FID compares the images decoded from the coded latents with those decoded from the uncompressed ones.
+    references = ("uncompressed",)
+    needs_split = False
 
     def write_head(self, model, split, head, head_out: Path) -> None:
         """The VAE decoder (decoder and post_quant_conv weights, in the model's dtype), its config and the
         scaling and shift factors; tti takes no head checkpoint."""
+        import torch
+
         if head and head.get("checkpoint"):
             raise ValueError("task tti takes its head (the VAE decoder) from the model; set tasks.tti.head.checkpoint "
                              "to null")  # fmt: skip
@@ -230,6 +248,8 @@ class TextToImageTask(Task):
         return Layout([shape] * len(manifest), attrs, feature_dtype(model))
 
     def features(self, manifest: pd.DataFrame, model, split) -> Extraction:
+        import torch
+
         layout = self.layout(manifest, model, split)
         settings = generation_settings(model)
         shape = layout.shapes[0]
@@ -283,6 +303,8 @@ class TextToImageTask(Task):
     ) -> list:
         """Per sample: the 2048-d Inception pool3 activations (float64) of the image decoded from the latent.
         With `save_images`, the decoded images are also written there as 00000.png, 00001.png, ..."""
+        import torch
+
         from lamofc_lib.fid import InceptionFeatures
 
         vae, scaling_factor, shift_factor = load_vae_decoder(head, self.device)

@@ -12,7 +12,7 @@ os.environ.update(PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.g
 
 
 from lamofc_lib.coding import shards
-from lamofc_lib.config import METRIC_OPTIONS, ConfigError, trained_tasks, validate
+from lamofc_lib.config import ConfigError, trained_tasks, validate, metric_options as task_metric_options
 from lamofc_lib.feature_files import feature_paths, file_signatures
 from lamofc_lib.selection import needs_model, selection_mode
 from lamofc_lib import workflow as wf
@@ -233,8 +233,9 @@ def head_checkpoint(wildcards):
 
 
 def metric_options(task):
-    """The task settings that change how its metric is computed (e.g. dpt's eigen_crop)."""
-    return {k: task_settings(task)[k] for k in METRIC_OPTIONS.get(task, ())}
+    """The task settings that change how its metric is computed (its class's metric_options, e.g. dpt's
+    eigen_crop)."""
+    return task_metric_options(task, task_settings(task))
 
 
 def selection_label(task):

@@ -20,6 +20,7 @@ from lamofc_lib.codecs.base import Codec, CodecError
 
 class Hyperprior(Codec):
     name = "hyperprior"
+    settings_schema = "learned"  # the learned codecs' settings block (Elic inherits it)
     input_kind = "normalized"
     trained = True
     verifies_decoding = True
