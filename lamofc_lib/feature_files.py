@@ -15,14 +15,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lamofc_lib.io import FeatureFileError
 from lamofc_lib.store import write_store
 
 STORED_DTYPES = ("float16", "float32")
 ZST = ".zst"
-
-
-class FeatureFileError(ValueError):
-    """A feature file is missing or does not fit the task; the message names the file."""
 
 
 def _fits(shape: tuple[int, ...], expected: tuple[int | None, ...]) -> bool:

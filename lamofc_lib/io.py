@@ -12,6 +12,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+class FeatureFileError(ValueError):
+    """A feature file is missing or does not fit the task; the message names the file."""
+
+
 def _partial(path: Path) -> Path:
     # A fixed name: Snakemake runs one writer per output, and a rerun after a kill clears what the killed job left.
     return path.with_name(f".{path.name}.partial")

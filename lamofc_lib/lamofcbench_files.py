@@ -2,10 +2,9 @@
 `torch.save` pickle of nested dicts, lists and tuples of tensors, as the reference (NTU-AI4X/LaMoFCBench)
 writes and its handlers parse them, imported into the feature store with their tensor names, shapes and dtypes.
 
-How it is reached: the LaMoFCBench scenario tasks (issue 20, still to come) import their released features with
-:func:`import_zst_features`, called from the import_features rule's script for a task whose `features_from`
-folder holds `.zst` files (beside :func:`lamofc_lib.feature_files.import_features` for the LaMoFC paper's
-`.npy` files); that wiring, and `zstandard` in envs/extract.yaml, come with the first such task.
+How it is reached: a task whose `features_from` folder holds `.zst` files imports them through
+:func:`lamofc_lib.feature_files.import_features` (rule import_features), which calls :func:`import_zst_features`
+and checks the tensors against the task.
 
 Loading is safe. The file is decompressed with `zstandard`, then read with `torch.load(weights_only=True)`, so
 no pickled class is ever constructed; what the weights-only loader refuses (a custom class, a function) is
@@ -67,7 +66,7 @@ import numpy as np
 import torch
 import zstandard
 
-from lamofc_lib.feature_files import FeatureFileError
+from lamofc_lib.io import FeatureFileError
 from lamofc_lib.store import BFLOAT16, TensorLayout, write_store
 
 SUFFIX = ".zst"
