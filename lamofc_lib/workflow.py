@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
+import importlib
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 from lamofc_lib.codecs import REGISTRY
 from lamofc_lib.coding import shard_samples
 from lamofc_lib.config import HYBRID, codec_kind, points, pretrained_file
+from lamofc_lib.registry import GROUPS, defined_members, plugin_file
 from lamofc_lib.store import FeatureStore
 
 RESULTS = "results"
@@ -259,32 +261,50 @@ def _file_imports(stamp: tuple[str, int, int], modules: frozenset[str]) -> set[s
 def registered_modules(package: Path, registry: str) -> dict[str, str]:
     """Member name -> the module under the registry's package that defines its class (a class body assigning
     `name = "<member>"`, e.g. tasks.dense for "seg" and "dpt", codecs.hyperprior.codec for "hyperprior")."""
-    found = {}
-    for file in sorted(module_file(package, registry).parent.rglob("*.py")):
-        for node in _parsed(_stamp(file)).body:
-            if isinstance(node, ast.ClassDef):
-                for item in node.body:
-                    if (
-                        isinstance(item, ast.Assign)
-                        and [getattr(t, "id", None) for t in item.targets] == ["name"]
-                        and isinstance(item.value, ast.Constant)
-                    ):
-                        found[item.value.value] = module_name(package, file)
-    return found
+    folder = module_file(package, registry).parent
+    return _registered(tuple(_stamp(f) for f in sorted(folder.rglob("*.py"))), folder, registry)
 
 
-def _members(package: Path, registry: str, choice: str | None) -> set[str] | None:
-    """The registry's member modules a job runs (with the packages between the registry and them, which Python
-    runs on import), or None for every member."""
-    if choice == EVERY:
-        return None
-    if choice is None:
-        return set()
+@functools.cache
+def _registered(stamps: tuple[tuple[str, int, int], ...], folder: Path, registry: str) -> dict[str, str]:
+    """registered_modules, read once per state of the registry's files (callers only read it)."""
+    return {name: module for name, (module, _) in defined_members(folder, registry).items()}
+
+
+def _member_modules(registry: str, module: str) -> set[str]:
+    """A member's module with the packages between the registry and it, which Python runs on import."""
+    parts = module.split(".")
+    return {".".join(parts[:k]) for k in range(len(registry.split(".")) + 1, len(parts) + 1)}
+
+
+def _members(package: Path, registry: str, choice: str | None) -> set[str]:
+    """The registry's member modules a job runs: the chosen member's (none for None or a member another package
+    registers, whose file `plugin_files` adds), or every member's (EVERY). The registry finds its members by
+    reading its modules, so its own imports do not name them."""
     members = registered_modules(package, registry)
+    if choice == EVERY:
+        return set().union(*(_member_modules(registry, m) for m in members.values()))
+    if choice is None or choice in _plugins(registry):
+        return set()
     if choice not in members:
         raise KeyError(f"{registry} registers no '{choice}'; it registers {', '.join(sorted(members))}")
-    parts = members[choice].split(".")
-    return {".".join(parts[:k]) for k in range(len(registry.split(".")) + 1, len(parts) + 1)}
+    return _member_modules(registry, members[choice])
+
+
+def _plugins(registry: str) -> dict[str, type]:
+    """The members other installed packages add to a registry (tasks and codecs; quantizers have none)."""
+    if registry not in GROUPS:
+        return {}
+    members = importlib.import_module(registry).REGISTRY
+    return {name: cls for name, cls in members.items() if plugin_file(cls) is not None}
+
+
+def plugin_files(task: str | None, codec: str | None) -> list[Path]:
+    """The source files of the task and codec a job runs where another installed package registers them: their
+    code is hashed like the library's own modules."""
+    chosen = ((REGISTRIES["task"], task), (REGISTRIES["codec"], codec))
+    return [plugin_file(cls) for registry, choice in chosen for name, cls in _plugins(registry).items()
+            if choice in (name, EVERY)]  # fmt: skip
 
 
 def script_modules(
@@ -310,7 +330,7 @@ def script_modules(
             continue
         seen.add(module)
         edges = graph[module]
-        if chosen.get(module) is not None:
+        if module in chosen:
             edges = {m for m in edges if not m.startswith(module + ".")} | chosen[module]
         todo.extend(edges)
     return sorted(seen)
@@ -333,4 +353,6 @@ def script_code_version(
     digest = hashlib.sha256(script.name.encode() + script.read_bytes())
     for module in script_modules(package, script, task, codec, quantizer):
         digest.update(module.encode() + module_file(package, module).read_bytes())
+    for path in plugin_files(task, codec):
+        digest.update(path.name.encode() + path.read_bytes())
     return digest.hexdigest()[:16]

@@ -1,5 +1,6 @@
 """Every public function and class of lamofc_lib is used by the workflow, the documented Python API (README.md)
-or other library code: code that only tests call is dead and gets deleted.
+or other library code: code that only tests call is dead and gets deleted. A registry's member classes (tasks,
+codecs: found by lamofc_lib.registry, which reads their modules rather than naming them) are live.
 
 Uses are names in code, read with `ast` (a name, an attribute, an import): a mention in a docstring, a comment
 or an error message is no use. The workflow's rule files (Snakemake, not Python) and README.md count a name
@@ -53,13 +54,23 @@ def outside_uses(names: set[str]) -> set[str]:
     return used | {name for name in names if re.search(rf"\b{re.escape(name)}\b", text)}
 
 
+def registered_classes() -> set[str]:
+    from lamofc_lib.registry import GROUPS, defined_members
+
+    return {
+        cls
+        for package in GROUPS
+        for _, cls in defined_members(PACKAGE.parent / Path(*package.split(".")), package).values()
+    }
+
+
 def unused_definitions() -> list[str]:
     definitions, module_level = library()
     by_name: dict[str, list[set[str]]] = {}
     for (_, name, _), uses in definitions.items():
         by_name.setdefault(name, []).append(uses)
-    # Live: what the workflow, README.md or module-level code names, and what live definitions use in turn.
-    live, todo = set(), outside_uses(set(by_name)) | module_level
+    # Live: what the workflow, README.md, module-level code or a registry names, and what live definitions use.
+    live, todo = set(), outside_uses(set(by_name)) | module_level | registered_classes()
     while todo:
         name = todo.pop()
         if name not in live:

@@ -1,4 +1,6 @@
-"""Codec registry: a codec is one module with a `Codec` subclass, listed here, plus its config block."""
+"""Codec registry: a codec is one module with a `Codec` subclass naming it (found by lamofc_lib.registry, no
+list to edit), or one that another installed package registers in the entry-point group `lamofc.codecs`, plus
+its config block."""
 
 from __future__ import annotations
 
@@ -6,12 +8,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from lamofc_lib.codecs.base import Codec, CodecError
-from lamofc_lib.codecs.elic import Elic
-from lamofc_lib.codecs.hyperprior import Hyperprior
-from lamofc_lib.codecs.vtm import VTM
-from lamofc_lib.codecs.vvenc import VVenC
+from lamofc_lib.registry import load
 
-REGISTRY: dict[str, type[Codec]] = {codec.name: codec for codec in (VVenC, VTM, Hyperprior, Elic)}
+REGISTRY: dict[str, type[Codec]] = load(__name__, Codec)
 
 
 def get_codec(

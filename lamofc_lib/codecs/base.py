@@ -31,6 +31,8 @@ class Codec(ABC):
     # A trained codec codes each operating point with its own model, which the workflow's train rule trains first
     # through the codec's classmethod train_point(frames, point, sizes, training, model, loss, device, provenance).
     trained: bool = False
+    # A trained codec's network sizes and their defaults (codecs.<codec>.<size> overrides), passed to train_point.
+    sizes: dict[str, int] = {}
     # A codec whose decoded frame depends on float arithmetic (threads, device): its encoder decodes each
     # bitstream once and the sidecar records that frame's SHA-256 and the threads and device used; decoding
     # uses the recorded threads and fails when its frame differs (coding.decode_point).

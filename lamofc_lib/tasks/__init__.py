@@ -1,17 +1,14 @@
 """Task registry: each task knows how to extract its features at the split point, build its head, and turn
-(decoded) features into predictions that its metric scores."""
+(decoded) features into predictions that its metric scores. A task is one module with a `Task` subclass naming
+it (found by lamofc_lib.registry, no list to edit), or one that another installed package registers in the
+entry-point group `lamofc.tasks`, plus its config block."""
 
 from __future__ import annotations
 
+from lamofc_lib.registry import load
 from lamofc_lib.tasks.base import Task, resolve_device
-from lamofc_lib.tasks.cls import ClassificationTask
-from lamofc_lib.tasks.csr import ReasoningTask
-from lamofc_lib.tasks.dense import DepthTask, SegmentationTask
-from lamofc_lib.tasks.tti import TextToImageTask
 
-REGISTRY: dict[str, type[Task]] = {
-    task.name: task for task in (ClassificationTask, SegmentationTask, DepthTask, ReasoningTask, TextToImageTask)
-}
+REGISTRY: dict[str, type[Task]] = load(__name__, Task)
 
 
 def get_task(name: str, device: str = "cpu", threads: int | None = None) -> Task:

@@ -70,7 +70,7 @@ rule train:
         codec=lambda wc: codec_kind(wc.codec),
         task=lambda wc: wc.task,
         point=lambda wc: wc.point,
-        sizes=lambda wc: {k: codec_block(wc.codec)[k] for k in ("N", "M")},
+        sizes=lambda wc: {k: codec_block(wc.codec)[k] for k in wf.codec_class(config, wc.codec).sizes},
         sources=lambda wc: training_sources(wc.codec, wc.task),
         training=lambda wc: codec_block(wc.codec)["training"][wc.task],
         device=lambda wc: codec_block(wc.codec)["device"],

@@ -1,0 +1,231 @@
+"""Extension points: a task is one module plus one config block, and so is a trained codec, whether the module
+lies in lamofc_lib or in another installed package that registers it through an entry point (lamofc.tasks,
+lamofc.codecs). The toy codec here is a real, if simple, trained codec: its training picks a quantization step
+from the training frames and the lambda, its bitstream is the zlib-compressed codes."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = Path(sys.executable).parent / "snakemake"
+
+TOY_CODEC = '''
+"""A toy trained codec: uniform codes of a step trained per lambda, zlib-compressed."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from lamofc_lib.codecs.base import Codec, CodecError
+
+
+class ToyCodec(Codec):
+    name = "toy"
+    settings_schema = "learned"
+    input_kind = "normalized"
+    trained = True
+
+    @classmethod
+    def train_point(cls, frames, point, sizes, training, model, loss, device, provenance):
+        spread = float(np.mean([f.std() for f in frames]))
+        step = spread / (1.0 + 100.0 * float(point))
+        Path(model).write_text(json.dumps({"lambda": float(point), "step": step}))
+        Path(loss).write_text(f"step,loss,bpfp,mse\\n0,{step},0,0\\n")
+        return {"step": step}
+
+    def _step(self) -> float:
+        return json.loads(self.model.read_text())["step"]
+
+    def version(self) -> str:
+        return f"toy zlib {zlib.ZLIB_VERSION} step {self._step():.6g}"
+
+    def encode(self, frame, point, bitstream, workdir):
+        codes = np.rint(frame / self._step()).astype(np.int32)
+        Path(bitstream).write_bytes(zlib.compress(codes.tobytes(), 9))
+
+    def decode(self, bitstream, frame_shape, workdir):
+        try:
+            codes = np.frombuffer(zlib.decompress(Path(bitstream).read_bytes()), np.int32)
+            return (codes.reshape(frame_shape) * self._step()).astype(np.float32)
+        except (zlib.error, ValueError) as err:
+            raise CodecError(f"{bitstream}: not a toy bitstream ({err})") from None
+'''
+
+TOY_TASK = '''
+"""A toy task: ImageNet-style classification under another name (one module, one config block)."""
+
+from lamofc_lib.tasks.cls import ClassificationTask
+
+
+class ToyTask(ClassificationTask):
+    name = "toy"
+'''
+
+
+def toy_config(codecs: list[str]) -> dict:
+    """The demo profile running the toy task alone with VVenC and the given codecs: one block each."""
+    config = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    config["tasks"]["toy"] = config["tasks"]["cls"]
+    config["run"]["tasks"] = ["toy"]
+    config["run"]["codecs"] = ["vvenc", *codecs]
+    config["codecs"]["toy"] = {
+        "points": {"toy": [0.01, 0.1]},
+        "truncation": "learned",
+        "training": {"toy": {"steps": 1, "batch": 1, "crop": [64, 64]}},
+        "samples_per_job": 8,
+    }
+    return config
+
+
+def scheduled(workdir: Path, repo: Path, config: dict, env: dict | None = None) -> list[tuple[str, str]]:
+    """(rule, wildcards) of every job a dry run of `repo`'s workflow schedules in `workdir`."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    result = subprocess.run(
+        [str(SNAKEMAKE), "-s", str(repo / "Snakefile"), "--directory", str(workdir), "--configfile",
+         str(workdir / "config.yaml"), "-n", "--cores", "1"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = re.findall(r"rule (\w+):\n(?:    .*\n)*?    wildcards: (.*)\n", result.stdout + result.stderr)
+    return jobs
+
+
+def assert_toy_jobs(jobs: list[tuple[str, str]]) -> None:
+    """The toy task is extracted and scored; the toy codec trains one model per lambda and codes both points."""
+    assert any(rule == "extract" and "task=toy" in w for rule, w in jobs)
+    trains = sorted(w for rule, w in jobs if rule == "train")
+    assert trains == ["task=toy, codec=toy, point=0.01", "task=toy, codec=toy, point=0.1"]
+    codes = [w for rule, w in jobs if rule == "code" and "codec=toy" in w]
+    assert sorted(re.search(r"point=([\d.]+)", w).group(1) for w in codes) == ["0.01", "0.1"]
+    assert any(rule == "score" and w == "task=toy, codec=toy" for rule, w in jobs)
+    assert any(rule == "score" and w == "task=toy, codec=vvenc" for rule, w in jobs)
+
+
+def copy_repository(dest: Path) -> Path:
+    files = subprocess.run(["git", "-C", str(REPO), "ls-files", "-co", "--exclude-standard"],
+                           capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
+    for name in files:
+        if (REPO / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, dest / name)
+    return dest
+
+
+def test_a_toy_task_and_a_toy_trained_codec_in_the_tree_are_one_module_and_one_config_block_each(tmp_path):
+    repo = copy_repository(tmp_path / "repo")
+    (repo / "lamofc_lib" / "tasks" / "toy.py").write_text(TOY_TASK)
+    (repo / "lamofc_lib" / "codecs" / "toy.py").write_text(TOY_CODEC)
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    assert_toy_jobs(scheduled(tmp_path / "run", repo, toy_config(["toy"]), env))
+
+
+@pytest.fixture(scope="module")
+def plugin_site(tmp_path_factory) -> Path:
+    """The toy codec as a separate distribution, installed (pip, no dependencies) into a folder of its own."""
+    root = tmp_path_factory.mktemp("plugin")
+    src = root / "src"
+    (src / "lamofc_toy_plugin").mkdir(parents=True)
+    (src / "lamofc_toy_plugin" / "__init__.py").write_text("")
+    (src / "lamofc_toy_plugin" / "codec.py").write_text(TOY_CODEC)
+    (src / "pyproject.toml").write_text(
+        textwrap.dedent("""
+        [build-system]
+        requires = ["setuptools"]
+        build-backend = "setuptools.build_meta"
+
+        [project]
+        name = "lamofc-toy-plugin"
+        version = "0.1"
+
+        [project.entry-points."lamofc.codecs"]
+        toy = "lamofc_toy_plugin.codec:ToyCodec"
+        """)
+    )
+    site = root / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--disable-pip-version-check", "--target", str(site), str(src)],
+        check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    return site
+
+
+def test_a_codec_installed_as_a_plugin_is_registered_and_codes_through_the_workflows_path(plugin_site, tmp_path):
+    """The installed toy codec is found through its entry point, trains through its hook, and codes a feature
+    store's frames to bitstream files whose sizes the rate counts, decoding back within its step."""
+    script = textwrap.dedent(f"""
+        import numpy as np
+        from lamofc_lib.bitstreams import rate
+        from lamofc_lib.codecs import REGISTRY, get_codec
+        from lamofc_lib.coding import code_shard
+        from lamofc_lib.preprocess import preprocess_store, store_frames
+        from lamofc_lib.store import FeatureStore, TensorLayout, write_store
+
+        cls = REGISTRY["toy"]
+        assert cls.__module__ == "lamofc_toy_plugin.codec", cls.__module__
+        root = __import__("pathlib").Path({str(tmp_path)!r})
+        rng = np.random.default_rng(0)
+        xs = [rng.normal(0, 3, (1, 1, 20, 30)).astype(np.float32) for _ in range(2)]
+        write_store(root / "f.zarr", ["a", "b"], {{"feature": TensorLayout([x.shape for x in xs], "float32",
+                    {{"packing": "plane"}})}}, ({{"feature": x}} for x in xs), attrs={{"task": "cls"}})
+        frames = store_frames(root / "f.zarr", "normalized", [-8, 8])
+        cls.train_point(frames, "0.01", {{}}, {{}}, root / "m.json", root / "loss.csv", "cpu", {{}})
+        preprocess_store(root / "f.zarr", root / "frames.zarr", "cls", [-8, 8], "normalized", 10)
+        codec = get_codec("toy", {{}}, model=root / "m.json")
+        code_shard(root / "frames.zarr", root / "bits", root / "rec.zarr", codec, "0.01", range(2))
+        sizes = [sum(8 * p.stat().st_size for p in (root / "bits").glob(f"{{i:05d}}.*.bin")) for i in range(2)]
+        assert [r["bits"] for r in rate([root / "bits"])] == sizes and min(sizes) > 0, sizes
+        step = __import__("json").loads((root / "m.json").read_text())["step"] * 16  # frame units -> feature
+        rec = FeatureStore(root / "rec.zarr")
+        for i, x in enumerate(xs):
+            assert np.abs(rec.read(i) - np.clip(x, -8, 8)).max() <= step / 2 + 1e-4
+        print("toy plugin coded", sizes)
+    """)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugin_site), str(REPO)])}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0 and "toy plugin coded" in result.stdout, result.stderr[-3000:]
+    # without the plugin on the path, the codec is unknown
+    bare = subprocess.run([sys.executable, "-c", "from lamofc_lib.codecs import REGISTRY; print(sorted(REGISTRY))"],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+    assert "'toy'" not in bare.stdout and "'vvenc'" in bare.stdout
+
+
+def test_the_workflow_schedules_a_plugin_codecs_jobs_like_its_own(plugin_site, tmp_path):
+    """The same toy codec from the installed distribution: the toy task in the tree (one module), the codec
+    from the plugin, and the dry run trains, codes and scores it."""
+    repo = copy_repository(tmp_path / "repo")
+    (repo / "lamofc_lib" / "tasks" / "toy.py").write_text(TOY_TASK)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugin_site), str(repo)])}
+    assert_toy_jobs(scheduled(tmp_path / "run", repo, toy_config(["toy"]), env))
+
+
+def test_editing_a_plugin_codecs_module_changes_its_jobs_code_hash(plugin_site):
+    """A plugin's code is hashed like the library's: an edit to its module reruns its jobs, not VVenC's."""
+    script = textwrap.dedent(f"""
+        from pathlib import Path
+        from lamofc_lib import workflow as wf
+        package, code = Path({str(REPO / "lamofc_lib")!r}), Path({str(REPO / "workflow" / "scripts" / "code.py")!r})
+        toy, vvenc = (wf.script_code_version(package, code, "cls", c) for c in ("toy", "vvenc"))
+        module = Path({str(plugin_site / "lamofc_toy_plugin" / "codec.py")!r})
+        module.write_text(module.read_text() + "\\n# edited\\n")
+        print(toy != wf.script_code_version(package, code, "cls", "toy"),
+              vvenc == wf.script_code_version(package, code, "cls", "vvenc"))
+    """)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugin_site), str(REPO)])}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert result.stdout.split() == ["True", "True"], result.stderr[-3000:]
