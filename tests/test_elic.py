@@ -86,6 +86,26 @@ def test_elic_reconstructions_are_centres_of_the_kmeans_mapping(elic_run):
         np.testing.assert_array_equal(frames.read(i), codes(x, centres)[0, 0] / np.float32(256))
 
 
+def test_kmeans_quantization_and_total_mse_equal_hand_computations(elic_run):
+    """The quantization MSE: each value against the largest centre <= it (searchsorted, the first centre below
+    all), no codec; the total MSE: against the decoded features; both as the scores compute them."""
+    from lamofc_lib.scoring import feature_errors, quantization_errors
+
+    _, folder, features = elic_run
+    original, rec = FeatureStore(folder / "f.zarr"), FeatureStore(folder / "rec.zarr")
+    sidecars = [record for _, record in read_sidecars([folder / "bits"])]
+    centres = np.asarray(sidecars[0].tensors[0].centres, np.float32)
+    quant = quantization_errors(original, sidecars)
+    total = feature_errors(original, rec)
+    for i, x in enumerate(features):
+        floor = centres[np.clip(np.searchsorted(centres, x, side="right") - 1, 0, 255)]
+        expected_q = np.mean((x.astype(np.float64) - floor) ** 2)
+        expected = np.mean((x.astype(np.float64) - rec.read(i)) ** 2)
+        assert quant["quant_mse"][i] == pytest.approx(expected_q, rel=1e-9) and expected_q > 0
+        assert quant["quant_mse.feature"][i] == pytest.approx(expected_q, rel=1e-9)
+        assert total["mse"][i] == pytest.approx(expected, rel=1e-9) and expected > expected_q
+
+
 def test_the_same_bytes_twice(elic_run, tmp_path):
     codec, folder, _ = elic_run
     encode_shard(folder / "frames.zarr", tmp_path / "again", codec, "0.01", range(3))
