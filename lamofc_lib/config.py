@@ -187,8 +187,11 @@ def _check_semantics(config: dict, check_paths: bool) -> None:
     for i, codec in enumerate(run["codecs"]):
         if codec not in config["codecs"]:
             raise ConfigError(f"config key run.codecs[{i}]: codec '{codec}' has no block under codecs.{codec}")
-        if codec_kind(config, codec) == "vtm" and check_paths:
-            _check_vtm(config["codecs"][codec])
+        if check_paths:
+            try:
+                REGISTRY[codec_kind(config, codec)].check_setup(config["codecs"][codec], f"codecs.{codec}")
+            except ValueError as err:
+                raise ConfigError(f"config key {err}") from None
         block = config["codecs"][codec]
         if block.get("quantizer", "uniform") == "kmeans":
             _check_kmeans(config, codec, check_paths)
@@ -323,24 +326,6 @@ def _check_kmeans(config: dict, codec: str, check_paths: bool) -> None:
                     f"config key codecs.{codec}.kmeans.samples: {settings['samples']} calibration samples, but "
                     f"{where} gives {block['samples']}; fit on fewer samples or select more"
                 )
-
-
-def _check_vtm(settings: dict) -> None:
-    """The VTM binaries exist and are VTM, before anything runs."""
-    from lamofc_lib.codecs.vtm import resolve_tools, tool_version
-
-    try:
-        tools = resolve_tools(settings)
-    except ValueError as err:
-        raise ConfigError(
-            f"config key {err}. VTM is the paper's VVC baseline; without its binaries, code with VVenC instead "
-            "(replace vtm by vvenc in run.codecs; a documented deviation)"
-        ) from None
-    for key in ("encoder", "decoder"):
-        try:
-            tool_version(tools[key])
-        except ValueError as err:
-            raise ConfigError(f"config key codecs.vtm.{key}: {err}") from None
 
 
 def _check_source(key: str, task: str, source: dict, check_paths: bool) -> None:

@@ -57,6 +57,13 @@ class Codec(ABC):
         if int(frame.max(initial=0)) >= 1 << self.bit_depth:
             raise ValueError(f"{self.name}: frame holds values above {self.bit_depth} bits")
 
+    @classmethod
+    def check_setup(cls, settings: Mapping, key: str) -> None:
+        """Before anything runs: what the codec needs beyond its config block (tools, files) is there. Raises
+        ValueError starting with the config key (`key` is its block's, e.g. codecs.vtm) and what to do. Most
+        codecs need nothing: this default checks nothing."""
+        return None
+
     @abstractmethod
     def version(self) -> str:
         """The codec's name and version as its own tools report them."""

@@ -36,8 +36,8 @@ def _from_env(names: tuple[str, ...]) -> Path | None:
     return None
 
 
-def resolve_tools(settings: Mapping) -> dict[str, Path]:
-    """The encoder, decoder and cfg paths from the config block or $LAMOFC_VTM_DIR; a missing one raises
+def resolve_tools(settings: Mapping, key: str = "codecs.vtm") -> dict[str, Path]:
+    """The encoder, decoder and cfg paths from the config block (`key`) or $LAMOFC_VTM_DIR; a missing one raises
     ValueError naming the config key."""
     wanted = {
         "encoder": ("EncoderAppStatic", "EncoderApp"),
@@ -45,17 +45,17 @@ def resolve_tools(settings: Mapping) -> dict[str, Path]:
         "cfg": (CFG_NAME,),
     }
     tools = {}
-    for key, names in wanted.items():
-        given = settings.get(key)
+    for tool, names in wanted.items():
+        given = settings.get(tool)
         path = Path(given) if given else _from_env(names)
         if path is None:
             raise ValueError(
-                f"codecs.vtm.{key}: not set and ${ENV} holds no {' or '.join(names)}; build VTM-23.3 and set "
-                f"codecs.vtm.{key} or {ENV}"
+                f"{key}.{tool}: not set and ${ENV} holds no {' or '.join(names)}; build VTM-23.3 and set "
+                f"{key}.{tool} or {ENV}"
             )
         if not path.is_file():
-            raise ValueError(f"codecs.vtm.{key}: {path} does not exist")
-        tools[key] = path
+            raise ValueError(f"{key}.{tool}: {path} does not exist")
+        tools[tool] = path
     return tools
 
 
@@ -79,6 +79,22 @@ class VTM(Codec):
     def __init__(self, settings: Mapping, threads: int = 1):
         super().__init__(settings, threads)
         self.tools = resolve_tools(self.settings)
+
+    @classmethod
+    def check_setup(cls, settings: Mapping, key: str) -> None:
+        """The VTM binaries exist and are VTM."""
+        try:
+            tools = resolve_tools(settings, key)
+        except ValueError as err:
+            raise ValueError(
+                f"{err}. VTM is the paper's VVC baseline; without its binaries, code with VVenC instead (replace "
+                "vtm by vvenc in run.codecs; a documented deviation)"
+            ) from None
+        for tool in ("encoder", "decoder"):
+            try:
+                tool_version(tools[tool])
+            except ValueError as err:
+                raise ValueError(f"{key}.{tool}: {err}") from None
 
     def version(self) -> str:
         encoder, decoder = tool_version(self.tools["encoder"]), tool_version(self.tools["decoder"])
