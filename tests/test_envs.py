@@ -19,7 +19,7 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from lamofc_lib import workflow as wf
+from lamofc_lib import code_hash
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "lamofc_lib"
@@ -108,9 +108,9 @@ def configured_model_packages() -> set[str]:
 def script_distributions(script: Path) -> set[str]:
     """The distributions (canonical names) a workflow script imports: its own imports and those of the library
     modules it runs, for any task and codec."""
-    modules = wf.script_modules(PACKAGE, script)
-    names = imported_modules(script).union(*(imported_modules(wf.module_file(PACKAGE, m)) for m in modules))
-    if set(modules) & set(wf.registered_modules(PACKAGE, "lamofc_lib.tasks").values()):  # runs a task's model
+    modules = code_hash.script_modules(PACKAGE, script)
+    names = imported_modules(script).union(*(imported_modules(code_hash.module_file(PACKAGE, m)) for m in modules))
+    if set(modules) & set(code_hash.registered_modules(PACKAGE, "lamofc_lib.tasks").values()):  # runs a task's model
         names |= configured_model_packages()
     names -= set(sys.stdlib_module_names) | {"lamofc_lib", "__future__"}
     owners = importlib.metadata.packages_distributions()

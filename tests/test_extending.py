@@ -218,13 +218,13 @@ def test_editing_a_plugin_codecs_module_changes_its_jobs_code_hash(plugin_site):
     """A plugin's code is hashed like the library's: an edit to its module reruns its jobs, not VVenC's."""
     script = textwrap.dedent(f"""
         from pathlib import Path
-        from lamofc_lib import workflow as wf
+        from lamofc_lib import code_hash
         package, code = Path({str(REPO / "lamofc_lib")!r}), Path({str(REPO / "workflow" / "scripts" / "code.py")!r})
-        toy, vvenc = (wf.script_code_version(package, code, "cls", c) for c in ("toy", "vvenc"))
+        toy, vvenc = (code_hash.script_code_version(package, code, "cls", c) for c in ("toy", "vvenc"))
         module = Path({str(plugin_site / "lamofc_toy_plugin" / "codec.py")!r})
         module.write_text(module.read_text() + "\\n# edited\\n")
-        print(toy != wf.script_code_version(package, code, "cls", "toy"),
-              vvenc == wf.script_code_version(package, code, "cls", "vvenc"))
+        print(toy != code_hash.script_code_version(package, code, "cls", "toy"),
+              vvenc == code_hash.script_code_version(package, code, "cls", "vvenc"))
     """)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugin_site), str(REPO)])}
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)

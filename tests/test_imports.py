@@ -8,13 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lamofc_lib import workflow as wf
+from lamofc_lib import code_hash
 
 PACKAGE = Path(__file__).resolve().parents[1] / "lamofc_lib"
 
 
 def import_graph() -> dict[str, set[str]]:
-    return wf.import_graph(PACKAGE)
+    return code_hash.import_graph(PACKAGE)
 
 
 def test_the_graph_sees_deferred_imports():

@@ -1,5 +1,5 @@
-"""lamofc_lib.workflow: the coded points, labels, paths, params and code hashes the rules are made of, on a small
-config whose expected values are written out by hand."""
+"""lamofc_lib.workflow and lamofc_lib.code_hash: the coded points, labels, paths, params and code hashes the rules
+are made of, on a small config whose expected values are written out by hand."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
+from lamofc_lib import code_hash
 from lamofc_lib import workflow as wf
 from lamofc_lib.config import validate
 
@@ -102,14 +103,14 @@ def test_coding_requests_grow_with_the_frames_they_code(config, tmp_path, monkey
 
 def test_a_scripts_code_is_the_closure_of_its_imports_for_the_task_it_runs():
     package, scripts = REPO / "lamofc_lib", REPO / "workflow" / "scripts"
-    cls = wf.script_modules(package, scripts / "extract.py", "cls")
+    cls = code_hash.script_modules(package, scripts / "extract.py", "cls")
     # extract.py imports joblog, sources and the task registry; cls runs tasks/cls.py (DINOv2 in tasks/dinov2.py)
     assert {"lamofc_lib.joblog", "lamofc_lib.sources", "lamofc_lib.tasks.cls", "lamofc_lib.tasks.dinov2"} <= set(cls)
     assert {"lamofc_lib.store", "lamofc_lib.tasks.base", "lamofc_lib.io"} <= set(cls)  # through the task module
     assert not {"lamofc_lib.tasks.tti", "lamofc_lib.tasks.csr", "lamofc_lib.tasks.dense", "lamofc_lib.fid"} & set(cls)
-    tti = wf.script_modules(package, scripts / "extract.py", "tti")
+    tti = code_hash.script_modules(package, scripts / "extract.py", "tti")
     assert {"lamofc_lib.tasks.tti", "lamofc_lib.tasks.sd3_demo", "lamofc_lib.fid"} <= set(tti)
-    assert wf.registered_modules(package, "lamofc_lib.tasks") == {
+    assert code_hash.registered_modules(package, "lamofc_lib.tasks") == {
         "cls": "lamofc_lib.tasks.cls",
         "seg": "lamofc_lib.tasks.dense",
         "dpt": "lamofc_lib.tasks.dense",
@@ -123,74 +124,74 @@ def test_editing_a_task_module_changes_only_that_tasks_code_hash(tmp_path):
 
     package = Path(shutil.copytree(REPO / "lamofc_lib", tmp_path / "lamofc_lib"))
     script = REPO / "workflow" / "scripts" / "extract.py"
-    before = {t: wf.script_code_version(package, script, t) for t in ("cls", "csr", "tti")}
+    before = {t: code_hash.script_code_version(package, script, t) for t in ("cls", "csr", "tti")}
     with open(package / "tasks" / "tti.py", "a") as f:
         f.write("\n# edited\n")
-    after = {t: wf.script_code_version(package, script, t) for t in ("cls", "csr", "tti")}
+    after = {t: code_hash.script_code_version(package, script, t) for t in ("cls", "csr", "tti")}
     assert after["tti"] != before["tti"] and after["cls"] == before["cls"] and after["csr"] == before["csr"]
     with open(package / "store.py", "a") as f:  # every extraction writes a store
         f.write("\n# edited\n")
-    edited = {t: wf.script_code_version(package, script, t) for t in after}
+    edited = {t: code_hash.script_code_version(package, script, t) for t in after}
     assert all(edited[t] != after[t] for t in after)
     assert all(len(h) == 16 and int(h, 16) >= 0 for h in edited.values())
     copy = Path(shutil.copy(script, tmp_path / "extract.py"))
-    assert wf.script_code_version(package, copy, "cls") == edited["cls"]  # where the script lies does not count
+    assert code_hash.script_code_version(package, copy, "cls") == edited["cls"]  # where the script lies does not count
     with open(copy, "a") as f:  # nor Snakemake, but the hash sees a change to the script itself
         f.write("\n# edited\n")
-    assert wf.script_code_version(package, copy, "cls") != edited["cls"]
+    assert code_hash.script_code_version(package, copy, "cls") != edited["cls"]
 
 
 def test_a_coding_jobs_code_is_its_codec_alone():
     package, scripts = REPO / "lamofc_lib", REPO / "workflow" / "scripts"
-    assert wf.registered_modules(package, "lamofc_lib.codecs") == {
+    assert code_hash.registered_modules(package, "lamofc_lib.codecs") == {
         "vvenc": "lamofc_lib.codecs.vvenc",
         "vtm": "lamofc_lib.codecs.vtm",
         "hyperprior": "lamofc_lib.codecs.hyperprior.codec",
         "elic": "lamofc_lib.codecs.elic.codec",
     }
-    vvenc = set(wf.script_modules(package, scripts / "code.py", "cls", "vvenc"))
+    vvenc = set(code_hash.script_modules(package, scripts / "code.py", "cls", "vvenc"))
     # code.py imports the codec registry and coding (which writes the bitstreams and sidecars of bitstreams.py
     # from the frames that preprocess.py packed, through the store)
     common = {"lamofc_lib.codecs", "lamofc_lib.codecs.base", "lamofc_lib.coding", "lamofc_lib.bitstreams"}
     assert common | {"lamofc_lib.codecs.vvenc", "lamofc_lib.preprocess", "lamofc_lib.store"} <= vvenc
     assert not {m for m in vvenc if m.startswith(("lamofc_lib.codecs.vtm", "lamofc_lib.codecs.hyperprior"))}
-    hyperprior = set(wf.script_modules(package, scripts / "code.py", "cls", "hyperprior"))
+    hyperprior = set(code_hash.script_modules(package, scripts / "code.py", "cls", "hyperprior"))
     # the package between the registry and the codec's module runs on import (and the codec's training hook
     # names its training code: an edit there retrains the models, which reruns these jobs anyway)
     assert common | {"lamofc_lib.codecs.hyperprior", "lamofc_lib.codecs.hyperprior.codec"} <= hyperprior
     assert "lamofc_lib.codecs.vvenc" not in hyperprior
     # ELIC is the Hyperprior's machinery with another network: an edit to ELIC reruns ELIC's jobs alone
-    elic = set(wf.script_modules(package, scripts / "code.py", "cls", "elic"))
+    elic = set(code_hash.script_modules(package, scripts / "code.py", "cls", "elic"))
     assert {"lamofc_lib.codecs.elic.codec", "lamofc_lib.codecs.hyperprior.codec"} <= elic
     assert not {m for m in hyperprior if m.startswith("lamofc_lib.codecs.elic")}
     # no task module runs in a coding job, nor a codec in pre-processing or scoring
     assert not {m for m in vvenc | hyperprior if m.startswith("lamofc_lib.tasks")}
     for script in ("preprocess.py", "score.py", "score_original.py"):
         assert not {
-            m for m in wf.script_modules(package, scripts / script, "cls") if m.startswith("lamofc_lib.codecs.")
+            m for m in code_hash.script_modules(package, scripts / script, "cls") if m.startswith("lamofc_lib.codecs.")
         } - {"lamofc_lib.codecs.base"}
     with pytest.raises(KeyError, match="registers no 'vvc'"):
-        wf.script_modules(package, scripts / "code.py", "cls", "vvc")
+        code_hash.script_modules(package, scripts / "code.py", "cls", "vvc")
 
 
 def test_the_quantizer_registry_stands_for_the_one_a_job_runs():
     """Uniform frames do not depend on the K-means module (an edit to it reruns only K-means jobs); both the
     K-means frames and the uniform arithmetic, which preprocess re-exports, count for K-means jobs."""
     package, scripts = REPO / "lamofc_lib", REPO / "workflow" / "scripts"
-    assert wf.registered_modules(package, "lamofc_lib.quantizers") == {
+    assert code_hash.registered_modules(package, "lamofc_lib.quantizers") == {
         "uniform": "lamofc_lib.quantizers.uniform",
         "kmeans": "lamofc_lib.quantizers.kmeans",
     }
     for script in ("preprocess.py", "code.py", "train.py"):
-        uniform = set(wf.script_modules(package, scripts / script, "cls", "hyperprior", "uniform"))
-        kmeans = set(wf.script_modules(package, scripts / script, "cls", "hyperprior", "kmeans"))
+        uniform = set(code_hash.script_modules(package, scripts / script, "cls", "hyperprior", "uniform"))
+        kmeans = set(code_hash.script_modules(package, scripts / script, "cls", "hyperprior", "kmeans"))
         assert "lamofc_lib.quantizers.uniform" in uniform and "lamofc_lib.quantizers.kmeans" not in uniform
         assert {"lamofc_lib.quantizers.uniform", "lamofc_lib.quantizers.kmeans"} <= kmeans
 
 
 def test_the_task_registry_stands_for_every_task_or_none():
     package, scripts = REPO / "lamofc_lib", REPO / "workflow" / "scripts"
-    every = set(wf.script_modules(package, scripts / "extract.py"))
+    every = set(code_hash.script_modules(package, scripts / "extract.py"))
     assert {f"lamofc_lib.tasks.{m}" for m in ("cls", "csr", "dense", "tti")} <= every
-    none = set(wf.script_modules(package, scripts / "extract.py", task=None))
+    none = set(code_hash.script_modules(package, scripts / "extract.py", task=None))
     assert {m for m in none if m.startswith("lamofc_lib.tasks.")} == set()

@@ -11,6 +11,7 @@ sys.path.insert(0, str(REPO))
 os.environ.update(PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
 
 
+from lamofc_lib import code_hash
 from lamofc_lib.coding import shards
 from lamofc_lib.config import ConfigError, trained_tasks, validate, metric_options as task_metric_options
 from lamofc_lib.feature_files import feature_paths, file_signatures
@@ -309,11 +310,13 @@ EXTRACTED_TASKS = _alternatives([t for t in TASKS if not task_settings(t).get("f
 
 
 @functools.cache
-def script_code(script, task=wf.EVERY, codec=wf.EVERY, quantizer=wf.EVERY):
+def script_code(script, task=code_hash.EVERY, codec=code_hash.EVERY, quantizer=code_hash.EVERY):
     """A hash of the library modules a workflow script runs for `task` and `codec` (its imports' closure in the
-    import graph; see lamofc_lib.workflow.script_modules), so a change to them reruns the rule's jobs, and only
+    import graph; see lamofc_lib.code_hash.script_modules), so a change to them reruns the rule's jobs, and only
     theirs, and the between-workflow cache never serves older code."""
-    return wf.script_code_version(REPO / "lamofc_lib", REPO / "workflow" / "scripts" / script, task, codec, quantizer)
+    return code_hash.script_code_version(
+        REPO / "lamofc_lib", REPO / "workflow" / "scripts" / script, task, codec, quantizer
+    )
 
 
 def final_outputs():
