@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from lamofc_lib.config import ConfigError, validate
-from lamofc_lib.tasks.cls import IMAGENET_MEAN, IMAGENET_STD, image_transform, load_dinov2
-from lamofc_lib.tasks.dinov2 import set_interpolation
+from lamofc_lib.tasks.cls import IMAGENET_MEAN, IMAGENET_STD, image_transform
+from lamofc_lib.tasks.dinov2 import load_dinov2, set_interpolation
 
 # facebook/dinov2-giant config.json (the embeddings only are built from it here)
 DINOV2_GIANT = dict(

@@ -16,7 +16,8 @@ from PIL import Image
 from lamofc_lib.selection import SelectionError, run_selection, select_correct
 from lamofc_lib.sources import build_candidates
 from lamofc_lib.tasks import get_task
-from lamofc_lib.tasks.cls import image_transform, load_dinov2
+from lamofc_lib.tasks.cls import image_transform
+from lamofc_lib.tasks.dinov2 import load_dinov2
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())

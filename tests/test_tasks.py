@@ -14,8 +14,9 @@ import yaml
 from lamofc_lib.sources import _arc_demo, build_candidates, load_image
 from lamofc_lib.store import FeatureStore
 from lamofc_lib.tasks import get_task
-from lamofc_lib.tasks.cls import image_transform, load_dinov2
+from lamofc_lib.tasks.cls import image_transform
 from lamofc_lib.tasks.csr import answer_tokens, convert_gguf, encode_prompt, load_llm
+from lamofc_lib.tasks.dinov2 import load_dinov2
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())

@@ -14,19 +14,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from lamofc_lib.sources import load_image
-from lamofc_lib.tasks.base import (
-    Extraction,
-    Layout,
-    Task,
-    load_head_file,
-    model_source,
-    split_layers,
-    torch_dtype,
-)
+from lamofc_lib.tasks.base import Extraction, Layout, Task, load_head_file, split_layers
 
 if TYPE_CHECKING:
     import pandas as pd
-    from torch import nn
 
     from lamofc_lib.tasks.heads import LinearHead
 
@@ -34,30 +25,6 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 RESIZE = 256
 CROP = 224
-
-
-def load_dinov2(model: Mapping, device: str) -> nn.Module:
-    """DINOv2 from a hub id or local folder, or built from `random_init` config values with seeded weights.
-
-    Position embeddings are interpolated as `model.interpolation` says: `reference` (the default, the DINOv2
-    release's scale-factor bicubic resampling) or `transformers` (its output-size resampling); see
-    lamofc_lib.tasks.dinov2.set_interpolation.
-    """
-    import torch
-    from transformers import Dinov2Config, Dinov2Model
-
-    from lamofc_lib.tasks.dinov2 import set_interpolation
-
-    dtype = torch_dtype(model.get("dtype", "float32"))
-    if model.get("random_init"):
-        values = dict(model["random_init"])
-        seed = int(values.pop("seed", 0))
-        torch.manual_seed(seed)
-        net = Dinov2Model(Dinov2Config(**values))
-    else:
-        net = Dinov2Model.from_pretrained(model_source(model), dtype=dtype)
-    set_interpolation(net, model.get("interpolation") or "reference")
-    return net.to(device=device, dtype=dtype).eval()
 
 
 def image_transform():
@@ -74,15 +41,6 @@ def image_transform():
             transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
         ]
     )
-
-
-def dinov2_config(model: Mapping):
-    """The backbone's configuration without its weights (to check a head or a feature layout before heavy work)."""
-    from transformers import Dinov2Config
-
-    if model.get("random_init"):
-        return Dinov2Config(**{k: v for k, v in model["random_init"].items() if k != "seed"})
-    return Dinov2Config.from_pretrained(model_source(model))
 
 
 class ClassificationTask(Task):
@@ -104,6 +62,7 @@ class ClassificationTask(Task):
         backbone's final LayerNorm, which the probe applies first."""
         import torch
 
+        from lamofc_lib.tasks.dinov2 import load_dinov2
         from lamofc_lib.tasks.heads import LinearHead
 
         head_module = self._build_head(head) if head.get("checkpoint") else None
@@ -116,6 +75,8 @@ class ClassificationTask(Task):
         torch.save(state | {"eps": net.config.layer_norm_eps}, head_out)
 
     def layout(self, manifest: pd.DataFrame, model, split) -> Layout:
+        from lamofc_lib.tasks.dinov2 import dinov2_config
+
         block = self._block(split)
         config = dinov2_config(model)
         if not 1 <= block <= config.num_hidden_layers:
@@ -131,6 +92,8 @@ class ClassificationTask(Task):
 
     def features(self, manifest: pd.DataFrame, model, split) -> Extraction:
         import torch
+
+        from lamofc_lib.tasks.dinov2 import load_dinov2
 
         layout = self.layout(manifest, model, split)
         block = self._block(split)

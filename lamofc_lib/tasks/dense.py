@@ -20,7 +20,6 @@ import numpy as np
 from lamofc_lib.metrics import ConfusionMatrix, DepthErrors, depth_valid_mask
 from lamofc_lib.sources import VOC_CLASSES, load_depth, load_image, load_label_map
 from lamofc_lib.tasks.base import Extraction, Layout, Task, split_layers
-from lamofc_lib.tasks.cls import dinov2_config, load_dinov2
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -117,6 +116,7 @@ class DenseTask(Task):
         import torch
 
         from lamofc_lib.tasks import heads
+        from lamofc_lib.tasks.dinov2 import dinov2_config, load_dinov2
 
         config = dinov2_config(model)
         layers, dim = self._layers(split), config.hidden_size
@@ -131,10 +131,14 @@ class DenseTask(Task):
         torch.save({"dim": dim, "layers": layers, "state": module.state_dict()}, head_out)
 
     def layout(self, manifest: pd.DataFrame, model, split) -> Layout:
+        from lamofc_lib.tasks.dinov2 import dinov2_config
+
         attrs = {"task": self.name, "model": {k: v for k, v in model.items() if v is not None}}
         return dense_layout(self.name, dinov2_config(model), manifest, split, attrs)
 
     def features(self, manifest: pd.DataFrame, model, split) -> Extraction:
+        from lamofc_lib.tasks.dinov2 import load_dinov2
+
         layout = self.layout(manifest, model, split)
         net = load_dinov2(model, self.device)
         samples = dense_samples(self.name, net, manifest, layout, self.device)

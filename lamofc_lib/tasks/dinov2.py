@@ -1,5 +1,6 @@
-"""DINOv2 input geometry shared by the dense tasks (seg, dpt): resizing, sliding windows, padding to the patch
-size, and the block outputs taken as features.
+"""DINOv2 for the tasks that run it (cls, seg, dpt): the backbone's loader (load_dinov2, dinov2_config), and the
+input geometry of the dense tasks (seg, dpt): resizing, sliding windows, padding to the patch size, and the block
+outputs taken as features.
 
 Follows the DINOv2 evaluation pipelines (mmseg-style): normalisation with ImageNet statistics in 0-255 units,
 keep-ratio rescaling to the image scale (2048, 512), slide inference with 512 crops at stride 341, and centre
@@ -19,11 +20,13 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from lamofc_lib.tasks.base import model_source, torch_dtype
 
 MEAN_255 = (123.675, 116.28, 103.53)
 STD_255 = (58.395, 57.12, 57.375)
@@ -122,6 +125,36 @@ def set_interpolation(
         embeddings.interpolate_antialias = bool(antialias)
         embeddings.interpolate_pos_encoding = functools.partial(release_interpolate_pos_encoding, embeddings)
     return net
+
+
+def load_dinov2(model: Mapping, device: str) -> torch.nn.Module:
+    """DINOv2 from a hub id or local folder, or built from `random_init` config values with seeded weights.
+
+    Position embeddings are interpolated as `model.interpolation` says: `reference` (the default, the DINOv2
+    release's scale-factor bicubic resampling) or `transformers` (its output-size resampling); see
+    set_interpolation.
+    """
+    from transformers import Dinov2Config, Dinov2Model
+
+    dtype = torch_dtype(model.get("dtype", "float32"))
+    if model.get("random_init"):
+        values = dict(model["random_init"])
+        seed = int(values.pop("seed", 0))
+        torch.manual_seed(seed)
+        net = Dinov2Model(Dinov2Config(**values))
+    else:
+        net = Dinov2Model.from_pretrained(model_source(model), dtype=dtype)
+    set_interpolation(net, model.get("interpolation") or "reference")
+    return net.to(device=device, dtype=dtype).eval()
+
+
+def dinov2_config(model: Mapping):
+    """The backbone's configuration without its weights (to check a head or a feature layout before heavy work)."""
+    from transformers import Dinov2Config
+
+    if model.get("random_init"):
+        return Dinov2Config(**{k: v for k, v in model["random_init"].items() if k != "seed"})
+    return Dinov2Config.from_pretrained(model_source(model))
 
 
 # Sliding windows (seg) and flipped views (dpt): where the heads' outputs go on the image
