@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lamofc_lib.sources import image_size, load_label_map
+from lamofc_lib.sources.images import image_size, load_label_map
 
 MODEL_POLICIES = ("first_correct", "correct_longest")
 POLICIES = ("first", "first_correct", "correct_longest", "class_coverage", "scene_quota")

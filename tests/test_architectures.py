@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lamofc_lib.sources import COLUMNS
+from lamofc_lib.sources.manifest import COLUMNS
 from lamofc_lib.store import FeatureStore
 from lamofc_lib.tasks import get_task
 from lamofc_lib.tasks.cls import image_transform

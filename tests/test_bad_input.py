@@ -36,15 +36,8 @@ from lamofc_lib.config import ConfigError, validate
 from lamofc_lib.io import file_sha256, write_json
 from lamofc_lib.preprocess import preprocess_store, quantize
 from lamofc_lib.selection import SelectionError, run_selection
-from lamofc_lib.sources import (
-    SourceError,
-    build_candidates,
-    image_size,
-    load_depth,
-    load_image,
-    load_label_map,
-    read_manifest,
-)
+from lamofc_lib.sources import SourceError, build_candidates, read_manifest
+from lamofc_lib.sources.images import image_size, load_depth, load_image, load_label_map
 from lamofc_lib.tasks import get_task
 from lamofc_lib.tasks.heads import read_state_dict
 

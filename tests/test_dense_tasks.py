@@ -10,7 +10,8 @@ import pytest
 import torch
 import yaml
 
-from lamofc_lib.sources import build_candidates, load_image
+from lamofc_lib.sources import build_candidates
+from lamofc_lib.sources.images import load_image
 from lamofc_lib.store import FeatureStore
 from lamofc_lib.tasks import get_task, heads
 from lamofc_lib.tasks.dinov2 import load_dinov2, merge_flip_views, pad, resize, seg_geometry, stitch_windows, to_tensor

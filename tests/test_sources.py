@@ -1,4 +1,5 @@
-"""Tests for lamofc_lib.sources: manifests of every source kind, images and ARC questions."""
+"""Tests for lamofc_lib.sources: manifests of every source kind, images and ARC questions (their csr prompts:
+lamofc_lib.tasks.csr_prompt)."""
 
 from __future__ import annotations
 
@@ -8,18 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lamofc_lib.sources import (
-    SourceError,
-    _arc_demo,
-    _arc_file,
-    arc_prompt,
-    build_candidates,
-    load_image,
-    parse_arc_line,
-    read_manifest,
-)
+from lamofc_lib.sources import SourceError, build_candidates, read_manifest
+from lamofc_lib.sources.arc import _arc_demo, _arc_file, parse_arc_line
+from lamofc_lib.sources.images import load_image
+from lamofc_lib.tasks.csr_prompt import arc_prompt
 
-# The manifest's columns, written out (not taken from sources.COLUMNS).
+# The manifest's columns, written out (not taken from sources.manifest.COLUMNS).
 MANIFEST_COLUMNS = ["sample_id", "source", "label", "text"]
 
 # --- skimage ----------------------------------------------------------------------------------------------------

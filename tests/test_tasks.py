@@ -11,7 +11,9 @@ import pytest
 import torch
 import yaml
 
-from lamofc_lib.sources import _arc_demo, build_candidates, load_image
+from lamofc_lib.sources import build_candidates
+from lamofc_lib.sources.arc import _arc_demo
+from lamofc_lib.sources.images import load_image
 from lamofc_lib.store import FeatureStore
 from lamofc_lib.tasks import get_task
 from lamofc_lib.tasks.cls import image_transform

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 import torch
 
-from lamofc_lib.sources import COLUMNS, SourceError, build_candidates
+from lamofc_lib.sources import SourceError, build_candidates
+from lamofc_lib.sources.manifest import COLUMNS
 from lamofc_lib.store import FeatureStore
 from lamofc_lib.tasks.tti import (
     TextToImageTask,

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lamofc_lib.sources import load_image
+from lamofc_lib.sources.images import load_image
 from lamofc_lib.tasks.base import Extraction, Layout, Task, load_head_file, split_layers
 
 if TYPE_CHECKING:

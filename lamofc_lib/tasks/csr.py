@@ -1,6 +1,6 @@
 """Common-sense reasoning with a Llama-architecture LLM on ARC-Challenge (task csr).
 
-As in the reference implementation: the prompt is one string (`sources.arc_prompt`, Llama-3's header tokens
+As in the reference implementation: the prompt is one string (`tasks.csr_prompt.arc_prompt`, Llama-3's header tokens
 written out, no chat template applied here) tokenized the way a transformers text-generation pipeline does
 (the tokenizer's own special tokens: Llama-3 prepends its BOS; SmolLM2's tokenizer adds none and reads the header
 tokens as plain text). Split: the output of a decoder layer before the final RMSNorm (layer 32, the last, of
@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lamofc_lib.sources import ARC_ANSWER_LETTERS
 from lamofc_lib.tasks.base import Extraction, Layout, Task, model_source, split_layers, torch_dtype
+from lamofc_lib.tasks.csr_prompt import ARC_ANSWER_LETTERS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -190,7 +190,7 @@ class ReasoningTask(Task):
             "model": {k: v for k, v in model.items() if v is not None},
             "split": {"layer": layer, "where": "decoder layer output, before the final RMSNorm (forward hook)"},
             "extraction": {
-                "prompt": "the reference's ARC prompt string (sources.arc_prompt), no chat template",
+                "prompt": "the reference's ARC prompt string (tasks.csr_prompt.arc_prompt), no chat template",
                 "tokenization": "tokenizer defaults (add_special_tokens=True), as a text-generation pipeline",
             },
         }

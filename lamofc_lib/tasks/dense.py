@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from lamofc_lib.metrics import ConfusionMatrix, DepthErrors, depth_valid_mask
-from lamofc_lib.sources import VOC_CLASSES, load_depth, load_image, load_label_map
+from lamofc_lib.sources.images import VOC_CLASSES, load_depth, load_image, load_label_map
 from lamofc_lib.tasks.base import Extraction, Layout, Task, split_layers
 
 if TYPE_CHECKING:

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lamofc_lib.sources import VOC_CLASSES
+from lamofc_lib.sources.images import VOC_CLASSES
 from lamofc_lib.tasks.base import load_head_file
 
 IMAGENET_CLASSES = 1000
