@@ -1,4 +1,5 @@
-"""Tests for lamofc_lib.metrics against hand-computed values, plus FID with the real Inception network."""
+"""Tests for lamofc_lib.metrics (segmentation, depth, the accuracy drop) against hand-computed values, plus FID
+(metrics.fid) with the real Inception network."""
 
 from __future__ import annotations
 
@@ -8,16 +9,11 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from lamofc_lib import fid as fid_module
-from lamofc_lib.fid import fid, fid_statistics, find_inception_weights, frechet_distance
-from lamofc_lib.metrics import (
-    ConfusionMatrix,
-    DepthErrors,
-    accuracy_drop,
-    depth_valid_mask,
-    eigen_crop_box,
-    rmse,
-)
+from lamofc_lib.metrics import accuracy_drop
+from lamofc_lib.metrics import fid as fid_module
+from lamofc_lib.metrics.depth import DepthErrors, depth_valid_mask, eigen_crop_box, rmse
+from lamofc_lib.metrics.fid import fid, fid_statistics, find_inception_weights, frechet_distance
+from lamofc_lib.metrics.segmentation import ConfusionMatrix
 
 # --------------------------------------------------------------------------------------------------------------------
 # Confusion matrix and mIoU

@@ -107,9 +107,14 @@ def test_a_scripts_code_is_the_closure_of_its_imports_for_the_task_it_runs():
     # extract.py imports joblog, sources and the task registry; cls runs tasks/cls.py (DINOv2 in tasks/dinov2.py)
     assert {"lamofc_lib.joblog", "lamofc_lib.sources", "lamofc_lib.tasks.cls", "lamofc_lib.tasks.dinov2"} <= set(cls)
     assert {"lamofc_lib.store", "lamofc_lib.tasks.base", "lamofc_lib.io"} <= set(cls)  # through the task module
-    assert not {"lamofc_lib.tasks.tti", "lamofc_lib.tasks.csr", "lamofc_lib.tasks.dense", "lamofc_lib.fid"} & set(cls)
+    assert not {
+        "lamofc_lib.tasks.tti",
+        "lamofc_lib.tasks.csr",
+        "lamofc_lib.tasks.dense",
+        "lamofc_lib.metrics.fid",
+    } & set(cls)
     tti = code_hash.script_modules(package, scripts / "extract.py", "tti")
-    assert {"lamofc_lib.tasks.tti", "lamofc_lib.tasks.sd3_demo", "lamofc_lib.fid"} <= set(tti)
+    assert {"lamofc_lib.tasks.tti", "lamofc_lib.tasks.sd3_demo", "lamofc_lib.metrics.fid"} <= set(tti)
     assert code_hash.registered_modules(package, "lamofc_lib.tasks") == {
         "cls": "lamofc_lib.tasks.cls",
         "seg": "lamofc_lib.tasks.dense",

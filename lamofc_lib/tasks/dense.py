@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lamofc_lib.metrics import ConfusionMatrix, DepthErrors, depth_valid_mask
+from lamofc_lib.metrics.depth import DepthErrors, depth_valid_mask
+from lamofc_lib.metrics.segmentation import ConfusionMatrix
 from lamofc_lib.sources.images import VOC_CLASSES, load_depth, load_image, load_label_map
 from lamofc_lib.tasks.base import Extraction, Layout, Task, split_layers
 

@@ -305,7 +305,7 @@ class TextToImageTask(Task):
         With `save_images`, the decoded images are also written there as 00000.png, 00001.png, ..."""
         import torch
 
-        from lamofc_lib.fid import InceptionFeatures
+        from lamofc_lib.metrics.fid import InceptionFeatures
 
         vae, scaling_factor, shift_factor = load_vae_decoder(head, self.device)
         channels = int(vae.config.latent_channels)
@@ -335,7 +335,7 @@ class TextToImageTask(Task):
     def compare(self, outputs: Sequence, references: Sequence) -> tuple[float, list[dict]]:
         """FID between the two activation sets, and per sample the L2 distance between its two activation
         vectors (`identical`: the vectors are equal)."""
-        from lamofc_lib.fid import fid
+        from lamofc_lib.metrics.fid import fid
 
         if len(outputs) != len(references):
             raise ValueError(f"task tti: {len(outputs)} outputs for {len(references)} references")
