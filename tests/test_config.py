@@ -12,7 +12,8 @@ from lamofc_lib.coding import shard_samples, shards
 from lamofc_lib.config import ConfigError, format_point, load_schema, points, validate
 from lamofc_lib.preprocess import truncation_bounds, truncation_ranges
 
-DEMO = Path(__file__).resolve().parent.parent / "config" / "demo.yaml"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEMO = REPO_ROOT / "config" / "demo.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -668,3 +669,28 @@ def test_generalizability_pairs_name_distinct_tasks(raw):
 def test_hyperprior_lambdas_must_be_positive(raw):
     raw["codecs"]["hyperprior"]["points"]["cls"] = [0.01, 0]
     assert "codecs.hyperprior.points.cls[1]" in _error(raw)
+
+
+def test_the_paper_config_holds_lamofcbench_universal_codecs_on_its_lambda_grid():
+    """config/config.yaml's hyperprior_u and elic blocks, once in run.codecs: K-means codes on 10 calibration
+    samples, one model per lambda of LaMoFCBench's grid trained on the seg, csr and tti mix, coding every task;
+    ELIC at its reference sizes (192/320), the universal Hyperprior at DT-UFC's quality 1 (128/192)."""
+    from lamofc_lib import workflow as wf
+
+    raw = yaml.safe_load((REPO_ROOT / "config" / "config.yaml").read_text())
+    for block in raw["tasks"].values():  # stand-ins for the paths the user sets
+        block["source"] = {k: v or "set" for k, v in block["source"].items()}
+        block["train"]["source"] = block["source"]
+        if "checkpoint" in block.get("head", {}):
+            block["head"]["checkpoint"] = "head.pth"
+    raw["run"]["codecs"] = ["vvenc", "hyperprior", "hyperprior_u", "elic"]
+    raw["codecs"]["vvenc"] = raw["codecs"].get("vvenc") or {"points": [22], "truncation": "vvc"}
+    config = validate(raw, check_paths=False)
+    grid = ["0.001", "0.004", "0.007", "0.01", "0.02"]
+    for codec in ("hyperprior_u", "elic"):
+        assert [m for m in wf.trained_models(config) if m[0] == codec] == [(codec, "hybrid", p) for p in grid]
+        assert config["codecs"][codec]["kmeans"]["samples"] == 10
+    labels = {(t, c) for t, c, _ in wf.coded_points(config)}
+    assert {(t, c) for t in raw["run"]["tasks"] for c in ("hyperprior_u@hybrid", "elic@hybrid")} <= labels
+    assert (config["codecs"]["elic"]["N"], config["codecs"]["elic"]["M"]) == (192, 320)
+    assert (config["codecs"]["hyperprior_u"]["N"], config["codecs"]["hyperprior_u"]["M"]) == (128, 192)
