@@ -14,6 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from lamofc_lib.bitstreams import (
     Sidecar,
@@ -24,8 +25,9 @@ from lamofc_lib.bitstreams import (
     sidecar_name,
 )
 from lamofc_lib.codecs.base import Codec, CodecError
+from lamofc_lib.distortion import pooled, squared_error
 from lamofc_lib.io import atomic_path, file_sha256, write_json
-from lamofc_lib.preprocess import TensorSpec, from_frame
+from lamofc_lib.preprocess import TensorSpec, from_frame, to_frame
 from lamofc_lib.store import FeatureStore, TensorLayout, as_dtype, write_store
 
 log = logging.getLogger(__name__)
@@ -219,3 +221,30 @@ def decode_point(
     }
     write_store(out, [r.sample_id for _, r in items], tensors, reconstructions(), attrs=attrs)
     return timings
+
+
+def quantization_errors(original: FeatureStore, sidecars: Sequence[Sidecar], cache: dict | None = None) -> pd.DataFrame:
+    """Per sample, the quantization MSE: the original against its quantization alone, no codec (each value's
+    K-means centre, or the uniform quantizer's dequantized codes or de-normalized truncation, cast back to the
+    tensor's dtype), pooled over the sample's tensors (`quant_mse`) and per tensor (`quant_mse.<tensor>`).
+
+    The quantization is the one each sidecar's tensor records give, as decoding reads it (scoring.Scorer takes
+    this function for coded points). `cache`, a dict kept
+    across calls, holds each sample and tensor's squared error by its quantization, so the points of one codec
+    (one quantization) compute it once."""
+    cache = {} if cache is None else cache
+    rows = []
+    for i, record in enumerate(sidecars):
+        squared, points = {}, {}
+        for tensor in record.tensors:
+            centres = tuple(tensor.centres) if tensor.centres is not None else None
+            spec = TensorSpec(tensor.packing, tensor.truncation, tensor.quantizer, centres)
+            key = (i, tensor.name, repr(spec), record.input_kind, record.bit_depth)
+            if key not in cache:
+                x = original.read(i, tensor.name)
+                frame = to_frame(x, spec, record.input_kind, record.bit_depth)
+                quantized = from_frame(frame, spec, x.shape, record.input_kind, record.bit_depth)
+                cache[key] = squared_error(x, as_dtype(quantized, tensor.feature_dtype))
+            squared[tensor.name], points[tensor.name] = cache[key], tensor.feature_points
+        rows.append(pooled(squared, points, "quant_mse"))
+    return pd.DataFrame(rows)

@@ -182,8 +182,8 @@ def _check_semantics(config: dict, check_paths: bool) -> None:
         if task not in config["tasks"]:
             raise ConfigError(f"config key run.tasks[{i}]: task '{task}' has no block under tasks.{task}")
         _check_task(task, config["tasks"][task], check_paths)
-    for task in [t for t in trained_tasks(config) if t not in run["tasks"]]:
-        _check_task(task, config["tasks"][task], check_paths)
+    for task in [t for t in trained_tasks(config) if t not in run["tasks"] and t in config["tasks"]]:
+        _check_task(task, config["tasks"][task], check_paths)  # a task without a block: see _check_universal
     for i, codec in enumerate(run["codecs"]):
         if codec not in config["codecs"]:
             raise ConfigError(f"config key run.codecs[{i}]: codec '{codec}' has no block under codecs.{codec}")

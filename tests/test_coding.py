@@ -16,8 +16,8 @@ from store_helpers import write_one
 from lamofc_lib.bitstreams import rate, read_sidecars
 from lamofc_lib.codecs import CodecError, get_codec
 from lamofc_lib.coding import code_shard, decode_point, encode_shard
+from lamofc_lib.distortion import feature_errors
 from lamofc_lib.preprocess import TensorSpec, frame_shape, from_frame, pack, preprocess_store, quantize, to_frame
-from lamofc_lib.scoring import feature_errors
 from lamofc_lib.store import FeatureStore
 
 SETTINGS = {"preset": "faster", "bit_depth": 10, "samples_per_job": 10, "truncation": "vvc"}

@@ -89,7 +89,8 @@ def test_elic_reconstructions_are_centres_of_the_kmeans_mapping(elic_run):
 def test_kmeans_quantization_and_total_mse_equal_hand_computations(elic_run):
     """The quantization MSE: each value against the largest centre <= it (searchsorted, the first centre below
     all), no codec; the total MSE: against the decoded features; both as the scores compute them."""
-    from lamofc_lib.scoring import feature_errors, quantization_errors
+    from lamofc_lib.coding import quantization_errors
+    from lamofc_lib.distortion import feature_errors
 
     _, folder, features = elic_run
     original, rec = FeatureStore(folder / "f.zarr"), FeatureStore(folder / "rec.zarr")

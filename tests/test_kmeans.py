@@ -31,8 +31,12 @@ def floor_codes(x: np.ndarray, centres: np.ndarray) -> np.ndarray:
 
 
 def sklearn_centres(values: np.ndarray) -> np.ndarray:
-    """KMeans as the reference calls it (256 clusters, random_state 42, the library's defaults otherwise)."""
-    model = KMeans(n_clusters=256, random_state=42).fit(values.astype(np.float32).reshape(-1, 1))
+    """KMeans as the reference calls it (256 clusters, random_state 42, the library's defaults otherwise), on one
+    thread as the calibration fits (its sums depend on the threads)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        model = KMeans(n_clusters=256, random_state=42).fit(values.astype(np.float32).reshape(-1, 1))
     return np.sort(model.cluster_centers_[:, 0]).astype(np.float32)
 
 

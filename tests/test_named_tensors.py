@@ -17,9 +17,9 @@ import torch
 
 from lamofc_lib.bitstreams import rate, read_sidecars
 from lamofc_lib.codecs import get_codec
-from lamofc_lib.coding import decode_point, encode_shard
+from lamofc_lib.coding import decode_point, encode_shard, quantization_errors
+from lamofc_lib.distortion import feature_errors
 from lamofc_lib.preprocess import preprocess_store
-from lamofc_lib.scoring import feature_errors, quantization_errors
 from lamofc_lib.store import FeatureStore, TensorLayout
 from lamofc_lib.tasks.base import Layout, Task, TensorExtraction
 

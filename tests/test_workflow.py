@@ -19,7 +19,7 @@ import yaml
 from lamofc_lib.benchmarks import job_stats, paper_config, paper_sources, vtm_stand_ins
 from lamofc_lib.config import format_point
 from lamofc_lib.config import points as operating_points
-from lamofc_lib.workflow import codec_name, trained_on
+from lamofc_lib.workflow import codec_name, coded_points, generalizability_points, trained_on
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -101,16 +101,22 @@ def test_demo_writes_tables_and_figures(demo_run):
     workdir, config = demo_run
     table = pd.read_csv(workdir / "results/tables/rate_accuracy.csv", dtype={"point": str})
     assert list(table.columns) == [
-        "task", "codec", "point", "bpfp", "mse", "metric", "value", "higher_is_better", "accuracy_drop", "samples",
-        "candidates",
+        "task", "codec", "point", "bpfp", "ebpfp", "mse", "quant_mse", "metric", "value", "higher_is_better",
+        "accuracy_drop", "samples", "candidates",
     ]  # fmt: skip
     tasks = ("cls", "csr", "dpt", "seg", "tti")
     lambdas = {task: [format_point(v) for v in config["codecs"]["hyperprior"]["points"][task]] for task in tasks}
+    universal = [
+        (f"{c}@hybrid", format_point(v))
+        for c in ("hyperprior_u", "elic")
+        for v in config["codecs"][c]["points"]["hybrid"]
+    ]
     assert sorted(zip(table.task, table.codec, table.point, strict=True)) == sorted(
         (task, codec, point)
         for task in tasks
         for codec, point in [("original", "original"), ("vvenc", "32"), ("vvenc", "42")]
         + [("hyperprior", lam) for lam in lambdas[task]]
+        + universal
     )
     original = table[table.codec == "original"].set_index("task")
     assert (original.bpfp == 32).all() and (original.mse == 0).all()
@@ -148,6 +154,7 @@ def test_the_demos_kmeans_centres_are_scikit_learns_on_its_calibration_samples(d
     """Each task's calibration: 256 centres fitted by scikit-learn's KMeans (256 clusters, random_state 42, its
     defaults otherwise) on the first 4 training samples in sample-id order, fitted again here."""
     from sklearn.cluster import KMeans
+    from threadpoolctl import threadpool_limits
 
     from lamofc_lib.store import FeatureStore
 
@@ -163,7 +170,8 @@ def test_the_demos_kmeans_centres_are_scikit_learns_on_its_calibration_samples(d
         assert mapping == {task: {name: f"{name}.json" for name in store.tensors}}
         for name in store.tensors:
             values = np.concatenate([store.read(i, name).astype(np.float32).ravel() for i in first])
-            fitted = KMeans(n_clusters=256, random_state=42).fit(values.reshape(-1, 1)).cluster_centers_[:, 0]
+            with threadpool_limits(limits=about["threads"]):  # the fit's sums depend on its threads
+                fitted = KMeans(n_clusters=256, random_state=42).fit(values.reshape(-1, 1)).cluster_centers_[:, 0]
             got = np.array(json.loads((folder / f"{name}.json").read_text()), dtype=np.float32)
             np.testing.assert_array_equal(got, np.sort(fitted).astype(np.float32))
 
@@ -205,8 +213,7 @@ def test_the_universal_codecs_code_every_task_with_real_strings_and_kmeans_recon
                 row = table[(table.task == task) & (table.codec == label) & (table.point == point)]
                 assert len(row) == 1 and row.bpfp.iloc[0] == pytest.approx(np.mean(bpfp), rel=1e-12)
                 assert row.ebpfp.iloc[0] == pytest.approx(np.mean(ebpfp), rel=1e-12)
-                mean = np.mean(bpfp)
-                assert scores[point]["ebpfp"] == pytest.approx(2 * mean if task == "tti" else mean, rel=1e-12)
+                assert scores[point]["ebpfp"] == pytest.approx(np.mean(ebpfp), rel=1e-12)
                 rows = tensors[(tensors.task == task) & (tensors.codec == label) & (tensors.point == point)]
                 assert sorted(rows.tensor) == sorted(features.tensors)
                 assert (rows.quant_mse > 0).all() and (rows.mse > 0).all()
@@ -253,9 +260,10 @@ def test_a_new_head_reruns_scoring_not_extraction(demo_run):
     assert result.returncode == 0, result.stderr[-4000:]
     stats = job_stats(result.stdout + result.stderr)
     assert stats["head"] == 1 and stats["score_original"] == 1
-    # every seg point is rescored, one job per codec: VVenC, the native Hyperprior and the tti models
-    # (generalizability)
-    assert stats["score"] == 3
+    # every seg point is rescored, one job per codec label: VVenC, the native Hyperprior, the tti models
+    # (generalizability) and the universal codecs
+    labels = {c for t, c, _ in coded_points(config) + generalizability_points(config) if t == "seg"}
+    assert stats["score"] == len(labels) == 5
     assert not {"candidates", "select", "extract", "preprocess", "code"} & set(stats)
 
 
@@ -303,6 +311,7 @@ VVENC_POINTS = 5 * 2
 HYPERPRIOR_POINTS = 5 * 2 + 2 * 2
 VVENC_LABELS = 5
 HYPERPRIOR_LABELS = 5 + 2
+UNIVERSAL_POINTS = 2 * 5 * 2  # hyperprior_u and elic, two lambdas, every task
 TABLES = {
     "rate_accuracy": 1,
     "da_r2": 1,
@@ -342,11 +351,11 @@ def test_editing_preprocess_reruns_preprocess_and_everything_downstream(demo_run
     # the feature statistics (which read the truncation ranges and pack with it); not the sources, selection,
     # heads, features and uncompressed scores
     upstream = {"candidates", "candidates_train", "select", "select_train", "head", "extract", "extract_train"}
-    upstream |= {"convert_model"}
+    upstream |= {"convert_model", "calibrate"}  # K-means centres are fitted on the raw features
     assert dry_run_jobs(workdir, config, repo=repo_copy) == {
         rule: n for rule, n in full.items() if rule not in upstream | {"score_original"}
     }
-    assert full["preprocess"] == 10 and full["code"] == VVENC_POINTS + HYPERPRIOR_POINTS
+    assert full["preprocess"] == 15 and full["code"] == VVENC_POINTS + HYPERPRIOR_POINTS + UNIVERSAL_POINTS
     assert full["feature_statistics"] == 5
 
 
@@ -609,6 +618,7 @@ def test_kmeans_schedules_one_calibration_per_task_before_its_frames_and_models(
     """The Hyperprior on K-means codes: one calibrate job per task, on its training features; the Hyperprior's
     frames and training read that calibration, VVenC's frames stay uniform; a user's mapping is imported."""
     config = demo_config()
+    config["run"]["codecs"] = ["vvenc", "hyperprior"]  # the demo's universal K-means codecs aside
     mapping = tmp_path / "dinov3"
     mapping.mkdir()
     (mapping / "mapping.json").write_text("{}")
@@ -657,15 +667,31 @@ def test_a_universal_codec_trains_one_model_per_lambda_on_its_tasks_mixed(tmp_pa
     assert "results/models/elic/cls" not in output
 
 
+def test_a_universal_codec_trains_on_its_tasks_when_they_do_not_run(tmp_path):
+    """Running cls alone, the demo's universal models still train on seg, csr and tti's training features: the
+    same models whichever tasks run."""
+    config = demo_config()
+    config["run"].update(tasks=["cls"], codecs=["vvenc", "elic"])
+    result = snakemake(tmp_path, config, "--dry-run", "--printshellcmds")
+    assert result.returncode == 0, result.stderr[-4000:]
+    output = result.stdout + result.stderr
+    stats = job_stats(output)
+    # training features of the three tasks, and cls's own for its K-means calibration
+    assert stats["train"] == len(config["codecs"]["elic"]["points"]["hybrid"]) and stats["extract_train"] == 4
+    for task in ("seg", "csr", "tti"):
+        assert f"results/{task}/train/features.zarr" in output and f"results/{task}/features.zarr" not in output
+    assert "results/cls/elic@hybrid/" in output and "results/seg/elic@hybrid/" not in output
+
+
 @pytest.mark.parametrize(
     "change, message",
     [
         ({"universal": ["seg", "pose"]}, "codecs.elic.universal"),  # schema: not a task
-        ({"run": {"tasks": ["cls", "seg"]}}, "codecs.elic.universal: ['csr'] not in run.tasks"),
+        ({"run": {"tasks": ["cls", "seg"]}, "drop": "csr"}, "codecs.elic.universal: ['csr'] have no block under tasks"),
         ({"generalizability": [{"trained_on": "seg", "applied_to": "cls"}]}, "a universal codec's models code"),
         ({"report": {"anchor": "elic"}}, "'elic' is universal (its label elic@hybrid)"),
     ],
-    ids=["unknown-task", "task-not-run", "generalizability", "anchor"],
+    ids=["unknown-task", "task-without-block", "generalizability", "anchor"],
 )
 def test_a_universal_codec_is_checked_at_start(tmp_path, change, message):
     config = demo_config()
@@ -676,7 +702,9 @@ def test_a_universal_codec_is_checked_at_start(tmp_path, change, message):
         "points": {"hybrid": [0.01]},
         "training": {"hybrid": {"steps": 10}},
     }
-    config["codecs"]["elic"].update({k: v for k, v in change.items() if k not in ("run", "report")})
+    config["codecs"]["elic"].update({k: v for k, v in change.items() if k not in ("run", "report", "drop")})
+    if "drop" in change:
+        del config["tasks"][change["drop"]]
     config["run"].update(change.get("run", {}))
     config.setdefault("report", {}).update(change.get("report", {}))
     result = snakemake(tmp_path, config, "--dry-run")
@@ -747,14 +775,15 @@ def test_demo_writes_the_reports_tables_figures_and_provenance(demo_run):
     tasks, results = ("cls", "csr", "dpt", "seg", "tti"), workdir / "results"
     bd = pd.read_csv(results / "tables/bd_rate.csv", keep_default_na=False)
     # the anchor is the first of run.codecs (vvenc); each number is there or its reason is
-    assert sorted(zip(bd.task, bd.codec, bd.anchor, strict=True)) == [(t, "hyperprior", "vvenc") for t in tasks]
+    learned = ("elic@hybrid", "hyperprior", "hyperprior_u@hybrid")
+    assert sorted(zip(bd.task, bd.codec, bd.anchor, strict=True)) == [(t, c, "vvenc") for t in tasks for c in learned]
     for r in bd.itertuples():
         for name, value in (("BD-rate", r.bd_rate), ("BD-metric", r.bd_metric)):
             assert value != "" or f"{name}: " in r.note, (r.task, name)
     assert set(bd.method) == {"pchip"}
     complexity = pd.read_csv(results / "tables/complexity.csv")
     generalized = [("seg", "hyperprior@tti"), ("tti", "hyperprior@seg")]
-    pairs = [(t, c) for t in tasks for c in ("hyperprior", "vvenc")] + generalized
+    pairs = [(t, c) for t in tasks for c in ("hyperprior", "vvenc", *LAMOFCBENCH_LABELS)] + generalized
     assert sorted(zip(complexity.task, complexity.codec, strict=True)) == sorted(pairs)
     for row in complexity.itertuples():
         # a model applied to another task counts the points of the task it was trained on

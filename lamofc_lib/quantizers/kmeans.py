@@ -42,6 +42,10 @@ KMEANS_SETTINGS = {
 }
 
 
+THREADS = 1
+"""Threads of the K-means fit (see fit_centres), recorded in calibration.json."""
+
+
 class MappingError(ValueError):
     """A K-means mapping that is missing, malformed, or has no centres for a tensor."""
 
@@ -58,13 +62,18 @@ def _values(x: np.ndarray, what: str) -> np.ndarray:
 
 
 def fit_centres(values: np.ndarray) -> np.ndarray:
-    """The 256 sorted float32 centres scikit-learn's KMeans finds on the flattened `values` (KMEANS_SETTINGS)."""
+    """The 256 sorted float32 centres scikit-learn's KMeans finds on the flattened `values` (KMEANS_SETTINGS),
+    on one thread: KMeans sums in the order its OpenMP threads split the data, so its centres differ in the last
+    bits between machines with other core counts (measured: 189 of 256 centres one float32 step apart between
+    the demo's one-thread job and a two-thread refit), and the benchmark's codes must not depend on them."""
     from sklearn.cluster import KMeans
+    from threadpoolctl import threadpool_limits
 
     flat = _values(values, "fit_centres").reshape(-1, 1)
     if flat.shape[0] < LEVELS:
         raise ValueError(f"fit_centres: {flat.shape[0]} values cannot give {LEVELS} centres")
-    model = KMeans(**KMEANS_SETTINGS).fit(flat)
+    with threadpool_limits(limits=THREADS):
+        model = KMeans(**KMEANS_SETTINGS).fit(flat)
     return np.sort(model.cluster_centers_[:, 0].astype(np.float32))
 
 
@@ -168,6 +177,7 @@ def calibrate_store(features: str | Path, out: str | Path, handler: str, samples
         "features": str(features),
         "samples": [store.sample_ids[i] for i in picked],
         "kmeans": KMEANS_SETTINGS,
+        "threads": THREADS,
         "scikit_learn": sklearn.__version__,
         "numpy": np.__version__,
     }

@@ -33,7 +33,8 @@ rule score:
         reference=lambda wc: task_settings(wc.task)["reference"],
         metric_options=lambda wc: metric_options(wc.task),
         device=config["run"]["device"],
-        code=lambda wc: script_code("score.py", wc.task),
+        # the quantizer of its codec counts: scoring computes its quantization error (coding.quantization_errors)
+        code=lambda wc: script_code("score.py", wc.task, quantizer=codec_quantizer(wc.codec)),
     script:
         "../scripts/score.py"
 

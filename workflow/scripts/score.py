@@ -2,6 +2,7 @@
 
 import pandas as pd
 
+from lamofc_lib.coding import quantization_errors
 from lamofc_lib.io import atomic_path, write_json
 from lamofc_lib.joblog import log_to
 from lamofc_lib.scoring import Scorer
@@ -18,6 +19,7 @@ scorer = Scorer(
     device=params.device,
     threads=snakemake.threads,
     metric_options=params.metric_options,
+    quantization_errors=quantization_errors,
 )
 records, tables = [], []
 for k, point in enumerate(params.points):
