@@ -137,15 +137,16 @@ def read_sidecars(dirs: Sequence[str | Path], samples: int | None = None, first:
     return found
 
 
-def rate(shard_dirs: Sequence[str | Path]) -> list[dict]:
+def rate(shard_dirs: Sequence[str | Path], items: Sequence[tuple[Path, Sidecar]] | None = None) -> list[dict]:
     """Per-sample coded size: bits from the bitstream files on disk (in all and per named tensor), points of the
     original feature, and the pooled BPFP (all the sample's bits over all its points) and EBPFP (LaMoFCBench's
     equivalent BPFP: each tensor's bits scaled by 32 / the bits of its original dtype, so that a half-precision
     tensor coded at b bits per point counts as 2b, over all points), with each tensor's own BPFP. A bitstream
     that differs from its sidecar's size or SHA-256 (altered after coding, so its reconstruction is not its
-    decoding) raises CodecError naming it."""
+    decoding) raises CodecError naming it. `items`: the folders' sidecars when the caller has read them
+    already (read_sidecars)."""
     rows = []
-    for folder, record in read_sidecars(shard_dirs):
+    for folder, record in read_sidecars(shard_dirs) if items is None else items:
         for tensor in record.tensors:
             if problem := bitstream_problem(folder, tensor):
                 raise CodecError(problem)

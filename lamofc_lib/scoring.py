@@ -103,13 +103,14 @@ class Scorer:
         means = {"bpfp": UNCOMPRESSED_BPFP, "ebpfp": UNCOMPRESSED_BPFP, "mse": 0.0, "quant_mse": 0.0}
         tensors = {}
         if reconstructed:
-            sidecars = [record for _, record in read_sidecars(bitstream_dirs)]
+            items = read_sidecars(bitstream_dirs)
+            sidecars = [record for _, record in items]
             quantization = (
                 self._quantization_errors(self.original, sidecars, self._quantization)
                 if self._quantization_errors
                 else pd.DataFrame({"quant_mse": [float("nan")] * len(sidecars)})
             )
-            rates = pd.DataFrame(rate(bitstream_dirs)).drop(columns=["sample_index", "feature_points"])
+            rates = pd.DataFrame(rate(bitstream_dirs, items)).drop(columns=["sample_index", "feature_points"])
             table = pd.concat([table, feature_errors(self.original, store), quantization, rates], axis=1)
             means = {key: float(table[key].mean()) for key in means}
             tensors = {
