@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from lamofc_lib.codecs import REGISTRY
-from lamofc_lib.coding import shard_samples
+from lamofc_lib.coding import shard_samples, shards
 from lamofc_lib.config import HYBRID, codec_kind, points, pretrained_file
 from lamofc_lib.store import FeatureStore
 
@@ -109,6 +109,33 @@ def run_label(config: Mapping, codec: str) -> str:
     return f"{codec}@{HYBRID}" if config["codecs"][codec].get("universal") else codec
 
 
+def is_universal(config: Mapping, label: str) -> bool:
+    """Whether a label names a universal codec's models (one per lambda, trained on a mix of tasks)."""
+    return bool(config["codecs"][codec_name(label)].get("universal"))
+
+
+def universal_labels(config: Mapping) -> list[str]:
+    """The labels of the universal codecs of run.codecs (<codec>@hybrid)."""
+    return [run_label(config, c) for c in config["run"]["codecs"] if config["codecs"][c].get("universal")]
+
+
+def codec_shards(config: Mapping, task: str, label: str) -> list[str]:
+    """The sample groups ('000', '001', ...) a codec label's code jobs take on `task`: samples_per_job samples
+    each; a universal codec's job codes every task's samples at one lambda (rule code_universal), as one
+    group per task."""
+    if is_universal(config, label):
+        return ["000"]
+    return shards(config["tasks"][task]["samples"], config["codecs"][codec_name(label)]["samples_per_job"])
+
+
+def shard_range(config: Mapping, task: str, label: str, shard: str, samples: int | None = None) -> range:
+    """The sample indices of one of `codec_shards`, of the task's samples (or of `samples`: a store's count)."""
+    samples = config["tasks"][task]["samples"] if samples is None else samples
+    if is_universal(config, label):
+        return shard_samples(shard, samples, samples)
+    return shard_samples(shard, samples, config["codecs"][codec_name(label)]["samples_per_job"])
+
+
 def coded_points(config: Mapping) -> list[tuple[str, str, str]]:
     """(task, codec label, point) of the rate-accuracy runs."""
     run = config["run"]
@@ -175,7 +202,7 @@ def coding_resource(config: Mapping, key: str, task: str, label: str, shard: str
     sizes = None
     if frames.exists():
         store = FeatureStore(frames)
-        sizes = [store.points(i) / 1e6 for i in shard_samples(shard, len(store), block["samples_per_job"])]
+        sizes = [store.points(i) / 1e6 for i in shard_range(config, task, label, shard, len(store))]
     values = []
     for job in ("encode", "decode"):
         spec = block["resources"][job]

@@ -305,14 +305,15 @@ def full_run_jobs(workdir: Path) -> dict[str, int]:
 
 # The demo run codes 5 tasks of at most 20 samples (one code job per task and point): VVenC at 2 QPs, the
 # Hyperprior at 2 lambdas per task (10 models) and at the trained_on task's 2 lambdas for the 2 generalizability
-# pairs (seg -> tti, tti -> seg); one score job per task and codec label. What follows a coded point: the
+# pairs (seg -> tti, tti -> seg); the universal codecs one code_universal job per lambda for all tasks; one
+# score job per task and codec label. What follows a coded point: the
 # rate-accuracy, D-A, BD-rate and complexity tables, the rate-accuracy, D-A and accuracy-drop figures (one job)
 # and the provenance.
 VVENC_POINTS = 5 * 2
 HYPERPRIOR_POINTS = 5 * 2 + 2 * 2
 VVENC_LABELS = 5
 HYPERPRIOR_LABELS = 5 + 2
-UNIVERSAL_POINTS = 2 * 5 * 2  # hyperprior_u and elic, two lambdas, every task
+UNIVERSAL_JOBS = 2 * 2  # hyperprior_u and elic, two lambdas: one code_universal job each codes every task
 TABLES = {
     "rate_accuracy": 1,
     "da_r2": 1,
@@ -356,7 +357,8 @@ def test_editing_preprocess_reruns_preprocess_and_everything_downstream(demo_run
     assert dry_run_jobs(workdir, config, repo=repo_copy) == {
         rule: n for rule, n in full.items() if rule not in upstream | {"score_original"}
     }
-    assert full["preprocess"] == 15 and full["code"] == VVENC_POINTS + HYPERPRIOR_POINTS + UNIVERSAL_POINTS
+    assert full["preprocess"] == 15 and full["code"] == VVENC_POINTS + HYPERPRIOR_POINTS
+    assert full["code_universal"] == UNIVERSAL_JOBS
     assert full["feature_statistics"] == 5
 
 
@@ -663,8 +665,14 @@ def test_a_universal_codec_trains_one_model_per_lambda_on_its_tasks_mixed(tmp_pa
         for task in ("seg", "csr", "tti"):
             assert f"results/{task}/train/features.zarr" in job and f"results/{task}/calibration/kmeans8-train4" in job
         assert "results/cls/train/features.zarr" not in job
-    for task in ("cls", "seg", "dpt", "csr", "tti"):
-        assert f"results/{task}/elic@hybrid/0.02/bitstreams/000" in output
+    # one code job per lambda codes every task (its model loaded once), into each task's folder of that point
+    assert stats["code_universal"] == 2 and stats["code"] == 5 * len(config["codecs"]["vvenc"]["points"])
+    jobs = [job for job in output.split("\nrule ") if job.startswith("code_universal:")]
+    for point in ("0.001", "0.02"):
+        [job] = [job for job in jobs if f"results/models/elic/hybrid/{point}/model.pt" in job]
+        for task in ("cls", "seg", "dpt", "csr", "tti"):
+            assert f"results/{task}/elic@hybrid/{point}/bitstreams/000" in job
+            assert f"results/{task}/frames/kmeans8-train4-normalized.zarr" in job
     assert "results/models/elic/cls" not in output
 
 

@@ -15,6 +15,8 @@ rule code:
         "logs/{task}/{codec}/{point}/code-{shard}.log",
     benchmark:
         "benchmarks/{task}/{codec}/{point}/code-{shard}.tsv"
+    wildcard_constraints:
+        codec=PER_TASK_CODECS_PATTERN,
     conda:
         "../../envs/codec.yaml"
     threads: lambda wc: codec_block(wc.codec).get("threads", 1)
@@ -25,7 +27,46 @@ rule code:
         codec=lambda wc: codec_kind(wc.codec),
         settings=lambda wc: codec_settings(wc.codec),
         point=lambda wc: wc.point,
-        samples=lambda wc: task_settings(wc.task)["samples"],
+        tasks=lambda wc: [wc.task],
+        samples=lambda wc: [sample_bounds(wc.task, wc.codec, wc.shard)],
         code=lambda wc: script_code("code.py", wc.task, codec_kind(wc.codec), codec_quantizer(wc.codec)),
+    script:
+        "../scripts/code.py"
+
+
+rule code_universal:
+    """Code every running task at one lambda of a universal codec (one model per lambda serves every task):
+    each task's frames are encoded and decoded as one group, into the same folders as rule code's
+    ({task}/{codec}/{point}/bitstreams/000 and reconstructed/000.zarr).
+
+    One job per point for all tasks, because the job's start-up outweighs its coding: measured on the demo, a
+    learned code job spent 5 to 6 s importing torch and CompressAI and 1 s exiting against 2 to 4 s of coding a
+    task (ELIC) or 1 to 2 s (Hyperprior); 20 jobs (2 codecs x 2 lambdas x 5 tasks) took 217 job-s. Adding a
+    lambda runs that lambda's job alone; adding a task recodes every lambda's tasks (the model is loaded once)."""
+    input:
+        unpack(universal_coding_inputs),
+    output:
+        bitstreams=[directory(f"{RESULTS}/{t}/{{codec}}/{{point}}/bitstreams/000") for t in TASKS],
+        reconstructed=[directory(f"{RESULTS}/{t}/{{codec}}/{{point}}/reconstructed/000.zarr") for t in TASKS],
+    log:
+        "logs/universal/{codec}/{point}/code.log",
+    benchmark:
+        "benchmarks/universal/{codec}/{point}/code.tsv"
+    wildcard_constraints:
+        codec=UNIVERSAL_PATTERN,
+    conda:
+        "../../envs/codec.yaml"
+    threads: lambda wc: codec_block(wc.codec).get("threads", 1)
+    resources:
+        mem_mb=universal_resource("mem_mb"),
+        runtime=universal_resource("runtime"),
+    params:
+        codec=lambda wc: codec_kind(wc.codec),
+        settings=lambda wc: codec_settings(wc.codec),
+        point=lambda wc: wc.point,
+        tasks=TASKS,
+        samples=lambda wc: [sample_bounds(t, wc.codec, "000") for t in TASKS],
+        # code.py runs no task module: its hash is the codec's and quantizer's (any task gives the same)
+        code=lambda wc: script_code("code.py", None, codec_kind(wc.codec), codec_quantizer(wc.codec)),
     script:
         "../scripts/code.py"

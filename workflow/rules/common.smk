@@ -12,7 +12,6 @@ os.environ.update(PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.g
 
 
 from lamofc_lib import code_hash
-from lamofc_lib.coding import shards
 from lamofc_lib.config import ConfigError, trained_tasks, validate, metric_options as task_metric_options
 from lamofc_lib.feature_files import feature_paths, file_signatures
 from lamofc_lib.selection import needs_model, selection_mode
@@ -63,7 +62,24 @@ def task_resource(job, key):
 
 
 def codec_shards(task, label):
-    return shards(task_settings(task)["samples"], codec_block(label)["samples_per_job"])
+    return wf.codec_shards(config, task, label)
+
+
+def sample_bounds(task, label, shard):
+    """[first, end) of the samples of a code job's group (a shard of `codec_shards`)."""
+    indices = wf.shard_range(config, task, label, shard)
+    return [indices.start, indices.stop]
+
+
+def universal_resource(key):
+    """A resource of a universal codec's code job (rule code_universal), which codes every task: the tasks'
+    code-job requests (`coding_resource`), runtimes added, the largest memory; grown per attempt."""
+
+    def resource(wildcards, input, attempt):
+        values = [wf.coding_resource(config, key, t, wildcards.codec, "000", 1) for t in TASKS]
+        return retried(key, max(values) if key == "mem_mb" else sum(values), attempt)
+
+    return resource
 
 
 def frames_path(task, label):
@@ -73,6 +89,14 @@ def frames_path(task, label):
 def coding_inputs(wildcards):
     """The frames (encoding) and, for a trained codec, the model of the operating point."""
     return {"frames": frames_path(wildcards.task, wildcards.codec), **model_inputs(wildcards)}
+
+
+def universal_coding_inputs(wildcards):
+    """Every running task's frames, task by task, and the model of the universal codec's point."""
+    return {
+        "frames": [frames_path(t, wildcards.codec) for t in TASKS],
+        "model": model_path(config, TASKS[0], wildcards.codec, wildcards.point),
+    }
 
 
 is_kmeans = wf.is_kmeans_profile
@@ -180,6 +204,11 @@ def _alternatives(values):
 # The tasks whose jobs may run: those of run.tasks, and the tasks a universal codec trains on (their training
 # features, calibration and frames) when they do not run themselves.
 TASKS_PATTERN = _alternatives(TASKS + trained_tasks(config))
+# The labels the code rules take: a universal codec's (rule code_universal) and the others' (rule code).
+UNIVERSAL_PATTERN = _alternatives(wf.universal_labels(config)) or "(?!)"
+PER_TASK_CODECS_PATTERN = _alternatives(
+    [c for _, c, _ in coded_points() + generalizability_points() if c not in wf.universal_labels(config)]
+) or "(?!)"
 
 
 wildcard_constraints:

@@ -1,15 +1,27 @@
-"""Encode, decode and post-process one group of frames at one operating point (rule code)."""
+"""Encode, decode and post-process groups of frames at one operating point (rules code and code_universal): one
+group of one task, or, for a universal codec, every task's samples."""
 
 from lamofc_lib.codecs import get_codec
-from lamofc_lib.coding import code_shard, shard_samples
+from lamofc_lib.coding import code_shard
 from lamofc_lib.joblog import log_to
+
+
+def as_list(files):
+    return [files] if isinstance(files, str) else list(files)
+
 
 log = log_to(snakemake.log[0])
 params, output = snakemake.params, snakemake.output
-timeout = snakemake.config["codecs"][params.codec].get("timeout")  # not a param: changing it reruns nothing
+block = snakemake.config["codecs"][snakemake.wildcards.codec.split("@")[0]]  # the label's block (a profile's own)
+timeout = block.get("timeout")  # not a param: changing it reruns nothing
 codec = get_codec(params.codec, params.settings, snakemake.threads, snakemake.input.get("model"), timeout)
-indices = shard_samples(snakemake.wildcards.shard, params.samples, params.settings["samples_per_job"])
-records = code_shard(snakemake.input.frames, output.bitstreams, output.reconstructed, codec, params.point, indices)
-log.info(
-    "%s point %s: %d bitstreams, %d bytes", params.codec, params.point, len(records), sum(r.bytes for r in records)
-)
+groups = zip(
+    params.tasks, params.samples, as_list(snakemake.input.frames), as_list(output.bitstreams),
+    as_list(output.reconstructed), strict=True,
+)  # fmt: skip
+for task, (first, end), frames, bitstreams, reconstructed in groups:
+    records = code_shard(frames, bitstreams, reconstructed, codec, params.point, range(first, end))
+    log.info(
+        "%s %s point %s: %d bitstreams, %d bytes",
+        task, params.codec, params.point, len(records), sum(r.bytes for r in records),
+    )  # fmt: skip
