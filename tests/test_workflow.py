@@ -261,10 +261,10 @@ def test_a_new_head_reruns_scoring_not_extraction(demo_run):
     assert result.returncode == 0, result.stderr[-4000:]
     stats = job_stats(result.stdout + result.stderr)
     assert stats["head"] == 1 and stats["score_original"] == 1
-    # every seg point is rescored, one job per codec label: VVenC, the native Hyperprior, the tti models
-    # (generalizability) and the universal codecs
+    # every seg point is rescored: the run.codecs labels (VVenC, the native Hyperprior and the universal codecs)
+    # in the task's one score_task job (run.score_jobs: task), the tti models (generalizability) in their own
     labels = {c for t, c, _ in coded_points(config) + generalizability_points(config) if t == "seg"}
-    assert stats["score"] == len(labels) == 5
+    assert len(labels) == 5 and stats["score_task"] == 1 and stats["score"] == 1
     assert not {"candidates", "select", "extract", "preprocess", "code"} & set(stats)
 
 
@@ -306,13 +306,12 @@ def full_run_jobs(workdir: Path) -> dict[str, int]:
 # The demo run codes 5 tasks of at most 20 samples (one code job per task and point): VVenC at 2 QPs, the
 # Hyperprior at 2 lambdas per task (10 models) and at the trained_on task's 2 lambdas for the 2 generalizability
 # pairs (seg -> tti, tti -> seg); the universal codecs one code_universal job per lambda for all tasks; one
-# score job per task and codec label. What follows a coded point: the
+# score_task job per task (run.score_jobs: task) and one score job per generalizability label. What follows a coded point: the
 # rate-accuracy, D-A, BD-rate and complexity tables, the rate-accuracy, D-A and accuracy-drop figures (one job)
 # and the provenance.
 VVENC_POINTS = 5 * 2
 HYPERPRIOR_POINTS = 5 * 2 + 2 * 2
-VVENC_LABELS = 5
-HYPERPRIOR_LABELS = 5 + 2
+SCORE_TASK_JOBS = 5  # run.score_jobs task: one job per task scores every run.codecs label
 UNIVERSAL_JOBS = 2 * 2  # hyperprior_u and elic, two lambdas: one code_universal job each codes every task
 TABLES = {
     "rate_accuracy": 1,
@@ -366,7 +365,8 @@ def test_editing_preprocess_reruns_preprocess_and_everything_downstream(demo_run
 def test_editing_a_codec_reruns_only_its_coding_and_scoring_and_the_tables(demo_run, repo_copy):
     workdir, config = demo_run
     edit(repo_copy / "lamofc_lib" / "codecs" / "vvenc.py")
-    assert dry_run_jobs(workdir, config, repo=repo_copy) == {"code": VVENC_POINTS, "score": VVENC_LABELS, **TABLES}
+    expected = {"code": VVENC_POINTS, "score_task": SCORE_TASK_JOBS, **TABLES}
+    assert dry_run_jobs(workdir, config, repo=repo_copy) == expected
 
 
 @pytest.mark.e2e
@@ -383,8 +383,8 @@ def test_editing_the_analysis_reruns_only_the_tables_and_figures(demo_run, repo_
 @pytest.mark.parametrize(
     ("codec", "key", "value", "points", "labels"),
     [
-        ("vvenc", "preset", "medium", VVENC_POINTS, VVENC_LABELS),
-        ("hyperprior", "padding", "zero", HYPERPRIOR_POINTS, HYPERPRIOR_LABELS),
+        ("vvenc", "preset", "medium", VVENC_POINTS, {"score_task": SCORE_TASK_JOBS}),
+        ("hyperprior", "padding", "zero", HYPERPRIOR_POINTS, {"score_task": SCORE_TASK_JOBS, "score": 2}),
     ],
 )
 def test_a_codec_setting_change_reruns_only_that_codecs_jobs(demo_run, codec, key, value, points, labels):
@@ -392,7 +392,7 @@ def test_a_codec_setting_change_reruns_only_that_codecs_jobs(demo_run, codec, ke
     config = copy.deepcopy(config)
     assert config["codecs"][codec][key] != value
     config["codecs"][codec][key] = value
-    expected = {"code": points, "score": labels, **TABLES}
+    expected = {"code": points, **labels, **TABLES}
     if codec == "hyperprior":  # its models are trained before coding, with no padding: not retrained
         expected["generalizability"] = 1
     assert dry_run_jobs(workdir, config) == expected
@@ -540,8 +540,8 @@ def test_adding_a_qp_runs_only_its_jobs_and_unchanged_rerun_does_nothing(demo_ru
     config["codecs"]["vvenc"]["points"] = [22, 32, 42]
     result = snakemake(workdir, config)
     assert result.returncode == 0, result.stderr[-4000:]
-    # the new QP's code job per task; each task's VVenC points rescored in one job; the old points not coded again
-    assert job_stats(result.stderr) == {"code": 5, "score": 5, **TABLES}
+    # the new QP's code job per task; each task's points rescored in one job; the old points not coded again
+    assert job_stats(result.stderr) == {"code": 5, "score_task": 5, **TABLES}
     assert kept.stat().st_mtime_ns == kept_mtime
     table = pd.read_csv(workdir / "results/tables/rate_accuracy.csv", dtype={"point": str})
     assert set(table[table.codec == "vvenc"].point) == {"22", "32", "42"}
@@ -579,7 +579,7 @@ def test_a_truncated_bitstream_fails_its_score_job_and_nothing_downstream(demo_r
         bitstream.write_bytes(original[: len(original) // 2])
         result = snakemake(workdir, config, "--forcerun", f"results/cls/{codec}/scores.json")
         assert result.returncode != 0
-        log = (workdir / f"logs/cls/{codec}/score.log").read_text()
+        log = (workdir / "logs/cls/score.log").read_text()  # the task's score_task job
         assert "00001.feature.bin" in log and "truncated or altered" in log
         assert not scores.exists()
         assert table.read_bytes() == table_before

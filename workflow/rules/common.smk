@@ -204,6 +204,13 @@ def _alternatives(values):
 # The tasks whose jobs may run: those of run.tasks, and the tasks a universal codec trains on (their training
 # features, calibration and frames) when they do not run themselves.
 TASKS_PATTERN = _alternatives(TASKS + trained_tasks(config))
+# The labels of run.codecs on their own tasks; with run.score_jobs "task" one score_task job per task scores
+# them all, else one score job per task and label (as the generalizability labels always are).
+RUN_LABELS = [wf.run_label(config, c) for c in CODECS]
+SCORE_PER_TASK = config["run"]["score_jobs"] == "task"
+PER_LABEL_SCORES_PATTERN = _alternatives(
+    [c for _, c, _ in coded_points() + generalizability_points() if not (SCORE_PER_TASK and c in RUN_LABELS)]
+) or "(?!)"
 # The labels the code rules take: a universal codec's (rule code_universal) and the others' (rule code).
 UNIVERSAL_PATTERN = _alternatives(wf.universal_labels(config)) or "(?!)"
 PER_TASK_CODECS_PATTERN = _alternatives(
@@ -236,15 +243,23 @@ def coded_labels():
     return wf.coded_labels(config)
 
 
-def label_outputs(wildcards, kind):
-    """The code jobs' bitstream folders or reconstruction stores (`kind`) of every point of one task and codec
-    label, point by point and, within a point, shard by shard."""
+def label_outputs(task, labels, kind):
+    """The code jobs' bitstream folders or reconstruction stores (`kind`) of every point of the codec `labels`
+    on one task, label by label, point by point and, within a point, shard by shard."""
     path = {"bitstreams": "bitstreams/{shard}", "reconstructed": "reconstructed/{shard}.zarr"}[kind]
     return [
-        f"{RESULTS}/{wildcards.task}/{wildcards.codec}/{point}/{path.format(shard=shard)}"
-        for point in label_points(wildcards.task, wildcards.codec)
-        for shard in codec_shards(wildcards.task, wildcards.codec)
+        f"{RESULTS}/{task}/{label}/{point}/{path.format(shard=shard)}"
+        for label in labels
+        for point in label_points(task, label)
+        for shard in codec_shards(task, label)
     ]
+
+
+def scored_labels(task, label=None):
+    """What a score job scores, label by label, with each label's points and the number of shards of a point:
+    the one `label` (rule score) or every run.codecs label (rule score_task)."""
+    labels = [label] if label else RUN_LABELS
+    return [{"label": c, "points": label_points(task, c), "shards": len(codec_shards(task, c))} for c in labels]
 
 
 def all_bitstream_dirs():

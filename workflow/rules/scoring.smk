@@ -1,17 +1,18 @@
 rule score:
-    """Score every operating point of one codec on one task: BPFP, feature MSE and the task metric of each
+    """Score every operating point of one codec label on one task: BPFP, feature MSE and the task metric of each
     point's reconstruction, one record per point.
 
-    One job scores all points of a task and codec: a point's scoring (the head on a few demo samples) is shorter
-    than the job's start-up (torch and the task's model code, about 3 s), so adding a point rescores that codec's
-    other points on the task (seconds; their encodings are kept)."""
+    One job scores all points of a task and label: a point's scoring (the head on a few demo samples) is shorter
+    than the job's start-up (torch and the task's model code, about 3 s), so adding a point rescores that label's
+    other points on the task (seconds; their encodings are kept). With run.score_jobs "task", rule score_task
+    scores the run.codecs labels instead, and this rule the generalizability labels alone."""
     input:
         unpack(reference_inputs),
         manifest=f"{RESULTS}/{{task}}/manifest.csv",
         features=f"{RESULTS}/{{task}}/features.zarr",
         head=f"{RESULTS}/{{task}}/head.pt",
-        reconstructed=lambda wc: label_outputs(wc, "reconstructed"),
-        bitstreams=lambda wc: label_outputs(wc, "bitstreams"),
+        reconstructed=lambda wc: label_outputs(wc.task, [wc.codec], "reconstructed"),
+        bitstreams=lambda wc: label_outputs(wc.task, [wc.codec], "bitstreams"),
     output:
         scores=f"{RESULTS}/{{task}}/{{codec}}/scores.json",
         predictions=f"{RESULTS}/{{task}}/{{codec}}/predictions.csv",
@@ -19,6 +20,8 @@ rule score:
         "logs/{task}/{codec}/score.log",
     benchmark:
         "benchmarks/{task}/{codec}/score.tsv"
+    wildcard_constraints:
+        codec=PER_LABEL_SCORES_PATTERN,
     conda:
         "../../envs/extract.yaml"
     threads: config["run"]["threads"]
@@ -28,8 +31,7 @@ rule score:
         gpu=task_resource("score", "gpu"),
     params:
         task=lambda wc: wc.task,
-        points=lambda wc: label_points(wc.task, wc.codec),
-        shards=lambda wc: codec_shards(wc.task, wc.codec),
+        labels=lambda wc: scored_labels(wc.task, wc.codec),
         reference=lambda wc: task_settings(wc.task)["reference"],
         metric_options=lambda wc: metric_options(wc.task),
         device=config["run"]["device"],
@@ -37,6 +39,49 @@ rule score:
         code=lambda wc: script_code("score.py", wc.task, quantizer=codec_quantizer(wc.codec)),
     script:
         "../scripts/score.py"
+
+
+if SCORE_PER_TASK:
+
+    rule score_task:
+        """Score every operating point of every run.codecs label on one task (run.score_jobs: task), into the
+        same files as rule score: one job per task loads the task's model code and head once.
+
+        Measured on the demo, 20 score jobs (5 tasks x 4 labels) spent 74 s in start-up and imports (torch and
+        the task's model code: 1.5 s for cls, seg and dpt, 4 s for csr's transformers, 7.5 s for tti's
+        diffusers and InceptionV3) against 49 s of scoring. The cost: adding a point or changing a codec
+        rescores every label's points on the task, where rule score rescores that label's alone; a paper-size
+        run (minutes of scoring per point) keeps run.score_jobs: label."""
+        input:
+            unpack(reference_inputs),
+            manifest=f"{RESULTS}/{{task}}/manifest.csv",
+            features=f"{RESULTS}/{{task}}/features.zarr",
+            head=f"{RESULTS}/{{task}}/head.pt",
+            reconstructed=lambda wc: label_outputs(wc.task, RUN_LABELS, "reconstructed"),
+            bitstreams=lambda wc: label_outputs(wc.task, RUN_LABELS, "bitstreams"),
+        output:
+            scores=[f"{RESULTS}/{{task}}/{c}/scores.json" for c in RUN_LABELS],
+            predictions=[f"{RESULTS}/{{task}}/{c}/predictions.csv" for c in RUN_LABELS],
+        log:
+            "logs/{task}/score.log",
+        benchmark:
+            "benchmarks/{task}/score.tsv"
+        conda:
+            "../../envs/extract.yaml"
+        threads: config["run"]["threads"]
+        resources:
+            mem_mb=task_resource("score", "mem_mb"),
+            runtime=task_resource("score", "runtime"),
+            gpu=task_resource("score", "gpu"),
+        params:
+            task=lambda wc: wc.task,
+            labels=lambda wc: scored_labels(wc.task),
+            reference=lambda wc: task_settings(wc.task)["reference"],
+            metric_options=lambda wc: metric_options(wc.task),
+            device=config["run"]["device"],
+            code=lambda wc: script_code("score.py", wc.task),  # every label's quantizer
+        script:
+            "../scripts/score.py"
 
 
 rule score_original:

@@ -1,4 +1,5 @@
-"""Score every operating point of one codec on one task (rule score)."""
+"""Score every operating point of one codec label on one task (rule score), or of every run.codecs label
+(rule score_task): one scores file and one predictions file per label."""
 
 import pandas as pd
 
@@ -7,8 +8,13 @@ from lamofc_lib.io import atomic_path, write_json
 from lamofc_lib.joblog import log_to
 from lamofc_lib.scoring import Scorer
 
+
+def as_list(files):
+    return [files] if isinstance(files, str) else list(files)
+
+
 log = log_to(snakemake.log[0])
-inputs, params = snakemake.input, snakemake.params
+inputs, params, output = snakemake.input, snakemake.params, snakemake.output
 scorer = Scorer(
     params.task,
     inputs.manifest,
@@ -21,15 +27,22 @@ scorer = Scorer(
     metric_options=params.metric_options,
     quantization_errors=quantization_errors,
 )
-records, tables = [], []
-for k, point in enumerate(params.points):
-    shards = slice(k * len(params.shards), (k + 1) * len(params.shards))  # the input lists go point by point
-    scores, table, _ = scorer.score(
-        inputs.reconstructed[shards], inputs.bitstreams[shards], snakemake.wildcards.codec, point
-    )
-    records.append(scores)
-    tables.append(table.assign(point=point))
-    log.info("%s", scores)
-with atomic_path(snakemake.output.predictions) as tmp:
-    pd.concat(tables, ignore_index=True).to_csv(tmp, index=False)
-write_json(snakemake.output.scores, records)
+reconstructed, bitstreams = as_list(inputs.reconstructed), as_list(inputs.bitstreams)
+expected = sum(len(entry["points"]) * entry["shards"] for entry in params.labels)
+if len(reconstructed) != expected:
+    raise ValueError(f"{len(reconstructed)} reconstructions for the {expected} shards of the labels' points")
+start = 0  # the input lists go label by label, point by point, shard by shard
+for entry, scores_file, predictions_file in zip(
+    params.labels, as_list(output.scores), as_list(output.predictions), strict=True
+):
+    records, tables = [], []
+    for point in entry["points"]:
+        shards = slice(start, start + entry["shards"])
+        start += entry["shards"]
+        scores, table, _ = scorer.score(reconstructed[shards], bitstreams[shards], entry["label"], point)
+        records.append(scores)
+        tables.append(table.assign(point=point))
+        log.info("%s", scores)
+    with atomic_path(predictions_file) as tmp:
+        pd.concat(tables, ignore_index=True).to_csv(tmp, index=False)
+    write_json(scores_file, records)
