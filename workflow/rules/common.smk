@@ -72,7 +72,7 @@ def sample_bounds(task, label, shard):
 
 
 def universal_resource(key):
-    """A resource of a universal codec's code job (rule code_universal), which codes every task: the tasks'
+    """A resource of a universal codec's code job (rule code_universal), which codes every task, from the tasks'
     code-job requests (`coding_resource`), runtimes added, the largest memory; grown per attempt."""
 
     def resource(wildcards, input, attempt):
@@ -198,7 +198,8 @@ def trained_models():
 
 
 def _alternatives(values):
-    return "|".join(re.escape(v) for v in sorted(set(values), key=len, reverse=True))
+    """A regex matching any of `values` (longest first); one matching nothing when there are none."""
+    return "|".join(re.escape(v) for v in sorted(set(values), key=len, reverse=True)) or "(?!)"
 
 
 # The tasks whose jobs may run: those of run.tasks, and the tasks a universal codec trains on (their training
@@ -208,14 +209,15 @@ TASKS_PATTERN = _alternatives(TASKS + trained_tasks(config))
 # them all, else one score job per task and label (as the generalizability labels always are).
 RUN_LABELS = [wf.run_label(config, c) for c in CODECS]
 SCORE_PER_TASK = config["run"]["score_jobs"] == "task"
+SCORE_TASK_PATTERN = TASKS_PATTERN if SCORE_PER_TASK else "(?!)"  # no score_task job unless chosen
 PER_LABEL_SCORES_PATTERN = _alternatives(
-    [c for _, c, _ in coded_points() + generalizability_points() if not (SCORE_PER_TASK and c in RUN_LABELS)]
-) or "(?!)"
+    c for _, c, _ in coded_points() + generalizability_points() if not (SCORE_PER_TASK and c in RUN_LABELS)
+)
 # The labels the code rules take: a universal codec's (rule code_universal) and the others' (rule code).
-UNIVERSAL_PATTERN = _alternatives(wf.universal_labels(config)) or "(?!)"
+UNIVERSAL_PATTERN = _alternatives(wf.universal_labels(config))
 PER_TASK_CODECS_PATTERN = _alternatives(
-    [c for _, c, _ in coded_points() + generalizability_points() if c not in wf.universal_labels(config)]
-) or "(?!)"
+    c for _, c, _ in coded_points() + generalizability_points() if c not in wf.universal_labels(config)
+)
 
 
 wildcard_constraints:
@@ -349,8 +351,8 @@ def selection_resource(task, key):
     return {"mem_mb": 2000, "runtime": 30, "gpu": 0}[key]
 
 
-IMPORTED_TASKS = _alternatives([t for t in TASKS if task_settings(t).get("features_from")]) or "(?!)"
-EXTRACTED_TASKS = _alternatives([t for t in TASKS if not task_settings(t).get("features_from")]) or "(?!)"
+IMPORTED_TASKS = _alternatives([t for t in TASKS if task_settings(t).get("features_from")])
+EXTRACTED_TASKS = _alternatives([t for t in TASKS if not task_settings(t).get("features_from")])
 
 
 @functools.cache

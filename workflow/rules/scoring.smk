@@ -41,47 +41,47 @@ rule score:
         "../scripts/score.py"
 
 
-if SCORE_PER_TASK:
+rule score_task:
+    """Score every operating point of every run.codecs label on one task (run.score_jobs: task), into the
+    same files as rule score: one job per task loads the task's model code and head once.
 
-    rule score_task:
-        """Score every operating point of every run.codecs label on one task (run.score_jobs: task), into the
-        same files as rule score: one job per task loads the task's model code and head once.
-
-        Measured on the demo, 20 score jobs (5 tasks x 4 labels) spent 74 s in start-up and imports (torch and
-        the task's model code: 1.5 s for cls, seg and dpt, 4 s for csr's transformers, 7.5 s for tti's
-        diffusers and InceptionV3) against 49 s of scoring. The cost: adding a point or changing a codec
-        rescores every label's points on the task, where rule score rescores that label's alone; a paper-size
-        run (minutes of scoring per point) keeps run.score_jobs: label."""
-        input:
-            unpack(reference_inputs),
-            manifest=f"{RESULTS}/{{task}}/manifest.csv",
-            features=f"{RESULTS}/{{task}}/features.zarr",
-            head=f"{RESULTS}/{{task}}/head.pt",
-            reconstructed=lambda wc: label_outputs(wc.task, RUN_LABELS, "reconstructed"),
-            bitstreams=lambda wc: label_outputs(wc.task, RUN_LABELS, "bitstreams"),
-        output:
-            scores=[f"{RESULTS}/{{task}}/{c}/scores.json" for c in RUN_LABELS],
-            predictions=[f"{RESULTS}/{{task}}/{c}/predictions.csv" for c in RUN_LABELS],
-        log:
-            "logs/{task}/score.log",
-        benchmark:
-            "benchmarks/{task}/score.tsv"
-        conda:
-            "../../envs/extract.yaml"
-        threads: config["run"]["threads"]
-        resources:
-            mem_mb=task_resource("score", "mem_mb"),
-            runtime=task_resource("score", "runtime"),
-            gpu=task_resource("score", "gpu"),
-        params:
-            task=lambda wc: wc.task,
-            labels=lambda wc: scored_labels(wc.task),
-            reference=lambda wc: task_settings(wc.task)["reference"],
-            metric_options=lambda wc: metric_options(wc.task),
-            device=config["run"]["device"],
-            code=lambda wc: script_code("score.py", wc.task),  # every label's quantizer
-        script:
-            "../scripts/score.py"
+    Measured on the demo, 20 score jobs (5 tasks x 4 labels) spent 74 s in start-up and imports (torch and
+    the task's model code: 1.5 s for cls, seg and dpt, 4 s for csr's transformers, 7.5 s for tti's
+    diffusers and InceptionV3) against 49 s of scoring. The cost: adding a point or changing a codec
+    rescores every label's points on the task, where rule score rescores that label's alone; a paper-size
+    run (minutes of scoring per point) keeps run.score_jobs: label."""
+    input:
+        unpack(reference_inputs),
+        manifest=f"{RESULTS}/{{task}}/manifest.csv",
+        features=f"{RESULTS}/{{task}}/features.zarr",
+        head=f"{RESULTS}/{{task}}/head.pt",
+        reconstructed=lambda wc: label_outputs(wc.task, RUN_LABELS, "reconstructed"),
+        bitstreams=lambda wc: label_outputs(wc.task, RUN_LABELS, "bitstreams"),
+    output:
+        scores=[f"{RESULTS}/{{task}}/{c}/scores.json" for c in RUN_LABELS],
+        predictions=[f"{RESULTS}/{{task}}/{c}/predictions.csv" for c in RUN_LABELS],
+    log:
+        "logs/{task}/score.log",
+    benchmark:
+        "benchmarks/{task}/score.tsv"
+    wildcard_constraints:
+        task=SCORE_TASK_PATTERN,
+    conda:
+        "../../envs/extract.yaml"
+    threads: config["run"]["threads"]
+    resources:
+        mem_mb=task_resource("score", "mem_mb"),
+        runtime=task_resource("score", "runtime"),
+        gpu=task_resource("score", "gpu"),
+    params:
+        task=lambda wc: wc.task,
+        labels=lambda wc: scored_labels(wc.task),
+        reference=lambda wc: task_settings(wc.task)["reference"],
+        metric_options=lambda wc: metric_options(wc.task),
+        device=config["run"]["device"],
+        code=lambda wc: script_code("score.py", wc.task),  # every label's quantizer
+    script:
+        "../scripts/score.py"
 
 
 rule score_original:
