@@ -45,9 +45,10 @@ rule score_task:
     """Score every operating point of every run.codecs label on one task (run.score_jobs: task), into the
     same files as rule score: one job per task loads the task's model code and head once.
 
-    Measured on the demo, 20 score jobs (5 tasks x 4 labels) spent 74 s in start-up and imports (torch and
-    the task's model code: 1.5 s for cls, seg and dpt, 4 s for csr's transformers, 7.5 s for tti's
-    diffusers and InceptionV3) against 49 s of scoring. The cost: adding a point or changing a codec
+    Measured on the demo, 22 score jobs (one per task and label, 2 of them generalizability's) spent 74 s in
+    start-up and imports (torch and the task's model code: 1.5 s for cls, seg and dpt, 4 s for csr's
+    transformers, 7.5 s for tti's diffusers and InceptionV3) against 49 s of scoring; the 5 score_task jobs
+    take 55 job-s. The cost: adding a point or changing a codec
     rescores every label's points on the task, where rule score rescores that label's alone; a paper-size
     run (minutes of scoring per point) keeps run.score_jobs: label."""
     input:
