@@ -7,7 +7,8 @@ and flushed, skipping the interpreter's teardown of its modules: after `import c
 torch alone about 0.5 s), more than many demo jobs' own work. A job's outputs are complete before then (files
 are written through `atomic_path` or closed by their writers); only the exit handlers registered before the
 job's log was opened (the imports of the script's first lines) are skipped, and `logging` is shut down by hand.
-A job that fails, and any process that is not a Snakemake script job (tests, `python -m` tools), exits as usual."""
+A job that fails (an uncaught exception, or `sys.exit` with a failing status), and any process that is not a
+Snakemake script job (tests, `python -m` tools), exits as usual."""
 
 from __future__ import annotations
 
@@ -59,13 +60,19 @@ class JobClock:
         self._import = builtins.__import__
         builtins.__import__ = self._timed_import
         self.failed = False
-        self._excepthook = sys.excepthook
-        sys.excepthook = self._record_failure
+        self._excepthook, self._exit = sys.excepthook, sys.exit
+        sys.excepthook, sys.exit = self._record_failure, self._record_exit
         atexit.register(self.report)
 
     def _record_failure(self, *exc_info) -> None:
         self.failed = True
         self._excepthook(*exc_info)
+
+    def _record_exit(self, status=None) -> None:
+        """`sys.exit` that remembers a failing status, so the fast exit does not turn it into 0."""
+        if status not in (None, 0):
+            self.failed = True
+        self._exit(status)
 
     def _timed_import(self, *args, **kwargs):
         if self._depth:

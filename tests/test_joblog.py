@@ -20,6 +20,9 @@ log.info("logged")
 Path(snakemake.output[0]).write_text("done")
 if snakemake.wildcards.name == "bad":
     raise ValueError("this job fails")
+if snakemake.wildcards.name == "stopped":
+    import sys
+    sys.exit("this job stops with a message")
 """
 
 SNAKEFILE = """
@@ -58,6 +61,13 @@ def test_a_failed_job_exits_as_usual(tmp_path):
     assert "ValueError: this job fails" in log and "lamofc job time" in log
     assert (tmp_path / "out/bad.txt.early").exists()  # every exit handler ran
     assert not (tmp_path / "out/bad.txt").exists()  # Snakemake removed the failed job's output
+
+
+def test_a_job_calling_sys_exit_with_a_failure_fails(tmp_path):
+    result = run_snakemake(tmp_path, "out/stopped.txt")
+    assert result.returncode != 0
+    assert "this job stops with a message" in (tmp_path / "logs/stopped.log").read_text()
+    assert (tmp_path / "out/stopped.txt.early").exists()  # exited as usual
 
 
 def test_outside_snakemake_exit_handlers_run(tmp_path):
