@@ -116,24 +116,26 @@ def is_universal(config: Mapping, label: str) -> bool:
 
 def universal_labels(config: Mapping) -> list[str]:
     """The labels of the universal codecs of run.codecs (<codec>@hybrid)."""
-    return [run_label(config, c) for c in config["run"]["codecs"] if config["codecs"][c].get("universal")]
+    return [run_label(config, c) for c in config["run"]["codecs"] if is_universal(config, c)]
+
+
+def samples_per_job(config: Mapping, task: str, label: str, samples: int | None = None) -> int:
+    """How many of a task's samples (or of `samples`: a store's count) one code job of a codec label takes: the
+    block's samples_per_job; all of them for a universal codec, whose job codes every task at one lambda (rule
+    code_universal), one group per task."""
+    samples = config["tasks"][task]["samples"] if samples is None else samples
+    return samples if is_universal(config, label) else config["codecs"][codec_name(label)]["samples_per_job"]
 
 
 def codec_shards(config: Mapping, task: str, label: str) -> list[str]:
-    """The sample groups ('000', '001', ...) a codec label's code jobs take on `task`: samples_per_job samples
-    each; a universal codec's job codes every task's samples at one lambda (rule code_universal), as one
-    group per task."""
-    if is_universal(config, label):
-        return ["000"]
-    return shards(config["tasks"][task]["samples"], config["codecs"][codec_name(label)]["samples_per_job"])
+    """The sample groups ('000', '001', ...) a codec label's code jobs take on `task`."""
+    return shards(config["tasks"][task]["samples"], samples_per_job(config, task, label))
 
 
 def shard_range(config: Mapping, task: str, label: str, shard: str, samples: int | None = None) -> range:
     """The sample indices of one of `codec_shards`, of the task's samples (or of `samples`: a store's count)."""
     samples = config["tasks"][task]["samples"] if samples is None else samples
-    if is_universal(config, label):
-        return shard_samples(shard, samples, samples)
-    return shard_samples(shard, samples, config["codecs"][codec_name(label)]["samples_per_job"])
+    return shard_samples(shard, samples, samples_per_job(config, task, label, samples))
 
 
 def coded_points(config: Mapping) -> list[tuple[str, str, str]]:

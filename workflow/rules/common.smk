@@ -87,8 +87,9 @@ def frames_path(task, label):
 
 
 def coding_inputs(wildcards):
-    """The frames (encoding) and, for a trained codec, the model of the operating point."""
-    return {"frames": frames_path(wildcards.task, wildcards.codec), **model_inputs(wildcards)}
+    """The frames (encoding; a list of one store, as rule code_universal's list of every task's) and, for a
+    trained codec, the model of the operating point."""
+    return {"frames": [frames_path(wildcards.task, wildcards.codec)], **model_inputs(wildcards)}
 
 
 def universal_coding_inputs(wildcards):
@@ -214,9 +215,10 @@ PER_LABEL_SCORES_PATTERN = _alternatives(
     c for _, c, _ in coded_points() + generalizability_points() if not (SCORE_PER_TASK and c in RUN_LABELS)
 )
 # The labels the code rules take: a universal codec's (rule code_universal) and the others' (rule code).
-UNIVERSAL_PATTERN = _alternatives(wf.universal_labels(config))
+UNIVERSAL_LABELS = wf.universal_labels(config)
+UNIVERSAL_PATTERN = _alternatives(UNIVERSAL_LABELS)
 PER_TASK_CODECS_PATTERN = _alternatives(
-    c for _, c, _ in coded_points() + generalizability_points() if c not in wf.universal_labels(config)
+    c for _, c, _ in coded_points() + generalizability_points() if c not in UNIVERSAL_LABELS
 )
 
 

@@ -14,8 +14,9 @@ rule score:
         reconstructed=lambda wc: label_outputs(wc.task, [wc.codec], "reconstructed"),
         bitstreams=lambda wc: label_outputs(wc.task, [wc.codec], "bitstreams"),
     output:
-        scores=f"{RESULTS}/{{task}}/{{codec}}/scores.json",
-        predictions=f"{RESULTS}/{{task}}/{{codec}}/predictions.csv",
+        # lists of one file, as rule score_task's lists of one per label (score.py takes both)
+        scores=[f"{RESULTS}/{{task}}/{{codec}}/scores.json"],
+        predictions=[f"{RESULTS}/{{task}}/{{codec}}/predictions.csv"],
     log:
         "logs/{task}/{codec}/score.log",
     benchmark:
@@ -41,16 +42,15 @@ rule score:
         "../scripts/score.py"
 
 
-rule score_task:
-    """Score every operating point of every run.codecs label on one task (run.score_jobs: task), into the
-    same files as rule score: one job per task loads the task's model code and head once.
-
-    Measured on the demo, 22 score jobs (one per task and label, 2 of them generalizability's) spent 74 s in
-    start-up and imports (torch and the task's model code: 1.5 s for cls, seg and dpt, 4 s for csr's
-    transformers, 7.5 s for tti's diffusers and InceptionV3) against 49 s of scoring; the 5 score_task jobs
-    take 55 job-s. The cost: adding a point or changing a codec
-    rescores every label's points on the task, where rule score rescores that label's alone; a paper-size
-    run (minutes of scoring per point) keeps run.score_jobs: label."""
+# Score every operating point of every run.codecs label on one task (run.score_jobs: task), into the same
+# files as rule score: one job per task loads the task's model code and head once.
+#
+# Measured on the demo, 22 score jobs (one per task and label, 2 of them generalizability's) spent 74 s in
+# start-up and imports (torch and the task's model code: 1.5 s for cls, seg and dpt, 4 s for csr's
+# transformers, 7.5 s for tti's diffusers and InceptionV3) against 49 s of scoring; the 5 score_task jobs take
+# 55 job-s. The cost: adding a point or changing a codec rescores every label's points on the task, where rule
+# score rescores that label's alone; a paper-size run (minutes of scoring per point) keeps run.score_jobs: label.
+use rule score as score_task with:
     input:
         unpack(reference_inputs),
         manifest=f"{RESULTS}/{{task}}/manifest.csv",
@@ -67,22 +67,9 @@ rule score_task:
         "benchmarks/{task}/score.tsv"
     wildcard_constraints:
         task=SCORE_TASK_PATTERN,
-    conda:
-        "../../envs/extract.yaml"
-    threads: config["run"]["threads"]
-    resources:
-        mem_mb=task_resource("score", "mem_mb"),
-        runtime=task_resource("score", "runtime"),
-        gpu=task_resource("score", "gpu"),
     params:
-        task=lambda wc: wc.task,
         labels=lambda wc: scored_labels(wc.task),
-        reference=lambda wc: task_settings(wc.task)["reference"],
-        metric_options=lambda wc: metric_options(wc.task),
-        device=config["run"]["device"],
         code=lambda wc: script_code("score.py", wc.task),  # every label's quantizer
-    script:
-        "../scripts/score.py"
 
 
 rule score_original:

@@ -5,20 +5,12 @@ from lamofc_lib.codecs import get_codec
 from lamofc_lib.coding import code_shard
 from lamofc_lib.joblog import log_to
 
-
-def as_list(files):
-    return [files] if isinstance(files, str) else list(files)
-
-
 log = log_to(snakemake.log[0])
 params, output = snakemake.params, snakemake.output
 block = snakemake.config["codecs"][snakemake.wildcards.codec.split("@")[0]]  # the label's block (a profile's own)
 timeout = block.get("timeout")  # not a param: changing it reruns nothing
 codec = get_codec(params.codec, params.settings, snakemake.threads, snakemake.input.get("model"), timeout)
-groups = zip(
-    params.tasks, params.samples, as_list(snakemake.input.frames), as_list(output.bitstreams),
-    as_list(output.reconstructed), strict=True,
-)  # fmt: skip
+groups = zip(params.tasks, params.samples, snakemake.input.frames, output.bitstreams, output.reconstructed, strict=True)
 for task, (first, end), frames, bitstreams, reconstructed in groups:
     records = code_shard(frames, bitstreams, reconstructed, codec, params.point, range(first, end))
     log.info(

@@ -8,11 +8,6 @@ from lamofc_lib.io import atomic_path, write_json
 from lamofc_lib.joblog import log_to
 from lamofc_lib.scoring import Scorer
 
-
-def as_list(files):
-    return [files] if isinstance(files, str) else list(files)
-
-
 log = log_to(snakemake.log[0])
 inputs, params, output = snakemake.input, snakemake.params, snakemake.output
 scorer = Scorer(
@@ -27,14 +22,12 @@ scorer = Scorer(
     metric_options=params.metric_options,
     quantization_errors=quantization_errors,
 )
-reconstructed, bitstreams = as_list(inputs.reconstructed), as_list(inputs.bitstreams)
+reconstructed, bitstreams = inputs.reconstructed, inputs.bitstreams
 expected = sum(len(entry["points"]) * entry["shards"] for entry in params.labels)
 if len(reconstructed) != expected:
     raise ValueError(f"{len(reconstructed)} reconstructions for the {expected} shards of the labels' points")
 start = 0  # the input lists go label by label, point by point, shard by shard
-for entry, scores_file, predictions_file in zip(
-    params.labels, as_list(output.scores), as_list(output.predictions), strict=True
-):
+for entry, scores_file, predictions_file in zip(params.labels, output.scores, output.predictions, strict=True):
     records, tables = [], []
     for point in entry["points"]:
         shards = slice(start, start + entry["shards"])
