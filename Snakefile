@@ -30,3 +30,17 @@ rule all:
     default_target: True
     input:
         final_outputs(),
+
+
+# Local runs: jobs run in forks of one process that has torch, CompressAI and the library imported (run.fork_server,
+# lamofc_lib/forkserver.py); clusters run each job in its own process.
+onstart:
+    forkserver.start(config["run"]["fork_server"], workflow.local_exec, "logs/fork_server.log")
+
+
+onsuccess:
+    forkserver.stop()
+
+
+onerror:
+    forkserver.stop()

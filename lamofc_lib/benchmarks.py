@@ -325,6 +325,7 @@ class RuleTime:
     overhead: float = 0.0
     work: float = 0.0
     timed: int = 0
+    forked: int = 0
 
 
 def rule_times(workdir: Path) -> tuple[dict[str, RuleTime], float, str] | None:
@@ -355,6 +356,7 @@ def rule_times(workdir: Path) -> tuple[dict[str, RuleTime], float, str] | None:
                     times.overhead += own.startup + own.imports
                     times.work += own.work
                     times.timed += 1
+                    times.forked += own.forked
         if ran:
             return ran, (stamps[-1] - stamps[0]).total_seconds(), log.name
     return None
@@ -383,7 +385,8 @@ def run_stages(workdir: Path) -> list[tuple[str, float, str]]:
     rows.append(("all jobs", total, f"job-s in {name}, {jobs} jobs"))
     timed = sum(t.timed for t in ran.values())
     if timed:
-        rows.append(("work of all jobs", work, f"s ({timed} jobs timed themselves)"))
+        forked = sum(t.forked for t in ran.values())
+        rows.append(("work of all jobs", work, f"s ({timed} jobs timed themselves, {forked} ran in forks)"))
         rows.append(("start-up and imports of all jobs", overhead, "s (as the jobs measured them)"))
         share = 1 - work / total if total else 0.0
         rows.append(("share of job-s that is not work", share, "(start-up, imports, Snakemake's handling)"))

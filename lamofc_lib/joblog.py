@@ -22,27 +22,33 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-TIMING = re.compile(r"lamofc job time: start-up ([\d.]+) s, imports ([\d.]+) s, work ([\d.]+) s")
+TIMING = re.compile(r"lamofc job time: start-up ([\d.]+) s, imports ([\d.]+) s, work ([\d.]+) s(, forked)?")
 
 
 @dataclass
 class JobTime:
-    """Where one job process's time went: `startup` from the process's start to the script's first library
-    call (the interpreter, Snakemake's preamble and the script's own imports), `imports` the modules imported
-    after that (deferred imports inside the library), `work` the rest."""
+    """Where one job process's time went: `startup` from the process's start (the job process's, for a job a
+    fork server's worker ran) to the script's first library call (the interpreter, Snakemake's preamble and the
+    script's own imports), `imports` the modules imported after that (deferred imports inside the library),
+    `work` the rest."""
 
     startup: float
     imports: float
     work: float
+    forked: bool = False  # run by a fork server's worker (lamofc_lib.forkserver)
 
     def line(self) -> str:
-        return f"lamofc job time: start-up {self.startup:.3f} s, imports {self.imports:.3f} s, work {self.work:.3f} s"
+        times = f"start-up {self.startup:.3f} s, imports {self.imports:.3f} s, work {self.work:.3f} s"
+        return f"lamofc job time: {times}{', forked' if self.forked else ''}"
 
     @classmethod
     def parse(cls, text: str) -> JobTime | None:
         """The last timing line of a job log, or None if it has none (a job that failed or predates it)."""
         found = TIMING.findall(text)
-        return cls(*(float(v) for v in found[-1])) if found else None
+        if not found:
+            return None
+        *times, forked = found[-1]
+        return cls(*(float(v) for v in times), forked=bool(forked))
 
 
 class JobClock:
@@ -52,9 +58,8 @@ class JobClock:
 
     def __init__(self, logger: logging.Logger):
         self.logger = logger
-        age = _process_age()
+        self.started = process_start()
         self.ready = time.time()
-        self.started = self.ready - age if age is not None else None
         self.imports = 0.0
         self._depth = 0
         self._import = builtins.__import__
@@ -88,31 +93,43 @@ class JobClock:
     def measure(self) -> JobTime:
         after = time.time() - self.ready
         startup = self.ready - self.started if self.started else 0.0
-        return JobTime(startup, self.imports, max(after - self.imports, 0.0))
+        return JobTime(startup, self.imports, max(after - self.imports, 0.0), forked=_started is not None)
 
     def report(self) -> None:
         self.logger.info("%s", self.measure().line())
-        if not self.failed and _snakemake_job():
+        if not self.failed and snakemake_job():
             logging.shutdown()
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(0)
 
 
-def _snakemake_job() -> bool:
+def snakemake_job() -> bool:
     """Whether this process runs a Snakemake `script:` (its `__main__` holds the `snakemake` object)."""
     iocontainers = sys.modules.get("snakemake.iocontainers")  # imported by the script's preamble
     main = sys.modules.get("__main__")
     return iocontainers is not None and isinstance(getattr(main, "snakemake", None), iocontainers.Snakemake)
 
 
-def _process_age() -> float | None:
-    """Seconds since this process started, to 10 ms: Linux's /proc (psutil's start time is off by up to a second,
-    the boot time it adds being whole seconds); None elsewhere."""
+_started: float | None = None  # set by lamofc_lib.forkserver in a worker: the start of the job's own process
+
+
+def set_process_start(started: float | None) -> None:
+    """Count this job's start-up from `started` (seconds since the epoch), not from this process's start: a
+    fork server's worker runs a job that another process started."""
+    global _started
+    _started = started
+
+
+def process_start() -> float | None:
+    """When this job's process started (seconds since the epoch, to 10 ms): Linux's /proc (psutil's start time is
+    off by up to a second, the boot time it adds being whole seconds); None elsewhere."""
+    if _started is not None:
+        return _started
     try:
         uptime = float(Path("/proc/uptime").read_text().split()[0])
         fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
-        return uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK")
+        return time.time() - (uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK"))
     except (OSError, ValueError, IndexError):
         return None
 

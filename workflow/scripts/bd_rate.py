@@ -1,5 +1,9 @@
 """BD-rate and BD-metric against the anchor codec (rule bd_rate)."""
 
+from lamofc_lib import forkserver
+
+forkserver.hand_over()  # in a local run: continue in a fork of a process that has the libraries imported
+
 import pandas as pd
 
 from lamofc_lib.analysis import bd_markdown, bd_table, write_markdown, write_table

@@ -1,5 +1,9 @@
 """Fit a task's K-means centres, or import a user's mapping folder (rule calibrate)."""
 
+from lamofc_lib import forkserver
+
+forkserver.hand_over()  # in a local run: continue in a fork of a process that has the libraries imported
+
 from lamofc_lib.joblog import log_to
 from lamofc_lib.quantizers.kmeans import calibrate_store, import_mapping
 

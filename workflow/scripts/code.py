@@ -1,6 +1,10 @@
 """Encode, decode and post-process groups of frames at one operating point (rules code and code_universal): one
 group of one task, or, for a universal codec, every task's samples."""
 
+from lamofc_lib import forkserver
+
+forkserver.hand_over()  # in a local run: continue in a fork of a process that has the libraries imported
+
 from lamofc_lib.codecs import get_codec
 from lamofc_lib.coding import code_shard
 from lamofc_lib.joblog import log_to

@@ -1,5 +1,9 @@
 """Encoding and decoding times per sample and per million frame samples (rule complexity)."""
 
+from lamofc_lib import forkserver
+
+forkserver.hand_over()  # in a local run: continue in a fork of a process that has the libraries imported
+
 from lamofc_lib.analysis import complexity_markdown, complexity_table, write_markdown, write_table
 from lamofc_lib.joblog import log_to
 

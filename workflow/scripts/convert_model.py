@@ -1,5 +1,9 @@
 """Dequantize a GGUF model once into a plain transformers folder (rule convert_model)."""
 
+from lamofc_lib import forkserver
+
+forkserver.hand_over()  # in a local run: continue in a fork of a process that has the libraries imported
+
 from pathlib import Path
 
 from lamofc_lib.io import atomic_path

@@ -1,5 +1,9 @@
 """Distortion-accuracy fits per task and codec (rule da_r2)."""
 
+from lamofc_lib import forkserver
+
+forkserver.hand_over()  # in a local run: continue in a fork of a process that has the libraries imported
+
 import pandas as pd
 
 from lamofc_lib.analysis import da_markdown, da_r2, write_markdown, write_table

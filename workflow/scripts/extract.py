@@ -1,5 +1,9 @@
 """Extract a task's split-point features (rules extract, extract_train)."""
 
+from lamofc_lib import forkserver
+
+forkserver.hand_over()  # in a local run: continue in a fork of a process that has the libraries imported
+
 import time
 from pathlib import Path
 

@@ -1,5 +1,9 @@
 """Statistics, value subsample and DCT block of one task's features (rule feature_statistics)."""
 
+from lamofc_lib import forkserver
+
+forkserver.hand_over()  # in a local run: continue in a fork of a process that has the libraries imported
+
 from lamofc_lib.feature_stats import write_statistics
 from lamofc_lib.joblog import log_to
 

@@ -1,5 +1,9 @@
 """All tasks' feature statistics in one table (rule feature_statistics_table)."""
 
+from lamofc_lib import forkserver
+
+forkserver.hand_over()  # in a local run: continue in a fork of a process that has the libraries imported
+
 import pandas as pd
 
 from lamofc_lib.analysis import feature_statistics_markdown, write_markdown, write_table

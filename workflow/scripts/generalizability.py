@@ -1,5 +1,9 @@
 """Tabulate cross-task Hyperprior runs, long and in Table 6's layout (rule generalizability)."""
 
+from lamofc_lib import forkserver
+
+forkserver.hand_over()  # in a local run: continue in a fork of a process that has the libraries imported
+
 from lamofc_lib.analysis import (
     generalizability_markdown,
     generalizability_matrix,

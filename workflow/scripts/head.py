@@ -1,6 +1,10 @@
 """Write a task's head file: the checked head checkpoint (or seeded random head) and the parts of the model
 the head applies (rule head)."""
 
+from lamofc_lib import forkserver
+
+forkserver.hand_over()  # in a local run: continue in a fork of a process that has the libraries imported
+
 from pathlib import Path
 
 from lamofc_lib.io import atomic_path

@@ -1,5 +1,9 @@
 """Import a task's pre-extracted features (one .npy per sample) into the feature store (rule import_features)."""
 
+from lamofc_lib import forkserver
+
+forkserver.hand_over()  # in a local run: continue in a fork of a process that has the libraries imported
+
 from pathlib import Path
 
 from lamofc_lib.feature_files import import_features

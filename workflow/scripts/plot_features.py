@@ -1,5 +1,9 @@
 """Draw every task's feature distribution and DCT figures (rule plot_features)."""
 
+from lamofc_lib import forkserver
+
+forkserver.hand_over()  # in a local run: continue in a fork of a process that has the libraries imported
+
 import numpy as np
 import pandas as pd
 

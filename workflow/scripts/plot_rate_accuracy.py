@@ -1,5 +1,9 @@
 """Draw every task's rate-accuracy and D-A figures and the accuracy-drop figure (rule plot_rate_accuracy)."""
 
+from lamofc_lib import forkserver
+
+forkserver.hand_over()  # in a local run: continue in a fork of a process that has the libraries imported
+
 import pandas as pd
 
 from lamofc_lib.figures import plot_distortion_accuracy, plot_rate_accuracy, plot_rate_accuracy_drop

@@ -1,5 +1,9 @@
 """Draw every model's training curve (rule plot_training)."""
 
+from lamofc_lib import forkserver
+
+forkserver.hand_over()  # in a local run: continue in a fork of a process that has the libraries imported
+
 from lamofc_lib.figures import plot_loss
 from lamofc_lib.joblog import log_to
 

@@ -1,5 +1,9 @@
 """Quantize (uniform: truncate first; or K-means) and pack a task's features into frames (rule preprocess)."""
 
+from lamofc_lib import forkserver
+
+forkserver.hand_over()  # in a local run: continue in a fork of a process that has the libraries imported
+
 from lamofc_lib.joblog import log_to
 from lamofc_lib.preprocess import preprocess_store
 

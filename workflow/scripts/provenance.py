@@ -1,5 +1,9 @@
 """Provenance of the run's tables (rule provenance)."""
 
+from lamofc_lib import forkserver
+
+forkserver.hand_over()  # in a local run: continue in a fork of a process that has the libraries imported
+
 from pathlib import Path
 
 from lamofc_lib.analysis import read_scores

@@ -1,5 +1,9 @@
 """Collect all scores into the rate-accuracy, per-tensor and selection tables (rule rate_accuracy)."""
 
+from lamofc_lib import forkserver
+
+forkserver.hand_over()  # in a local run: continue in a fork of a process that has the libraries imported
+
 from lamofc_lib.analysis import (
     rate_accuracy_markdown,
     rate_accuracy_table,

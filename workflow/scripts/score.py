@@ -1,6 +1,10 @@
 """Score every operating point of one codec label on one task (rule score), or of every run.codecs label
 (rule score_task): one scores file and one predictions file per label."""
 
+from lamofc_lib import forkserver
+
+forkserver.hand_over()  # in a local run: continue in a fork of a process that has the libraries imported
+
 import pandas as pd
 
 from lamofc_lib.coding import quantization_errors

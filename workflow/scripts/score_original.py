@@ -1,5 +1,9 @@
 """Score the uncompressed features with the task head (rule score_original)."""
 
+from lamofc_lib import forkserver
+
+forkserver.hand_over()  # in a local run: continue in a fork of a process that has the libraries imported
+
 from lamofc_lib.io import atomic_path, write_json
 from lamofc_lib.joblog import log_to
 from lamofc_lib.scoring import Scorer, save_outputs

@@ -1,6 +1,10 @@
 """Select a task's samples from its candidates; write the manifest and the selection report (rules select,
 select_train)."""
 
+from lamofc_lib import forkserver
+
+forkserver.hand_over()  # in a local run: continue in a fork of a process that has the libraries imported
+
 from lamofc_lib.io import atomic_path, write_json
 from lamofc_lib.joblog import log_to
 from lamofc_lib.selection import run_selection

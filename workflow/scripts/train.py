@@ -1,6 +1,10 @@
 """Train one model of a trained codec on training features (rule train): a task's, or the mix of a universal
 codec's tasks."""
 
+from lamofc_lib import forkserver
+
+forkserver.hand_over()  # in a local run: continue in a fork of a process that has the libraries imported
+
 import time
 
 import torch
