@@ -18,10 +18,10 @@ How a job runs (Snakemake's local executor; rule `all`'s `onstart` hook calls `s
    sees the job's exit code, output and log as if it had run the script itself.
 
 The run's first job starts once the server is ready (about 6 s of imports). A job runs in its own process as
-before whenever the server is off (`run.fork_server: false`), failed to start (its log says why), is gone, or runs
-another copy of lamofc_lib than the job's; and on clusters (the hook starts no server for non-local executors,
-and cluster jobs run Snakemake with `--no-hooks`). The server stops with the workflow (`stop`, or when its parent
-process is gone).
+before whenever the server is off (`run.fork_server: false`), failed to start (its log says why), is gone, or
+runs another Python environment (a rule's conda environment) or copy of lamofc_lib than the job's; and on
+clusters (the hook starts no server for non-local executors, and cluster jobs run Snakemake with `--no-hooks`).
+The server stops with the workflow (`stop`, or when its parent process is gone).
 
 What differs from a process of one's own: the job's Python modules were imported by the server, under the
 server's environment (the workflow's, with one thread for the numerical libraries); a job's resource use
@@ -101,10 +101,9 @@ def start(enabled: bool, local: bool, log: str | Path) -> None:
     log = Path(log)
     log.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **dict.fromkeys(THREAD_VARS, "1")}
-    code = "from lamofc_lib import forkserver; forkserver.serve(*__import__('sys').argv[1:])"
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-c", code, str(path), str(os.getpid())],
+            [sys.executable, "-m", "lamofc_lib.forkserver", str(path), str(os.getpid())],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=out,
@@ -176,6 +175,7 @@ def hand_over() -> None:
         "path": sys.path,
         "started": started,
         "library": str(Path(joblog.__file__).resolve().parent),
+        "prefix": sys.prefix,  # the job's Python environment (a rule's conda environment is another)
     }
     try:
         _send(sock, request, fds=[0, 1, 2])
@@ -262,9 +262,9 @@ def _monitor(conn: socket.socket) -> dict:
     except (OSError, EOFError, ValueError):  # a probe (`_answers`) or a job process that ended at once
         os._exit(0)
     try:
-        library = str(Path(joblog.__file__).resolve().parent)
-        if request["library"] != library:
-            _send(conn, {"refused": f"the server runs {library}, the job {request['library']}"})
+        ours = {"library": str(Path(joblog.__file__).resolve().parent), "prefix": sys.prefix}
+        if any(request[key] != value for key, value in ours.items()):
+            _send(conn, {"refused": "another environment or copy of lamofc_lib"})
             os._exit(0)
         pid = os.fork()
         if pid == 0:
@@ -308,16 +308,13 @@ def _become_worker(request: dict, fds: list[int]) -> None:
     sys.path[:] = request["path"]
     tempfile.tempdir = None  # TMPDIR is the job's
     joblog.set_process_start(request["started"])
+    # The libraries the server imported (PRELOAD), looked up rather than imported: this runs in the server's
+    # environment, whatever a script's own environment lists.
     threads = request["env"].get("OMP_NUM_THREADS")
     if threads:
-        import threadpoolctl
-        import torch
-
-        torch.set_num_threads(int(threads))
-        threadpoolctl.threadpool_limits(int(threads))
-    import numpy as np
-
-    np.random.seed()  # a fresh process's global generator is seeded from the OS; the server's would be shared
+        sys.modules["torch"].set_num_threads(int(threads))
+        sys.modules["threadpoolctl"].threadpool_limits(int(threads))
+    sys.modules["numpy"].random.seed()  # a fresh process's generator is seeded from the OS; not the server's
 
 
 def _run_script(path: str) -> None:
@@ -367,3 +364,9 @@ def _exactly(sock: socket.socket, size: int) -> bytes:
             raise EOFError("connection closed")
         data += chunk
     return bytes(data)
+
+
+if __name__ == "__main__":  # `start` runs the server as `python -m lamofc_lib.forkserver SOCKET PARENT_PID`
+    from lamofc_lib import forkserver  # this file as the module the scripts import, whose `_worker` they read
+
+    forkserver.serve(*sys.argv[1:])
