@@ -100,7 +100,9 @@ def start(enabled: bool, local: bool, log: str | Path) -> None:
     path = folder / "socket"
     log = Path(log)
     log.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **dict.fromkeys(THREAD_VARS, "1")}
+    # torch.cuda.is_available() (which libraries may call on import) asks NVML, not the CUDA driver: a process
+    # that has initialized CUDA cannot fork workers that use it.
+    env = {**os.environ, **dict.fromkeys(THREAD_VARS, "1"), "PYTORCH_NVML_BASED_CUDA_CHECK": "1"}
     with open(log, "wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "lamofc_lib.forkserver", str(path), str(os.getpid())],
@@ -218,6 +220,8 @@ def serve(path: str, parent: str) -> None:
         loaded = importlib.import_module(module)
         if attribute:
             getattr(loaded, attribute)
+    if sys.modules["torch"].cuda.is_initialized():
+        sys.exit("lamofc fork server: CUDA was initialized while importing; jobs run in their own processes")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
     listener.listen(64)
