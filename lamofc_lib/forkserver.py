@@ -24,10 +24,11 @@ clusters (the hook starts no server for non-local executors, and cluster jobs ru
 The server stops with the workflow (`stop`, or when its parent process is gone).
 
 What differs from a process of one's own: the job's Python modules were imported by the server, under the
-server's environment (the workflow's, with one thread for the numerical libraries); a job's resource use
-(Snakemake's `benchmark:` files) covers the job process only, not the worker's memory and CPU; numpy's global
-random generator is reseeded from the OS in each worker, as in a fresh process (the library's own randomness is
-seeded)."""
+server's environment (the workflow's, in a session of its own, with one thread for the numerical libraries), so
+the warning filters, loggers and exit handlers those imports set up, and the string hash seed, are the server's;
+a job's resource use (Snakemake's `benchmark:` files) covers the job process only, not the worker's memory and
+CPU; numpy's and torch's global random generators are reseeded from the OS in each worker, as in a fresh process
+(the library's own randomness is seeded)."""
 
 from __future__ import annotations
 
@@ -81,7 +82,7 @@ THREAD_VARS = (
 )
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 _HEADER = struct.Struct("!I")
-STARTUP_TIMEOUT = 300  # seconds for the server's imports (about 6 s here; a cluster's shared file system is slower)
+STARTUP_TIMEOUT = 120  # seconds for the server's imports (about 6 s here)
 
 _worker = False  # this process is a worker: its script's hand_over() returns at once
 _server: tuple[subprocess.Popen, Path] | None = None  # started by this (Snakemake) process
@@ -94,7 +95,7 @@ def start(enabled: bool, local: bool, log: str | Path) -> None:
     """Start the server for this run's jobs (the Snakefile's `onstart` hook) where the run executes jobs on this
     machine and `run.fork_server` is on; its output goes to `log`. Jobs find it through the environment."""
     global _server
-    if not enabled or not local or _server is not None or os.environ.get(ENV):
+    if not enabled or not local or _server is not None:
         return
     folder = Path(tempfile.mkdtemp(prefix="lamofc-fork-"))  # short: a socket's path is limited to 107 bytes
     path = folder / "socket"
@@ -110,6 +111,7 @@ def start(enabled: bool, local: bool, log: str | Path) -> None:
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # a Ctrl-C reaches a worker once, through its job process
         )
     _server = process, folder
     # Wait until it listens, so that no job imports what the server is importing (two on two cores, both slower).
@@ -168,7 +170,7 @@ def hand_over() -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.connect(path)
     except OSError:
-        return  # not listening yet, or gone: run here
+        return  # gone: run here
     request = {
         "script": sys.argv[0],  # the script Python runs: Snakemake's preamble, then the workflow script
         "argv": sys.argv,
@@ -179,18 +181,28 @@ def hand_over() -> None:
         "library": str(Path(joblog.__file__).resolve().parent),
         "prefix": sys.prefix,  # the job's Python environment (a rule's conda environment is another)
     }
+    # Signals from here on go to the monitor, which passes them to the worker once it runs; if no worker runs
+    # the job, they are raised here again.
+    received = []
+
+    def forward(number, frame):
+        received.append(number)
+        with contextlib.suppress(OSError):  # the monitor is gone: the job's exit follows
+            sock.sendall(bytes([number]))
+
+    previous = {sig: signal.signal(sig, forward) for sig in FORWARDED}
     try:
         _send(sock, request, fds=[0, 1, 2])
         reply = _receive(sock)
     except (OSError, EOFError, ValueError):
-        sock.close()
-        return  # no worker was started: run here
+        reply = {"refused": "no answer"}  # no worker runs the job (the monitor starts it after its answer)
     if "refused" in reply:
         sock.close()
-        return
-    # From here on the worker runs the job: pass signals on, wait for its exit status.
-    for sig in FORWARDED:
-        signal.signal(sig, lambda number, frame: _send_signal(sock, number))
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for number in received:
+            signal.raise_signal(number)
+        return  # run here
     try:
         reply = _receive(sock)
     except (OSError, EOFError, ValueError) as err:
@@ -198,15 +210,11 @@ def hand_over() -> None:
         os._exit(1)
     status = reply["exit"]
     if status < 0:  # the worker was killed by a signal: so is this process
-        signal.signal(-status, signal.SIG_DFL)
+        if -status not in (signal.SIGKILL, signal.SIGSTOP):
+            signal.signal(-status, signal.SIG_DFL)
         os.kill(os.getpid(), -status)
         status = 128 - status
     os._exit(status)
-
-
-def _send_signal(sock: socket.socket, number: int) -> None:
-    with contextlib.suppress(OSError):  # the monitor is gone: the job's exit follows
-        sock.sendall(bytes([number]))
 
 
 # --- The server's side -------------------------------------------------------------------------------------------
@@ -241,9 +249,11 @@ def serve(path: str, parent: str) -> None:
             request = _monitor(conn)  # returns in the worker only
         else:
             conn.close()
-    if request is None:
+    if request is None:  # the workflow is gone without stopping the server
         listener.close()
         Path(path).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            Path(path).parent.rmdir()
         return
     _run_script(request["script"])
 
@@ -260,41 +270,66 @@ def _reap() -> None:
 def _monitor(conn: socket.socket) -> dict:
     """Fork the worker for the job on `conn`, pass signals on to it and report its exit status. Returns the job's
     request in the worker; the monitor itself ends here."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C reaches the worker itself
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # signals come through the job process
     try:
         request, fds = _receive(conn, fds=3)
     except (OSError, EOFError, ValueError):  # a probe (`_answers`) or a job process that ended at once
         os._exit(0)
-    try:
-        ours = {"library": str(Path(joblog.__file__).resolve().parent), "prefix": sys.prefix}
-        if any(request[key] != value for key, value in ours.items()):
+    ours = {"library": str(Path(joblog.__file__).resolve().parent), "prefix": sys.prefix}
+    if any(request.get(key) != value for key, value in ours.items()):
+        with contextlib.suppress(OSError):
             _send(conn, {"refused": "another environment or copy of lamofc_lib"})
-            os._exit(0)
-        pid = os.fork()
-        if pid == 0:
-            conn.close()
-            _become_worker(request, fds)
-            return request
-        for fd in fds:
-            os.close(fd)
+        os._exit(0)
+    # The worker waits for the go from this process, sent once the job process knows the worker's id: if this
+    # process fails before (the job process gone, no pidfd), the worker ends unstarted and the job runs there.
+    wait, go = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        conn.close()
+        os.close(go)
+        if not os.read(wait, 1):
+            os._exit(1)
+        os.close(wait)
+        _become_worker(request, fds)
+        return request
+    os.close(wait)
+    for fd in fds:
+        os.close(fd)
+    try:
         pidfd = os.pidfd_open(pid)
         _send(conn, {"pid": pid})
+        os.write(go, b"1")
+    except BaseException as err:  # noqa: BLE001 - the monitor must never return into the server's loop
+        _fail(err)
+    os.close(go)
+    try:
         watching = [conn, pidfd]
         while pidfd not in select.select(watching, [], [])[0]:
-            received = conn.recv(64)
+            try:
+                received = conn.recv(64)
+            except OSError:
+                received = b""
             for number in received:
                 signal.pidfd_send_signal(pidfd, number)
-            if not received:  # the job process is gone
+            if not received:  # the job process is gone: so is its worker
                 signal.pidfd_send_signal(pidfd, signal.SIGKILL)
                 watching = [pidfd]
         status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-        _send(conn, {"exit": status})
-    except BaseException as err:  # noqa: BLE001 - the monitor must never return into the server's loop
-        try:
-            os.write(2, f"lamofc fork server monitor: {err!r}\n".encode())
-        finally:
-            os._exit(1)
+        with contextlib.suppress(OSError):  # the job process may be gone
+            _send(conn, {"exit": status})
+    except BaseException as err:  # noqa: BLE001
+        with contextlib.suppress(OSError):
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        _fail(err)
     os._exit(0)
+
+
+def _fail(err: BaseException) -> None:
+    """End a monitor that failed, saying why in the server's log."""
+    try:
+        os.write(2, f"lamofc fork server monitor: {err!r}\n".encode())
+    finally:
+        os._exit(1)
 
 
 def _become_worker(request: dict, fds: list[int]) -> None:
@@ -318,7 +353,9 @@ def _become_worker(request: dict, fds: list[int]) -> None:
     if threads:
         sys.modules["torch"].set_num_threads(int(threads))
         sys.modules["threadpoolctl"].threadpool_limits(int(threads))
-    sys.modules["numpy"].random.seed()  # a fresh process's generator is seeded from the OS; not the server's
+    # A fresh process seeds numpy's and torch's global generators from the OS; the forks would share the server's.
+    sys.modules["numpy"].random.seed()
+    sys.modules["torch"].seed()
 
 
 def _run_script(path: str) -> None:

@@ -60,7 +60,7 @@ if name == "bad":
     raise ValueError("this job fails")
 if name == "stopped":
     sys.exit("this job stops with a message")
-draw = np.random.randint(2**31)
+draw = f"{np.random.randint(2**31)} {torch.randint(2**31, (1,)).item()}"
 lines = [preloaded, torch.get_num_threads(), tempfile.gettempdir(), draw, os.environ["OMP_NUM_THREADS"]]
 Path(snakemake.output[0]).write_text("\\n".join(map(str, lines)))
 """
@@ -108,7 +108,9 @@ def test_jobs_run_in_forks_with_their_own_threads_tmpdir_and_seeds(tmp_path):
         assert f"printed by {worker}" in log
         timing = JobTime.parse(log)
         assert timing.forked
-    assert results["a"] != results["b"]  # numpy's global generator reseeded in each fork
+    numpy_a, torch_a = results["a"].split()
+    numpy_b, torch_b = results["b"].split()
+    assert numpy_a != numpy_b and torch_a != torch_b  # numpy's and torch's generators reseeded in each fork
     # the server is gone, with its socket's folder
     pid, socket = server_of(tmp_path)
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
@@ -167,3 +169,19 @@ def test_a_signal_to_the_job_process_ends_its_worker(tmp_path, sig):
         workflow.kill()
         workflow.wait()
     assert not (tmp_path / "out/sleep.txt").exists()
+
+
+def test_a_worker_killed_by_a_signal_kills_its_job_process_with_it(tmp_path):
+    write_workflow(tmp_path)
+    output = tmp_path / "snakemake.txt"
+    with open(output, "w") as out:
+        workflow = subprocess.Popen(command("out/sleep.txt"), cwd=tmp_path, env=ENV, stdout=out, stderr=out)
+        try:
+            job, worker = job_process(psutil.Process(workflow.pid), tmp_path / "out/sleep.txt.pid")
+            worker.send_signal(signal.SIGKILL)  # as the kernel's out-of-memory killer would
+            assert workflow.wait(timeout=60) != 0
+        finally:
+            workflow.kill()
+            workflow.wait()
+    # Snakemake reports the job process's death by the same signal
+    assert "died with <Signals.SIGKILL: 9>" in output.read_text(), output.read_text()[-3000:]
