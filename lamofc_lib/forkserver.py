@@ -83,6 +83,7 @@ THREAD_VARS = (
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 _HEADER = struct.Struct("!I")
 STARTUP_TIMEOUT = 120  # seconds for the server's imports (about 6 s here)
+_BROKEN = (OSError, EOFError, ValueError)  # a connection closed, reset or garbled (json's errors are ValueErrors)
 
 _worker = False  # this process is a worker: its script's hand_over() returns at once
 _server: tuple[subprocess.Popen, Path] | None = None  # started by this (Snakemake) process
@@ -150,9 +151,20 @@ def stop() -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+    _remove(folder)
+
+
+def _remove(folder: Path) -> None:
+    """Remove the server's folder and its socket."""
     for leftover in folder.iterdir():
         leftover.unlink()
     folder.rmdir()
+
+
+def _identity() -> dict[str, str]:
+    """What a job and the server must share for the server to run the job: the copy of lamofc_lib and the Python
+    environment (a rule's conda environment is another)."""
+    return {"library": str(Path(joblog.__file__).resolve().parent), "prefix": sys.prefix}
 
 
 # --- The job's side ----------------------------------------------------------------------------------------------
@@ -160,8 +172,8 @@ def stop() -> None:
 
 def hand_over() -> None:
     """Run this Snakemake script job in a fork of the run's server, and exit as the fork exits. Returns, and the
-    script runs here as usual, where there is no server, it is not ready or it refuses the job; inside a worker
-    and outside Snakemake script jobs it returns at once."""
+    script runs here as usual, where there is no server or it does not take the job; inside a worker and outside
+    Snakemake script jobs it returns at once."""
     path = os.environ.get(ENV)
     if _worker or not path or not joblog.snakemake_job():
         return
@@ -178,8 +190,7 @@ def hand_over() -> None:
         "env": dict(os.environ),
         "path": sys.path,
         "started": started,
-        "library": str(Path(joblog.__file__).resolve().parent),
-        "prefix": sys.prefix,  # the job's Python environment (a rule's conda environment is another)
+        **_identity(),
     }
     # Signals from here on go to the monitor, which passes them to the worker once it runs; if no worker runs
     # the job, they are raised here again.
@@ -194,7 +205,7 @@ def hand_over() -> None:
     try:
         _send(sock, request, fds=[0, 1, 2])
         reply = _receive(sock)
-    except (OSError, EOFError, ValueError):
+    except _BROKEN:
         reply = {"refused": "no answer"}  # no worker runs the job (the monitor starts it after its answer)
     if "refused" in reply:
         sock.close()
@@ -205,7 +216,7 @@ def hand_over() -> None:
         return  # run here
     try:
         reply = _receive(sock)
-    except (OSError, EOFError, ValueError) as err:
+    except _BROKEN as err:
         os.write(2, f"lamofc fork server: lost the worker running this job ({err})\n".encode())
         os._exit(1)
     status = reply["exit"]
@@ -251,9 +262,8 @@ def serve(path: str, parent: str) -> None:
             conn.close()
     if request is None:  # the workflow is gone without stopping the server
         listener.close()
-        Path(path).unlink(missing_ok=True)
         with contextlib.suppress(OSError):
-            Path(path).parent.rmdir()
+            _remove(Path(path).parent)
         return
     _run_script(request["script"])
 
@@ -273,10 +283,9 @@ def _monitor(conn: socket.socket) -> dict:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # signals come through the job process
     try:
         request, fds = _receive(conn, fds=3)
-    except (OSError, EOFError, ValueError):  # a probe (`_answers`) or a job process that ended at once
+    except _BROKEN:  # a probe (`_answers`) or a job process that ended at once
         os._exit(0)
-    ours = {"library": str(Path(joblog.__file__).resolve().parent), "prefix": sys.prefix}
-    if any(request.get(key) != value for key, value in ours.items()):
+    if any(request.get(key) != value for key, value in _identity().items()):
         with contextlib.suppress(OSError):
             _send(conn, {"refused": "another environment or copy of lamofc_lib"})
         os._exit(0)
