@@ -394,9 +394,9 @@ def run_stages(workdir: Path) -> list[tuple[str, float, str]]:
     return rows
 
 
-def unchanged_rerun(workdir: Path, configfile: str) -> list[tuple[str, float, str]]:
+def unchanged_rerun(workdir: Path, configfiles: list[str]) -> list[tuple[str, float, str]]:
     """The time of `snakemake --cores 2` in a finished run's folder (nothing to do); skipped if jobs are pending."""
-    args = ["-s", str(REPO / "Snakefile"), "-d", str(workdir), "--configfile", configfile, "--cores", "2"]
+    args = ["-s", str(REPO / "Snakefile"), "-d", str(workdir), "--configfile", *configfiles, "--cores", "2"]
     _, dry = _snakemake([*args, "--dry-run"], workdir)
     if "Nothing to be done" not in dry.stdout + dry.stderr:
         print(f"unchanged rerun: skipped, the run in {workdir} has jobs left (run it first)")
@@ -405,10 +405,10 @@ def unchanged_rerun(workdir: Path, configfile: str) -> list[tuple[str, float, st
     return [("unchanged rerun of the finished run", took, "s (target < 15 s)")]
 
 
-def speed(workdir: Path, configfile: str, repeats: int) -> None:
+def speed(workdir: Path, configfiles: list[str], repeats: int) -> None:
     rows = preprocess_speed(repeats) + store_speed(8, repeats) + job_overhead(6) + codec_speed(repeats)
     if (workdir / "benchmarks").is_dir():
-        rows += unchanged_rerun(workdir, configfile) + run_stages(workdir)
+        rows += unchanged_rerun(workdir, configfiles) + run_stages(workdir)
     else:
         print(f"no finished run in {workdir} (no benchmarks/ folder): rerun and stage times skipped")
     for name, value, detail in rows:
@@ -422,7 +422,12 @@ def main(argv: list[str] | None = None) -> None:
     dag_parser.add_argument("--runs", type=int, default=3, help="dry runs to time (default 3)")
     speed_parser = sub.add_parser("speed", help="the workflow's own costs as ratios against plain baselines")
     speed_parser.add_argument("--workdir", type=Path, default=REPO, help="a finished run's folder (default: repo)")
-    speed_parser.add_argument("--configfile", default="config/demo.yaml", help="its config (default: the demo's)")
+    speed_parser.add_argument(
+        "--configfile",
+        nargs="+",
+        default=["config/demo.yaml"],
+        help="its config files, as given to snakemake (default: the demo's)",
+    )
     speed_parser.add_argument("--repeats", type=int, default=5, help="timings per measurement (median; default 5)")
     args = parser.parse_args(argv)
     if args.benchmark == "dag":
