@@ -326,6 +326,7 @@ class RuleTime:
     work: float = 0.0
     timed: int = 0
     forked: int = 0
+    peak_rss_mb: float = 0.0  # the largest of its jobs' (joblog.JobTime.peak_rss_mb)
 
 
 def rule_times(workdir: Path) -> tuple[dict[str, RuleTime], float, str] | None:
@@ -357,6 +358,7 @@ def rule_times(workdir: Path) -> tuple[dict[str, RuleTime], float, str] | None:
                     times.work += own.work
                     times.timed += 1
                     times.forked += own.forked
+                    times.peak_rss_mb = max(times.peak_rss_mb, own.peak_rss_mb)
         if ran:
             return ran, (stamps[-1] - stamps[0]).total_seconds(), log.name
     return None
@@ -378,6 +380,8 @@ def run_stages(workdir: Path) -> list[tuple[str, float, str]]:
         if t.timed:
             other = seconds - t.work - t.overhead
             detail += f"; work {t.work:.1f} s, start-up+imports {t.overhead:.1f} s, other {other:.1f} s"
+        if t.peak_rss_mb:
+            detail += f"; peak RSS {t.peak_rss_mb:.0f} MB"
         rows.append((f"stage {rule}", seconds, detail))
     overhead = sum(t.overhead for t in ran.values())
     work = sum(t.work for t in ran.values())

@@ -27,8 +27,9 @@ What differs from a process of one's own: the job's Python modules were imported
 server's environment (the workflow's, in a session of its own, with one thread for the numerical libraries), so
 the warning filters, loggers and exit handlers those imports set up, and the string hash seed, are the server's;
 a job's resource use (Snakemake's `benchmark:` files) covers the job process only, not the worker's memory and
-CPU; numpy's and torch's global random generators are reseeded from the OS in each worker, as in a fresh process
-(the library's own randomness is seeded)."""
+CPU (the worker's peak memory is in the job log's last line, joblog.JobTime); numpy's and torch's global random
+generators are reseeded from the OS in each worker, as in a fresh process (the library's own randomness is
+seeded)."""
 
 from __future__ import annotations
 

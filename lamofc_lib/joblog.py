@@ -17,12 +17,16 @@ import builtins
 import logging
 import os
 import re
+import resource
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-TIMING = re.compile(r"lamofc job time: start-up ([\d.]+) s, imports ([\d.]+) s, work ([\d.]+) s(, forked)?")
+TIMING = re.compile(
+    r"lamofc job time: start-up ([\d.]+) s, imports ([\d.]+) s, work ([\d.]+) s"
+    r"(?:, peak RSS (\d+) MB)?(, forked)?"
+)
 
 
 @dataclass
@@ -30,16 +34,24 @@ class JobTime:
     """Where one job process's time went: `startup` from the process's start (the job process's, for a job a
     fork server's worker ran) to the script's first library call (the interpreter, Snakemake's preamble and the
     script's own imports), `imports` the modules imported after that (deferred imports inside the library),
-    `work` the rest."""
+    `work` the rest; and `peak_rss_mb`, the peak resident memory of the job's Python process (0 where not
+    recorded).
+
+    A job run in a fork shares the pages the fork server had loaded (its preloaded modules), and its peak RSS
+    counts them, so it is about an upper bound of what the job needs in a process of its own; Snakemake's
+    `benchmark:` files measure the process Snakemake started, which for such a job only waits for the fork.
+    The programs a job runs (a codec's encoder and decoder) are not counted: Linux's peak for a finished child
+    counts its parent's memory at the fork, so it says nothing of the program's own."""
 
     startup: float
     imports: float
     work: float
     forked: bool = False  # run by a fork server's worker (lamofc_lib.forkserver)
+    peak_rss_mb: float = 0.0
 
     def line(self) -> str:
         times = f"start-up {self.startup:.3f} s, imports {self.imports:.3f} s, work {self.work:.3f} s"
-        return f"lamofc job time: {times}{', forked' if self.forked else ''}"
+        return f"lamofc job time: {times}, peak RSS {self.peak_rss_mb:.0f} MB{', forked' if self.forked else ''}"
 
     @classmethod
     def parse(cls, text: str) -> JobTime | None:
@@ -47,8 +59,8 @@ class JobTime:
         found = TIMING.findall(text)
         if not found:
             return None
-        *times, forked = found[-1]
-        return cls(*(float(v) for v in times), forked=bool(forked))
+        startup, imports, work, peak, forked = found[-1]
+        return cls(float(startup), float(imports), float(work), bool(forked), float(peak or 0))
 
 
 class JobClock:
@@ -93,7 +105,9 @@ class JobClock:
     def measure(self) -> JobTime:
         after = time.time() - self.ready
         startup = self.ready - self.started if self.started else 0.0
-        return JobTime(startup, self.imports, max(after - self.imports, 0.0), forked=_started is not None)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+        work = max(after - self.imports, 0.0)
+        return JobTime(startup, self.imports, work, _started is not None, peak)
 
     def report(self) -> None:
         self.logger.info("%s", self.measure().line())

@@ -60,6 +60,8 @@ if name == "bad":
     raise ValueError("this job fails")
 if name == "stopped":
     sys.exit("this job stops with a message")
+if name == "big":  # 320 MB written by the job
+    hold = np.full(40_000_000, 2.0)
 draw = f"{np.random.randint(2**31)} {torch.randint(2**31, (1,)).item()}"
 lines = [preloaded, torch.get_num_threads(), tempfile.gettempdir(), draw, os.environ["OMP_NUM_THREADS"]]
 Path(snakemake.output[0]).write_text("\\n".join(map(str, lines)))
@@ -93,9 +95,21 @@ def server_of(tmp_path: Path) -> tuple[int, Path]:
     return int(found.group(1)), Path(found.group(2))
 
 
+def assert_peak_memory_is_the_jobs(tmp_path: Path) -> None:
+    """Job big's log gives the 320 MB (305 MiB) it wrote more peak RSS than job a's, both forked from the same
+    server or both in processes of their own; and job a's peak is at least the resident memory of a process
+    that imported what it did (torch, numpy), measured here by psutil."""
+    small, big = (JobTime.parse((tmp_path / f"logs/{name}.log").read_text()) for name in ("a", "big"))
+    assert 295 < big.peak_rss_mb - small.peak_rss_mb < 340, (small, big)
+    probe = [sys.executable, "-c", "import psutil, numpy, torch; print(psutil.Process().memory_info().rss)"]
+    imported = int(subprocess.run(probe, capture_output=True, text=True, check=True).stdout) / 2**20
+    assert small.peak_rss_mb > 0.9 * imported, (small, imported)
+
+
 def test_jobs_run_in_forks_with_their_own_threads_tmpdir_and_seeds(tmp_path):
-    result = run_snakemake(tmp_path, "out/a.txt", "out/b.txt")
+    result = run_snakemake(tmp_path, "out/a.txt", "out/b.txt", "out/big.txt")
     assert result.returncode == 0, result.stderr[-3000:]
+    assert_peak_memory_is_the_jobs(tmp_path)
     results = {}
     for name in "ab":
         preloaded, threads, tmp, draw, omp = (tmp_path / f"out/{name}.txt").read_text().split("\n")
@@ -118,8 +132,9 @@ def test_jobs_run_in_forks_with_their_own_threads_tmpdir_and_seeds(tmp_path):
 
 
 def test_without_the_server_jobs_run_in_their_own_processes(tmp_path):
-    result = run_snakemake(tmp_path, "out/a.txt", server=False)
+    result = run_snakemake(tmp_path, "out/a.txt", "out/big.txt", server=False)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert_peak_memory_is_the_jobs(tmp_path)
     assert (tmp_path / "out/a.txt").read_text().split("\n")[0] == "False"
     assert not JobTime.parse((tmp_path / "logs/a.log").read_text()).forked
     assert not (tmp_path / "logs/fork_server.log").exists()

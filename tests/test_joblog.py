@@ -6,6 +6,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+from lamofc_lib.joblog import JobTime
+
 REPO = Path(__file__).resolve().parent.parent
 
 SCRIPT = """
@@ -81,3 +83,10 @@ sys.exit(3)
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 3
     assert "handler ran" in (tmp_path / "x.log").read_text()
+
+
+def test_the_time_line_reads_back_and_a_line_without_memory_still_parses():
+    timing = JobTime(1.5, 0.25, 3.0, True, 812.0)
+    assert JobTime.parse(f"a job's output\n{timing.line()}\n") == timing
+    older = "lamofc job time: start-up 1.000 s, imports 0.000 s, work 2.000 s, forked"  # logs of earlier runs
+    assert JobTime.parse(older) == JobTime(1.0, 0.0, 2.0, True, 0.0)

@@ -94,6 +94,12 @@ def test_the_speed_benchmark_reads_the_finished_run(demo_run):
     assert 0 < rows["work of all jobs"][0] < rows["all jobs"][0]
     assert 0 < rows["share of job-s that is not work"][0] < 1
     assert "; work " in rows["stage train"][1]
+    # the largest code job's peak memory, from the logs of the forks that ran them (each imported torch and
+    # CompressAI), far above what Snakemake's benchmark files saw of the job processes that waited for them
+    peak = float(re.search(r"; peak RSS (\d+) MB", rows["stage code"][1]).group(1))
+    benchmarks = (workdir / "benchmarks").rglob("code-*.tsv")
+    seen = max(float(line.split("\t")[2]) for path in benchmarks for line in path.read_text().splitlines()[1:])
+    assert peak > 2 * seen > 0, (peak, seen)
     elapsed = float((workdir / "elapsed.txt").read_text())
     wall = rows["wall time of that run"][0]
     assert elapsed / 2 < wall <= elapsed + 2
