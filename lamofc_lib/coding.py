@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lamofc_lib import determinism
 from lamofc_lib.bitstreams import (
     Sidecar,
     TensorRecord,
@@ -195,7 +196,8 @@ def decode_point(
                     raise CodecError(
                         f"{bitstream} decodes to another frame than its encoder's own decoder gave (SHA-256 "
                         f"differs): encoded with {record.threads} threads on {record.device}, decoded with "
-                        f"{codec.threads} on {codec.device}; its scores would be wrong"
+                        f"{codec.threads} on {codec.device} ({determinism.summary()}); its scores would be wrong. "
+                        "Decode on the encoder's code path (run.reproducible, docs/benchmark.md)"
                     )
                 centres = tuple(tensor.centres) if tensor.centres is not None else None
                 spec = TensorSpec(tensor.packing, tensor.truncation, tensor.quantizer, centres)

@@ -10,8 +10,9 @@ How a job runs (Snakemake's local executor; rule `all`'s `onstart` hook calls `s
    `forkserver.hand_over()`, connects to the server's Unix socket and sends its standard input, output and
    error (the file descriptors themselves), working directory, environment and `sys.path`.
 2. The server forks a *monitor*, which forks the *worker*: the worker takes the job's descriptors, directory and
-   environment, sets its threads to the job's (`OMP_NUM_THREADS`, which Snakemake sets to the job's `threads`),
-   and runs the same script file as `__main__`; its `hand_over()` call then does nothing.
+   environment, sets its threads to the job's (`OMP_NUM_THREADS`, which Snakemake sets to the job's `threads`)
+   and torch's code paths (lamofc_lib.determinism), and runs the same script file as `__main__`; its
+   `hand_over()` call then does nothing.
 3. The monitor passes on the signals the job process receives (SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1,
    SIGUSR2), kills the worker if the job process dies, and reports the worker's exit status, with which the job
    process exits (a worker killed by a signal: the job process kills itself with the same signal). So Snakemake
@@ -19,7 +20,8 @@ How a job runs (Snakemake's local executor; rule `all`'s `onstart` hook calls `s
 
 The run's first job starts once the server is ready (about 6 s of imports). A job runs in its own process as
 before whenever the server is off (`run.fork_server: false`), failed to start (its log says why), is gone, or
-runs another Python environment (a rule's conda environment) or copy of lamofc_lib than the job's; and on
+runs another Python environment (a rule's conda environment), copy of lamofc_lib or setting of the math
+libraries' code paths (`run.reproducible`) than the job's; and on
 clusters (the hook starts no server for non-local executors, and cluster jobs run Snakemake with `--no-hooks`).
 The server stops with the workflow (`stop`, or when its parent process is gone).
 
@@ -47,7 +49,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from lamofc_lib import joblog
+from lamofc_lib import determinism, joblog
 
 ENV = "LAMOFC_FORK_SERVER"  # the server's socket, in the environment of a local run's jobs
 # What the workflow's jobs import: torch and CompressAI (torch_geometric with it), the store, coding and scoring
@@ -165,7 +167,12 @@ def _remove(folder: Path) -> None:
 def _identity() -> dict[str, str]:
     """What a job and the server must share for the server to run the job: the copy of lamofc_lib and the Python
     environment (a rule's conda environment is another)."""
-    return {"library": str(Path(joblog.__file__).resolve().parent), "prefix": sys.prefix}
+    return {
+        "library": str(Path(joblog.__file__).resolve().parent),
+        "prefix": sys.prefix,
+        # the libraries' code paths, which the server's libraries read when they loaded
+        "paths": repr([os.environ.get(name) for name in (determinism.ENV, *determinism.PINNED)]),
+    }
 
 
 # --- The job's side ----------------------------------------------------------------------------------------------
@@ -176,7 +183,10 @@ def hand_over() -> None:
     script runs here as usual, where there is no server or it does not take the job; inside a worker and outside
     Snakemake script jobs it returns at once."""
     path = os.environ.get(ENV)
-    if _worker or not path or not joblog.snakemake_job():
+    if _worker or not joblog.snakemake_job():
+        return
+    determinism.configure_job()  # in case it runs here
+    if not path:
         return
     started = joblog.process_start()
     try:
@@ -360,8 +370,8 @@ def _become_worker(request: dict, fds: list[int]) -> None:
     # The libraries the server imported (PRELOAD), looked up rather than imported: this runs in the server's
     # environment, whatever a script's own environment lists.
     threads = request["env"].get("OMP_NUM_THREADS")
+    determinism.configure_torch(threads and int(threads))
     if threads:
-        sys.modules["torch"].set_num_threads(int(threads))
         sys.modules["threadpoolctl"].threadpool_limits(int(threads))
     # A fresh process seeds numpy's and torch's global generators from the OS; the forks would share the server's.
     sys.modules["numpy"].random.seed()

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from lamofc_lib import determinism
 from lamofc_lib.io import file_sha256
 
 REPO = Path(__file__).resolve().parent.parent
@@ -89,6 +90,7 @@ def provenance(config: Mapping, scores: Iterable[Mapping], heads: Mapping[str, s
         "written": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "git": git_state(repo),
         "machine": machine(),
+        "cpu_paths": determinism.state(),
         "packages": package_versions(repo),
         "codecs": codec_versions(scores),
         "models": models,

@@ -176,9 +176,9 @@ class Task(ABC):
     def __init__(self, device: str = "cpu", threads: int | None = None):
         self.device = device
         if threads:
-            import torch
+            from lamofc_lib import determinism
 
-            torch.set_num_threads(threads)
+            determinism.configure_torch(threads)
 
     @abstractmethod
     def write_head(self, model: Mapping, split, head: Mapping, head_out: Path) -> None:
@@ -194,10 +194,14 @@ class Task(ABC):
 
     def extract(self, manifest: pd.DataFrame, model: Mapping, split, out: Path) -> None:
         """Write the split-point features of every manifest sample to a new store at `out`."""
+        from lamofc_lib import determinism
         from lamofc_lib.store import write_store
 
         extraction = self.features(manifest, model, split).named(self.packing)
-        write_store(out, list(manifest["sample_id"]), extraction.tensors, extraction.samples, attrs=extraction.attrs)
+        attrs = dict(extraction.attrs)
+        if self.device == "cpu":  # the host's code path, which a cluster's nodes may not share
+            attrs["extraction"] = {**attrs.get("extraction", {}), "cpu_path": determinism.summary()}
+        write_store(out, list(manifest["sample_id"]), extraction.tensors, extraction.samples, attrs=attrs)
 
     def set_metric_options(self, options: Mapping) -> None:
         unknown = sorted(set(options) - set(self.metric_options))

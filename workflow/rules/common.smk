@@ -11,7 +11,7 @@ sys.path.insert(0, str(REPO))
 os.environ.update(PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
 
 
-from lamofc_lib import code_hash, forkserver
+from lamofc_lib import code_hash, determinism, forkserver
 from lamofc_lib.config import ConfigError, trained_tasks, validate, metric_options as task_metric_options
 from lamofc_lib.feature_files import feature_paths, file_signatures
 from lamofc_lib.selection import needs_model, selection_mode
@@ -22,6 +22,12 @@ try:
     config = validate(config)
 except ConfigError as err:
     sys.exit(f"LaMoFC configuration error: {err}")
+
+# Every job inherits the libraries' code paths from this process's environment (set before anything loads them).
+try:
+    determinism.apply(config["run"]["reproducible"])
+except determinism.HostError as err:
+    sys.exit(f"LaMoFC: {err}")
 
 TASKS = config["run"]["tasks"]
 CODECS = config["run"]["codecs"]

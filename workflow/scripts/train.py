@@ -7,8 +7,7 @@ forkserver.hand_over()  # in a local run: continue in a fork of a process that h
 
 import time
 
-import torch
-
+from lamofc_lib import determinism
 from lamofc_lib.codecs import REGISTRY
 from lamofc_lib.joblog import log_to
 from lamofc_lib.preprocess import store_frames
@@ -16,7 +15,7 @@ from lamofc_lib.tasks.base import resolve_device
 
 log = log_to(snakemake.log[0])
 params = snakemake.params
-torch.set_num_threads(snakemake.threads)
+determinism.configure_torch(snakemake.threads)
 device = resolve_device(params.device)
 codec = REGISTRY[params.codec]
 frames, provenance = [], {"task": params.task, "device": device, "sources": []}

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lamofc_lib import determinism
 from lamofc_lib.codecs.base import Codec, CodecError
 
 
@@ -49,7 +50,7 @@ class Hyperprior(Codec):
 
         from lamofc_lib.codecs.hyperprior.model import load_model, load_pretrained
 
-        torch.set_num_threads(self.threads)
+        determinism.configure_torch(self.threads)
         torch.use_deterministic_algorithms(True)
         if self.settings.get("pretrained"):
             return load_pretrained(self.model, self.architecture)
