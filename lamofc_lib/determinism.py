@@ -22,6 +22,7 @@ AVX2 and FMA runs:
 
 from __future__ import annotations
 
+import importlib
 import importlib.abc
 import os
 import sys
@@ -86,11 +87,21 @@ def pinned(environ: MutableMapping[str, str] = os.environ) -> bool:
     return environ.get(ENV) == "1"
 
 
+def _optional(name: str):
+    """A library this module reports on or configures where the job has it: the analysis environment (tables,
+    provenance) has no torch, and every script imports this module through the fork server."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
 def configure_torch(threads: int | None) -> None:
     """In a job process, before it computes with torch: its threads and, in a pinned run, convolutions on
     torch's own kernels (im2col and MKL's gemm, reproducible under MKL_CBWR) rather than oneDNN's."""
-    import torch
-
+    torch = _optional("torch")
+    if torch is None:
+        return
     if threads:
         torch.set_num_threads(int(threads))
     torch.backends.mkldnn.enabled = not pinned()
@@ -131,10 +142,12 @@ class _TorchHook(importlib.abc.MetaPathFinder):
 
 def summary() -> str:
     """One line on this process's code path, e.g. 'pinned: torch AVX2 kernels, no oneDNN, MKL_CBWR AVX2,STRICT'."""
-    import torch
-
-    onednn = "oneDNN" if torch.backends.mkldnn.enabled else "no oneDNN"
-    kernels = f"torch {torch.backends.cpu.get_cpu_capability()} kernels, {onednn}"
+    torch = _optional("torch")
+    if torch is None:
+        kernels = "no torch"
+    else:
+        onednn = "oneDNN" if torch.backends.mkldnn.enabled else "no oneDNN"
+        kernels = f"torch {torch.backends.cpu.get_cpu_capability()} kernels, {onednn}"
     if not pinned():
         return f"not pinned: {kernels}"
     return f"pinned: {kernels}, MKL_CBWR {os.environ.get('MKL_CBWR')}, OpenBLAS {os.environ.get('OPENBLAS_CORETYPE')}"
@@ -142,19 +155,21 @@ def summary() -> str:
 
 def state() -> dict:
     """What this process computes on: whether the run is pinned, the variables above as set, torch's kernel
-    ISA and whether it uses oneDNN, and the BLAS libraries loaded (threadpoolctl's view)."""
-    import torch
-    from threadpoolctl import threadpool_info
-
+    ISA and whether it uses oneDNN (None where the job's environment has no torch), and the BLAS libraries
+    loaded (threadpoolctl's view, where it is installed)."""
+    torch, threadpoolctl = _optional("torch"), _optional("threadpoolctl")
+    blas = None
+    if threadpoolctl is not None:
+        blas = sorted(
+            f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture') or i.get('threading_layer')})"
+            for i in threadpoolctl.threadpool_info()
+            if i.get("user_api") == "blas"
+        )
     return {
         "reproducible": pinned(),
         "environment": {name: os.environ.get(name) for name in PINNED},
-        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "torch_onednn": bool(torch.backends.mkldnn.enabled),
-        "torch_threads": torch.get_num_threads(),
-        "blas": sorted(
-            f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture') or i.get('threading_layer')})"
-            for i in threadpool_info()
-            if i.get("user_api") == "blas"
-        ),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability() if torch else None,
+        "torch_onednn": bool(torch.backends.mkldnn.enabled) if torch else None,
+        "torch_threads": torch.get_num_threads() if torch else None,
+        "blas": blas,
     }
