@@ -87,10 +87,10 @@ TABLE: dict[str, Parameters] = {
     # RMSE 0.037 to 0.040 on the pinned code path (frame standard deviations 0.169 to 0.247). At lambda 0.2 the
     # same training ended at 0.039 to 0.045 on one host's own code path, 0.061 to 0.067 on another's and 0.081
     # on the pinned one (over this bound): a briefly trained model's error is not a property to bound closely
-    # (docs/benchmark.md, "Determinism"). Its bitstream is the z string after its 4-byte length, then the y string to the end of the file:
-    # the decoder refuses a file cut inside the length-prefixed part, but a cut or an altered byte inside the y
-    # string (the half truncation, the middle byte) decodes to another frame: a range coder's strings carry no
-    # check, so only the sidecar's size and SHA-256 refuse those.
+    # (docs/benchmark.md, "Determinism"). Its bitstream is the z string after its 4-byte length, then the y
+    # string to the end of the file: the decoder refuses a file cut inside the length-prefixed part, but a cut or
+    # an altered byte inside the y string (the half truncation, the middle byte) decodes to another frame: a range
+    # coder's strings carry no check, so only the sidecar's size and SHA-256 refuse those.
     "hyperprior": Parameters(
         point="1",
         max_rmse=0.08,
