@@ -62,7 +62,7 @@ def command(
     subset = {**SUBSET, "run": {**SUBSET["run"], "fork_server": fork_server, "reproducible": reproducible}}
     overlay.write_text(yaml.safe_dump(subset))
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", str(cores)]
-    return [*cmd, "--configfile", str(REPO / "config" / "demo.yaml"), str(overlay), *args]
+    return [*cmd, *args, "--configfile", str(REPO / "config" / "demo.yaml"), str(overlay)]
 
 
 def run(workdir: Path, *args: str, env: dict | None = None, **settings) -> subprocess.CompletedProcess:

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
+from lamofc_lib import determinism
 from lamofc_lib.sources import SourceError, build_candidates
 from lamofc_lib.sources.manifest import COLUMNS
 from lamofc_lib.store import FeatureStore
@@ -156,8 +157,11 @@ def test_demo_extract_writes_latents_of_the_declared_shape_and_a_safe_head(demo_
     assert (extraction["generation_batch"], extraction["seeding"], extraction["device"]) == (16, "global_once", "cpu")
     layout = task.layout(manifest, DEMO, None)
     assert (layout.shapes, layout.dtype) == (store.shapes, "float32")
-    assert {**layout.attrs, "sample_ids": store.sample_ids, "tensors": ["feature"],
-            "extraction": {**layout.attrs["extraction"], "device": "cpu"}} == store.attrs  # fmt: skip
+    # the extraction records its code path too (this test process is pinned, tests/conftest.py)
+    recorded = {**layout.attrs["extraction"], "device": "cpu", "cpu_path": determinism.summary()}
+    expected = {**layout.attrs, "sample_ids": store.sample_ids, "tensors": ["feature"], "extraction": recorded}
+    assert expected == store.attrs
+    assert store.attrs["extraction"]["cpu_path"].startswith("pinned: torch AVX2 kernels, no oneDNN")
     latents = [store.read(i) for i in range(4)]
     assert all(np.isfinite(x).all() and x.std() > 0.1 for x in latents)
     # Noise from the global RNG, one draw for the batch: the same prompt at positions 0 and 3 gets other noise.
