@@ -26,7 +26,7 @@ import importlib
 import importlib.abc
 import os
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 
 # Read by each library when it loads (torch and numpy at import, MKL and oneDNN at their first call): a job
@@ -83,7 +83,7 @@ def apply(enabled: bool, environ: MutableMapping[str, str] = os.environ, flags: 
     environ[ENV] = "1"
 
 
-def pinned(environ: MutableMapping[str, str] = os.environ) -> bool:
+def pinned(environ: Mapping[str, str] = os.environ) -> bool:
     return environ.get(ENV) == "1"
 
 

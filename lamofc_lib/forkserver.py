@@ -165,8 +165,8 @@ def _remove(folder: Path) -> None:
 
 
 def _identity() -> dict[str, str]:
-    """What a job and the server must share for the server to run the job: the copy of lamofc_lib and the Python
-    environment (a rule's conda environment is another)."""
+    """What a job and the server must share for the server to run the job: the copy of lamofc_lib, the Python
+    environment (a rule's conda environment is another) and the math libraries' code-path settings."""
     return {
         "library": str(Path(joblog.__file__).resolve().parent),
         "prefix": sys.prefix,

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from lamofc_lib import determinism
+
 if TYPE_CHECKING:
     import pandas as pd
     import torch
@@ -176,8 +178,6 @@ class Task(ABC):
     def __init__(self, device: str = "cpu", threads: int | None = None):
         self.device = device
         if threads:
-            from lamofc_lib import determinism
-
             determinism.configure_torch(threads)
 
     @abstractmethod
@@ -194,7 +194,6 @@ class Task(ABC):
 
     def extract(self, manifest: pd.DataFrame, model: Mapping, split, out: Path) -> None:
         """Write the split-point features of every manifest sample to a new store at `out`."""
-        from lamofc_lib import determinism
         from lamofc_lib.store import write_store
 
         extraction = self.features(manifest, model, split).named(self.packing)
