@@ -4,6 +4,8 @@ pretrained checkpoints in the DT-UFC layout, for ELIC and the Hyperprior."""
 
 from __future__ import annotations
 
+import struct
+
 import numpy as np
 import pytest
 import torch
@@ -114,21 +116,84 @@ def test_the_same_bytes_twice(elic_run, tmp_path):
         assert (tmp_path / "again" / name).read_bytes() == (folder / "bits" / name).read_bytes()
 
 
-@pytest.mark.parametrize("architecture, codec_name", [("elic", "elic"), ("hyperprior", "hyperprior")])
-def test_a_pretrained_dt_ufc_checkpoint_loads_with_its_sizes_from_the_weights(tmp_path, architecture, codec_name):
-    """A checkpoint as DT-UFC's train.py saves one (epoch, state_dict, loss, optimizer, ...): N and M come from
-    the weights, the load is strict, the entropy tables are rebuilt; its strings decode."""
-    sizes = (24, 160) if architecture == "elic" else (24, 40)
-    net = hp.build_model(*sizes, seed=4, architecture=architecture)
-    net.update(force=True)
-    path = tmp_path / f"{architecture}_lambda0.004_best.pth.tar"
-    torch.save({"epoch": 7, "state_dict": net.state_dict(), "loss": 1.5, "optimizer": {}}, path)
-    codec = get_codec(codec_name, {"pretrained": {"0.004": str(path)}}, model=path)
-    assert (codec.record["N"], codec.record["M"]) == sizes
+def _dt_ufc_network(architecture: str, N: int, M: int):
+    """The network DT-UFC trains, built here from CompressAI's classes alone (not the project's builders): its
+    first analysis convolution takes one channel and its last synthesis deconvolution gives one."""
+    from compressai.models import Elic2022Official, ScaleHyperprior
+    from compressai.models.utils import conv, deconv
+
+    torch.manual_seed(11)
+    net = (Elic2022Official if architecture == "elic" else ScaleHyperprior)(N, M)
+    net.g_a[0], net.g_s[-1] = conv(1, N), deconv(N, 1)
+    return net
+
+
+def _dt_ufc_names(state: dict) -> dict:
+    """The state dict under DT-UFC's CompressAI snapshot's names: `entropy_bottleneck.matrices.0`, `.biases.0`,
+    `.factors.0` where CompressAI 1.2.6 writes `_matrix0`, `_bias0`, `_factor0` (renamed by hand here)."""
+    renamed = {}
+    for key, value in state.items():
+        for old, new in (("._matrix", ".matrices."), ("._bias", ".biases."), ("._factor", ".factors.")):
+            head, sep, index = key.rpartition(old)
+            if sep and "entropy_bottleneck" in head and index.isdigit():
+                key = f"{head}{new}{index}"
+        renamed[key] = value
+    return renamed
+
+
+@pytest.mark.parametrize("architecture, sizes", [("hyperprior", (128, 192)), ("elic", (192, 320))])
+def test_a_dt_ufc_checkpoint_loads_and_codes_as_compressais_own_network(tmp_path, architecture, sizes):
+    """A checkpoint written as DT-UFC's train.py writes one (its dict of epoch, state_dict, loss, optimizer,
+    aux_optimizer and lr_scheduler; its entropy bottleneck's parameter-list key names; its N/M): N and M come
+    from the weights, the load is strict, and the codec's strings are CompressAI's own `compress` output of the
+    same weights on the same padded frame."""
+    torch.set_num_threads(1)
+    net = _dt_ufc_network(architecture, *sizes)
+    state = _dt_ufc_names(net.state_dict())
+    assert any(".matrices.0" in k for k in state) and not any("._matrix0" in k for k in state)
+    aux = [p for n, p in net.named_parameters() if n.endswith("quantiles")]
+    optimizer = torch.optim.Adam([p for n, p in net.named_parameters() if not n.endswith("quantiles")], lr=1e-4)
+    aux_optimizer = torch.optim.Adam(aux, lr=1e-3)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, "min")
+    path = tmp_path / f"{architecture}_lambda0.004_checkpoint_best_loss.pth.tar"
+    record = {"epoch": 41, "state_dict": state, "loss": 0.125, "optimizer": optimizer.state_dict(),
+              "aux_optimizer": aux_optimizer.state_dict(), "lr_scheduler": scheduler.state_dict()}  # fmt: skip
+    torch.save(record, path)
+
+    codec = get_codec(architecture, {"pretrained": {"0.004": str(path)}}, model=path, threads=1)
+    assert (codec.record["N"], codec.record["M"], codec.record["epoch"]) == (*sizes, 41)
     assert "pretrained" in codec.version()
-    frame = np.random.default_rng(2).random((70, 90), dtype=np.float32)
+    frame = np.random.default_rng(2).integers(0, 256, (70, 90)).astype(np.float32) / 256
     codec.encode(frame, "0.004", tmp_path / "x.bin", tmp_path)
-    assert codec.decode(tmp_path / "x.bin", frame.shape, tmp_path).shape == frame.shape
+    ours = (tmp_path / "x.bin").read_bytes()
+
+    net.eval()
+    net.update(force=True)
+    padded = np.pad(frame, ((29, 29), (19, 19)))  # 70 x 90 centred in 128 x 128
+    with torch.no_grad():
+        out = net.compress(torch.from_numpy(padded)[None, None])
+    strings = [s[0] for s in reversed(out["strings"])]
+    expected = b"".join(struct.pack(">I", len(s)) + s for s in strings[:-1]) + strings[-1]
+    assert ours == expected
+    assert len(strings) == (11 if architecture == "elic" else 2)
+    decoded = codec.decode(tmp_path / "x.bin", frame.shape, tmp_path)
+    with torch.no_grad():
+        x_hat = net.decompress(out["strings"], out["shape"])["x_hat"][0, 0, 29:99, 19:109].numpy()
+    np.testing.assert_array_equal(decoded, x_hat)
+
+
+def test_the_projects_own_checkpoints_load_under_either_bottleneck_naming(tmp_path):
+    """A LaMoFC checkpoint whose entropy bottleneck's keys use the other CompressAI naming (as if it had been
+    written under a later CompressAI) loads to the same network."""
+    net = hp.build_model(24, 40, seed=4)
+    record = {"format": hp.CHECKPOINT_FORMAT, "N": 24, "M": 40, "architecture": "hyperprior",
+              "state_dict": _dt_ufc_names(net.state_dict())}  # fmt: skip
+    torch.save(record, tmp_path / "m.pt")
+    loaded, _ = hp.load_model(tmp_path / "m.pt")
+    parameters = dict(loaded.named_parameters())
+    assert sorted(parameters) == sorted(n for n, _ in net.named_parameters())
+    for key, value in net.named_parameters():
+        torch.testing.assert_close(parameters[key], value, rtol=0, atol=0)
 
 
 def test_a_pretrained_checkpoint_that_does_not_fit_names_the_file_and_keys(tmp_path):

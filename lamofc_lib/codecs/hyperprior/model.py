@@ -17,6 +17,7 @@ ELIC's eleven (z, then each channel group's anchor and non-anchor strings). All 
 
 from __future__ import annotations
 
+import re
 import struct
 from pathlib import Path
 
@@ -102,10 +103,40 @@ def _read_checkpoint(path: Path) -> dict:
     return record
 
 
+_BOTTLENECK_NAMES = {"matrices": "_matrix", "biases": "_bias", "factors": "_factor"}
+_LIST_NAME = re.compile(r"(^|\.)entropy_bottleneck\.(matrices|biases|factors)\.(\d+)$")
+_FLAT_NAME = re.compile(r"(^|\.)entropy_bottleneck\.(_matrix|_bias|_factor)(\d+)$")
+
+
+def _bottleneck_names(state_dict: dict, ours) -> dict:
+    """The state dict with its entropy bottlenecks' factorized-density parameters named as the installed
+    CompressAI names them. CompressAI up to 1.2.6 names them `entropy_bottleneck._matrix0`, `._bias0`,
+    `._factor0`; later versions (and DT-UFC's own snapshot, whose checkpoints the benchmark releases) keep them in
+    parameter lists, `entropy_bottleneck.matrices.0`, `.biases.0`, `.factors.0` (also under
+    `latent_codec.hyper.` in ELIC). Either naming loads under either version; other keys are left as they are."""
+    flat_to_list = {v: k for k, v in _BOTTLENECK_NAMES.items()}
+
+    def other_name(key: str) -> str:
+        if m := _LIST_NAME.search(key):
+            return key[: m.start()] + f"{m[1]}entropy_bottleneck.{_BOTTLENECK_NAMES[m[2]]}{m[3]}"
+        if m := _FLAT_NAME.search(key):
+            return key[: m.start()] + f"{m[1]}entropy_bottleneck.{flat_to_list[m[2]]}.{m[3]}"
+        return key
+
+    renamed = {}
+    for key, value in state_dict.items():
+        if key not in ours and other_name(key) in ours:
+            key = other_name(key)
+        renamed[key] = value
+    return renamed
+
+
 def _load_strict(net, state_dict: dict, path: Path) -> None:
     """Load a state dict with every key matching (a clear error names the file and the keys otherwise), then
-    set eval mode and rebuild the entropy coders' tables."""
+    set eval mode and rebuild the entropy coders' tables. The entropy bottlenecks' parameters load under either
+    of CompressAI's namings (`_bottleneck_names`)."""
     ours = net.state_dict()
+    state_dict = _bottleneck_names(state_dict, ours)
     missing = sorted(set(ours) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(ours))
     shapes = sorted(k for k in set(ours) & set(state_dict) if tuple(ours[k].shape) != tuple(state_dict[k].shape))
