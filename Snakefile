@@ -35,7 +35,12 @@ rule all:
 # Local runs: jobs run in forks of one process that has torch, CompressAI and the library imported (run.fork_server,
 # lamofc_lib/forkserver.py); clusters run each job in its own process.
 onstart:
-    forkserver.start(config["run"]["fork_server"], workflow.local_exec, "logs/fork_server.log")
+    forkserver.start(
+        config["run"]["fork_server"],
+        workflow.local_exec,
+        "logs/fork_server.log",
+        [module for task in TASKS + trained_tasks(config) for module in task_class(task).preload],
+    )
 
 
 onsuccess:

@@ -42,7 +42,7 @@ def paper_sources(root: Path) -> dict[str, str]:
     import torch
     from PIL import Image
 
-    from lamofc_lib.tasks.heads import random_state_dict
+    from lamofc_lib.tasks.lamofc.heads import random_state_dict
 
     voc = root / "VOC2012"
     for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):

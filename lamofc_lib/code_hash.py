@@ -79,7 +79,7 @@ def _file_imports(stamp: tuple[str, int, int], modules: frozenset[str]) -> set[s
 
 def registered_modules(package: Path, registry: str) -> dict[str, str]:
     """Member name -> the module under the registry's package that defines its class (a class body assigning
-    `name = "<member>"`, e.g. tasks.dense for "seg" and "dpt", codecs.hyperprior.codec for "hyperprior")."""
+    `name = "<member>"`, e.g. tasks.lamofc.seg for "seg", codecs.hyperprior.codec for "hyperprior")."""
     folder = module_file(package, registry).parent
     return _registered(tuple(_stamp(f) for f in sorted(folder.rglob("*.py"))), folder, registry)
 

@@ -13,8 +13,9 @@ import yaml
 
 from lamofc_lib.codecs import REGISTRY
 from lamofc_lib.preprocess import truncation_ranges
-from lamofc_lib.selection import POLICY_SOURCES, needs_model, selection_mode
-from lamofc_lib.sources import PATH_KEYS
+from lamofc_lib.registry import RegistryError
+from lamofc_lib.selection import all_policies, needs_model, policies, selection_mode
+from lamofc_lib.sources import source_kinds
 from lamofc_lib.tasks import REGISTRY as TASKS
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
@@ -25,6 +26,8 @@ SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / 
 
 # The training "task" of a universal codec: the mix of the tasks codecs.<codec>.universal names (DT-UFC's hybrid).
 HYBRID = "hybrid"
+# A learned codec's points and training settings for every task that has no entry of its own.
+DEFAULT = "default"
 
 
 class ConfigError(ValueError):
@@ -58,14 +61,19 @@ def load_schema(path: Path = SCHEMA_PATH) -> dict:
 
 def fill_registries(schema: dict, tasks: Mapping = TASKS, codecs: Mapping = REGISTRY) -> dict:
     """Fill the names of the registered tasks and codecs into the schema, which writes none itself: the enums of
-    $defs task_name (every key naming a task) and model_task (a task or the universal codecs' hybrid), and of
+    $defs task_name (every key naming a task) and model_task (a task, the universal codecs' hybrid or default), and of
     $defs codec_name (a profile's `codec`); codecs.properties, one block per registered codec checked against
     the $defs block its class names in `settings_schema`; each such block's `codec` key (the codecs it
     describes); and the profile's if/then branch per block."""
     defs = schema["$defs"]
     defs["task_name"]["enum"] = list(tasks)
-    defs["model_task"]["enum"] = [*tasks, HYBRID]
+    defs["model_task"]["enum"] = [*tasks, HYBRID, DEFAULT]
     defs["codec_name"]["enum"] = list(codecs)
+    _fill_sources(defs["source"], source_kinds(tasks))
+    defs["task"]["properties"]["selection"]["properties"]["policy"]["enum"] = [*all_policies(tasks), None]
+    for name, task in tasks.items():
+        defs[f"task_{name}"] = _task_block(defs, task)
+    schema["properties"]["tasks"]["properties"] = {name: {"$ref": f"#/$defs/task_{name}"} for name in tasks}
     blocks: dict[str, list[str]] = {}
     for name, codec in codecs.items():
         block = codec.settings_schema or name
@@ -82,6 +90,38 @@ def fill_registries(schema: dict, tasks: Mapping = TASKS, codecs: Mapping = REGI
         for block, names in blocks.items()
     ]
     return schema
+
+
+def _fill_sources(block: dict, kinds: Mapping) -> None:
+    """$defs.source: the kind enum and description, and the keys the kinds' blocks hold (Source.properties; a
+    key several kinds share has one type, its descriptions joined)."""
+    block["properties"]["kind"]["enum"] = list(kinds)
+    block["properties"]["kind"]["description"] += " " + "; ".join(f"{k}: {c.description}" for k, c in kinds.items())
+    for kind, cls in kinds.items():
+        for key, prop in cls.properties.items():
+            have = block["properties"].setdefault(key, copy.deepcopy(prop))
+            if have is prop or have == prop:
+                continue
+            if {k: v for k, v in have.items() if k != "description"} != {
+                k: v for k, v in prop.items() if k != "description"
+            }:
+                raise RegistryError(f"source kind {kind}: its key '{key}' has another type than other kinds give it")
+            if prop.get("description") and prop["description"] not in have.get("description", ""):
+                have["description"] = f"{have.get('description', '')} {prop['description']}".strip()
+
+
+def _task_block(defs: Mapping, task) -> dict:
+    """$defs.task with the task's own options (Task.options) and model options (Task.model_options) added."""
+    block = copy.deepcopy(defs["task"])
+    clash = sorted(set(task.options) & set(block["properties"]))
+    clash += sorted(set(task.model_options) & set(defs["model"]["properties"]))
+    if clash:
+        raise RegistryError(f"task {task.name}: its options {clash} are keys the shared schema has already")
+    block["properties"].update(copy.deepcopy(task.options))
+    model = copy.deepcopy(defs["model"])
+    model["properties"].update(copy.deepcopy(task.model_options))
+    block["properties"]["model"] = model
+    return block
 
 
 def metric_options(task: str, block: Mapping) -> dict:
@@ -258,7 +298,7 @@ def _check_trained(config: dict, codec: str, check_paths: bool) -> None:
                     "(give its source and samples)"
                 )
             _check_source(f"tasks.{source}.train.source", source, train["source"], check_paths)
-        settings = block["training"].get(task)
+        settings = training_settings(block, task)
         if settings is None:
             raise ConfigError(f"config key codecs.{codec}.training.{task}: not set; give steps or epochs, batch, crop")
         if settings["steps"] is None and settings["epochs"] is None:
@@ -329,16 +369,16 @@ def _check_kmeans(config: dict, codec: str, check_paths: bool) -> None:
 
 
 def _check_source(key: str, task: str, source: dict, check_paths: bool) -> None:
-    kind, kinds = source["kind"], TASKS[task].source_kinds
+    kind, kinds = source["kind"], {cls.kind: cls for cls in TASKS[task].sources}
     if kind not in kinds:
         raise ConfigError(f"config key {key}.kind: '{kind}' is not a {task} source; expected one of {', '.join(kinds)}")
-    if kind == "skimage" and not source.get("images"):
-        raise ConfigError(f"config key {key}.images: list the scikit-image images to use")
-    for name in PATH_KEYS[kind]:
+    reader = kinds[kind]
+    for name in reader.required:
         value = source.get(name)
         if not value:
-            raise ConfigError(f"config key {key}.{name}: not set; point it at your {kind} data")
-        if check_paths and not Path(value).exists():
+            hint = f"point it at your {kind} data" if name in reader.path_keys else f"a {kind} source needs it"
+            raise ConfigError(f"config key {key}.{name}: not set; {hint}")
+        if name in reader.path_keys and check_paths and not Path(value).exists():
             raise ConfigError(f"config key {key}.{name}: path '{value}' does not exist")
     labels = source.get("labels")
     if labels and check_paths and not Path(labels).is_file():
@@ -352,12 +392,19 @@ def _check_selection(task: str, block: dict, check_paths: bool) -> None:
         selection["policy"] = TASKS[task].reference_policy
     kind, mode = block["source"]["kind"], selection_mode(selection, block.get("features_from"))
     listed, files = selection.get("list"), block.get("features_from")
-    if mode in POLICY_SOURCES and kind not in POLICY_SOURCES[mode]:
+    offered = policies(TASKS[task])
+    if selection["policy"] not in offered:
         raise ConfigError(
-            f"config key tasks.{task}.selection.policy: '{mode}' needs a {' or '.join(POLICY_SOURCES[mode])} "
+            f"config key tasks.{task}.selection.policy: task {task} has no policy '{selection['policy']}'; it offers "
+            f"{', '.join(offered)}"
+        )
+    needs = offered[mode].kinds if mode in offered else ()
+    if needs and kind not in needs:
+        raise ConfigError(
+            f"config key tasks.{task}.selection.policy: '{mode}' needs a {' or '.join(needs)} "
             f"source, the source is '{kind}'; set the policy to first (or give selection.list)"
         )
-    if needs_model(mode) and block["reference"] != "ground_truth":
+    if needs_model(task, mode) and block["reference"] != "ground_truth":
         raise ConfigError(
             f"config key tasks.{task}.selection.policy: '{mode}' keeps the samples the model gets right, which "
             f"needs tasks.{task}.reference: ground_truth"
@@ -404,6 +451,11 @@ def _check_task(task: str, block: dict, check_paths: bool) -> None:
         raise ConfigError(f"config key tasks.{task}.head.checkpoint: file '{head['checkpoint']}' does not exist")
 
 
+def training_settings(block: Mapping, task: str) -> dict | None:
+    """A trained codec's training settings for a task (or hybrid): its own entry, else `default`'s."""
+    return block["training"].get(task, block["training"].get(DEFAULT))
+
+
 def format_point(value) -> str:
     """The directory name of an operating point: QP 22 -> '22', lambda 0.0017 -> '0.0017'."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -416,5 +468,5 @@ def format_point(value) -> str:
 def points(config: Mapping, codec: str, task: str) -> list[str]:
     """Operating points of `codec` on `task`, as directory names."""
     spec = config["codecs"][codec]["points"]
-    values = spec.get(task, []) if isinstance(spec, Mapping) else spec
+    values = spec.get(task, spec.get(DEFAULT, [])) if isinstance(spec, Mapping) else spec
     return [format_point(v) for v in values]

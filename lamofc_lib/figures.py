@@ -14,18 +14,12 @@ import pandas as pd
 
 from lamofc_lib.io import atomic_path
 
-METRIC_LABELS = {
-    "top1": "top-1 accuracy (%)",
-    "accuracy": "accuracy (%)",
-    "miou": "mIoU (%)",
-    "rmse": "RMSE (m)",
-    "fid": "FID",
-}
 BPFP_LABEL = "bits per feature point (BPFP)"
 
 
-def metric_label(metric: str) -> str:
-    return METRIC_LABELS.get(str(metric).lower(), str(metric))
+def _metric_label(rows: pd.DataFrame, label: str | None) -> str:
+    """The metric's axis label: the task's (Task.metric_label, which the rule passes), else the metric's name."""
+    return label or str(rows["metric"].iloc[0])
 
 
 def _pyplot():
@@ -71,7 +65,7 @@ def _legend_outside(ax) -> None:
         ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False)
 
 
-def plot_rate_accuracy(table: pd.DataFrame, task: str, path: str | Path) -> None:
+def plot_rate_accuracy(table: pd.DataFrame, task: str, path: str | Path, label: str | None = None) -> None:
     """Metric against BPFP and against EBPFP (log scale, side by side) for every codec of `task`; the
     uncompressed metric as a dashed line. The two differ where a tensor's original dtype is not 32-bit."""
     plt, sns = _pyplot()
@@ -87,13 +81,13 @@ def plot_rate_accuracy(table: pd.DataFrame, task: str, path: str | Path) -> None
             ax.axhline(float(original["value"].iloc[0]), color="gray", linestyle="--", label="uncompressed")
         _log_rate_axis(ax)
     axes[1].set_xlabel("equivalent bits per feature point (EBPFP, 32-bit based)")
-    axes[0].set_ylabel(metric_label(rows["metric"].iloc[0]))
+    axes[0].set_ylabel(_metric_label(rows, label))
     fig.suptitle(f"{task}: rate-accuracy")
     _legend_outside(axes[1])
     _save(fig, path)
 
 
-def plot_rate_accuracy_drop(table: pd.DataFrame, path: str | Path) -> None:
+def plot_rate_accuracy_drop(table: pd.DataFrame, path: str | Path, labels: Mapping[str, str] | None = None) -> None:
     """One panel per task: accuracy drop (%) against BPFP per codec; where AD is undefined (an uncompressed
     metric of 0, as tti's FID against its own uncompressed images) the panel shows the metric itself."""
     plt, sns = _pyplot()
@@ -109,7 +103,7 @@ def plot_rate_accuracy_drop(table: pd.DataFrame, path: str | Path) -> None:
         if defined:
             ax.axhline(0.0, color="gray", linestyle="--", linewidth=1)
         _log_rate_axis(ax)
-        ax.set_ylabel("accuracy drop (%)" if defined else metric_label(coded["metric"].iloc[0]))
+        ax.set_ylabel("accuracy drop (%)" if defined else _metric_label(coded, (labels or {}).get(task)))
         ax.set_title(task if defined else f"{task} (AD undefined: uncompressed {coded['metric'].iloc[0]} is 0)")
     for ax in list(axes.flat)[len(tasks) :]:
         ax.set_visible(False)
@@ -121,7 +115,9 @@ def plot_rate_accuracy_drop(table: pd.DataFrame, path: str | Path) -> None:
     _save(fig, path, rect=(0, 0, 1 - 1.6 / (4.2 * columns + 1.8), 0.95))
 
 
-def plot_distortion_accuracy(table: pd.DataFrame, fits: pd.DataFrame, task: str, path: str | Path) -> None:
+def plot_distortion_accuracy(
+    table: pd.DataFrame, fits: pd.DataFrame, task: str, path: str | Path, label: str | None = None
+) -> None:
     """The task metric against feature MSE per codec, with each codec's least-squares line and its R^2."""
     plt, sns = _pyplot()
     coded = table[(table["task"] == task) & (table["codec"] != "original")]
@@ -139,7 +135,7 @@ def plot_distortion_accuracy(table: pd.DataFrame, fits: pd.DataFrame, task: str,
             ax.plot(x, fit["intercept"].iloc[0] + fit["slope"].iloc[0] * x, "-", color=palette[codec],
                     label=f"{codec} fit, R² = {fit['r2'].iloc[0]:.3f}")  # fmt: skip
     ax.set_xlabel("feature MSE")
-    ax.set_ylabel(metric_label(coded["metric"].iloc[0]))
+    ax.set_ylabel(_metric_label(coded, label))
     ax.set_title(f"{task}: distortion-accuracy")
     _legend_outside(ax)
     _save(fig, path)

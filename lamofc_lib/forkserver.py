@@ -47,14 +47,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from lamofc_lib import determinism, joblog
 
 ENV = "LAMOFC_FORK_SERVER"  # the server's socket, in the environment of a local run's jobs
 # What the workflow's jobs import: torch and CompressAI (torch_geometric with it), the store, coding and scoring
-# modules, the table libraries, and the model classes of the tasks ("module:attribute" for the lazily imported
-# classes of transformers and diffusers). About 6 s in all, once.
+# modules, the table libraries; then what the run's tasks declare in `Task.preload` (their model classes:
+# "module:attribute" for the lazily imported classes of transformers and diffusers), which `start` is given.
+# About 6 s in all, once.
 PRELOAD = (
     "torch",
     "torchvision.transforms",
@@ -67,12 +69,9 @@ PRELOAD = (
     "lamofc_lib.coding",
     "lamofc_lib.scoring",
     "lamofc_lib.codecs.hyperprior.codec",
-    "transformers:Dinov2Model",
-    "transformers:AutoModelForCausalLM",
-    "transformers:AutoTokenizer",
-    "diffusers:AutoencoderKL",
-    "diffusers:StableDiffusion3Pipeline",
 )
+
+
 # The server imports with one thread per numerical library (no thread pools exist when it forks); each worker
 # then sets the job's threads.
 THREAD_VARS = (
@@ -95,9 +94,10 @@ _server: tuple[subprocess.Popen, Path] | None = None  # started by this (Snakema
 # --- The workflow's side: start and stop the server --------------------------------------------------------------
 
 
-def start(enabled: bool, local: bool, log: str | Path) -> None:
+def start(enabled: bool, local: bool, log: str | Path, preload: Sequence[str] = ()) -> None:
     """Start the server for this run's jobs (the Snakefile's `onstart` hook) where the run executes jobs on this
-    machine and `run.fork_server` is on; its output goes to `log`. Jobs find it through the environment."""
+    machine and `run.fork_server` is on; its output goes to `log`. Jobs find it through the environment. The
+    server imports PRELOAD and then `preload` (the run's tasks' `Task.preload`)."""
     global _server
     if not enabled or not local or _server is not None:
         return
@@ -110,7 +110,7 @@ def start(enabled: bool, local: bool, log: str | Path) -> None:
     env = {**os.environ, **dict.fromkeys(THREAD_VARS, "1"), "PYTORCH_NVML_BASED_CUDA_CHECK": "1"}
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "lamofc_lib.forkserver", str(path), str(os.getpid())],
+            [sys.executable, "-m", "lamofc_lib.forkserver", str(path), str(os.getpid()), *dict.fromkeys(preload)],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=out,
@@ -242,10 +242,11 @@ def hand_over() -> None:
 # --- The server's side -------------------------------------------------------------------------------------------
 
 
-def serve(path: str, parent: str) -> None:
-    """The server process: import PRELOAD, listen on `path` and fork a monitor per connection, until the workflow
-    process `parent` is gone or this process is terminated. In a worker, it runs the job's script and exits."""
-    for name in PRELOAD:
+def serve(path: str, parent: str, *preload: str) -> None:
+    """The server process: import PRELOAD and `preload`, listen on `path` and fork a monitor per connection, until
+    the workflow process `parent` is gone or this process is terminated. In a worker, it runs the job's script and
+    exits."""
+    for name in (*PRELOAD, *preload):
         module, _, attribute = name.partition(":")
         loaded = importlib.import_module(module)
         if attribute:
@@ -427,7 +428,7 @@ def _exactly(sock: socket.socket, size: int) -> bytes:
     return bytes(data)
 
 
-if __name__ == "__main__":  # `start` runs the server as `python -m lamofc_lib.forkserver SOCKET PARENT_PID`
+if __name__ == "__main__":  # `start` runs `python -m lamofc_lib.forkserver SOCKET PARENT_PID [MODULE ...]`
     from lamofc_lib import forkserver  # this file as the module the scripts import, whose `_worker` they read
 
     forkserver.serve(*sys.argv[1:])

@@ -13,9 +13,9 @@ from PIL import Image
 from lamofc_lib.sources.manifest import COLUMNS
 from lamofc_lib.store import FeatureStore
 from lamofc_lib.tasks import get_task
-from lamofc_lib.tasks.cls import image_transform
-from lamofc_lib.tasks.dense import dense_layout, dense_samples
-from lamofc_lib.tasks.dinov2 import block_outputs, set_interpolation
+from lamofc_lib.tasks.lamofc.cls import image_transform
+from lamofc_lib.tasks.lamofc.dense import dense_layout, dense_samples
+from lamofc_lib.tasks.lamofc.dinov2 import block_outputs, set_interpolation
 
 # facebook/dinov2-giant config.json
 DINOV2_GIANT = dict(

@@ -39,7 +39,7 @@ from lamofc_lib.selection import SelectionError, run_selection
 from lamofc_lib.sources import SourceError, build_candidates, read_manifest
 from lamofc_lib.sources.images import image_size, load_depth, load_image, load_label_map
 from lamofc_lib.tasks import get_task
-from lamofc_lib.tasks.heads import read_state_dict
+from lamofc_lib.tasks.lamofc.heads import read_state_dict
 
 REPO = Path(__file__).resolve().parents[1]
 

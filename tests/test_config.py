@@ -211,7 +211,7 @@ def test_the_loaded_schema_names_exactly_the_registered_tasks_and_codecs():
     schema = load_schema()
     defs = schema["$defs"]
     assert defs["task_name"]["enum"] == list(TASKS)
-    assert defs["model_task"]["enum"] == [*TASKS, "hybrid"]
+    assert defs["model_task"]["enum"] == [*TASKS, "hybrid", "default"]
     assert defs["codec_name"]["enum"] == list(CODECS)
     assert list(schema["properties"]["codecs"]["properties"]) == list(CODECS)
     kinds = [branch["if"]["properties"]["codec"]["enum"] for branch in defs["profile"]["allOf"]]
@@ -220,31 +220,50 @@ def test_the_loaded_schema_names_exactly_the_registered_tasks_and_codecs():
         assert name in defs[block["$ref"].rsplit("/", 1)[1]]["properties"]["codec"]["enum"]
 
 
-def test_the_schema_lists_the_source_kinds_and_policies_the_modules_know():
-    """The source kinds and selection policies are written in the schema (each described there); they are those
-    lamofc_lib.sources and lamofc_lib.selection know, and every task's kinds are among them."""
-    from lamofc_lib.selection import POLICIES, POLICY_SOURCES
-    from lamofc_lib.sources import PATH_KEYS
+def test_the_schema_lists_the_source_kinds_and_policies_the_tasks_declare():
+    """The schema's source kinds, their keys and the selection policies are filled in from the registered tasks'
+    Source and Policy classes (each kind described); every task's reference policy is one it offers, and a
+    policy's source kinds are kinds the task takes."""
+    from lamofc_lib.selection import policies
     from lamofc_lib.tasks import REGISTRY as TASKS
 
     defs = load_schema()["$defs"]
-    assert sorted(defs["source"]["properties"]["kind"]["enum"]) == sorted(PATH_KEYS)
-    policies = defs["task"]["properties"]["selection"]["properties"]["policy"]["enum"]
-    assert sorted(p for p in policies if p) == sorted(POLICIES)
-    assert set(POLICY_SOURCES) <= set(POLICIES)
-    assert {kind for kinds in POLICY_SOURCES.values() for kind in kinds} <= set(PATH_KEYS)
+    kinds = {cls.kind: cls for task in TASKS.values() for cls in task.sources}
+    assert sorted(defs["source"]["properties"]["kind"]["enum"]) == sorted(kinds)
+    for kind, cls in kinds.items():
+        assert f"{kind}: {cls.description}" in defs["source"]["properties"]["kind"]["description"]
+        assert set(cls.properties) | set(cls.required) <= set(defs["source"]["properties"]), kind
+    named = defs["task"]["properties"]["selection"]["properties"]["policy"]["enum"]
+    assert sorted(p for p in named if p) == sorted({p for task in TASKS.values() for p in policies(task)})
     for name, task in TASKS.items():
-        assert task.source_kinds and set(task.source_kinds) <= set(PATH_KEYS), name
-        assert task.reference_policy in POLICIES, name
+        assert task.sources, name
+        assert task.reference_policy in policies(task), name
+        for policy in task.policies:
+            assert set(policy.kinds) <= {cls.kind for cls in task.sources}, (name, policy.policy)
+
+
+def test_a_tasks_own_options_are_in_its_block_alone(raw):
+    """Task.options and Task.model_options extend that task's block: dpt's eigen_crop and tti's sampler
+    settings are refused in another task's block."""
+    config = validate(copy.deepcopy(raw), check_paths=False)
+    assert config["tasks"]["dpt"]["eigen_crop"] is True  # its default
+    raw["tasks"]["seg"]["eigen_crop"] = False
+    assert "config key tasks.seg: Additional properties are not allowed ('eigen_crop'" in _error(raw, check_paths=False)
+    del raw["tasks"]["seg"]["eigen_crop"]
+    raw["tasks"]["csr"]["model"]["guidance_scale"] = 7.0
+    assert "config key tasks.csr.model: Additional properties are not allowed ('guidance_scale'" in _error(
+        raw, check_paths=False
+    )
 
 
 def _toy_task():
     """A task class as config validation sees one: its name and torch-free attributes (the Task defaults for the
     rest: the first policy, any reference, no head checkpoint, a split)."""
+    from lamofc_lib.sources.arc import ArcDemo
     from lamofc_lib.tasks import Task
 
     return type("ToyTask", (Task,), {"name": "toy", "metric": "accuracy", "metric_options": ("threshold",),
-                                     "source_kinds": ("arc_demo",)})  # fmt: skip
+                                     "sources": (ArcDemo,)})  # fmt: skip
 
 
 def _toy_block(raw) -> dict:
@@ -315,13 +334,14 @@ def test_a_registered_task_is_configured_by_its_class_attributes(raw, monkeypatc
 
 @pytest.mark.parametrize("task", ["cls", "seg", "dpt", "csr", "tti"])
 def test_a_source_kind_the_task_does_not_list_is_refused_naming_the_kinds_it_lists(raw, task):
-    from lamofc_lib.sources import PATH_KEYS
+    from lamofc_lib.sources import source_kinds
     from lamofc_lib.tasks import REGISTRY as TASKS
 
-    other = next(kind for kind in PATH_KEYS if kind not in TASKS[task].source_kinds)
+    own = [cls.kind for cls in TASKS[task].sources]
+    other = next(kind for kind in source_kinds() if kind not in own)
     raw["tasks"][task]["source"] = {"kind": other}
     expected = f"config key tasks.{task}.source.kind: '{other}' is not a {task} source; expected one of "
-    assert expected + ", ".join(TASKS[task].source_kinds) in _error(raw, check_paths=False)
+    assert expected + ", ".join(own) in _error(raw, check_paths=False)
 
 
 def test_a_task_with_a_head_checkpoint_needs_one_against_ground_truth(raw, monkeypatch):

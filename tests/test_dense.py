@@ -12,8 +12,9 @@ from PIL import Image
 from lamofc_lib.sources import SourceError, build_candidates
 from lamofc_lib.sources.images import load_depth, load_label_map
 from lamofc_lib.store import FeatureStore
-from lamofc_lib.tasks.dense import DepthTask, SegmentationTask
-from lamofc_lib.tasks.dinov2 import center_padding, dpt_geometry, rescale_shape, seg_geometry, slide_windows
+from lamofc_lib.tasks.lamofc.dinov2 import center_padding, dpt_geometry, rescale_shape, seg_geometry, slide_windows
+from lamofc_lib.tasks.lamofc.dpt import DepthTask
+from lamofc_lib.tasks.lamofc.seg import SegmentationTask
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -13,8 +13,17 @@ import yaml
 from lamofc_lib.sources import build_candidates
 from lamofc_lib.sources.images import load_image
 from lamofc_lib.store import FeatureStore
-from lamofc_lib.tasks import get_task, heads
-from lamofc_lib.tasks.dinov2 import load_dinov2, merge_flip_views, pad, resize, seg_geometry, stitch_windows, to_tensor
+from lamofc_lib.tasks import get_task
+from lamofc_lib.tasks.lamofc import heads
+from lamofc_lib.tasks.lamofc.dinov2 import (
+    load_dinov2,
+    merge_flip_views,
+    pad,
+    resize,
+    seg_geometry,
+    stitch_windows,
+    to_tensor,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
@@ -118,7 +127,7 @@ def test_bad_seg_checkpoint_fails_before_the_backbone_loads(tmp_path, monkeypatc
     def no_backbone(*args, **kwargs):
         raise AssertionError("the backbone was loaded before the head checkpoint was checked")
 
-    monkeypatch.setattr("lamofc_lib.tasks.dinov2.load_dinov2", no_backbone)
+    monkeypatch.setattr("lamofc_lib.tasks.lamofc.dinov2.load_dinov2", no_backbone)
     with pytest.raises(ValueError, match=f"head checkpoint {bad}"):
         task.write_head(MODEL, 4, {"checkpoint": str(bad)}, tmp_path / "h.pt")
     with pytest.raises(FileNotFoundError, match="head checkpoint .*missing.pth does not exist"):

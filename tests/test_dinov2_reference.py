@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from lamofc_lib.config import ConfigError, validate
-from lamofc_lib.tasks.cls import IMAGENET_MEAN, IMAGENET_STD, image_transform
-from lamofc_lib.tasks.dinov2 import load_dinov2, set_interpolation
+from lamofc_lib.tasks.lamofc.cls import IMAGENET_MEAN, IMAGENET_STD, image_transform
+from lamofc_lib.tasks.lamofc.dinov2 import load_dinov2, set_interpolation
 
 # facebook/dinov2-giant config.json (the embeddings only are built from it here)
 DINOV2_GIANT = dict(
@@ -256,7 +256,7 @@ def test_config_interpolation_defaults_to_reference_and_takes_only_the_two_modes
     import yaml
 
     from lamofc_lib.config import SCHEMA_PATH
-    from lamofc_lib.tasks.dinov2 import release_interpolate_pos_encoding
+    from lamofc_lib.tasks.lamofc.dinov2 import release_interpolate_pos_encoding
 
     raw = yaml.safe_load((SCHEMA_PATH.parents[2] / "config" / "demo.yaml").read_text())
     # Unset (so the csr and tti model blocks, which have no DINOv2, stay unchanged): load_dinov2 takes reference.

@@ -68,7 +68,7 @@ class ToyCodec(Codec):
 TOY_TASK = '''
 """A toy task: ImageNet-style classification under another name (one module, one config block)."""
 
-from lamofc_lib.tasks.cls import ClassificationTask
+from lamofc_lib.tasks.lamofc.cls import ClassificationTask
 
 
 class ToyTask(ClassificationTask):

@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lamofc_lib.tasks.dinov2 import merge_flip_views, slide_windows, stitch_windows
-from lamofc_lib.tasks.heads import (
+from lamofc_lib.tasks.lamofc.dinov2 import merge_flip_views, slide_windows, stitch_windows
+from lamofc_lib.tasks.lamofc.heads import (
     DepthLinear4Head,
     FinalNorm,
     LinearHead,

@@ -22,7 +22,7 @@ def test_the_graph_sees_deferred_imports():
     assert "lamofc_lib.codecs.hyperprior.codec" in graph
     # the codec imports the model module only inside its methods
     assert "lamofc_lib.codecs.hyperprior.model" in graph["lamofc_lib.codecs.hyperprior.codec"]
-    assert "lamofc_lib.tasks.heads" in graph["lamofc_lib.tasks.dense"]  # `from lamofc_lib.tasks import heads`
+    assert "lamofc_lib.tasks.lamofc.heads" in graph["lamofc_lib.tasks.lamofc.dense"]  # from-import of a module
 
 
 def test_lamofc_lib_has_no_import_cycles():

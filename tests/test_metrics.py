@@ -178,7 +178,7 @@ def test_depth_valid_mask_limits_and_crop_by_hand():
 
 def test_dpt_rmse_inside_the_eigen_crop_by_hand():
     """The dpt metric as the reference computes it, on two maps whose errors are placed by hand."""
-    from lamofc_lib.tasks.dense import DepthTask
+    from lamofc_lib.tasks.lamofc.dpt import DepthTask
 
     # Image 1, 480 x 640, crop rows 45:471, cols 41:601 (426 x 560 = 238,560 pixels).
     target = np.full((480, 640), 4.0)

@@ -13,11 +13,12 @@ import torch
 import yaml
 from PIL import Image
 
-from lamofc_lib.selection import SelectionError, run_selection, select_correct
+from lamofc_lib.selection import SelectionError, run_selection
 from lamofc_lib.sources import build_candidates
 from lamofc_lib.tasks import get_task
-from lamofc_lib.tasks.cls import image_transform
-from lamofc_lib.tasks.dinov2 import load_dinov2
+from lamofc_lib.tasks.lamofc.cls import image_transform
+from lamofc_lib.tasks.lamofc.csr import CorrectLongest
+from lamofc_lib.tasks.lamofc.dinov2 import load_dinov2
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
@@ -119,12 +120,12 @@ def test_correct_longest_keeps_the_longest_correct_prompts_in_file_order():
     )
     correct = [True, True, True, False, True, True]
     # Correct: a(2) b(5) c(1) e(5) f(3); the 3 longest: b, e (5, file order breaks the tie), then f (3).
-    selection = select_correct("csr", candidates, correct, 3, "correct_longest")
+    selection = CorrectLongest.select("csr", candidates, 3, {}, correct)
     assert list(selection.manifest.sample_id) == ["b", "e", "f"]
     assert dict(zip(selection.report.sample_id, selection.report.reason, strict=True)) == {
         "a": "shorter prompt", "b": "", "c": "shorter prompt", "d": "incorrect", "e": "", "f": "",
     }  # fmt: skip
-    selection = select_correct("csr", candidates, correct, 1, "correct_longest")
+    selection = CorrectLongest.select("csr", candidates, 1, {}, correct)
     assert list(selection.manifest.sample_id) == ["b"]
 
 

@@ -1,5 +1,5 @@
 """Tests for lamofc_lib.sources: manifests of every source kind, images and ARC questions (their csr prompts:
-lamofc_lib.tasks.csr_prompt)."""
+lamofc_lib.tasks.lamofc.csr_prompt)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from PIL import Image
 from lamofc_lib.sources import SourceError, build_candidates, read_manifest
 from lamofc_lib.sources.arc import _arc_demo, _arc_file, parse_arc_line
 from lamofc_lib.sources.images import load_image
-from lamofc_lib.tasks.csr_prompt import arc_prompt
+from lamofc_lib.tasks.lamofc.csr_prompt import arc_prompt
 
 # The manifest's columns, written out (not taken from sources.manifest.COLUMNS).
 MANIFEST_COLUMNS = ["sample_id", "source", "label", "text"]

@@ -16,9 +16,9 @@ from lamofc_lib.sources.arc import _arc_demo
 from lamofc_lib.sources.images import load_image
 from lamofc_lib.store import FeatureStore
 from lamofc_lib.tasks import get_task
-from lamofc_lib.tasks.cls import image_transform
-from lamofc_lib.tasks.csr import answer_tokens, convert_gguf, encode_prompt, load_llm
-from lamofc_lib.tasks.dinov2 import load_dinov2
+from lamofc_lib.tasks.lamofc.cls import image_transform
+from lamofc_lib.tasks.lamofc.csr import answer_tokens, convert_gguf, encode_prompt, load_llm
+from lamofc_lib.tasks.lamofc.dinov2 import load_dinov2
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())

@@ -15,7 +15,7 @@ from lamofc_lib import determinism
 from lamofc_lib.sources import SourceError, build_candidates
 from lamofc_lib.sources.manifest import COLUMNS
 from lamofc_lib.store import FeatureStore
-from lamofc_lib.tasks.tti import (
+from lamofc_lib.tasks.lamofc.tti import (
     TextToImageTask,
     decode_latent,
     decoder_state,

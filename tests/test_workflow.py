@@ -880,7 +880,7 @@ def test_csr_features_from_the_converted_model_equal_the_gguf_models(demo_run):
 
     from lamofc_lib.sources import read_manifest
     from lamofc_lib.store import FeatureStore
-    from lamofc_lib.tasks.csr import decoder_output, encode_prompt, load_llm
+    from lamofc_lib.tasks.lamofc.csr import decoder_output, encode_prompt, load_llm
 
     workdir, config = demo_run
     model = config["tasks"]["csr"]["model"]

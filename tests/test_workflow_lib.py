@@ -120,22 +120,28 @@ def test_a_scripts_code_is_the_closure_of_its_imports_for_the_task_it_runs():
     package, scripts = REPO / "lamofc_lib", REPO / "workflow" / "scripts"
     cls = code_hash.script_modules(package, scripts / "extract.py", "cls")
     # extract.py imports joblog, sources and the task registry; cls runs tasks/cls.py (DINOv2 in tasks/dinov2.py)
-    assert {"lamofc_lib.joblog", "lamofc_lib.sources", "lamofc_lib.tasks.cls", "lamofc_lib.tasks.dinov2"} <= set(cls)
+    assert {
+        "lamofc_lib.joblog",
+        "lamofc_lib.sources",
+        "lamofc_lib.tasks.lamofc.cls",
+        "lamofc_lib.tasks.lamofc.dinov2",
+    } <= set(cls)
     assert {"lamofc_lib.store", "lamofc_lib.tasks.base", "lamofc_lib.io"} <= set(cls)  # through the task module
     assert not {
-        "lamofc_lib.tasks.tti",
-        "lamofc_lib.tasks.csr",
-        "lamofc_lib.tasks.dense",
+        "lamofc_lib.tasks.lamofc.tti",
+        "lamofc_lib.tasks.lamofc.csr",
+        "lamofc_lib.tasks.lamofc.dense",
+        "lamofc_lib.tasks.lamofc.seg",
         "lamofc_lib.metrics.fid",
     } & set(cls)
     tti = code_hash.script_modules(package, scripts / "extract.py", "tti")
-    assert {"lamofc_lib.tasks.tti", "lamofc_lib.tasks.sd3_demo", "lamofc_lib.metrics.fid"} <= set(tti)
+    assert {"lamofc_lib.tasks.lamofc.tti", "lamofc_lib.tasks.lamofc.sd3_demo", "lamofc_lib.metrics.fid"} <= set(tti)
     assert code_hash.registered_modules(package, "lamofc_lib.tasks") == {
-        "cls": "lamofc_lib.tasks.cls",
-        "seg": "lamofc_lib.tasks.dense",
-        "dpt": "lamofc_lib.tasks.dense",
-        "csr": "lamofc_lib.tasks.csr",
-        "tti": "lamofc_lib.tasks.tti",
+        "cls": "lamofc_lib.tasks.lamofc.cls",
+        "seg": "lamofc_lib.tasks.lamofc.seg",
+        "dpt": "lamofc_lib.tasks.lamofc.dpt",
+        "csr": "lamofc_lib.tasks.lamofc.csr",
+        "tti": "lamofc_lib.tasks.lamofc.tti",
     }
 
 
@@ -145,7 +151,7 @@ def test_editing_a_task_module_changes_only_that_tasks_code_hash(tmp_path):
     package = Path(shutil.copytree(REPO / "lamofc_lib", tmp_path / "lamofc_lib"))
     script = REPO / "workflow" / "scripts" / "extract.py"
     before = {t: code_hash.script_code_version(package, script, t) for t in ("cls", "csr", "tti")}
-    with open(package / "tasks" / "tti.py", "a") as f:
+    with open(package / "tasks" / "lamofc" / "tti.py", "a") as f:
         f.write("\n# edited\n")
     after = {t: code_hash.script_code_version(package, script, t) for t in ("cls", "csr", "tti")}
     assert after["tti"] != before["tti"] and after["cls"] == before["cls"] and after["csr"] == before["csr"]
@@ -212,7 +218,10 @@ def test_the_quantizer_registry_stands_for_the_one_a_job_runs():
 def test_the_task_registry_stands_for_every_task_or_none():
     package, scripts = REPO / "lamofc_lib", REPO / "workflow" / "scripts"
     every = set(code_hash.script_modules(package, scripts / "extract.py"))
-    assert {f"lamofc_lib.tasks.{m}" for m in ("cls", "csr", "dense", "tti")} <= every
+    assert {f"lamofc_lib.tasks.lamofc.{m}" for m in ("cls", "csr", "seg", "dpt", "dense", "tti")} <= every
     none = set(code_hash.script_modules(package, scripts / "extract.py", task=None))
-    # no task module; the csr prompt protocol, which the ARC source writes into the manifest, through the sources
-    assert {m for m in none if m.startswith("lamofc_lib.tasks.")} == {"lamofc_lib.tasks.csr_prompt"}
+    # no task module: the source readers a task names (and the csr prompt protocol, which the ARC source writes
+    # into the manifest) count through the task's module
+    assert {m for m in none if m.startswith("lamofc_lib.tasks.")} == set()
+    csr = set(code_hash.script_modules(package, scripts / "candidates.py", task="csr"))
+    assert {"lamofc_lib.sources.arc", "lamofc_lib.tasks.lamofc.csr_prompt"} <= csr

@@ -1,5 +1,5 @@
 """The ARC sources (arc: a jsonl file; arc_demo: the questions shipped with lamofc_lib): one candidate per question,
-its text the csr prompt and its label the answer letter (lamofc_lib.tasks.csr_prompt)."""
+its text the csr prompt and its label the answer letter (lamofc_lib.tasks.lamofc.csr_prompt)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from lamofc_lib.sources.base import Source
 from lamofc_lib.sources.manifest import COLUMNS, SourceError
 
-# The csr prompt protocol (lamofc_lib.tasks.csr_prompt) is imported inside the functions that apply it: importing
+# The csr prompt protocol (lamofc_lib.tasks.lamofc.csr_prompt) is imported inside the functions that apply it: importing
 # lamofc_lib.tasks loads the task registry, whose task modules (another package's too) import lamofc_lib.sources,
 # which must be whole by then.
 
@@ -20,7 +21,7 @@ from lamofc_lib.sources.manifest import COLUMNS, SourceError
 def parse_arc_line(line: str, where: str) -> dict:
     """One ARC question, from either the original ARC jsonl or the Hugging Face ai2_arc layout. `letter` is the
     answer's letter by position in the choice list, as in the reference ('ABCDE'[index of the answer key])."""
-    from lamofc_lib.tasks.csr_prompt import ARC_ANSWER_LETTERS
+    from lamofc_lib.tasks.lamofc.csr_prompt import ARC_ANSWER_LETTERS
 
     try:
         item = json.loads(line.strip())
@@ -47,7 +48,7 @@ def parse_arc_line(line: str, where: str) -> dict:
 def _arc_rows(lines: list[str], where: str) -> pd.DataFrame:
     """Every question in file order; `label` is the positional answer letter, `text` the full prompt string
     (whose length in characters is the reference's prompt length)."""
-    from lamofc_lib.tasks.csr_prompt import arc_prompt
+    from lamofc_lib.tasks.lamofc.csr_prompt import arc_prompt
 
     rows = []
     for n, line in enumerate(lines, 1):
@@ -79,4 +80,18 @@ def _arc_demo(source: Mapping) -> pd.DataFrame:
     return _arc_rows(_arc_lines(data), f"lamofc_lib/data/{name}")
 
 
-READERS = {"arc": _arc_file, "arc_demo": _arc_demo}
+class ArcFile(Source):
+    kind = "arc"
+    description = "an ARC-Challenge jsonl file"
+    properties = {"path": {"description": "arc: the jsonl file, relative to the working directory or absolute.",
+                           "type": ["string", "null"]}}  # fmt: skip
+    path_keys = required = ("path",)
+    read = staticmethod(_arc_file)
+
+
+class ArcDemo(Source):
+    kind = "arc_demo"
+    description = "the multiple-choice questions shipped with lamofc_lib (demo)"
+    properties = {"set": {"description": "arc_demo: the shipped evaluation questions (eval) or the separate ones "
+                          "for training learned codecs (train).", "enum": ["eval", "train"]}}  # fmt: skip
+    read = staticmethod(_arc_demo)

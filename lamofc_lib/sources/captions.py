@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from lamofc_lib.sources.base import Source
 from lamofc_lib.sources.manifest import COLUMNS, SourceError
 
 log = logging.getLogger(__name__)
@@ -64,4 +65,22 @@ def _captions_demo(source: Mapping) -> pd.DataFrame:
     return _coco_captions({**source, "path": str(path)})
 
 
-READERS = {"coco_captions": _coco_captions, "captions_demo": _captions_demo}
+class CocoCaptions(Source):
+    kind = "coco_captions"
+    description = "the COCO2017 captions_val2017.json file"
+    properties = {
+        "path": {"description": "coco_captions: the captions file, relative to the working directory or absolute.",
+                 "type": ["string", "null"]},
+        "order": {"description": "coco_captions: take images in the order of the json's `images` list (file, the "
+                  "default, as the reference selection does) or by ascending image id (id).", "enum": ["file", "id"]},
+    }  # fmt: skip
+    path_keys = required = ("path",)
+    read = staticmethod(_coco_captions)
+
+
+class CaptionsDemo(Source):
+    kind = "captions_demo"
+    description = "the COCO-format captions shipped with lamofc_lib (demo)"
+    properties = {"set": {"description": "captions_demo: the shipped evaluation captions (eval) or the separate "
+                          "ones for training learned codecs (train).", "enum": ["eval", "train"]}}  # fmt: skip
+    read = staticmethod(_captions_demo)

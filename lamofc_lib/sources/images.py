@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lamofc_lib.sources.base import Source
 from lamofc_lib.sources.manifest import COLUMNS, SourceError
 
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png"}
@@ -124,7 +125,51 @@ def _nyu_depth_v2(source: Mapping) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-READERS = {"skimage": _skimage, "imagenet": _imagenet, "voc2012": _voc2012, "nyu_depth_v2": _nyu_depth_v2}
+class SkImage(Source):
+    kind = "skimage"
+    description = "images that scikit-image ships (demo)"
+    properties = {"images": {"description": "skimage: the image names.", "type": "array", "minItems": 1,
+                             "items": {"type": "string"}}}  # fmt: skip
+    required = ("images",)
+    read = staticmethod(_skimage)
+
+
+_ROOT = {"description": "Data folder, relative to the working directory or absolute.", "type": ["string", "null"]}
+_LIST = {"type": ["string", "null"]}
+
+
+class ImageNet(Source):
+    kind = "imagenet"
+    description = "an ImageNet validation folder (class folders)"
+    properties = {"root": _ROOT, "labels": {**_LIST, "description": (
+        'imagenet (optional): "relative/path.JPEG class_index" lines selecting the samples.')}}  # fmt: skip
+    path_keys = required = ("root",)
+    read = staticmethod(_imagenet)
+
+
+class Voc2012(Source):
+    kind = "voc2012"
+    description = "the VOC2012 folder (JPEGImages, SegmentationClass, ImageSets)"
+    properties = {"root": _ROOT, "labels": {**_LIST, "description": (
+        "voc2012 (optional): the list of image names (default ImageSets/Segmentation/val.txt).")}}  # fmt: skip
+    path_keys = required = ("root",)
+    read = staticmethod(_voc2012)
+
+
+class NyuDepthV2(Source):
+    kind = "nyu_depth_v2"
+    description = "the NYU-Depth-v2 test split folder"
+    properties = {
+        "root": _ROOT,
+        "labels": {
+            **_LIST,
+            "description": (
+                'nyu_depth_v2: the split file of "rgb_path depth_path focal" lines (nyudepthv2_test_files_with_gt.txt).'
+            ),
+        },
+    }
+    path_keys = required = ("root", "labels")
+    read = staticmethod(_nyu_depth_v2)
 
 
 def load_label_map(path: str | Path) -> np.ndarray:

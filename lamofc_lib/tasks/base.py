@@ -153,17 +153,28 @@ class Task(ABC):
     # The task's key in the registry, in run.tasks and under tasks:, and its results folders' name.
     name: str = ""
     metric: str = ""
+    # The metric's axis label in figures (with its unit); higher_is_better gives its direction.
+    metric_label: str = ""
     # How the one tensor of a one-tensor task becomes a frame (preprocess.PACKINGS); a task with named tensors
     # gives each its packing in its TensorExtraction instead.
     packing: str = ""
     higher_is_better: bool = True
     # Task settings (tasks.<task>.<option>) that change how the metric is computed; scoring sets them.
     metric_options: tuple[str, ...] = ()
-    # The source kinds (tasks.<task>.source.kind and train.source.kind; lamofc_lib.sources) its samples come from.
-    source_kinds: tuple[str, ...] = ()
-    # The reference implementation's sample selection (lamofc_lib.selection.POLICIES): the policy used when
-    # tasks.<task>.selection.policy is not set.
+    # The source kinds its samples come from (tasks.<task>.source.kind and train.source.kind): Source classes
+    # (lamofc_lib.sources.base), its own or shared ones; the registered kinds are those the tasks name.
+    sources: tuple[type, ...] = ()
+    # The selection policies it offers besides `first` (lamofc_lib.selection.Policy classes), and the reference
+    # implementation's, used when tasks.<task>.selection.policy is not set.
+    policies: tuple[type, ...] = ()
     reference_policy: str = "first"
+    # JSON-schema properties its block may hold beyond the shared schema's task block (`options`, e.g. dpt's
+    # eigen_crop) and model block (`model_options`, e.g. tti's sampler settings): config validation merges them
+    # into this task's block alone (lamofc_lib.config.fill_registries).
+    options: dict = {}
+    model_options: dict = {}
+    # Modules the fork server imports once for this task's jobs (lamofc_lib.forkserver), e.g. its model library.
+    preload: tuple[str, ...] = ()
     # What its outputs may be scored against (tasks.<task>.reference): the data set's answers (ground_truth)
     # and/or the outputs on the uncompressed features (uncompressed).
     references: tuple[str, ...] = ("ground_truth", "uncompressed")

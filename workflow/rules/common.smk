@@ -12,9 +12,16 @@ os.environ.update(PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.g
 
 
 from lamofc_lib import code_hash, determinism, forkserver
-from lamofc_lib.config import ConfigError, trained_tasks, validate, metric_options as task_metric_options
+from lamofc_lib.config import (
+    ConfigError,
+    trained_tasks,
+    training_settings,
+    validate,
+    metric_options as task_metric_options,
+)
 from lamofc_lib.feature_files import feature_paths, file_signatures
 from lamofc_lib.selection import needs_model, selection_mode
+from lamofc_lib.tasks import REGISTRY as TASK_REGISTRY
 from lamofc_lib import workflow as wf
 from lamofc_lib.workflow import RESULTS, codec_name, model_path, retried, trained_on
 
@@ -31,6 +38,11 @@ except determinism.HostError as err:
 
 TASKS = config["run"]["tasks"]
 CODECS = config["run"]["codecs"]
+
+
+def task_class(task):
+    """The registered task class (lamofc_lib.tasks.REGISTRY) of a task name."""
+    return TASK_REGISTRY[task]
 
 
 def task_settings(task):
@@ -301,7 +313,7 @@ def selection_label(task):
 
 def selection_needs_model(task):
     """Whether the task's selection runs the uncompressed model (the cls/csr policies)."""
-    return needs_model(selection_label(task))
+    return needs_model(task, selection_label(task))
 
 
 def selection_settings(task):

@@ -10,7 +10,7 @@ rule candidates:
         "../../envs/extract.yaml"
     params:
         source=lambda wc: task_settings(wc.task)["source"],
-        code=script_code("candidates.py"),
+        code=lambda wc: script_code("candidates.py", wc.task),  # the task names its source readers
     script:
         "../scripts/candidates.py"
 

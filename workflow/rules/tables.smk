@@ -105,6 +105,7 @@ rule plot_rate_accuracy:
         "../../envs/analysis.yaml"
     params:
         tasks=TASKS,
+        labels={task: task_class(task).metric_label for task in TASKS},
         code=script_code("plot_rate_accuracy.py"),
     script:
         "../scripts/plot_rate_accuracy.py"

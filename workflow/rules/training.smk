@@ -72,7 +72,7 @@ rule train:
         point=lambda wc: wc.point,
         sizes=lambda wc: {k: codec_block(wc.codec)[k] for k in wf.codec_class(config, wc.codec).sizes},
         sources=lambda wc: training_sources(wc.codec, wc.task),
-        training=lambda wc: codec_block(wc.codec)["training"][wc.task],
+        training=lambda wc: training_settings(codec_block(wc.codec), wc.task),
         device=lambda wc: codec_block(wc.codec)["device"],
         code=lambda wc: script_code("train.py", codec=codec_kind(wc.codec), quantizer=codec_quantizer(wc.codec)),
     script:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from lamofc_lib.io import atomic_path
 from lamofc_lib.joblog import log_to
-from lamofc_lib.tasks.csr import convert_gguf
+from lamofc_lib.tasks.lamofc.csr import convert_gguf
 
 log = log_to(snakemake.log[0])
 with atomic_path(snakemake.output.model) as tmp:

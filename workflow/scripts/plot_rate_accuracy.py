@@ -13,8 +13,9 @@ log = log_to(snakemake.log[0])
 out = snakemake.output
 table = pd.read_csv(snakemake.input.table, dtype={"point": str})
 fits = pd.read_csv(snakemake.input.fits)
+labels = snakemake.params.labels  # each task's metric label (Task.metric_label)
 for k, task in enumerate(snakemake.params.tasks):
-    plot_rate_accuracy(table, task, out.rate_accuracy[k])
-    plot_distortion_accuracy(table, fits, task, out.distortion_accuracy[k])
-plot_rate_accuracy_drop(table, out.drop)
+    plot_rate_accuracy(table, task, out.rate_accuracy[k], labels[task])
+    plot_distortion_accuracy(table, fits, task, out.distortion_accuracy[k], labels[task])
+plot_rate_accuracy_drop(table, out.drop, labels)
 log.info("figures of %d tasks written", len(snakemake.params.tasks))

@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from lamofc_lib.selection import Policy, check_correct, pick
+from lamofc_lib.sources.arc import ArcDemo, ArcFile
 from lamofc_lib.tasks.base import Extraction, Layout, Task, model_source, split_layers, torch_dtype
-from lamofc_lib.tasks.csr_prompt import ARC_ANSWER_LETTERS
+from lamofc_lib.tasks.lamofc.csr_prompt import ARC_ANSWER_LETTERS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -149,6 +151,28 @@ def head_logits(state: Mapping, hidden: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.linear(norm(hidden.to(weight.device, weight.dtype)), weight)
 
 
+class CorrectLongest(Policy):
+    """The reference's csr selection: of the questions the uncompressed model answers correctly, the `samples`
+    with the longest prompts (characters of the prompt string; ties: earlier in the file), kept in file order."""
+
+    policy = "correct_longest"
+    description = "csr: the questions answered correctly with the longest prompts"
+    kinds = ("arc", "arc_demo")
+    needs_model = True
+
+    @classmethod
+    def select(cls, task, candidates, samples, source, correct):
+        correct = check_correct(task, candidates, correct, samples)
+        lengths = candidates["text"].str.len().to_numpy()
+        order = sorted((i for i in range(len(correct)) if correct[i]), key=lambda i: (-lengths[i], i))
+        chosen = set(order[:samples])
+        kept = [i in chosen for i in range(len(correct))]
+        reasons = [
+            "" if k else ("incorrect" if not ok else "shorter prompt") for k, ok in zip(kept, correct, strict=True)
+        ]
+        return pick(candidates, kept, reasons)
+
+
 class ReasoningTask(Task):
     """The head is the model's own answer when the split is the last decoder layer (the paper's 32 of 32; the
     demo's 30 of 30); at an earlier split it reads that layer's output with the final norm and lm_head directly."""
@@ -156,7 +180,10 @@ class ReasoningTask(Task):
     name = "csr"
     packing = "plane"
     metric = "accuracy"
-    source_kinds = ("arc", "arc_demo")
+    metric_label = "accuracy (%)"
+    sources = (ArcFile, ArcDemo)
+    policies = (CorrectLongest,)
+    preload = ("transformers:AutoModelForCausalLM", "transformers:AutoTokenizer")
     reference_policy = "correct_longest"
 
     def _layer(self, split, layers_in_model: int) -> int:

@@ -16,7 +16,7 @@ Head: the VAE decoder. The head file holds the decoder (and post_quant_conv, whe
 VAE config and its scaling and shift factors. Outputs: the decoded images' InceptionV3 pool3 activations; the
 metric is the FID between the activations on decoded and on uncompressed latents (no ground truth).
 
-`model.random_init` builds a tiny SD3 pipeline with seeded random weights instead (lamofc_lib.tasks.sd3_demo).
+`model.random_init` builds a tiny SD3 pipeline with seeded random weights instead (lamofc_lib.tasks.lamofc.sd3_demo).
 """
 
 from __future__ import annotations
@@ -27,13 +27,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from lamofc_lib.sources.captions import CaptionsDemo, CocoCaptions
 from lamofc_lib.tasks.base import Extraction, Layout, Task, load_head_file, model_source, torch_dtype
 
 if TYPE_CHECKING:
     import pandas as pd
     import torch
 
-# torch, diffusers and the demo pipeline (lamofc_lib.tasks.sd3_demo) are imported where they run, so that
+# torch, diffusers and the demo pipeline (lamofc_lib.tasks.lamofc.sd3_demo) are imported where they run, so that
 # importing the task registry imports no torch.
 
 # The benchmark's generation settings; `model` or `model.random_init` may override any of them.
@@ -90,7 +91,7 @@ def vae_config(model: Mapping) -> dict:
     """The VAE config of the model without loading any weights: the tiny config for `model.random_init`, else
     vae/config.json of the hub id or local folder (read by diffusers, from the hub cache or the folder)."""
     if model.get("random_init"):
-        from lamofc_lib.tasks.sd3_demo import tiny_vae_config
+        from lamofc_lib.tasks.lamofc.sd3_demo import tiny_vae_config
 
         return tiny_vae_config(model["random_init"])
     source = model_source(model)  # a missing local folder fails here
@@ -103,7 +104,7 @@ def load_sd3(model: Mapping, device: str):
     """StableDiffusion3Pipeline from a hub id or local folder (model.id), or built from model.random_init."""
     import torch
 
-    from lamofc_lib.tasks.sd3_demo import build_random_sd3
+    from lamofc_lib.tasks.lamofc.sd3_demo import build_random_sd3
 
     dtype = torch_dtype(model.get("dtype", "float32"))
     if model.get("random_init"):
@@ -207,7 +208,34 @@ class TextToImageTask(Task):
     packing = "tiles"
     metric = "fid"
     higher_is_better = False
-    source_kinds = ("coco_captions", "captions_demo")
+    metric_label = "FID"
+    sources = (CocoCaptions, CaptionsDemo)
+    model_options = {
+        "steps": {"description": "Denoising steps (reference 28).", "type": "integer", "minimum": 1},
+        "guidance_scale": {"description": "Classifier-free guidance (reference 7.0).", "type": "number"},
+        "height": {"description": "Image height in pixels (reference 1024).", "type": "integer", "minimum": 16},
+        "width": {"description": "Image width in pixels (reference 1024).", "type": "integer", "minimum": 16},
+        "negative_prompt": {"description": "Negative prompt (reference empty).", "type": "string"},
+        "generation_seed": {"description": "The seed (reference 3407).", "type": "integer"},
+        "max_sequence_length": {"description": "T5 prompt tokens (256).", "type": "integer", "minimum": 1},
+        "generation_batch": {
+            "description": (
+                "Prompts per pipeline call (reference 16, in caption-file order). With seeding global_once another "
+                "batch size gives other latents than the reference's."
+            ),
+            "type": "integer",
+            "minimum": 1,
+        },
+        "seeding": {
+            "description": (
+                "global_once (the reference: torch.manual_seed once per run, noise from the device's global "
+                "generator, so latents depend on batch size, prompt order and device) or per_prompt (a seeded CPU "
+                "generator per prompt: device-independent, a deviation)."
+            ),
+            "enum": ["global_once", "per_prompt"],
+        },
+    }
+    preload = ("diffusers:AutoencoderKL", "diffusers:StableDiffusion3Pipeline")
     reference_policy = "first"
     # FID compares the images decoded from the coded latents with those decoded from the uncompressed ones.
     references = ("uncompressed",)

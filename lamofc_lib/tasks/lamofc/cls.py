@@ -13,13 +13,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lamofc_lib.sources.images import load_image
+from lamofc_lib.selection import Policy, check_correct, first_eligible, pick
+from lamofc_lib.sources.images import ImageNet, SkImage, load_image
 from lamofc_lib.tasks.base import Extraction, Layout, Task, load_head_file, split_layers
+from lamofc_lib.tasks.lamofc.options import DINOV2_MODEL_OPTIONS
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from lamofc_lib.tasks.heads import LinearHead
+    from lamofc_lib.tasks.lamofc.heads import LinearHead
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -43,11 +45,35 @@ def image_transform():
     )
 
 
+class FirstCorrect(Policy):
+    """The reference's cls selection: candidates in their order (ImageNet: the first val image of each class,
+    in class order); a candidate is kept when the uncompressed model's prediction equals its label, until
+    `samples` are kept."""
+
+    policy = "first_correct"
+    description = "cls: the first image of each class the uncompressed model classifies correctly"
+    kinds = ("imagenet",)
+    needs_model = True
+
+    @classmethod
+    def select(cls, task, candidates, samples, source, correct):
+        correct = check_correct(task, candidates, correct, samples)
+        kept = first_eligible(correct, samples)
+        reasons = [
+            "" if k else ("incorrect" if not ok else "beyond samples") for k, ok in zip(kept, correct, strict=True)
+        ]
+        return pick(candidates, kept, reasons)
+
+
 class ClassificationTask(Task):
     name = "cls"
     packing = "tokens"
     metric = "top1"
-    source_kinds = ("skimage", "imagenet")
+    metric_label = "top-1 accuracy (%)"
+    sources = (SkImage, ImageNet)
+    policies = (FirstCorrect,)
+    model_options = DINOV2_MODEL_OPTIONS
+    preload = ("torchvision.transforms", "transformers:Dinov2Model")
     reference_policy = "first_correct"
     head_checkpoint = True
 
@@ -62,8 +88,8 @@ class ClassificationTask(Task):
         backbone's final LayerNorm, which the probe applies first."""
         import torch
 
-        from lamofc_lib.tasks.dinov2 import load_dinov2
-        from lamofc_lib.tasks.heads import LinearHead
+        from lamofc_lib.tasks.lamofc.dinov2 import load_dinov2
+        from lamofc_lib.tasks.lamofc.heads import LinearHead
 
         head_module = self._build_head(head) if head.get("checkpoint") else None
         net = load_dinov2(model, self.device)
@@ -75,7 +101,7 @@ class ClassificationTask(Task):
         torch.save(state | {"eps": net.config.layer_norm_eps}, head_out)
 
     def layout(self, manifest: pd.DataFrame, model, split) -> Layout:
-        from lamofc_lib.tasks.dinov2 import dinov2_config
+        from lamofc_lib.tasks.lamofc.dinov2 import dinov2_config
 
         block = self._block(split)
         config = dinov2_config(model)
@@ -93,7 +119,7 @@ class ClassificationTask(Task):
     def features(self, manifest: pd.DataFrame, model, split) -> Extraction:
         import torch
 
-        from lamofc_lib.tasks.dinov2 import load_dinov2
+        from lamofc_lib.tasks.lamofc.dinov2 import load_dinov2
 
         layout = self.layout(manifest, model, split)
         block = self._block(split)
@@ -114,7 +140,7 @@ class ClassificationTask(Task):
 
     def _build_head(self, head: Mapping) -> LinearHead:
         """The official DINOv2 linear probe (keys `weight`, `bias` of Linear(2D, classes))."""
-        from lamofc_lib.tasks.heads import LinearHead
+        from lamofc_lib.tasks.lamofc.heads import LinearHead
 
         state = load_head_file(head["checkpoint"], {"weight": None, "bias": None})
         weight = state["weight"]
@@ -130,7 +156,7 @@ class ClassificationTask(Task):
     def predict(self, head: Path, features: Iterable[np.ndarray]) -> list[str]:
         import torch
 
-        from lamofc_lib.tasks.heads import LinearHead
+        from lamofc_lib.tasks.lamofc.heads import LinearHead
 
         state = torch.load(head, map_location="cpu", weights_only=True)
         weight = state["linear.weight"]
