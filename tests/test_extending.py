@@ -13,8 +13,11 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
+
+from lamofc_lib.store import FeatureStore
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
@@ -230,3 +233,179 @@ def test_editing_a_plugin_codecs_module_changes_its_jobs_code_hash(plugin_site):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugin_site), str(REPO)])}
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert result.stdout.split() == ["True", "True"], result.stderr[-3000:]
+
+
+# --- A new scenario as docs/extending.md adds one -------------------------------------------------------------------
+
+SCENARIO = '''
+"""A toy scenario: seeded signals, a seeded random projection as its model and two named tensors of different
+dtypes at its split point, its own source kind, selection policy, model option and metric."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lamofc_lib.selection import Policy, first_eligible, pick
+from lamofc_lib.sources.base import Source
+from lamofc_lib.store import TensorLayout
+from lamofc_lib.tasks.base import Layout, Task, TensorExtraction
+
+ROWS = 16  # of each tensor
+
+
+class Signals(Source):
+    kind = "toy_signals"
+    description = "seeded random signals (toy)"
+    properties = {"count": {"description": "toy_signals: how many signals.", "type": "integer", "minimum": 1},
+                  "seed": {"description": "toy_signals: their seed.", "type": "integer"}}
+    required = ("count",)
+
+    @classmethod
+    def read(cls, source):
+        seed = int(source.get("seed", 0))
+        return pd.DataFrame([{"sample_id": f"sig{i:02d}", "source": f"toy_signals:{seed}:{i}", "label": "",
+                              "text": ""} for i in range(int(source["count"]))])
+
+
+class EvenIds(Policy):
+    policy = "even_ids"
+    description = "toy: the signals of even index"
+    kinds = ("toy_signals",)
+
+    @classmethod
+    def select(cls, task, candidates, samples, source, correct):
+        even = [int(s.rsplit(":", 1)[1]) % 2 == 0 for s in candidates["source"]]
+        kept = first_eligible(even, samples)
+        return pick(candidates, kept, ["" if k else "odd or beyond samples" for k in kept])
+
+
+def _signal(source: str, width: int) -> np.ndarray:
+    _, seed, index = source.split(":")
+    return np.random.default_rng([int(seed), int(index)]).normal(0, 1, (2 * ROWS, width))
+
+
+class PoolingTask(Task):
+    name = "toy_pooling"
+    metric = "agreement"
+    metric_label = "agreement (%)"
+    sources = (Signals,)
+    policies = (EvenIds,)
+    reference_policy = "even_ids"
+    references = ("uncompressed",)
+    needs_split = False
+    model_options = {"width": {"description": "Width of the projection.", "type": "integer", "minimum": 2}}
+
+    def _weights(self, model):
+        rng = np.random.default_rng(int(model["random_init"]["seed"]))
+        return rng.normal(0, 1, (int(model["width"]), int(model["width"]))).astype(np.float32)
+
+    def layout(self, manifest, model, split):
+        width = int(model["width"])
+        return Layout([(1, 1, ROWS, width)] * len(manifest), {"task": self.name, "model": dict(model)})
+
+    def features(self, manifest, model, split):
+        weights, width = self._weights(model), int(model["width"])
+        tensors = {"hidden": TensorLayout([(1, 1, ROWS, width)] * len(manifest), "float32", {"packing": "plane"}),
+                   "gate": TensorLayout([(1, 1, ROWS, width)] * len(manifest), "float16", {"packing": "plane"})}
+
+        def samples():
+            for source in manifest["source"]:
+                x = np.tanh(_signal(source, width) @ weights)
+                yield {"hidden": x[None, None, :ROWS], "gate": x[None, None, ROWS:].astype(np.float16)}
+
+        return TensorExtraction(tensors, samples(), {"task": self.name, "model": dict(model)})
+
+    def write_head(self, model, split, head, head_out):
+        rng = np.random.default_rng(int(head.get("seed", 0)))
+        np.save(Path(head_out).with_suffix(".npy"), rng.normal(0, 1, (int(model["width"]), 3)))
+        Path(head_out).write_bytes(Path(head_out).with_suffix(".npy").read_bytes())
+
+    def head_input(self, sample):
+        return sample
+
+    def head_outputs(self, head, features, attrs):
+        classes = np.load(Path(head), allow_pickle=False)
+        return [str(int(np.argmax((s["hidden"].mean(axis=(0, 1, 2)) + s["gate"].astype(np.float32).mean(
+            axis=(0, 1, 2))) @ classes))) for s in features]
+'''
+
+SCENARIO_BLOCK = {
+    "samples": 3,
+    "source": {"kind": "toy_signals", "count": 8, "seed": 1},
+    "model": {"random_init": {"seed": 0}, "width": 32},
+    "reference": "uncompressed",
+    "truncation": {"learned": [-1, 1]},
+    "train": {"samples": 2, "source": {"kind": "toy_signals", "count": 2, "seed": 2}},
+}
+
+
+def _dt_ufc_checkpoint(path: Path) -> None:
+    """A small one-channel scale hyperprior in DT-UFC's checkpoint layout, built from CompressAI's classes."""
+    import torch
+    from compressai.models import ScaleHyperprior
+    from compressai.models.utils import conv, deconv
+
+    torch.manual_seed(3)
+    net = ScaleHyperprior(8, 16)
+    net.g_a[0], net.g_s[-1] = conv(1, 8), deconv(8, 1)
+    torch.save({"epoch": 1, "state_dict": net.state_dict(), "loss": 0.0}, path)
+
+
+def scenario_config(checkpoint: Path) -> dict:
+    """The demo profile running the toy scenario alone, coded by a universal codec (pretrained, DT-UFC's layout)
+    whose points, training and K-means settings name no task."""
+    config = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    config["tasks"]["toy_pooling"] = SCENARIO_BLOCK
+    config["run"]["tasks"] = ["toy_pooling"]
+    config["run"]["codecs"] = ["hyperprior_u"]
+    codec = config["codecs"]["hyperprior_u"]
+    codec["pretrained"] = {"0.004": str(checkpoint)}
+    codec["points"] = {"hybrid": [0.004]}
+    for key in ("N", "M", "training"):
+        codec.pop(key)
+    return config
+
+
+def test_a_new_scenario_is_one_module_and_its_config_block(tmp_path):
+    """docs/extending.md's walk-through: a scenario with two named tensors of different dtypes, its own source
+    kind, selection policy, model option and metric, added as one module (git sees no other file change) and one
+    config block; the dry run schedules it with a universal codec that has no entry for it, and the run scores
+    it, on the tensors as the scenario gave them."""
+    repo = copy_repository(tmp_path / "repo")
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "base"], check=True)
+    (repo / "lamofc_lib" / "tasks" / "toy_pooling.py").write_text(SCENARIO)
+    status = subprocess.run([*git, "status", "--porcelain"], capture_output=True, text=True, check=True).stdout
+    assert status.splitlines() == ["?? lamofc_lib/tasks/toy_pooling.py"]
+
+    _dt_ufc_checkpoint(tmp_path / "hybrid_lambda0.004.pth.tar")
+    config = scenario_config(tmp_path / "hybrid_lambda0.004.pth.tar")
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    jobs = scheduled(tmp_path / "run", repo, config, env)
+    assert ("select", "task=toy_pooling") in jobs and ("extract", "task=toy_pooling") in jobs
+    assert any(rule == "calibrate" and "toy_pooling" in w for rule, w in jobs)
+    assert not any(rule == "train" for rule, _ in jobs)  # pretrained
+    assert any(rule.startswith("score") and "toy_pooling" in w for rule, w in jobs)
+
+    result = subprocess.run(
+        [str(SNAKEMAKE), "-s", str(repo / "Snakefile"), "--directory", str(tmp_path / "run"), "--configfile",
+         str(tmp_path / "run" / "config.yaml"), "--cores", "2", "results/tables/rate_accuracy.csv"],
+        capture_output=True, text=True, env=env, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    results = tmp_path / "run" / "results"
+    table = pd.read_csv(results / "tables" / "rate_accuracy.csv")
+    coded = table[table["codec"] == "hyperprior_u@hybrid"]
+    assert list(coded["task"]) == ["toy_pooling"] and list(coded["metric"]) == ["agreement"]
+    assert 0 <= float(coded["value"].iloc[0]) <= 100
+    manifest = pd.read_csv(results / "toy_pooling" / "manifest.csv", dtype=str)
+    assert list(manifest["sample_id"]) == ["sig00", "sig02", "sig04"]  # its policy: even indices
+    store = FeatureStore(results / "toy_pooling" / "features.zarr")
+    assert {name: store.layout(name).dtype for name in store.tensors} == {"hidden": "float32", "gate": "float16"}
+    bitstreams = sorted(p.name for p in (results / "toy_pooling").rglob("*.bin"))
+    assert {"00000.hidden.bin", "00000.gate.bin"} <= set(bitstreams)

@@ -706,9 +706,8 @@ def test_a_universal_codec_trains_on_its_tasks_when_they_do_not_run(tmp_path):
         ({"universal": ["seg", "pose"]}, "codecs.elic.universal"),  # schema: not a task
         ({"run": {"tasks": ["cls", "seg"]}, "drop": "csr"}, "codecs.elic.universal: ['csr'] have no block under tasks"),
         ({"generalizability": [{"trained_on": "seg", "applied_to": "cls"}]}, "a universal codec's models code"),
-        ({"report": {"anchor": "elic"}}, "'elic' is universal (its label elic@hybrid)"),
     ],
-    ids=["unknown-task", "task-without-block", "generalizability", "anchor"],
+    ids=["unknown-task", "task-without-block", "generalizability"],
 )
 def test_a_universal_codec_is_checked_at_start(tmp_path, change, message):
     config = demo_config()

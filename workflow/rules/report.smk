@@ -107,7 +107,7 @@ rule bd_rate:
     conda:
         "../../envs/analysis.yaml"
     params:
-        anchor=config["report"]["anchor"],
+        anchor=wf.run_label(config, config["report"]["anchor"]),  # <codec>@hybrid for a universal codec
         method=config["report"]["bd_method"],
         points=config["report"]["bd_points"],
         code=script_code("bd_rate.py"),
