@@ -233,6 +233,8 @@ def select_files(
     """The candidates whose feature file (`stems`: each candidate's file stem, then `suffix`) exists in
     `folder`."""
     have = {p.stem for p in Path(folder).glob(f"*{suffix}")}
+    if suffix == ".npy":  # a task with named tensors: a folder per sample holding one .npy per tensor
+        have |= {p.name for p in Path(folder).iterdir() if p.is_dir() and any(p.glob("*.npy"))}
     if not have:
         raise SelectionError(
             f"task {task}: feature folder {folder} holds no {suffix} files (tasks.{task}.features_from)"

@@ -251,7 +251,7 @@ import pandas as pd
 from lamofc_lib.selection import Policy, first_eligible, pick
 from lamofc_lib.sources.base import Source
 from lamofc_lib.store import TensorLayout
-from lamofc_lib.tasks.base import Layout, Task, TensorExtraction
+from lamofc_lib.tasks.base import Task, TensorExtraction, TensorsLayout
 
 ROWS = 16  # of each tensor
 
@@ -302,21 +302,23 @@ class PoolingTask(Task):
         rng = np.random.default_rng(int(model["random_init"]["seed"]))
         return rng.normal(0, 1, (int(model["width"]), int(model["width"]))).astype(np.float32)
 
-    def layout(self, manifest, model, split):
+    def _tensors(self, manifest, model):
         width = int(model["width"])
-        return Layout([(1, 1, ROWS, width)] * len(manifest), {"task": self.name, "model": dict(model)})
+        return {"hidden": TensorLayout([(1, 1, ROWS, width)] * len(manifest), "float32", {"packing": "plane"}),
+                "gate": TensorLayout([(1, 1, ROWS, width)] * len(manifest), "float16", {"packing": "plane"})}
+
+    def layout(self, manifest, model, split):
+        return TensorsLayout(self._tensors(manifest, model), {"task": self.name, "model": dict(model)})
 
     def features(self, manifest, model, split):
         weights, width = self._weights(model), int(model["width"])
-        tensors = {"hidden": TensorLayout([(1, 1, ROWS, width)] * len(manifest), "float32", {"packing": "plane"}),
-                   "gate": TensorLayout([(1, 1, ROWS, width)] * len(manifest), "float16", {"packing": "plane"})}
 
         def samples():
             for source in manifest["source"]:
                 x = np.tanh(_signal(source, width) @ weights)
                 yield {"hidden": x[None, None, :ROWS], "gate": x[None, None, ROWS:].astype(np.float16)}
 
-        return TensorExtraction(tensors, samples(), {"task": self.name, "model": dict(model)})
+        return TensorExtraction(self._tensors(manifest, model), samples(), {"task": self.name, "model": dict(model)})
 
     def write_head(self, model, split, head, head_out):
         rng = np.random.default_rng(int(head.get("seed", 0)))
@@ -409,3 +411,38 @@ def test_a_new_scenario_is_one_module_and_its_config_block(tmp_path):
     assert {name: store.layout(name).dtype for name in store.tensors} == {"hidden": "float32", "gate": "float16"}
     bitstreams = sorted(p.name for p in (results / "toy_pooling").rglob("*.bin"))
     assert {"00000.hidden.bin", "00000.gate.bin"} <= set(bitstreams)
+
+    # features_from: the same tensors as a folder per sample of one .npy per tensor import to the same store
+    script = textwrap.dedent(f"""
+        from pathlib import Path
+        import numpy as np, pandas as pd, pytest
+        from lamofc_lib.feature_files import import_features
+        from lamofc_lib.io import FeatureFileError
+        from lamofc_lib.store import FeatureStore
+        from lamofc_lib.tasks import get_task
+        results = Path({str(results)!r})
+        store = FeatureStore(results / "toy_pooling" / "features.zarr")
+        folder = Path({str(tmp_path / "files")!r})
+        for i, sid in enumerate(store.sample_ids):
+            (folder / sid).mkdir(parents=True)
+            for name in store.tensors:
+                np.save(folder / sid / f"{{name}}.npy", store.read(i, name))
+        manifest = pd.read_csv(results / "toy_pooling" / "manifest.csv", dtype=str, keep_default_na=False)
+        model = {{"random_init": {{"seed": 0}}, "width": 32}}
+        import_features(get_task("toy_pooling"), folder, manifest, model, None, folder.parent / "imported.zarr")
+        imported = FeatureStore(folder.parent / "imported.zarr")
+        assert imported.tensors == store.tensors
+        for name in store.tensors:
+            assert imported.layout(name).dtype == store.layout(name).dtype, name
+            for i in range(len(store)):
+                assert np.array_equal(imported.read(i, name), store.read(i, name))
+        np.save(folder / "sig02" / "gate.npy", np.zeros((1, 1, 3, 32), np.float16))
+        shapes = "has shape 1 x 1 x 3 x 32, task toy_pooling expects 1 x 1 x 16 x 32"
+        with pytest.raises(FeatureFileError, match="sig02/gate.npy " + shapes):
+            import_features(get_task("toy_pooling"), folder, manifest, model, None, folder.parent / "bad.zarr")
+        print("imported", imported.tensors)
+    """)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=repo, timeout=300
+    )
+    assert done.returncode == 0 and "imported" in done.stdout, done.stderr[-3000:]

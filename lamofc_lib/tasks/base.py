@@ -87,11 +87,33 @@ def load_head_file(path: str | Path, required: Mapping[str, tuple | None]) -> di
 class Layout:
     """What a task's features look like before any model runs: one shape per manifest sample (`None` on an axis
     whose length only the model knows, e.g. csr's token count), the store attributes (split point, per-sample
-    geometry) and the dtype the model produces."""
+    geometry) and the dtype the model produces.
+
+    This is the one-tensor form (the tensor named `store.FEATURE`); a task whose samples carry several named
+    tensors returns a `TensorsLayout`."""
 
     shapes: list[tuple[int | None, ...]]
     attrs: dict
     dtype: str = "float32"
+
+    def named(self, packing: str) -> TensorsLayout:
+        from lamofc_lib.store import FEATURE, TensorLayout
+
+        return TensorsLayout({FEATURE: TensorLayout(list(self.shapes), self.dtype, {"packing": packing})}, self.attrs)
+
+
+@dataclass
+class TensorsLayout:
+    """The named tensors of a task's features before any model runs: each tensor's layout (its shape per
+    manifest sample with `None` where only the model knows the length, the dtype the model gives it, its packing
+    as the attribute `packing`), and the store attributes. Imported feature files are checked against it: the
+    same names, dtypes and shapes."""
+
+    tensors: dict[str, TensorLayout]
+    attrs: dict
+
+    def named(self, packing: str) -> TensorsLayout:
+        return self
 
 
 @dataclass
@@ -196,8 +218,9 @@ class Task(ABC):
         """Check the configured head checkpoint (or draw the seeded random head), then write the head file."""
 
     @abstractmethod
-    def layout(self, manifest: pd.DataFrame, model: Mapping, split) -> Layout:
-        """The features' shapes, attributes and dtype for `manifest`, without loading model weights."""
+    def layout(self, manifest: pd.DataFrame, model: Mapping, split) -> Layout | TensorsLayout:
+        """The features' shapes, attributes and dtype for `manifest` (per named tensor for a task with several),
+        without loading model weights."""
 
     @abstractmethod
     def features(self, manifest: pd.DataFrame, model: Mapping, split) -> Extraction | TensorExtraction:
