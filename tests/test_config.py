@@ -705,7 +705,17 @@ def test_the_paper_config_holds_lamofcbench_universal_codecs_on_its_lambda_grid(
             block["head"]["checkpoint"] = "head.pth"
     raw["run"]["codecs"] = ["vvenc", "hyperprior", "hyperprior_u", "elic"]
     raw["codecs"]["vvenc"] = raw["codecs"].get("vvenc") or {"points": [22], "truncation": "vvc"}
-    config = validate(raw, check_paths=False)
+    config = validate(copy.deepcopy(raw), check_paths=False)
+    # LaMoFCBench's scenarios, added to run.tasks, coded by the universal codecs alone
+    scenarios = ["dinov3_in1k", "dinov3_in_a", "dinov3_in_r"]
+    bench = copy.deepcopy(raw)
+    bench["run"] = {**bench["run"], "tasks": scenarios, "codecs": ["hyperprior_u", "elic"]}
+    bench = validate(bench, check_paths=False)
+    assert {(t, c) for t, c, _ in wf.coded_points(bench)} == {
+        (t, c) for t in scenarios for c in ("hyperprior_u@hybrid", "elic@hybrid")
+    }
+    assert all(bench["tasks"][t]["split"] == [10, 40] and bench["tasks"][t]["model"]["resolution"] == 512
+               for t in scenarios)  # fmt: skip
     grid = ["0.001", "0.004", "0.007", "0.01", "0.02"]
     for codec in ("hyperprior_u", "elic"):
         assert [m for m in wf.trained_models(config) if m[0] == codec] == [(codec, "hybrid", p) for p in grid]
