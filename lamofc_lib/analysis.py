@@ -13,7 +13,10 @@ import pandas as pd
 
 from lamofc_lib.io import atomic_path, read_json
 
-COLUMNS = ["task", "codec", "point", "bpfp", "ebpfp", "mse", "quant_mse", "metric", "value", "higher_is_better"]
+COLUMNS = [
+    "task", "codec", "point", "bpfp", "ebpfp", "bpfp_injected", "mse", "quant_mse", "metric", "value",
+    "higher_is_better",
+]  # fmt: skip
 TENSOR_COLUMNS = ["task", "codec", "point", "tensor", "dtype", "bpfp", "mse", "quant_mse"]
 REFERENCE_NOTES = {
     "ground_truth": "scored against the data set's labels",
@@ -41,9 +44,9 @@ def rate_accuracy_table(scores: Iterable[Mapping], summaries: Iterable[Mapping] 
     table["point"] = table["point"].astype(str)
     table["accuracy_drop"] = accuracy_drops(table)
     counts = {s["task"]: (s["kept"], s["candidates"]) for s in summaries}
-    if counts:
-        table["samples"] = [counts[t][0] for t in table["task"]]
-        table["candidates"] = [counts[t][1] for t in table["task"]]
+    if counts:  # a variant's result (task:variant) has its task's samples
+        table["samples"] = [counts[t.split(":")[0]][0] for t in table["task"]]
+        table["candidates"] = [counts[t.split(":")[0]][1] for t in table["task"]]
     table["_original"] = table["codec"] != "original"
     table = table.sort_values(["task", "_original", "codec", "bpfp"], kind="stable").drop(columns="_original")
     return table.reset_index(drop=True)
@@ -53,12 +56,12 @@ def tensor_table(scores: Iterable[Mapping]) -> pd.DataFrame:
     """One row per task x codec x point x named tensor of the coded points: the tensor's original dtype, its
     BPFP (its own bits over its own points), total MSE and quantization MSE, each the mean over samples (as
     LaMoFCBench reports its per-tensor numbers)."""
-    rows = [
-        {"task": s["task"], "codec": s["codec"], "point": str(s["point"]), "tensor": name, **values}
+    rows = [  # a task's variants share its point's tensors: one row each, under the task
+        {"task": s["task"].split(":")[0], "codec": s["codec"], "point": str(s["point"]), "tensor": name, **values}
         for s in scores
         for name, values in s.get("tensors", {}).items()
     ]
-    table = pd.DataFrame(rows, columns=TENSOR_COLUMNS)
+    table = pd.DataFrame(rows, columns=TENSOR_COLUMNS).drop_duplicates(["task", "codec", "point", "tensor"])
     return table.sort_values(["task", "codec", "point", "tensor"], kind="stable").reset_index(drop=True)
 
 
@@ -124,18 +127,24 @@ def rate_accuracy_markdown(
     lines = ["# Rate-accuracy", ""]
     for task, rows in table.groupby("task", sort=True):
         lines += [f"## {task}", ""]
+        base = task.split(":")[0]  # a variant's result has its task's selection
         if references and task in references:
             lines += [f"Metric {rows['metric'].iloc[0]}, {REFERENCE_NOTES[references[task]]}.", ""]
-        if selections and task in selections:
-            lines += [selection_note(selections[task], (references or {}).get(task)), ""]
+        if selections and base in selections:
+            lines += [selection_note(selections[base], (references or {}).get(task)), ""]
+        injected = bool((rows["bpfp_injected"] != rows["bpfp"]).any())  # part of each sample goes back in
+        if injected:
+            lines += ["bpfp covers every coded tensor (as LaMoFCBench reports it), bpfp injected those put back.", ""]
         lines += [
-            "| codec | point | bpfp | ebpfp | mse | quant mse | metric | value | AD (%) |",
-            "|---|---|---:|---:|---:|---:|---|---:|---:|",
+            f"| codec | point | bpfp |{' bpfp injected |' if injected else ''} ebpfp | mse | quant mse | metric "
+            "| value | AD (%) |",
+            f"|---|---|---:|{'---:|' if injected else ''}---:|---:|---:|---|---:|---:|",
         ]
         for r in rows.itertuples():
             drop = "" if math.isnan(r.accuracy_drop) else f"{r.accuracy_drop:.3g}"
+            extra = f" {r.bpfp_injected:.6g} |" if injected else ""
             lines.append(
-                f"| {r.codec} | {r.point} | {r.bpfp:.6g} | {r.ebpfp:.6g} | {r.mse:.6g} | {r.quant_mse:.6g} | "
+                f"| {r.codec} | {r.point} | {r.bpfp:.6g} |{extra} {r.ebpfp:.6g} | {r.mse:.6g} | {r.quant_mse:.6g} | "
                 f"{r.metric} | {r.value:.4g} | {drop} |"
             )
         lines.append("")
@@ -343,9 +352,13 @@ def bd_table(table: pd.DataFrame, anchor: str, method: str = "pchip", points: st
     least = 4 if method == "cubic" else 2
     rows = []
     for task, group in coded.groupby("task", sort=True):
-        if anchor not in set(group["codec"]):
-            raise ValueError(f"task '{task}' has no points of the anchor codec '{anchor}' (report.anchor)")
         metric, higher = str(group["metric"].iloc[0]), bool(group["higher_is_better"].iloc[0])
+        if anchor not in set(group["codec"]):  # a codec may code some tasks only (codecs.<codec>.tasks)
+            rows += [{"task": task, "codec": codec, "anchor": anchor, "metric": metric, "bd_rate": float("nan"),
+                      "bd_metric": float("nan"), "points": int((group["codec"] == codec).sum()), "anchor_points": 0,
+                      "method": method, "note": f"the anchor {anchor} does not code {task}"}
+                     for codec in sorted(set(group["codec"]))]  # fmt: skip
+            continue
         anchor_rows = group[group["codec"] == anchor]
         for codec, rows_of in group.groupby("codec", sort=True):
             if codec == anchor:

@@ -243,7 +243,18 @@ def _check_semantics(config: dict, check_paths: bool) -> None:
             )
         else:
             profile = block["truncation"]
-        for task in run["tasks"]:
+        if block.get("tasks") is not None:
+            if block.get("universal"):
+                raise ConfigError(
+                    f"config key codecs.{codec}.tasks: a universal codec codes every task of run.tasks; its models "
+                    "are the same whichever tasks it is applied to"
+                )
+            if not any(t in block["tasks"] for t in run["tasks"]):
+                raise ConfigError(
+                    f"config key codecs.{codec}.tasks: it codes {block['tasks']}, none of run.tasks "
+                    f"({', '.join(run['tasks'])}); drop it from run.codecs or name one"
+                )
+        for task in [t for t in run["tasks"] if codes(config, codec, t)]:
             if profile is not None and profile not in config["tasks"][task]["truncation"]:
                 raise ConfigError(
                     f"config key tasks.{task}.truncation: no '{profile}' range, which codec '{codec}' uses "
@@ -271,7 +282,7 @@ def _check_trained(config: dict, codec: str, check_paths: bool) -> None:
     block = config["codecs"][codec]
     for size, default in REGISTRY[codec_kind(config, codec)].sizes.items():
         block.setdefault(size, default)
-    tasks = config["run"]["tasks"]
+    tasks = [t for t in config["run"]["tasks"] if codes(config, codec, t)]
     if block["universal"]:
         _check_universal(config, codec)
     for task in [HYBRID] if block["universal"] else tasks:
@@ -343,7 +354,8 @@ def _check_kmeans(config: dict, codec: str, check_paths: bool) -> None:
     """A K-means calibration on the training split needs one for every task it fits; a user's mapping exists."""
     settings = config["codecs"][codec]["kmeans"]
     block = config["codecs"][codec]
-    for task in dict.fromkeys([*config["run"]["tasks"], *block.get("universal", [])]):
+    coded = [t for t in config["run"]["tasks"] if codes(config, codec, t)]
+    for task in dict.fromkeys([*coded, *block.get("universal", [])]):
         if task in settings["mapping"]:
             path = Path(settings["mapping"][task]["path"])
             path = path / "mapping.json" if path.suffix != ".json" else path
@@ -459,6 +471,12 @@ def format_point(value) -> str:
     if isinstance(value, int) or float(value).is_integer():
         return str(int(value))
     return format(value, "g")
+
+
+def codes(config: Mapping, codec: str, task: str) -> bool:
+    """Whether a codec codes a task: every task, or those its block's `tasks` names."""
+    only = config["codecs"][codec].get("tasks")
+    return only is None or task in only
 
 
 def points(config: Mapping, codec: str, task: str) -> list[str]:

@@ -65,20 +65,30 @@ def _legend_outside(ax) -> None:
         ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False)
 
 
+def _task_rows(table: pd.DataFrame, task: str) -> pd.DataFrame:
+    """The rows of a task and of its variants' results (`task:variant`), each with its curve's name: the codec,
+    or `codec variant`."""
+    rows = table[table["task"].str.split(":").str[0] == task]
+    variant = rows["task"].str.partition(":")[2]
+    return rows.assign(curve=np.where(variant == "", rows["codec"], rows["codec"] + " " + variant))
+
+
 def plot_rate_accuracy(table: pd.DataFrame, task: str, path: str | Path, label: str | None = None) -> None:
-    """Metric against BPFP and against EBPFP (log scale, side by side) for every codec of `task`; the
-    uncompressed metric as a dashed line. The two differ where a tensor's original dtype is not 32-bit."""
+    """Metric against BPFP and against EBPFP (log scale, side by side) for every codec of `task` (and each of its
+    variants); the uncompressed metric as a dashed line. The two differ where a tensor's original dtype is not
+    32-bit."""
     plt, sns = _pyplot()
-    rows = table[table["task"] == task]
+    rows = _task_rows(table, task)
     if rows.empty:
         raise ValueError(f"the table has no rows for task '{task}'")
-    coded = rows[rows["codec"] != "original"]
     original = rows[rows["codec"] == "original"]
+    coded = rows[rows["codec"] != "original"].pipe(lambda r: r.assign(codec=r["curve"]))  # legend: codec (variant)
     fig, axes = plt.subplots(1, 2, figsize=(10.5, 4), sharey=True)
     for ax, rate in zip(axes, ("bpfp", "ebpfp"), strict=True):
         sns.lineplot(data=coded, x=rate, y="value", hue="codec", marker="o", ax=ax, sort=True, legend=rate == "ebpfp")
-        if not original.empty:
-            ax.axhline(float(original["value"].iloc[0]), color="gray", linestyle="--", label="uncompressed")
+        for line in original.itertuples():
+            name = "uncompressed" + (f" {line.curve.partition(' ')[2]}" if ":" in line.task else "")
+            ax.axhline(float(line.value), color="gray", linestyle="--", label=name)
         _log_rate_axis(ax)
     axes[1].set_xlabel("equivalent bits per feature point (EBPFP, 32-bit based)")
     axes[0].set_ylabel(_metric_label(rows, label))
@@ -103,7 +113,7 @@ def plot_rate_accuracy_drop(table: pd.DataFrame, path: str | Path, labels: Mappi
         if defined:
             ax.axhline(0.0, color="gray", linestyle="--", linewidth=1)
         _log_rate_axis(ax)
-        ax.set_ylabel("accuracy drop (%)" if defined else _metric_label(coded, (labels or {}).get(task)))
+        ax.set_ylabel("accuracy drop (%)" if defined else _metric_label(coded, (labels or {}).get(task.split(":")[0])))
         ax.set_title(task if defined else f"{task} (AD undefined: uncompressed {coded['metric'].iloc[0]} is 0)")
     for ax in list(axes.flat)[len(tasks) :]:
         ax.set_visible(False)
@@ -120,20 +130,21 @@ def plot_distortion_accuracy(
 ) -> None:
     """The task metric against feature MSE per codec, with each codec's least-squares line and its R^2."""
     plt, sns = _pyplot()
-    coded = table[(table["task"] == task) & (table["codec"] != "original")]
+    rows = _task_rows(table, task)
+    coded = rows[rows["codec"] != "original"]
     if coded.empty:
         raise ValueError(f"the table has no coded points of task '{task}'")
     fig, ax = plt.subplots(figsize=(7.5, 4))
     palette = dict(
-        zip(sorted(coded["codec"].unique()), sns.color_palette(n_colors=coded["codec"].nunique()), strict=True)
+        zip(sorted(coded["curve"].unique()), sns.color_palette(n_colors=coded["curve"].nunique()), strict=True)
     )
-    for codec, group in coded.groupby("codec", sort=True):
-        ax.plot(group["mse"], group["value"], "o", color=palette[codec], label=codec)
-        fit = fits[(fits["task"] == task) & (fits["codec"] == codec)]
+    for (curve, result, codec), group in coded.groupby(["curve", "task", "codec"], sort=True):
+        ax.plot(group["mse"], group["value"], "o", color=palette[curve], label=curve)
+        fit = fits[(fits["task"] == result) & (fits["codec"] == codec)]
         if not fit.empty and np.isfinite(fit["r2"].iloc[0]):
             x = np.linspace(group["mse"].min(), group["mse"].max(), 50)
-            ax.plot(x, fit["intercept"].iloc[0] + fit["slope"].iloc[0] * x, "-", color=palette[codec],
-                    label=f"{codec} fit, R² = {fit['r2'].iloc[0]:.3f}")  # fmt: skip
+            ax.plot(x, fit["intercept"].iloc[0] + fit["slope"].iloc[0] * x, "-", color=palette[curve],
+                    label=f"{curve} fit, R² = {fit['r2'].iloc[0]:.3f}")  # fmt: skip
     ax.set_xlabel("feature MSE")
     ax.set_ylabel(_metric_label(coded, label))
     ax.set_title(f"{task}: distortion-accuracy")

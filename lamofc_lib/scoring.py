@@ -20,18 +20,30 @@ ORIGINAL = "original"
 UNCOMPRESSED_BPFP = 32.0  # float32 features
 
 
-def save_outputs(path: str | Path, sample_ids: Sequence[str], outputs: Sequence) -> None:
-    """Keep per-sample head outputs (labels, maps, activations) as the reference of the coded points."""
-    arrays = {f"{i:05d}": np.asarray(o) for i, o in enumerate(outputs)}
+def save_outputs(path: str | Path, sample_ids: Sequence[str], outputs: Mapping[str, Sequence]) -> None:
+    """Keep per-sample head outputs (labels, maps, activations) of each variant (`""`: a task without variants)
+    as the reference of the coded points."""
+    arrays = {_key(variant, i): np.asarray(o) for variant, values in outputs.items() for i, o in enumerate(values)}
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez_compressed(f, sample_ids=np.asarray(list(sample_ids)), **arrays)
 
 
-def load_outputs(path: str | Path, sample_ids: Sequence[str]) -> list:
+def load_outputs(path: str | Path, sample_ids: Sequence[str], variant: str = "") -> list:
     with np.load(path, allow_pickle=False) as data:
         if list(data["sample_ids"]) != list(sample_ids):
             raise ValueError(f"{path} holds the outputs of other samples than the manifest's")
-        return [_plain(data[f"{i:05d}"]) for i in range(len(sample_ids))]
+        if _key(variant, 0) not in data:
+            raise ValueError(f"{path} holds no outputs of variant '{variant}'")
+        return [_plain(data[_key(variant, i)]) for i in range(len(sample_ids))]
+
+
+def _key(variant: str, i: int) -> str:
+    return f"{variant}:{i:05d}" if variant else f"{i:05d}"
+
+
+def result_name(task: str, variant: str) -> str:
+    """A result's task label in the scores and tables: the task, or `task:variant` for one of its variants."""
+    return f"{task}:{variant}" if variant else task
 
 
 def _plain(array: np.ndarray):
@@ -69,21 +81,22 @@ class Scorer:
         if list(self.original.sample_ids) != list(self.manifest["sample_id"]):
             raise ValueError(f"{features_path} does not hold the samples of {manifest_path}")
         self.reference_outputs = reference_outputs
-        self._references = None
+        self._references: dict[str, list] = {}
+        self.variants = self.task.variants(self.original.attrs) or {"": {}}
         # what the quantizer alone loses on a coded point (coding.quantization_errors; the score jobs of coded
         # points pass it, so the uncompressed scores do not depend on the pre-processing), and its cache
         self._quantization_errors, self._quantization = quantization_errors, {}
 
-    def references(self, outputs: list | None) -> list:
+    def references(self, outputs: list | None, variant: str = "") -> list:
         if self.reference == "ground_truth":
             return self.task.ground_truth(self.manifest)
         if outputs is not None:  # the uncompressed features' own outputs
             return outputs
-        if self._references is None:
+        if variant not in self._references:
             if self.reference_outputs is None:
                 raise ValueError("reference is uncompressed but no outputs of the uncompressed features were given")
-            self._references = load_outputs(self.reference_outputs, self.manifest["sample_id"])
-        return self._references
+            self._references[variant] = load_outputs(self.reference_outputs, self.manifest["sample_id"], variant)
+        return self._references[variant]
 
     def score(
         self,
@@ -91,28 +104,61 @@ class Scorer:
         bitstream_dirs: Sequence[str | Path] = (),
         codec: str = ORIGINAL,
         point: str = ORIGINAL,
-    ) -> tuple[dict, pd.DataFrame, list]:
-        """The scores record, per-sample table and per-sample outputs of one point (its reconstruction's stores,
-        one per code job, and their bitstream folders), or of the uncompressed features when none are given."""
+    ) -> tuple[list[dict], pd.DataFrame, dict[str, list]]:
+        """The scores records (one per variant of the task, `Task.variants`; one for most tasks), per-sample
+        table (a row per sample and variant) and per-sample outputs (by variant) of one point (its
+        reconstruction's stores, one per code job, and their bitstream folders), or of the uncompressed features
+        when none are given."""
         store = StoreShards(reconstructed) if reconstructed else self.original
-        samples = (self.task.head_input(store.sample(i)) for i in range(len(store)))
-        outputs = self.task.head_outputs(self.head, samples, self.original.attrs)
-        value, rows = self.task.compare(outputs, self.references(None if reconstructed else outputs))
-        table = pd.DataFrame(rows)
-        table.insert(0, "sample_id", list(self.manifest["sample_id"]))
+        records, tables, outputs = [], [], {}
+        rates = self._rates(store, bitstream_dirs) if reconstructed else None
+        for variant, options in self.variants.items():
+            self.task.set_metric_options({**self.metric_options, **options})
+            samples = (self.task.head_input(store.sample(i)) for i in range(len(store)))
+            outputs[variant] = self.task.head_outputs(self.head, samples, self.original.attrs)
+            references = self.references(None if reconstructed else outputs[variant], variant)
+            value, rows = self.task.compare(outputs[variant], references)
+            table = pd.DataFrame(rows)
+            table.insert(0, "sample_id", list(self.manifest["sample_id"]))
+            if variant:
+                table.insert(1, "variant", variant)
+            record, table = self._record(table, rates, codec, point, value)
+            records.append({**record, "task": result_name(self.task_name, variant)})
+            tables.append(table)
+        self.task.set_metric_options(self.metric_options)
+        if reconstructed:
+            for record in records:
+                record["codec_version"] = store.attrs.get("codec_version", "")
+        return records, pd.concat(tables, ignore_index=True), outputs
+
+    def _rates(self, store, bitstream_dirs: Sequence[str | Path]) -> tuple[pd.DataFrame, list]:
+        """Per-sample errors, quantization errors and rates of a point, and its sidecars."""
+        items = read_sidecars(bitstream_dirs)
+        sidecars = [record for _, record in items]
+        quantization = (
+            self._quantization_errors(self.original, sidecars, self._quantization)
+            if self._quantization_errors
+            else pd.DataFrame({"quant_mse": [float("nan")] * len(sidecars)})
+        )
+        rates = pd.DataFrame(rate(bitstream_dirs, items)).drop(columns=["sample_index", "feature_points"])
+        return pd.concat([feature_errors(self.original, store), quantization, rates], axis=1), sidecars
+
+    def _record(self, table: pd.DataFrame, rates, codec: str, point: str, value: float) -> tuple[dict, pd.DataFrame]:
+        """The scores record of one result and its per-sample table with the point's rates and errors."""
         means = {"bpfp": UNCOMPRESSED_BPFP, "ebpfp": UNCOMPRESSED_BPFP, "mse": 0.0, "quant_mse": 0.0}
         tensors = {}
-        if reconstructed:
-            items = read_sidecars(bitstream_dirs)
-            sidecars = [record for _, record in items]
-            quantization = (
-                self._quantization_errors(self.original, sidecars, self._quantization)
-                if self._quantization_errors
-                else pd.DataFrame({"quant_mse": [float("nan")] * len(sidecars)})
-            )
-            rates = pd.DataFrame(rate(bitstream_dirs, items)).drop(columns=["sample_index", "feature_points"])
-            table = pd.concat([table, feature_errors(self.original, store), quantization, rates], axis=1)
+        injected = UNCOMPRESSED_BPFP
+        if rates is not None:
+            errors, sidecars = rates
+            table = pd.concat([table, errors], axis=1)
             means = {key: float(table[key].mean()) for key in means}
+            names = self.task.injected_tensors(self.original.attrs)
+            if names is None:
+                injected = means["bpfp"]
+            else:  # each sample's bits of the injected tensors over their points, averaged as BPFP is
+                points = [sum(t.feature_points for t in s.tensors if t.name in names) for s in sidecars]
+                bits = table[[f"bits.{n}" for n in names]].sum(axis=1).to_numpy(dtype=float)
+                injected = float(np.mean(bits / np.asarray(points, dtype=float)))
             tensors = {
                 t.name: {
                     "dtype": t.feature_dtype,
@@ -128,6 +174,7 @@ class Scorer:
             "codec": codec,
             "point": point,
             **means,
+            "bpfp_injected": injected,
             **({"tensors": tensors} if tensors else {}),
             "metric": self.task.metric,
             "value": value,
@@ -136,6 +183,4 @@ class Scorer:
             "reference": self.reference,
             **({"metric_options": self.metric_options} if self.metric_options else {}),
         }
-        if reconstructed:
-            scores["codec_version"] = store.attrs.get("codec_version", "")
-        return scores, table, outputs
+        return scores, table

@@ -13,14 +13,14 @@ from pathlib import Path
 
 from lamofc_lib.codecs import REGISTRY
 from lamofc_lib.coding import shard_samples, shards
-from lamofc_lib.config import HYBRID, codec_kind, points, pretrained_file
+from lamofc_lib.config import HYBRID, codec_kind, codes, points, pretrained_file
 from lamofc_lib.store import FeatureStore
 
 RESULTS = "results"
 # Codec settings that change how fast a point is coded, not what: left out of the jobs' params, so changing
 # them reruns nothing (points: adding one runs only its jobs; training and generalizability reach the jobs
 # through the model files).
-NOT_CODING = ("points", "threads", "resources", "training", "generalizability", "device", "timeout")
+NOT_CODING = ("points", "threads", "resources", "training", "generalizability", "device", "timeout", "tasks")
 
 
 def codec_name(label: str) -> str:
@@ -93,7 +93,9 @@ def model_path(config: Mapping, task: str, label: str, point: str) -> str:
 
 def label_points(config: Mapping, task: str, label: str) -> list[str]:
     """The operating points a codec label codes on `task` (a model applied to another task: the points of the
-    task it was trained on)."""
+    task it was trained on); none on a task the codec does not code (codecs.<codec>.tasks)."""
+    if not codes(config, codec_name(label), task):
+        return []
     return points(config, codec_name(label), trained_on(task, label))
 
 

@@ -724,3 +724,22 @@ def test_the_paper_config_holds_lamofcbench_universal_codecs_on_its_lambda_grid(
     assert {(t, c) for t in raw["run"]["tasks"] for c in ("hyperprior_u@hybrid", "elic@hybrid")} <= labels
     assert (config["codecs"]["elic"]["N"], config["codecs"]["elic"]["M"]) == (192, 320)
     assert (config["codecs"]["hyperprior_u"]["N"], config["codecs"]["hyperprior_u"]["M"]) == (128, 192)
+
+
+def test_a_codec_may_code_some_tasks_only(raw):
+    """codecs.<codec>.tasks: its points, models and frames are those of the tasks it names; a universal codec
+    codes every task; a codec naming none of run.tasks is refused."""
+    from lamofc_lib import workflow as wf
+
+    raw["codecs"]["vvenc"]["tasks"] = ["cls", "seg"]
+    config = validate(copy.deepcopy(raw), check_paths=False)
+    coded = {(t, c) for t, c, _ in wf.coded_points(config)}
+    assert {t for t, c in coded if c == "vvenc"} == {"cls", "seg"}
+    assert {t for t, c in coded if c == "elic@hybrid"} == set(raw["run"]["tasks"])
+    assert "tasks" not in wf.codec_settings(config, "vvenc")  # which tasks it codes reruns no code job
+    raw["codecs"]["vvenc"]["tasks"] = ["cls"]
+    raw["run"]["tasks"] = ["seg", "csr"]
+    assert "codecs.vvenc.tasks: it codes ['cls'], none of run.tasks (seg, csr)" in _error(raw, check_paths=False)
+    raw["codecs"]["vvenc"].pop("tasks")
+    raw["codecs"]["elic"]["tasks"] = ["seg"]
+    assert "codecs.elic.tasks: a universal codec codes every task" in _error(raw, check_paths=False)

@@ -132,3 +132,26 @@ def test_an_image_folder_lists_its_classes_sorted_with_the_references_sample_ids
     assert list(table["sample_id"]) == ["n01-c", "n02-a", "n02-b"]
     assert list(table["label"]) == ["0", "1", "1"]
     assert isinstance(table, pd.DataFrame)
+
+
+def test_each_split_block_put_back_on_its_own_is_a_result_of_its_own(cls_run):
+    """As the reference's --skip_layer runs: the uncompressed features give two results, dinov3_in1k:layer.1 and
+    :layer.3, each scored against its own uncompressed outputs; `inject` names the blocks instead (one result)."""
+    from lamofc_lib.scoring import Scorer, load_outputs, save_outputs
+
+    task, manifest, folder = cls_run
+    manifest.to_csv(folder / "manifest.csv", index=False)
+    scorer = Scorer("dinov3_in1k", folder / "manifest.csv", folder / "features.zarr", folder / "head.pt",
+                    "uncompressed", metric_options={"inject": None, "class_subset": None})  # fmt: skip
+    records, table, outputs = scorer.score()
+    assert [r["task"] for r in records] == ["dinov3_in1k:layer.1", "dinov3_in1k:layer.3"]
+    assert [r["value"] for r in records] == [100.0, 100.0] and [r["bpfp_injected"] for r in records] == [32.0] * 2
+    assert list(table["variant"]) == ["layer.1"] * 3 + ["layer.3"] * 3
+    plain = [str(int(np.argmax(x))) for x in _plain_logits(manifest, folder / "head.pt")]
+    assert outputs["layer.3"] == plain  # block 3's tensor alone: the plain forward pass's predictions
+    save_outputs(folder / "outputs.npz", manifest["sample_id"], outputs)
+    assert load_outputs(folder / "outputs.npz", manifest["sample_id"], "layer.1") == outputs["layer.1"]
+    one = Scorer("dinov3_in1k", folder / "manifest.csv", folder / "features.zarr", folder / "head.pt",
+                 "uncompressed", metric_options={"inject": [2], "class_subset": None})  # fmt: skip
+    (record,), _, _ = one.score()
+    assert record["task"] == "dinov3_in1k"

@@ -38,12 +38,23 @@ ANCHOR = [(0.1, 50.0), (0.2, 60.0), (0.4, 68.0), (0.8, 72.0)]
 # --- BD-rate ------------------------------------------------------------------------------------------------------
 
 
+def test_a_task_the_anchor_does_not_code_gets_undefined_bd_numbers_naming_why():
+    """A codec may code some tasks only (codecs.<codec>.tasks): a task without the anchor's points keeps its
+    codecs' rows, their BD numbers NaN with the reason."""
+    table = _table(_rows("cls", "vvenc", ANCHOR), _rows("cls", "elic", ANCHOR), _rows("bench", "elic", ANCHOR))
+    bd = analysis.bd_table(table, "vvenc")
+    assert bd[bd["task"] == "cls"]["bd_rate"].iloc[0] == pytest.approx(0.0, abs=1e-9)
+    row = bd[bd["task"] == "bench"].iloc[0]
+    assert row["codec"] == "elic" and math.isnan(row["bd_rate"]) and math.isnan(row["bd_metric"])
+    assert row["note"] == "the anchor vvenc does not code bench" and row["anchor_points"] == 0
+
+
 @pytest.mark.parametrize("method", ["pchip", "akima", "cubic"])
 def test_identical_curves_give_a_bd_rate_and_bd_metric_of_zero(method):
     table = _table(_rows("cls", "vvenc", ANCHOR), _rows("cls", "other", ANCHOR))
     bd = analysis.bd_table(table, "vvenc", method)
     assert list(bd["codec"]) == ["other"] and bd["note"].iloc[0] == ""
-    assert bd["bd_rate"].iloc[0] == pytest.approx(0.0, abs=1e-9)
+    assert bd[bd["task"] == "cls"]["bd_rate"].iloc[0] == pytest.approx(0.0, abs=1e-9)
     assert bd["bd_metric"].iloc[0] == pytest.approx(0.0, abs=1e-9)
 
 

@@ -12,7 +12,7 @@ from lamofc_lib.tasks import get_task
 
 def test_outputs_round_trip_labels_and_arrays(tmp_path):
     outputs = ["B", "<token 7>", np.arange(6, dtype=np.uint8).reshape(2, 3)]
-    save_outputs(tmp_path / "o.npz", ["a", "b", "c"], outputs)
+    save_outputs(tmp_path / "o.npz", ["a", "b", "c"], {"": outputs})
     back = load_outputs(tmp_path / "o.npz", ["a", "b", "c"])
     assert back[:2] == ["B", "<token 7>"]
     np.testing.assert_array_equal(back[2], outputs[2])
@@ -20,9 +20,11 @@ def test_outputs_round_trip_labels_and_arrays(tmp_path):
 
 
 def test_outputs_of_other_samples_are_refused(tmp_path):
-    save_outputs(tmp_path / "o.npz", ["a", "b"], ["A", "B"])
+    save_outputs(tmp_path / "o.npz", ["a", "b"], {"": ["A", "B"]})
     with pytest.raises(ValueError, match="other samples"):
         load_outputs(tmp_path / "o.npz", ["a", "c"])
+    with pytest.raises(ValueError, match="no outputs of variant 'layer.9'"):
+        load_outputs(tmp_path / "o.npz", ["a", "b"], "layer.9")
 
 
 def test_label_tasks_compare_exact_matches():

@@ -243,6 +243,17 @@ class Task(ABC):
         for key, value in options.items():
             setattr(self, key, value)
 
+    def variants(self, attrs: Mapping) -> dict[str, dict]:
+        """The results a point gives besides one: variant name -> the metric options that make it (e.g. the
+        DINOv3 classifiers' `layer.9` and `layer.39`, each block's tensor put back on its own, as LaMoFCBench
+        scores them). Empty (the default): one result. `attrs`: the uncompressed store's attributes."""
+        return {}
+
+    def injected_tensors(self, attrs: Mapping) -> list[str] | None:
+        """The tensors the current metric options put back into the model (the rate over them is reported beside
+        the whole sample's, as `bpfp_injected`); None: every tensor."""
+        return None
+
     def reference_stem(self, sample_id: str) -> str:
         """The file stem of a sample's feature in the reference implementation's feature folders."""
         return sample_id

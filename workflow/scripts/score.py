@@ -37,9 +37,11 @@ for entry, scores_file, predictions_file in zip(params.labels, output.scores, ou
         shards = slice(start, start + entry["shards"])
         start += entry["shards"]
         scores, table, _ = scorer.score(reconstructed[shards], bitstreams[shards], entry["label"], point)
-        records.append(scores)
+        records.extend(scores)  # one per variant of the task (Task.variants)
         tables.append(table.assign(point=point))
         log.info("%s", scores)
+    # a run.codecs label that does not code the task (codecs.<codec>.tasks) has no points: empty files
+    predictions = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["sample_id", "point"])
     with atomic_path(predictions_file) as tmp:
-        pd.concat(tables, ignore_index=True).to_csv(tmp, index=False)
+        predictions.to_csv(tmp, index=False)
     write_json(scores_file, records)

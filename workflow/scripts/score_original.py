@@ -23,6 +23,6 @@ scorer = Scorer(
 scores, table, outputs = scorer.score()
 with atomic_path(snakemake.output.predictions) as tmp:
     table.to_csv(tmp, index=False)
-save_outputs(snakemake.output.outputs, table["sample_id"], outputs)
-write_json(snakemake.output.scores, scores)
+save_outputs(snakemake.output.outputs, scorer.manifest["sample_id"], outputs)
+write_json(snakemake.output.scores, scores if len(scores) > 1 else scores[0])  # a list: one per variant
 log.info("%s", scores)

@@ -12,10 +12,10 @@ As the reference (machine/cvu/dinov3cls.py):
 - ImageNet-A and -R score the 200 columns of their classes (`class_subset`); the prediction is the index among
   them, as the label is the index of the image's class folder among the subset's sorted folders.
 
-The reference scores each split block on its own (`--skip_layer`: two results per data set); here `inject` names
-the blocks whose tensors re-enter (default: every split block, which gives the last block's result, as the
-blocks after the first split are overwritten at the next). The whole file (every split tensor) is coded and
-counted in BPFP, as the reference reports it.
+As the reference (`--skip_layer`), each split block's tensor is put back on its own: two results per data set,
+the variants `layer.9` and `layer.39` (the tables' task `dinov3_in1k:layer.9`, ...). `inject` names the blocks
+instead (one result). The whole file (every split tensor) is coded and counted in BPFP, as the reference reports
+it; `bpfp_injected` is the rate of the tensors put back.
 
 At scoring the backbone runs on a blank image of the input's size: everything after the first injected block
 depends on the pixels only through the injected tensor (the rotary position embeddings depend on the input's
@@ -236,6 +236,25 @@ class Dinov3Classification(Task):
     def head_input(self, sample: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
         return sample
 
+    def variants(self, attrs: Mapping) -> dict[str, dict]:
+        """Each split block's tensor put back on its own (the reference's two results per data set), unless
+        `inject` names the blocks."""
+        blocks = list(attrs["split"]["blocks"])
+        if self.inject is not None or len(blocks) < 2:
+            return {}
+        return {f"layer.{b}": {"inject": [b + 1]} for b in blocks}
+
+    def _chosen(self, attrs: Mapping) -> list[int]:
+        blocks = list(attrs["split"]["blocks"])
+        chosen = blocks if self.inject is None else sorted(b - 1 for b in self.inject)
+        missing = sorted(set(chosen) - set(blocks))
+        if missing:
+            raise ValueError(f"tasks.{self.name}.inject: blocks {[b + 1 for b in missing]} are not split blocks")
+        return chosen
+
+    def injected_tensors(self, attrs: Mapping) -> list[str]:
+        return [f"layer.{b}.0" for b in self._chosen(attrs)]
+
     def logits(self, head: Path, features: Iterable[Mapping[str, np.ndarray]], attrs: Mapping) -> list[np.ndarray]:
         """The classifier's logits with the `inject` blocks' tensors of each sample put back into the backbone."""
         import torch
@@ -243,11 +262,7 @@ class Dinov3Classification(Task):
         from lamofc_lib.reinjection import injected, join_items
         from lamofc_lib.tasks.lamofcbench.vision.dinov3 import load_dinov3, split_points
 
-        blocks = list(attrs["split"]["blocks"])
-        chosen = blocks if self.inject is None else sorted(b - 1 for b in self.inject)
-        missing = sorted(set(chosen) - set(blocks))
-        if missing:
-            raise ValueError(f"tasks.{self.name}.inject: blocks {[b + 1 for b in missing]} are not split blocks")
+        chosen = self._chosen(attrs)
         net = load_dinov3(attrs["model"], self.device)
         state = torch.load(head, map_location=self.device, weights_only=True)
         resolution = int(attrs["extraction"]["resolution"])
