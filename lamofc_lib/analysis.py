@@ -38,7 +38,10 @@ def rate_accuracy_table(scores: Iterable[Mapping], summaries: Iterable[Mapping] 
     """One row per task x codec x point from the scores records, originals first, points in rate order, with the
     accuracy drop against the task's uncompressed metric (see `accuracy_drops`) and, from the selection
     summaries, the task's samples kept and candidates."""
-    table = pd.DataFrame([{k: s[k] for k in COLUMNS} for s in scores], columns=COLUMNS)
+    # scores written before bpfp_injected existed put every tensor back: their bpfp
+    table = pd.DataFrame(
+        [{k: s.get(k, s["bpfp"]) if k == "bpfp_injected" else s[k] for k in COLUMNS} for s in scores], columns=COLUMNS
+    )
     if table.empty:
         raise ValueError("no scores to tabulate")
     table["point"] = table["point"].astype(str)
@@ -132,7 +135,7 @@ def rate_accuracy_markdown(
             lines += [f"Metric {rows['metric'].iloc[0]}, {REFERENCE_NOTES[references[task]]}.", ""]
         if selections and base in selections:
             lines += [selection_note(selections[base], (references or {}).get(task)), ""]
-        injected = bool((rows["bpfp_injected"] != rows["bpfp"]).any())  # part of each sample goes back in
+        injected = "bpfp_injected" in rows and bool((rows["bpfp_injected"] != rows["bpfp"]).any())
         if injected:
             lines += ["bpfp covers every coded tensor (as LaMoFCBench reports it), bpfp injected those put back.", ""]
         lines += [

@@ -69,6 +69,8 @@ def _task_rows(table: pd.DataFrame, task: str) -> pd.DataFrame:
     """The rows of a task and of its variants' results (`task:variant`), each with its curve's name: the codec,
     or `codec variant`."""
     rows = table[table["task"].str.split(":").str[0] == task]
+    if rows.empty:
+        return rows.assign(curve=[])
     variant = rows["task"].str.partition(":")[2]
     return rows.assign(curve=np.where(variant == "", rows["codec"], rows["codec"] + " " + variant))
 

@@ -164,8 +164,8 @@ def _scores():
 def test_rate_accuracy_table_order_and_columns():
     table = rate_accuracy_table(_scores())
     assert list(table.columns) == [
-        "task", "codec", "point", "bpfp", "ebpfp", "mse", "quant_mse", "metric", "value", "higher_is_better",
-        "accuracy_drop",
+        "task", "codec", "point", "bpfp", "ebpfp", "bpfp_injected", "mse", "quant_mse", "metric", "value",
+        "higher_is_better", "accuracy_drop",
     ]  # fmt: skip
     assert list(table.index) == list(range(8))
     assert list(zip(table["task"], table["codec"], table["point"], strict=True)) == [

@@ -37,7 +37,7 @@ def _error(raw: dict, **kwargs) -> str:
 
 def test_demo_config_validates_and_fills_defaults(raw):
     config = validate(raw)
-    assert config["run"]["tasks"] == ["cls", "seg", "dpt", "csr", "tti"]
+    assert config["run"]["tasks"] == ["cls", "seg", "dpt", "csr", "tti", "dinov3_in1k"]
     assert config["run"]["device"] == "cpu"  # given in demo.yaml
     vvenc = config["codecs"]["vvenc"]
     assert vvenc["bit_depth"] == 10
@@ -83,7 +83,7 @@ def test_the_order_of_a_configs_keys_does_not_count(raw):
     one, other = validate(raw), validate(reversed_keys(raw))
     assert list(key_orders(one)) == list(key_orders(other))  # same text in every job's params
     assert all(keys == sorted(keys) for _, keys in key_orders(one))
-    assert one["run"]["tasks"] == ["cls", "seg", "dpt", "csr", "tti"]  # lists keep their order
+    assert one["run"]["tasks"] == ["cls", "seg", "dpt", "csr", "tti", "dinov3_in1k"]  # lists keep their order
 
 
 def test_numbers_given_as_text_are_read_where_the_schema_takes_numbers(raw):
@@ -275,6 +275,8 @@ def _toy_block(raw) -> dict:
 def _with_toy_everywhere(raw) -> dict:
     raw["tasks"]["toy"] = _toy_block(raw)
     raw["run"]["tasks"] = ["toy"]
+    for codec in ("vvenc", "hyperprior"):  # the demo runs them on LaMoFC's tasks alone
+        raw["codecs"][codec].pop("tasks")
     raw["run"]["codecs"] = ["vvenc", "hyperprior"]
     learned = raw["codecs"]["hyperprior"]
     learned["points"]["toy"] = [0.01]
@@ -362,6 +364,8 @@ def test_a_registered_codec_is_named_by_its_class(raw, monkeypatch):
     class Toy(CODECS["vvenc"]):
         name = "toyc"
         settings_schema = "vvenc"
+
+    raw["run"]["tasks"] = ["cls", "seg", "dpt", "csr", "tti"]  # LaMoFC's, with their VVC truncation profile
 
     raw["codecs"]["toyc"] = {"points": [30], "truncation": "vvc", "preset": "fast"}
     raw["codecs"]["toyc_2"] = {"codec": "toyc", "points": [32], "truncation": "vvc"}

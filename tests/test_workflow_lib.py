@@ -142,6 +142,9 @@ def test_a_scripts_code_is_the_closure_of_its_imports_for_the_task_it_runs():
         "dpt": "lamofc_lib.tasks.lamofc.dpt",
         "csr": "lamofc_lib.tasks.lamofc.csr",
         "tti": "lamofc_lib.tasks.lamofc.tti",
+        **dict.fromkeys(
+            ["dinov3_in1k", "dinov3_in_a", "dinov3_in_r"], "lamofc_lib.tasks.lamofcbench.vision.classification"
+        ),
     }
 
 

@@ -34,7 +34,6 @@ import pandas as pd
 from lamofc_lib.sources.base import Source
 from lamofc_lib.sources.images import IMAGE_SUFFIXES, SkImage, load_image
 from lamofc_lib.sources.manifest import COLUMNS, SourceError
-from lamofc_lib.store import TensorLayout
 from lamofc_lib.tasks.base import Task, TensorExtraction, TensorsLayout, load_head_file, split_layers
 
 RESOLUTION = 512
@@ -159,6 +158,7 @@ class Dinov3Classification(Task):
         return check_blocks([b - 1 for b in split_layers(split)], config, f"tasks.{self.name}.split")
 
     def layout(self, manifest: pd.DataFrame, model: Mapping, split) -> TensorsLayout:
+        from lamofc_lib.store import TensorLayout
         from lamofc_lib.tasks.lamofcbench.vision.dinov3 import dinov3_config, tokens
 
         config = dinov3_config(model)
