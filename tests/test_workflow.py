@@ -111,10 +111,11 @@ def test_demo_writes_tables_and_figures(demo_run):
     workdir, config = demo_run
     table = pd.read_csv(workdir / "results/tables/rate_accuracy.csv", dtype={"point": str})
     assert list(table.columns) == [
-        "task", "codec", "point", "bpfp", "ebpfp", "mse", "quant_mse", "metric", "value", "higher_is_better",
-        "accuracy_drop", "samples", "candidates",
+        "task", "codec", "point", "bpfp", "ebpfp", "bpfp_injected", "mse", "quant_mse", "metric", "value",
+        "higher_is_better", "accuracy_drop", "samples", "candidates",
     ]  # fmt: skip
     tasks = ("cls", "csr", "dpt", "seg", "tti")
+    variants = ("dinov3_in1k:layer.1", "dinov3_in1k:layer.3")  # LaMoFCBench's, coded by the universal codecs
     lambdas = {task: [format_point(v) for v in config["codecs"]["hyperprior"]["points"][task]] for task in tasks}
     universal = [
         (f"{c}@hybrid", format_point(v))
@@ -122,23 +123,30 @@ def test_demo_writes_tables_and_figures(demo_run):
         for v in config["codecs"][c]["points"]["hybrid"]
     ]
     assert sorted(zip(table.task, table.codec, table.point, strict=True)) == sorted(
-        (task, codec, point)
-        for task in tasks
-        for codec, point in [("original", "original"), ("vvenc", "32"), ("vvenc", "42")]
-        + [("hyperprior", lam) for lam in lambdas[task]]
-        + universal
+        [
+            (task, codec, point)
+            for task in tasks
+            for codec, point in [("original", "original"), ("vvenc", "32"), ("vvenc", "42")]
+            + [("hyperprior", lam) for lam in lambdas[task]]
+            + universal
+        ]
+        + [(task, codec, point) for task in variants for codec, point in [("original", "original"), *universal]]
     )
     original = table[table.codec == "original"].set_index("task")
     assert (original.bpfp == 32).all() and (original.mse == 0).all()
     # Every demo task scores against the uncompressed model's outputs: 100 % agreement, 0 m depth error, FID 0.
-    assert original.value.to_dict() == pytest.approx({"cls": 100, "csr": 100, "dpt": 0, "seg": 100, "tti": 0}, abs=1e-6)
+    expected = {"cls": 100, "csr": 100, "dpt": 0, "seg": 100, "tti": 0, **dict.fromkeys(variants, 100)}
+    assert original.value.to_dict() == pytest.approx(expected, abs=1e-6)
     assert dict(zip(table.task, table.metric, strict=True)) == {
         "cls": "top1",
         "csr": "accuracy",
         "dpt": "rmse",
         "seg": "miou",
         "tti": "fid",
+        **dict.fromkeys(variants, "top1"),
     }
+    lamofc = table[table.task.isin(tasks)]
+    assert (lamofc.bpfp_injected == lamofc.bpfp).all()  # every tensor of theirs goes back into the head
     for task in tasks:
         coded = table[(table.task == task) & (table.codec == "vvenc")].set_index("point")
         assert coded.loc["42", "bpfp"] < coded.loc["32", "bpfp"]
@@ -331,6 +339,30 @@ TABLES = {
     "provenance": 1,
     "all": 1,
 }
+
+
+@pytest.mark.e2e
+def test_demo_scores_each_dinov3_split_block_on_its_own_with_its_own_rate(demo_run):
+    """dinov3_in1k's two results per point share the whole file's rate (both tensors coded, as LaMoFCBench reports
+    it); each one's bpfp_injected is its own tensor's rate, as the per-tensor table gives it."""
+    workdir, _ = demo_run
+    table = pd.read_csv(workdir / "results/tables/rate_accuracy.csv", dtype={"point": str})
+    tensors = pd.read_csv(workdir / "results/tables/tensors.csv", dtype={"point": str})
+    coded = table[table.task.str.startswith("dinov3_in1k:") & (table.codec != "original")]
+    assert len(coded) == 8
+    for (codec, point), rows in coded.groupby(["codec", "point"]):
+        assert rows.bpfp.nunique() == 1
+        own = tensors[(tensors.task == "dinov3_in1k") & (tensors.codec == codec) & (tensors.point == point)]
+        assert sorted(own.tensor) == ["layer.1.0", "layer.3.0"] and set(own.dtype) == {"float32"}
+        for row in rows.itertuples():
+            block = row.task.rsplit(".", 1)[1]
+            assert row.bpfp_injected == pytest.approx(float(own[own.tensor == f"layer.{block}.0"].bpfp.iloc[0]))
+    predictions = pd.read_csv(workdir / "results/dinov3_in1k/original/predictions.csv")
+    assert sorted(set(predictions.variant)) == ["layer.1", "layer.3"]
+    assert (workdir / "results/figures/dinov3_in1k_rate_accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # VVenC codes LaMoFC's tasks alone: the task's one score job (run.score_jobs: task) leaves its label empty
+    assert json.loads((workdir / "results/dinov3_in1k/vvenc/scores.json").read_text()) == []
+    assert not list((workdir / "results/dinov3_in1k/vvenc").glob("*/bitstreams"))
 
 
 @pytest.mark.e2e
