@@ -99,7 +99,7 @@ def _import_zst(task, folder: Path, manifest: pd.DataFrame, layout, out: str | P
     from lamofc_lib.lamofcbench_files import import_zst_features
     from lamofc_lib.store import FeatureStore
 
-    import_zst_features(folder, list(manifest["sample_id"]), out, attrs=layout.attrs)
+    import_zst_features(folder, list(manifest["sample_id"]), out, attrs=layout.attrs, rename=task.import_tensors)
     store = FeatureStore(out)
     problem = None
     if sorted(store.tensors) != sorted(layout.tensors):

@@ -58,7 +58,7 @@ import io
 import math
 import pickle
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -183,8 +183,9 @@ def _checked_tensor(path: Path, name: str, t: torch.Tensor) -> torch.Tensor:
     return t.detach()
 
 
-def _read(path: Path) -> _Sample:
-    """A file's named tensors and metadata, every check applied."""
+def _read(path: Path, rename: Callable | None = None) -> _Sample:
+    """A file's named tensors and metadata, every check applied; `rename` (a task's `import_tensors`) maps each
+    tensor to the task's own tensors."""
     obj = _load(path)
     found, leaves = {}, {}
     if isinstance(obj, dict) and set(obj) == WRAPPER:
@@ -206,6 +207,14 @@ def _read(path: Path) -> _Sample:
                 f"feature file {path}: {_where(tensors[name][0])} and {_where(key)} both give the tensor name '{name}'"
             )
         tensors[name] = (key, _checked_tensor(path, name, t))
+    if rename is not None:
+        renamed: dict[str, tuple[Key, torch.Tensor]] = {}
+        for name, (key, t) in tensors.items():
+            for new, value in rename(name, t).items():
+                if new in renamed:
+                    raise FeatureFileError(f"feature file {path}: two tensors give the task's tensor '{new}'")
+                renamed[new] = (key, value)
+        tensors = renamed
     metadata = {".".join(map(str, k)): _metadata_value(v) for k, v in leaves.items()}
     return _Sample(tensors, metadata)
 
@@ -256,10 +265,16 @@ def _differences(ref: dict, got: dict) -> str:
 
 
 def import_zst_features(
-    folder: str | Path, sample_ids: Sequence[str], out: str | Path, attrs: Mapping | None = None
+    folder: str | Path,
+    sample_ids: Sequence[str],
+    out: str | Path,
+    attrs: Mapping | None = None,
+    rename: Callable | None = None,
 ) -> None:
     """Write the `.zst` feature files of `sample_ids` (`<folder>/<sample id>.zst`, in this order: the
-    manifest's) to a new feature store at `out`, with `attrs` added to the store's attributes."""
+    manifest's) to a new feature store at `out`, with `attrs` added to the store's attributes. `rename(name,
+    tensor)` gives the tensors a task makes of each file tensor (`Task.import_tensors`: the DINOv3 scenarios
+    take the reference's `layer.9` or older `segmentation_model.0.backbone.blocks.9` batch as `layer.9.0`, ...)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FeatureFileError(f"feature folder {folder} does not exist")
@@ -276,7 +291,7 @@ def import_zst_features(
     for sid, path in zip(sample_ids, paths, strict=True):
         if not path.is_file():
             raise FeatureFileError(f"feature file {path} does not exist (sample {sid} of the manifest)")
-        sample = _read(path)
+        sample = _read(path, rename)
         signature = {name: (key, t.ndim, FEATURE_DTYPES[t.dtype]) for name, (key, t) in sample.tensors.items()}
         if first is None:
             first = (path, signature)
@@ -306,7 +321,7 @@ def import_zst_features(
 
     def samples() -> Iterator[dict[str, np.ndarray]]:
         for path in paths:
-            yield {name: _array(t) for name, (_, t) in _read(path).tensors.items()}
+            yield {name: _array(t) for name, (_, t) in _read(path, rename).tensors.items()}
 
     store_attrs = {
         **(attrs or {}),

@@ -155,3 +155,31 @@ def test_each_split_block_put_back_on_its_own_is_a_result_of_its_own(cls_run):
                  "uncompressed", metric_options={"inject": [2], "class_subset": None})  # fmt: skip
     (record,), _, _ = one.score()
     assert record["task"] == "dinov3_in1k"
+
+
+@pytest.mark.parametrize("keys", ["layer.{b}", "segmentation_model.0.backbone.blocks.{b}"])
+def test_released_zst_files_import_as_the_scenarios_tensors_under_either_key_naming(cls_run, tmp_path, keys):
+    """LaMoFCBench's classification files hold each level as a (1, T, D) batch under `layer.9` (its coder's name)
+    or `segmentation_model.0.backbone.blocks.9` (older files): both import as the tensors the scenario extracts."""
+    import io
+
+    import zstandard
+
+    from lamofc_lib.feature_files import import_features
+
+    task, manifest, folder = cls_run
+    store = FeatureStore(folder / "features.zarr")
+    files = tmp_path / "files"
+    files.mkdir()
+    for i, sid in enumerate(store.sample_ids):
+        levels = {keys.format(b=b): torch.from_numpy(store.read(i, f"layer.{b}.0")[:, 0]) for b in (1, 3)}
+        buffer = io.BytesIO()
+        torch.save(levels, buffer)
+        (files / f"{sid}.zst").write_bytes(zstandard.ZstdCompressor().compress(buffer.getvalue()))
+    import_features(task, files, manifest, TINY, SPLIT, tmp_path / "imported.zarr")
+    imported = FeatureStore(tmp_path / "imported.zarr")
+    assert imported.tensors == store.tensors
+    for name in store.tensors:
+        assert imported.layout(name).shapes == store.layout(name).shapes
+        for i in range(len(store)):
+            np.testing.assert_array_equal(imported.read(i, name), store.read(i, name))

@@ -254,6 +254,11 @@ class Task(ABC):
         the whole sample's, as `bpfp_injected`); None: every tensor."""
         return None
 
+    def import_tensors(self, name: str, tensor) -> dict:
+        """The task's tensors made of one tensor of an imported LaMoFCBench `.zst` file (named by its key path):
+        the tensor itself by default."""
+        return {name: tensor}
+
     def reference_stem(self, sample_id: str) -> str:
         """The file stem of a sample's feature in the reference implementation's feature folders."""
         return sample_id
