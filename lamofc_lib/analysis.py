@@ -357,9 +357,10 @@ def bd_table(table: pd.DataFrame, anchor: str, method: str = "pchip", points: st
     for task, group in coded.groupby("task", sort=True):
         metric, higher = str(group["metric"].iloc[0]), bool(group["higher_is_better"].iloc[0])
         if anchor not in set(group["codec"]):  # a codec may code some tasks only (codecs.<codec>.tasks)
+            why = f"the anchor {anchor} does not code {task}"
             rows += [{"task": task, "codec": codec, "anchor": anchor, "metric": metric, "bd_rate": float("nan"),
                       "bd_metric": float("nan"), "points": int((group["codec"] == codec).sum()), "anchor_points": 0,
-                      "method": method, "note": f"the anchor {anchor} does not code {task}"}
+                      "method": method, "note": f"BD-rate: {why} | BD-metric: {why}"}
                      for codec in sorted(set(group["codec"]))]  # fmt: skip
             continue
         anchor_rows = group[group["codec"] == anchor]

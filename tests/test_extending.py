@@ -85,6 +85,7 @@ def toy_config(codecs: list[str]) -> dict:
     config["tasks"]["toy"] = config["tasks"]["cls"]
     config["run"]["tasks"] = ["toy"]
     config["run"]["codecs"] = ["vvenc", *codecs]
+    config["codecs"]["vvenc"].pop("tasks")  # the demo's VVenC codes LaMoFC's tasks alone
     config["run"]["score_jobs"] = "label"  # one score job per codec: the toy codec's own is asserted
     config["codecs"]["toy"] = {
         "points": {"toy": [0.01, 0.1]},

@@ -46,7 +46,8 @@ def test_a_task_the_anchor_does_not_code_gets_undefined_bd_numbers_naming_why():
     assert bd[bd["task"] == "cls"]["bd_rate"].iloc[0] == pytest.approx(0.0, abs=1e-9)
     row = bd[bd["task"] == "bench"].iloc[0]
     assert row["codec"] == "elic" and math.isnan(row["bd_rate"]) and math.isnan(row["bd_metric"])
-    assert row["note"] == "the anchor vvenc does not code bench" and row["anchor_points"] == 0
+    why = "the anchor vvenc does not code bench"
+    assert row["note"] == f"BD-rate: {why} | BD-metric: {why}" and row["anchor_points"] == 0
 
 
 @pytest.mark.parametrize("method", ["pchip", "akima", "cubic"])
@@ -124,7 +125,8 @@ def test_bd_rate_undefined_cases_give_nan_with_the_reason():
     bd = analysis.bd_table(_table(_rows("cls", "vvenc", ANCHOR), _rows("cls", "same", same)), "vvenc", points="all")
     assert math.isnan(bd["bd_metric"].iloc[0]) and "BD-metric: two points at the same rate" in bd["note"].iloc[0]
     missing = analysis.bd_table(table, "vtm")  # an anchor without points: every row NaN, naming why
-    assert missing["bd_rate"].isna().all() and set(missing["note"]) == {"the anchor vtm does not code cls"}
+    why = "the anchor vtm does not code cls"
+    assert missing["bd_rate"].isna().all() and set(missing["note"]) == {f"BD-rate: {why} | BD-metric: {why}"}
 
 
 # --- accuracy drop, selection counts -----------------------------------------------------------------------------
