@@ -29,16 +29,17 @@ RESIZE = 256
 CROP = 224
 
 
-def image_transform():
+def image_transform(resize: int = RESIZE, crop: int = CROP):
     """The reference's cls transform: torchvision Resize(256) with its default interpolation (bilinear,
-    antialiased on PIL images) on the short side, CenterCrop(224), ToTensor and ImageNet normalisation."""
+    antialiased on PIL images) on the short side, CenterCrop(224), ToTensor and ImageNet normalisation (other
+    sizes: DINOv3's eval transform, 512 and 512)."""
     from torchvision import transforms
 
     return transforms.Compose(
         [
             transforms.ToPILImage(),
-            transforms.Resize(RESIZE, interpolation=transforms.InterpolationMode.BILINEAR),
-            transforms.CenterCrop(CROP),
+            transforms.Resize(resize, interpolation=transforms.InterpolationMode.BILINEAR),
+            transforms.CenterCrop(crop),
             transforms.ToTensor(),
             transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
         ]

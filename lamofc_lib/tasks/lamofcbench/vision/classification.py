@@ -96,20 +96,12 @@ class ImageFolder(Source):
 
 
 def classification_input(image: np.ndarray, resolution: int):
-    """The reference's eval transform: the short side resized to `resolution` (bilinear, antialiased, as
-    torchvision on a PIL image), the centre `resolution` square, ImageNet-normalized: 1 x 3 x R x R."""
-    from torchvision import transforms
+    """The reference's eval transform (LaMoFC's cls transform at other sizes): the short side resized to
+    `resolution` (bilinear, antialiased, as torchvision on a PIL image), the centre `resolution` square,
+    ImageNet-normalized: 1 x 3 x R x R."""
+    from lamofc_lib.tasks.lamofc.cls import image_transform
 
-    from lamofc_lib.tasks.lamofcbench.vision.dinov3 import IMAGENET_MEAN, IMAGENET_STD
-
-    transform = transforms.Compose([
-        transforms.ToPILImage(),
-        transforms.Resize(resolution, interpolation=transforms.InterpolationMode.BILINEAR),
-        transforms.CenterCrop(resolution),
-        transforms.ToTensor(),
-        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])  # fmt: skip
-    return transform(image)[None]
+    return image_transform(resolution, resolution)(image)[None]
 
 
 class Dinov3Classification(Task):

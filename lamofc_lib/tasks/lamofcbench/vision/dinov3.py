@@ -13,13 +13,10 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping, Sequence
 
-import numpy as np
 import torch
 
 from lamofc_lib.tasks.base import model_source, torch_dtype
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 # random_init keys other than the DINOv3ViTConfig fields
 RANDOM_INIT_KEYS = ("seed",)
 
@@ -85,11 +82,3 @@ def tokens(config, height: int, width: int) -> int:
     """Tokens of a height x width input: the class token, the registers and one per patch."""
     patch = int(config.patch_size)
     return 1 + int(config.num_register_tokens) + (height // patch) * (width // patch)
-
-
-def normalize(image: np.ndarray) -> torch.Tensor:
-    """An H x W x 3 uint8 image as a 1 x 3 x H x W float32 tensor in [0, 1], ImageNet-normalized."""
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(255.0)
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    return ((x - mean) / std)[None]
