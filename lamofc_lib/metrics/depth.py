@@ -113,3 +113,79 @@ class DepthErrors:
         if not self.per_image:
             raise ValueError("dataset RMSE of no images")
         return float(np.mean(self.per_image))
+
+
+# LaMoFCBench's depth scenario (DINOv3's depth evaluation, as machine/cvu/dinov3dep.py runs it): each image's
+# prediction aligned to its ground truth by least squares, then ten metrics per image, averaged over images with
+# nanmean. The order is DINOv3's DEPTH_METRICS.
+DEPTH_METRICS = ("a1", "a2", "a3", "abs_rel", "rmse", "log_10", "rmse_log", "silog", "sq_rel", "mae")
+
+
+def eigen_crop_floor(shape: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The Eigen crop (y1, y2, x1, x2) of a map of `shape` as LaMoFCBench's depth evaluation scales it: each edge
+    int(edge / 480 * H) or int(edge / 640 * W), truncated (rows 45:471, columns 41:601 at 480 x 640)."""
+    h, w = (int(v) for v in shape)
+    (eh, ew), (y1, y2, x1, x2) = EIGEN_SHAPE, EIGEN_CROP
+    return int(y1 / eh * h), int(y2 / eh * h), int(x1 / ew * w), int(x2 / ew * w)
+
+
+def benchmark_valid_mask(target: np.ndarray, eigen_crop: bool = True) -> np.ndarray:
+    """LaMoFCBench's valid pixels of a ground-truth map: min < depth < max (depths at or beyond either limit are
+    set to 0 and 0 is ignored), inside `eigen_crop_floor` unless `eigen_crop` is False."""
+    target = np.asarray(target)
+    if target.ndim != 2:
+        raise ValueError(f"a depth map must be H x W, got shape {target.shape}")
+    with np.errstate(invalid="ignore"):
+        valid = (target > MIN_DEPTH) & (target < MAX_DEPTH)
+    if eigen_crop:
+        y1, y2, x1, x2 = eigen_crop_floor(target.shape)
+        crop = np.zeros(target.shape, dtype=bool)
+        crop[y1:y2, x1:x2] = True
+        valid &= crop
+    return valid
+
+
+def align_least_squares(
+    prediction: np.ndarray, target: np.ndarray, valid: np.ndarray
+) -> tuple[np.ndarray, float, float]:
+    """The prediction scaled and shifted to the target: (scale, shift) minimise the squared error over the valid
+    pixels (an ordinary least-squares fit of target = scale * prediction + shift, as Marigold's and DINOv3's
+    `align_depth_least_square`). Returns the aligned map (float64), scale and shift."""
+    prediction = np.asarray(prediction, dtype=np.float64)
+    target = np.asarray(target, dtype=np.float64)
+    if prediction.shape != target.shape or valid.shape != target.shape:
+        raise ValueError(f"prediction {prediction.shape}, target {target.shape} and mask {valid.shape} differ")
+    if not valid.any():
+        raise ValueError("least-squares alignment over no valid pixels")
+    design = np.stack([prediction[valid], np.ones(int(valid.sum()))], axis=1)
+    (scale, shift), *_ = np.linalg.lstsq(design, target[valid], rcond=None)
+    return prediction * scale + shift, float(scale), float(shift)
+
+
+def depth_metrics(prediction: np.ndarray, target: np.ndarray, valid: np.ndarray) -> dict[str, float]:
+    """The ten depth metrics of one image over its valid pixels (DINOv3's formulas): threshold accuracies a1-a3
+    (max(t/p, p/t) below 1.25, 1.25^2, 1.25^3), abs_rel, sq_rel, rmse, rmse_log, silog (x 100), log_10, mae.
+    A negative aligned prediction makes the log metrics NaN and silog 0, as in the reference (which averages
+    images with nanmean). Computed in float64 (the reference: float32 torch)."""
+    p = np.asarray(prediction, dtype=np.float64)[valid]
+    t = np.asarray(target, dtype=np.float64)[valid]
+    if not t.size:
+        raise ValueError("depth metrics over no valid pixels")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.maximum(t / p, p / t)
+        error = t - p
+        log_error = np.log(t) - np.log(p)
+        silog = np.sqrt(np.mean(log_error**2) - np.mean(log_error) ** 2) * 100
+        values = {
+            "a1": np.mean(ratio < 1.25),
+            "a2": np.mean(ratio < 1.25**2),
+            "a3": np.mean(ratio < 1.25**3),
+            "abs_rel": np.mean(np.abs(error) / t),
+            "rmse": np.sqrt(np.mean(error**2)),
+            "log_10": np.mean(np.abs(np.log10(t) - np.log10(p))),
+            "rmse_log": np.sqrt(np.mean(log_error**2)),
+            "silog": 0.0 if np.isnan(silog) else silog,  # as the reference: NaN (a negative p) counts 0
+            "sq_rel": np.mean(error**2 / t),
+            "mae": np.mean(np.abs(error)),
+        }
+    return {k: float(values[k]) for k in DEPTH_METRICS}
