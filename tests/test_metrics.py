@@ -470,3 +470,46 @@ def test_inception_runs_the_reference_pipeline(inception):
     chw = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)[None]))
     np.testing.assert_allclose(inception(chw), expected, rtol=1e-5, atol=1e-5)
     assert np.abs(pytorch_fid_range - expected).max() > 1e-3  # the test can tell the two scalings apart
+
+
+def test_ade20k_scores_with_reduce_zero_label_equal_an_independent_confusion_matrix():
+    """150 classes, ADE20K labels 0 .. 150 plus 255: the project's mIoU, dice and fscore against scikit-learn's
+    confusion matrix of the shifted labels and the per-class formulas written out."""
+    from sklearn.metrics import confusion_matrix
+
+    from lamofc_lib.metrics.segmentation import reduce_zero_label, segmentation_scores
+
+    rng = np.random.default_rng(0)
+    labels = [rng.integers(0, 151, (40, 50)) for _ in range(3)]
+    labels[0][:5] = 255
+    predictions = [np.where(rng.random(x.shape) < 0.6, np.clip(x - 1, 0, 149), rng.integers(0, 150, x.shape))
+                   for x in labels]  # fmt: skip
+    predictions[1][predictions[1] == 7] = 8  # class 7 labelled, never predicted
+    ours = ConfusionMatrix(150)
+    for p, x in zip(predictions, labels, strict=True):
+        ours.update(p, reduce_zero_label(x))
+    got = segmentation_scores(ours)
+
+    truth = np.concatenate([x.ravel() for x in labels])
+    pred = np.concatenate([p.ravel() for p in predictions])
+    keep = (truth != 0) & (truth != 255)
+    cm = confusion_matrix(truth[keep] - 1, pred[keep], labels=list(range(150)))
+    iou, dice, f1 = [], [], []
+    for c in range(150):
+        tp, fp, fn = cm[c, c], cm[:, c].sum() - cm[c, c], cm[c, :].sum() - cm[c, c]
+        iou.append(tp / (tp + fp + fn) if tp + fp + fn else math.nan)
+        dice.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else math.nan)
+        precision = tp / (tp + fp) if tp + fp else math.nan
+        recall = tp / (tp + fn) if tp + fn else math.nan
+        f1.append(2 * precision * recall / (precision + recall) if precision + recall else math.nan)
+    assert got["miou"] == pytest.approx(100 * np.nanmean(iou), rel=1e-12)
+    assert got["dice"] == pytest.approx(100 * np.nanmean(dice), rel=1e-12)
+    assert got["fscore"] == pytest.approx(100 * np.nanmean(f1), rel=1e-12)
+    assert got["aacc"] == pytest.approx(100 * np.trace(cm) / cm.sum(), rel=1e-12)
+
+
+def test_reduce_zero_label_ignores_class_0_and_shifts_the_others_down():
+    from lamofc_lib.metrics.segmentation import reduce_zero_label
+
+    shifted = reduce_zero_label(np.array([[0, 1, 2], [150, 255, 7]], dtype=np.uint8))
+    assert shifted.tolist() == [[255, 0, 1], [149, 255, 6]]

@@ -77,3 +77,36 @@ class ConfusionMatrix:
         if self.matrix.sum() == 0:
             raise ValueError("mIoU of an empty confusion matrix (no counted pixels)")
         return float(np.nanmean(self.iou()) * 100.0)
+
+
+def reduce_zero_label(label: np.ndarray, ignore_index: int = 255) -> np.ndarray:
+    """ADE20K's label shift (mmseg's and DINOv3's reduce_zero_label): class 0 ("other") becomes ignored and every
+    other class k becomes k - 1, so 150 classes are 0 .. 149; ignored pixels stay ignored."""
+    label = np.asarray(label)
+    if not np.issubdtype(label.dtype, np.integer):
+        raise ValueError(f"a label map must hold integer labels, got dtype {label.dtype}")
+    shifted = label.astype(np.int64) - 1
+    shifted[(label == 0) | (label == ignore_index)] = ignore_index
+    return shifted
+
+
+def segmentation_scores(matrix: ConfusionMatrix) -> dict[str, float]:
+    """DINOv3's segmentation metrics (dinov3.eval.segmentation.metrics) from a data set's confusion matrix, in
+    percent: mIoU (intersection / union), dice (2 intersection / (predicted + labelled area)) and fscore (F1 of the
+    class's precision and recall), each the nanmean over classes of the per-class values (NaN where undefined, as
+    0 / 0), and aAcc (correct pixels / labelled pixels)."""
+    m = matrix.matrix.astype(np.float64)
+    if m.sum() == 0:
+        raise ValueError("segmentation scores of an empty confusion matrix (no counted pixels)")
+    intersect, predicted, labelled = np.diag(m), m.sum(axis=0), m.sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = intersect / (predicted + labelled - intersect)
+        dice = 2 * intersect / (predicted + labelled)
+        precision, recall = intersect / predicted, intersect / labelled
+        fscore = 2 * precision * recall / (precision + recall)
+        return {
+            "miou": 100 * float(np.nanmean(iou)),
+            "dice": 100 * float(np.nanmean(dice)),
+            "fscore": 100 * float(np.nanmean(fscore)),
+            "aacc": 100 * float(intersect.sum() / labelled.sum()),
+        }
