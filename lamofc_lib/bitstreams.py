@@ -5,6 +5,7 @@ Scoring reads these folders without running a codec or the pre-processing, so th
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,12 @@ class TensorRecord:
     quantizer: str
     decoded_sha256: str | None = None  # the frame the encoder's own decoder produced (Codec.verifies_decoding)
     centres: list[float] | None = None  # the 256 K-means centres the codes index (quantizer kmeans)
+
+    @property
+    def absent(self) -> bool:
+        """A tensor the sample does not have (lamofc_lib.store.absent): no bitstream (its name is empty), 0 bytes,
+        0 points; decoding gives it back empty."""
+        return not self.bitstream and self.bytes == 0 and self.feature_points == 0
 
 
 @dataclass
@@ -87,6 +94,8 @@ class Sidecar:
 def bitstream_problem(folder: Path, tensor: TensorRecord) -> str | None:
     """What is wrong with one tensor's bitstream against its sidecar record (missing, another size, another
     SHA-256), or None."""
+    if tensor.absent:
+        return None
     bitstream = Path(folder) / tensor.bitstream
     if not bitstream.is_file():
         return f"bitstream {bitstream} is missing"
@@ -119,7 +128,7 @@ def read_sidecars(dirs: Sequence[str | Path], samples: int | None = None, first:
         for path in sorted(Path(d).glob("*.json")):
             record = Sidecar.load(path)
             for tensor in record.tensors:
-                if not (path.parent / tensor.bitstream).is_file():
+                if not tensor.absent and not (path.parent / tensor.bitstream).is_file():
                     raise CodecError(
                         f"sidecar {path} names bitstream {path.parent / tensor.bitstream}, which is missing"
                     )
@@ -150,7 +159,7 @@ def rate(shard_dirs: Sequence[str | Path], items: Sequence[tuple[Path, Sidecar]]
         for tensor in record.tensors:
             if problem := bitstream_problem(folder, tensor):
                 raise CodecError(problem)
-        per_tensor = {t.name: 8 * (folder / t.bitstream).stat().st_size for t in record.tensors}
+        per_tensor = {t.name: 0 if t.absent else 8 * (folder / t.bitstream).stat().st_size for t in record.tensors}
         bits = sum(per_tensor.values())
         equivalent = sum(per_tensor[t.name] * 32 / dtype_bits(t.feature_dtype) for t in record.tensors)
         rows.append(
@@ -161,7 +170,10 @@ def rate(shard_dirs: Sequence[str | Path], items: Sequence[tuple[Path, Sidecar]]
                 "bpfp": bits / record.feature_points,
                 "ebpfp": equivalent / record.feature_points,
                 **{f"bits.{name}": value for name, value in per_tensor.items()},
-                **{f"bpfp.{t.name}": per_tensor[t.name] / t.feature_points for t in record.tensors},
+                **{
+                    f"bpfp.{t.name}": per_tensor[t.name] / t.feature_points if t.feature_points else math.nan
+                    for t in record.tensors
+                },  # fmt: skip
             }
         )
     return rows

@@ -29,7 +29,7 @@ from lamofc_lib.codecs.base import Codec, CodecError
 from lamofc_lib.distortion import pooled, squared_error
 from lamofc_lib.io import atomic_path, file_sha256, write_json
 from lamofc_lib.preprocess import TensorSpec, from_frame, to_frame
-from lamofc_lib.store import FeatureStore, TensorLayout, as_dtype, write_store
+from lamofc_lib.store import FeatureStore, TensorLayout, as_dtype, storage_dtype, write_store
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,13 @@ def encode_shard(
 def _encode_tensor(store: FeatureStore, i: int, name: str, codec: Codec, point: str, folder: Path) -> TensorRecord:
     frame = store.read(i, name)
     layout = store.layout(name)
+    if not store.has(i, name):  # a tensor the sample does not have: nothing to code
+        return TensorRecord(name=name, bitstream="", bytes=0, sha256="",
+                            feature_shape=list(layout.attrs["feature_shapes"][i]),
+                            feature_dtype=layout.attrs["feature_dtype"], feature_points=0,
+                            frame_shape=list(frame.shape), packing=layout.attrs["packing"],
+                            truncation=layout.attrs["truncation"], quantizer=layout.attrs["quantizer"],
+                            centres=layout.attrs.get("centres"))  # fmt: skip
     bitstream = folder / bitstream_name(i, name)
     with tempfile.TemporaryDirectory() as work:
         codec.encode(frame, point, bitstream, Path(work))
@@ -189,6 +196,9 @@ def decode_point(
             start = time.perf_counter()
             sample = {}
             for tensor in record.tensors:
+                if tensor.absent:
+                    sample[tensor.name] = np.zeros(tensor.feature_shape, storage_dtype(tensor.feature_dtype))
+                    continue
                 bitstream = _checked_bitstream(folder, tensor, codec, record)
                 with tempfile.TemporaryDirectory() as work:
                     frame = codec.decode(bitstream, tuple(tensor.frame_shape), Path(work))

@@ -34,7 +34,7 @@ def pooled(squared: dict[str, float], points: dict[str, int], name: str) -> dict
     """`name` pooled over a sample's tensors (squared errors over points) and `name.<tensor>` per tensor."""
     return {
         name: sum(squared.values()) / sum(points.values()),
-        **{f"{name}.{t}": squared[t] / points[t] for t in squared},
+        **{f"{name}.{t}": squared[t] / points[t] if points[t] else math.nan for t in squared},  # NaN: absent
     }
 
 

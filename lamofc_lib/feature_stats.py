@@ -60,16 +60,19 @@ def feature_statistics(features: str | Path, task: str, profiles: Mapping[str, o
     truncations = _truncations(store, profiles)
     rows, samples = [], {}
     for tensor in store.tensors:
+        present = [i for i in range(len(store)) if store.has(i, tensor)]
+        if not present:  # a slot no sample of this store fills (lamofc_lib.store.absent)
+            continue
         pairs = truncations[tensor]  # a layer is an index along axis 1 when some profile truncates per layer
         shapes = store.layout(tensor).shapes
         per_layer = any(len(p) > 1 for p in pairs.values())
-        layers = [str(k) for k in range(shapes[0][1])] if per_layer else ["all"]
+        layers = [str(k) for k in range(shapes[present[0]][1])] if per_layer else ["all"]
         for layer in layers:
             layer_points = [int(np.prod(s)) // (s[1] if layer != "all" else 1) for s in shapes]
             step = max(1, -(-sum(layer_points) // SUBSAMPLE))
             ranges = {p: r[int(layer)] if layer != "all" and len(r) > 1 else r[0] for p, r in pairs.items()}
             moments, kept, offset = _Moments(), [], 0
-            for i in range(len(store)):
+            for i in present:
                 x = store.read(i, tensor)
                 x = x[:, int(layer)] if layer != "all" else x
                 flat = x.reshape(-1)
@@ -98,14 +101,17 @@ def feature_statistics(features: str | Path, task: str, profiles: Mapping[str, o
 
 
 def dct_block(features: str | Path, block: int = BLOCK) -> dict[str, np.ndarray]:
-    """The top-left `block` x `block` corner of the first sample's packed frame of each tensor (unquantized) and
-    the magnitude of its orthonormal 2-D DCT-II (scipy.fft.dctn)."""
+    """The top-left `block` x `block` corner of the first sample's packed frame of each tensor (the first sample
+    that has it; unquantized) and the magnitude of its orthonormal 2-D DCT-II (scipy.fft.dctn)."""
     from scipy.fft import dctn
 
     store = FeatureStore(features)
     found = {}
     for tensor in store.tensors:
-        frame = pack(store.read(0, tensor), store.layout(tensor).attrs.get("packing", "plane")).astype(np.float64)
+        first = next((i for i in range(len(store)) if store.has(i, tensor)), None)
+        if first is None:
+            continue
+        frame = pack(store.read(first, tensor), store.layout(tensor).attrs.get("packing", "plane")).astype(np.float64)
         corner = frame[:block, :block]
         found[f"{tensor}/block"] = corner
         found[f"{tensor}/dct"] = np.abs(dctn(corner, norm="ortho"))

@@ -63,14 +63,20 @@ def _check_packing(func: str, packing: str) -> str:
 
 
 def _check_shape(func: str, shape: Sequence[int]) -> tuple[int, int, int, int]:
-    """Return ``shape`` as a tuple of four positive ints (N, C, H, W), else raise naming it."""
+    """Return ``shape`` as a tuple of four ints (N, C, H, W), positive but for N, which may be 0 (a tensor a
+    sample does not have, see lamofc_lib.store: its frame has no rows), else raise naming it."""
     try:
         items = tuple(shape)
     except TypeError:
         items = ()
-    ok = len(items) == 4 and all(isinstance(d, int | np.integer) and not isinstance(d, bool) and d >= 1 for d in items)
+    ok = len(items) == 4 and all(
+        isinstance(d, int | np.integer) and not isinstance(d, bool) and d >= (0 if k == 0 else 1)
+        for k, d in enumerate(items)
+    )
     if not ok:
-        raise ValueError(f"{func}: feature shape {shape!r} must be four positive integers N x C x H x W")
+        raise ValueError(
+            f"{func}: feature shape {shape!r} must be four integers N x C x H x W, positive (N may be 0: absent)"
+        )
     n, c, h, w = (int(d) for d in items)
     return (n, c, h, w)
 
@@ -238,15 +244,18 @@ def store_specs(store, truncation=None, calibration: str | Path | None = None, t
 def store_frames(
     features: str | Path, input_kind: str, truncation, calibration: str | Path | None = None, task: str = ""
 ) -> list[np.ndarray]:
-    """The packed frames of every named tensor of every sample of a feature store (held in memory; a trained
-    codec's training frames), each tensor with its packing and its truncation or K-means centres (see
-    `store_specs`), as a codec taking `input_kind` frames codes them (10 bits if quantized)."""
+    """The packed frames of every named tensor of every sample of a feature store, absent ones left out (held in
+    memory; a trained codec's training frames), each tensor with its packing and its truncation or K-means
+    centres (see `store_specs`), as a codec taking `input_kind` frames codes them (10 bits if quantized)."""
     from lamofc_lib.store import FeatureStore
 
     store = FeatureStore(features)
     specs = store_specs(store, truncation, calibration, task)
     return [
-        to_frame(store.read(i, name), spec, input_kind, 10) for i in range(len(store)) for name, spec in specs.items()
+        to_frame(store.read(i, name), spec, input_kind, 10)
+        for i in range(len(store))
+        for name, spec in specs.items()
+        if store.has(i, name)
     ]
 
 

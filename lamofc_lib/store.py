@@ -30,6 +30,7 @@ from lamofc_lib.io import atomic_path
 
 __all__ = [
     "BFLOAT16",
+    "absent",
     "FEATURE",
     "FeatureStore",
     "StoreShards",
@@ -45,6 +46,15 @@ Sample = Mapping[str, np.ndarray]
 
 FEATURE = "feature"
 """The name of the tensor of a task whose samples carry one tensor."""
+
+
+def absent(shape: Sequence[int]) -> bool:
+    """Whether a sample's tensor of this shape is one the sample does not have: a batch of no items (first axis
+    0). A scenario whose samples carry different numbers of items (ADE20K's slide crops: 2 for most images, more
+    for wide ones) names every item any sample may have (`layer.9.0` ... `layer.9.3`); a sample with fewer has
+    the others absent. An absent tensor has no frame to code (no bitstream, 0 bits, 0 points) and is not put back
+    into the model."""
+    return len(shape) > 0 and int(shape[0]) == 0
 
 
 @dataclass
@@ -68,8 +78,9 @@ def write_store(
     samples: Iterable[Sample],
     attrs: Mapping | None = None,
 ) -> None:
-    """Write `samples` (in `sample_ids` order; each a mapping of tensor name to array of its declared shape) to
-    a new store at `path`, written atomically. Every tensor is cast to its layout's dtype."""
+    """Write `samples` (in `sample_ids` order; each a mapping of tensor name to array of its declared shape, where
+    a tensor declared absent for the sample may be left out) to a new store at `path`, written atomically. Every
+    tensor is cast to its layout's dtype."""
     if not tensors:
         raise ValueError("write_store: no tensors declared")
     layouts = {name: _checked_layout(name, layout, len(sample_ids)) for name, layout in tensors.items()}
@@ -92,12 +103,13 @@ def write_store(
         for i, sample in enumerate(samples):
             if i >= len(sample_ids):
                 raise ValueError(f"write_store: more samples than the {len(sample_ids)} declared")
-            if set(sample) != set(layouts):
+            missing = {name for name, (layout, _) in layouts.items() if absent(layout.shapes[i])} - set(sample)
+            if set(sample) | missing != set(layouts):
                 raise ValueError(
                     f"write_store: sample {sample_ids[i]} has tensors {sorted(sample)}, declared {sorted(layouts)}"
                 )
             for name, (layout, full) in layouts.items():
-                x = np.asarray(sample[name])
+                x = np.asarray(sample[name]) if name in sample else np.zeros(layout.shapes[i], np.float32)
                 if x.shape != layout.shapes[i]:
                     raise ValueError(
                         f"write_store: tensor '{name}' of sample {sample_ids[i]} has shape {x.shape}, "
@@ -123,7 +135,7 @@ def _checked_layout(name: str, layout: TensorLayout, samples: int) -> tuple[Tens
         raise ValueError(
             f"write_store: tensor '{name}' must have one rank in all samples, got {sorted(set(shapes))[:3]}"
         )
-    full = tuple(max(s[d] for s in shapes) for d in range(rank))
+    full = tuple(max(1, *(s[d] for s in shapes)) for d in range(rank))  # a chunk of an all-absent tensor: 1 item
     dtype = BFLOAT16 if layout.dtype == BFLOAT16 else str(np.dtype(layout.dtype))
     return TensorLayout(shapes, dtype, dict(layout.attrs)), full
 
@@ -185,9 +197,13 @@ class FeatureStore:
         shape = self._layouts[name].shapes[i]
         return np.asarray(self._arrays[name][i])[tuple(slice(0, n) for n in shape)]
 
+    def has(self, i: int, tensor: str | None = None) -> bool:
+        """Whether sample `i` has tensor `tensor` (see `absent`)."""
+        return not absent(self.layout(tensor).shapes[i])
+
     def sample(self, i: int) -> dict[str, np.ndarray]:
-        """Every tensor of sample `i`, by name."""
-        return {name: self.read(i, name) for name in self.tensors}
+        """Every tensor of sample `i` that it has, by name."""
+        return {name: self.read(i, name) for name in self.tensors if self.has(i, name)}
 
     def points(self, i: int) -> int:
         """Number of feature points (values) of sample `i`, over all its tensors."""
@@ -229,6 +245,10 @@ class StoreShards:
     def read(self, i: int, tensor: str | None = None) -> np.ndarray:
         store, j = self._where[i]
         return store.read(j, tensor)
+
+    def has(self, i: int, tensor: str | None = None) -> bool:
+        store, j = self._where[i]
+        return store.has(j, tensor)
 
     def sample(self, i: int) -> dict[str, np.ndarray]:
         store, j = self._where[i]

@@ -161,18 +161,29 @@ def calibration_indices(sample_ids: Sequence[str], samples: int) -> list[int]:
 
 def calibrate_store(features: str | Path, out: str | Path, handler: str, samples: int) -> dict[str, np.ndarray]:
     """Fit every tensor's centres on the first `samples` samples (name order) of the feature store `features`
-    and write them as a mapping folder `out` (handler key `handler`) with calibration.json (the samples, the
-    KMeans settings, the scikit-learn and NumPy versions). Returns the centres by tensor name."""
+    (tensors whose layouts share a `calibration` attribute, the items of one level, on their values pooled, and
+    absent tensors left out) and write them as a mapping folder `out` (handler key `handler`) with
+    calibration.json (the samples, the KMeans settings, the scikit-learn and NumPy versions). Returns the centres
+    by tensor name."""
     import sklearn
 
     from lamofc_lib.store import FeatureStore
 
     store = FeatureStore(features)
     picked = calibration_indices(store.sample_ids, samples)
-    centres = {}
+    groups: dict[str, list[str]] = {}  # tensors sharing centres: the items of one level (attribute calibration)
     for name in store.tensors:
-        values = np.concatenate([_values(store.read(i, name), f"tensor {name}").ravel() for i in picked])
-        centres[name] = fit_centres(values)
+        groups.setdefault(store.layout(name).attrs.get("calibration", name), []).append(name)
+    centres = {}
+    for names in groups.values():
+        values = [_values(store.read(i, n), f"tensor {n}").ravel() for n in names for i in picked if store.has(i, n)]
+        if not values:
+            raise ValueError(
+                f"calibration of {names}: none of the calibration samples {[store.sample_ids[i] for i in picked]} "
+                "has these tensors; calibrate on samples that do (more samples, or others)"
+            )
+        fitted = fit_centres(np.concatenate(values))
+        centres.update(dict.fromkeys(names, fitted))
     about = {
         "features": str(features),
         "samples": [store.sample_ids[i] for i in picked],
