@@ -178,6 +178,7 @@ class Scorer:
             **({"tensors": tensors} if tensors else {}),
             "metric": self.task.metric,
             "value": value,
+            **({"metrics": dict(self.task.summary)} if getattr(self.task, "summary", None) else {}),
             "higher_is_better": self.task.higher_is_better,
             "samples": len(self.manifest),
             "reference": self.reference,

@@ -287,6 +287,10 @@ class Task(ABC):
             raise ValueError(f"task {self.name}: samples {missing[:5]} have no ground-truth label in the manifest")
         return labels
 
+    # The data set's other metrics besides the headline, set by `compare` where a task has them (LaMoFCBench's
+    # depth metrics, segmentation's dice and fscore): the scores record's `metrics`.
+    summary: dict | None = None
+
     def check_counts(self, outputs: Sequence, references: Sequence) -> None:
         if len(outputs) != len(references) or not len(outputs):
             raise ValueError(f"task {self.name}: {len(outputs)} outputs for {len(references)} references")

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import re
 import sys
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -389,9 +390,10 @@ class Dinov3Depth(Task):
             aligned, scale, shift = align_least_squares(prediction, target, valid)
             rows.append({**depth_metrics(aligned, target, valid), "scale": scale, "shift": shift,
                          "valid_pixels": int(valid.sum()), "head": getattr(self, "head_kind", "")})  # fmt: skip
-        with np.errstate(all="ignore"):
-            headline = float(np.nanmean([row["rmse"] for row in rows]))
-        return headline, rows
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a metric NaN for every image stays NaN
+            self.summary = {k: float(np.nanmean([row[k] for row in rows])) for k in DEPTH_METRICS}
+        return self.summary["rmse"], rows
 
 
 __all__ = ["DEPTH_METRICS", "Dinov3Depth", "DepthModel", "NyuScenes"]

@@ -432,6 +432,5 @@ class Dinov3Segmentation(Task):
             own.update(prediction, target)
             total = total + own
             rows.append({**segmentation_scores(own), "head": getattr(self, "head_kind", "")})
-        scores = segmentation_scores(total)
-        self.extra_scores = scores
-        return scores["miou"], rows
+        self.summary = segmentation_scores(total)
+        return self.summary["miou"], rows
