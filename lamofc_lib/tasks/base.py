@@ -287,6 +287,12 @@ class Task(ABC):
             raise ValueError(f"task {self.name}: samples {missing[:5]} have no ground-truth label in the manifest")
         return labels
 
+    @classmethod
+    def benchmark(cls) -> str:
+        """The benchmark the task belongs to, from where its module lives: LaMoFCBench for
+        lamofc_lib.tasks.lamofcbench, LaMoFC otherwise (the report's categories)."""
+        return "LaMoFCBench" if cls.__module__.startswith("lamofc_lib.tasks.lamofcbench.") else "LaMoFC"
+
     # The data set's other metrics besides the headline, set by `compare` where a task has them (LaMoFCBench's
     # depth metrics, segmentation's dice and fscore): the scores record's `metrics`.
     summary: dict | None = None

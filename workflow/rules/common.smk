@@ -45,6 +45,12 @@ def task_class(task):
     return TASK_REGISTRY[task]
 
 
+def figure_category(task, kind):
+    """The report category of a task's figure: LaMoFC's by kind, LaMoFCBench's scenarios in a category of their
+    own (Task.benchmark)."""
+    return "LaMoFCBench" if task_class(task).benchmark() == "LaMoFCBench" else kind
+
+
 def task_settings(task):
     return config["tasks"][task]
 

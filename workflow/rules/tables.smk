@@ -77,7 +77,7 @@ rule plot_rate_accuracy:
             report(
                 f"{RESULTS}/figures/{task}_rate_accuracy.png",
                 caption="../report/rate_accuracy_figure.rst",
-                category="Rate-accuracy",
+                category=figure_category(task, "Rate-accuracy"),
                 labels={"task": task, "figure": "rate-accuracy"},
             )
             for task in TASKS
@@ -86,7 +86,7 @@ rule plot_rate_accuracy:
             report(
                 f"{RESULTS}/figures/{task}_distortion_accuracy.png",
                 caption="../report/distortion_accuracy.rst",
-                category="Distortion-accuracy",
+                category=figure_category(task, "Distortion-accuracy"),
                 labels={"task": task, "figure": "D-A fit"},
             )
             for task in TASKS
