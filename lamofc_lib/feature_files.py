@@ -19,7 +19,7 @@ import pandas as pd
 
 from lamofc_lib.dtypes import BFLOAT16, storage_dtype
 from lamofc_lib.io import FeatureFileError
-from lamofc_lib.store import FEATURE, TensorLayout, write_store
+from lamofc_lib.store import FEATURE, TensorLayout, absent, write_store
 
 STORED_DTYPES = ("float16", "float32")
 ZST = ".zst"
@@ -54,6 +54,8 @@ def import_features(task, folder: str | Path, manifest: pd.DataFrame, model: Map
         for i in range(len(stems)):
             sample = {}
             for name, (paths, tensor) in tensors.items():
+                if absent(tensor.shapes[i]):
+                    continue
                 x = np.load(paths[i], allow_pickle=False)
                 if not np.isfinite(x).all():
                     raise FeatureFileError(f"feature file {paths[i]} holds NaN or Inf values")
@@ -67,9 +69,12 @@ def import_features(task, folder: str | Path, manifest: pd.DataFrame, model: Map
 
 def _check_npy(task, folder: Path, paths: list[Path], expected: list) -> tuple[list[tuple[int, ...]], str]:
     """The shapes and the one dtype of a tensor's .npy files, checked (readable, floating point, the shapes the
-    task's layout gives) without reading their values."""
+    task's layout gives) without reading their values; a sample whose layout has the tensor absent has no file."""
     shapes, dtypes = [], set()
     for path, want in zip(paths, expected, strict=True):
+        if absent(want) and not path.is_file():  # a slot the sample does not fill (store.absent): no file
+            shapes.append(tuple(0 if e is None else e for e in want))
+            continue
         if not path.is_file():
             raise FeatureFileError(f"feature file {path} does not exist (sample of the manifest)")
         try:
@@ -87,7 +92,7 @@ def _check_npy(task, folder: Path, paths: list[Path], expected: list) -> tuple[l
         dtypes.add(str(array.dtype))
     if len(dtypes) > 1:
         raise FeatureFileError(f"feature files in {folder} mix dtypes {sorted(dtypes)}; expected one")
-    return shapes, dtypes.pop()
+    return shapes, dtypes.pop() if dtypes else "float32"
 
 
 def _import_zst(task, folder: Path, manifest: pd.DataFrame, layout, out: str | Path) -> None:

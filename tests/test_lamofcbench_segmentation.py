@@ -226,3 +226,23 @@ def test_the_release_mask2former_segmentor_takes_the_decoded_tensors_in_its_back
     with torch.no_grad():
         full = stitched(segmenter.scores(crops), g["boxes"], tuple(g["resized"]), tuple(g["original"]))
     np.testing.assert_array_equal(scored, full[0].argmax(0).to(torch.uint8).numpy())
+
+
+def test_npy_folders_import_with_the_crops_an_image_has(seg_run, tmp_path):
+    """features_from: a folder per image (`<stem>-stackedpatches/`) with `<tensor>.npy` for the crops it has,
+    none for its absent slots; the imported store equals the extracted one."""
+    from lamofc_lib.feature_files import import_features
+
+    task, manifest, folder = seg_run
+    store = FeatureStore(folder / "features.zarr")
+    for i, sample_id in enumerate(manifest["sample_id"]):
+        (tmp_path / "npy" / f"{sample_id}-stackedpatches").mkdir(parents=True)
+        for name, x in store.sample(i).items():
+            np.save(tmp_path / "npy" / f"{sample_id}-stackedpatches" / f"{name}.npy", x)
+    import_features(task, tmp_path / "npy", manifest, TINY, SPLIT, tmp_path / "imported.zarr")
+    imported = FeatureStore(tmp_path / "imported.zarr")
+    assert imported.tensors == store.tensors
+    for i in range(2):
+        assert [imported.has(i, n) for n in store.tensors] == [store.has(i, n) for n in store.tensors]
+        for name, x in store.sample(i).items():
+            np.testing.assert_array_equal(imported.read(i, name), x)
