@@ -246,3 +246,12 @@ def test_npy_folders_import_with_the_crops_an_image_has(seg_run, tmp_path):
         assert [imported.has(i, n) for n in store.tensors] == [store.has(i, n) for n in store.tensors]
         for name, x in store.sample(i).items():
             np.testing.assert_array_equal(imported.read(i, name), x)
+
+
+@pytest.mark.parametrize("task_name", ["dinov3_ade20k", "dinov3_nyu"])
+def test_a_release_head_checkpoint_without_the_clone_is_refused(task_name, tmp_path):
+    """A head checkpoint is the release's head, whose code is in the dinov3 clone: without model.repository it
+    would silently give way to the demo's seeded head."""
+    (tmp_path / "head.pth").write_bytes(b"")
+    with pytest.raises(ValueError, match="set model.repository"):
+        get_task(task_name).write_head(TINY, SPLIT, {"checkpoint": str(tmp_path / "head.pth")}, tmp_path / "h.pt")

@@ -335,6 +335,11 @@ class Dinov3Depth(Task):
                                  f"DINOv3 over {levels} levels: {str(err)[:400]}") from None  # fmt: skip
             saved.update(kind="release", repository=str(Path(model["repository"]).expanduser().resolve()))
         else:
+            if head.get("checkpoint"):
+                raise ValueError(
+                    f"tasks.{self.name}: head.checkpoint {head['checkpoint']} is the release's DPT head, whose code "
+                    "comes from your dinov3 clone: set model.repository (null runs the demo's seeded head)"
+                )
             torch.manual_seed(int(head.get("seed", 0)))
             module = transformers_head(dim, int(config.patch_size), DEMO_HEAD)
             saved.update(kind="transformers", settings=dict(DEMO_HEAD))

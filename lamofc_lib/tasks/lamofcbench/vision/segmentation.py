@@ -377,6 +377,11 @@ class Dinov3Segmentation(Task):
                     raise FileNotFoundError(f"tasks.{self.name}: {path} does not exist")
             torch.save({"kind": "release", "checkpoint": str(Path(head["checkpoint"]).resolve())}, head_out)
             return
+        if head.get("checkpoint"):
+            raise ValueError(
+                f"tasks.{self.name}: head.checkpoint {head['checkpoint']} is the release's Mask2Former head, whose "
+                "code comes from your dinov3 clone: set model.repository (null runs the demo's seeded head)"
+            )
         config = dinov3_config(model)
         blocks = self._blocks(split, config)
         torch.manual_seed(int(head.get("seed", 0)))
