@@ -32,6 +32,9 @@ rule all:
         final_outputs(),
 
 
+wf.record_signatures(workflow.rules)
+
+
 # Local runs: jobs run in forks of one process that has torch, CompressAI and the library imported (run.fork_server,
 # lamofc_lib/forkserver.py); clusters run each job in its own process.
 onstart:

@@ -1,11 +1,13 @@
 """Benchmarks of the workflow itself, one command each: `python -m lamofc_lib.benchmarks dag` builds the paper-size
-DAG (config/config.yaml at the paper's sample counts, VTM and the Hyperprior) with a dry run over stand-in sources and
-prints its job counts and the time the dry run takes.
+DAG of both benchmarks (config/config.yaml at the paper's sample counts: LaMoFC's tasks with VTM and the Hyperprior,
+and LaMoFCBench's scenarios, every tasks.dinov3_* block, with the universal codecs, which code every task) with a dry
+run over stand-in sources, and, in the same run, the dry run of a trivial workflow with as many jobs (Snakemake's
+own floor); it prints the job counts, both times and their ratio.
 
 The stand-in sources are tiny files in the layouts the paper's data sets use (ImageNet, VOC2012 and NYU folder trees,
-an ARC jsonl, COCO captions, head checkpoints): a dry run reads the sources' listings and the config, never the data.
-Without VTM binaries ($LAMOFC_VTM_DIR) the dry run gets stand-in programs that print VTM's banner, enough for the
-start-up check; a dry run codes nothing.
+an ARC jsonl, COCO captions, head checkpoints, class subsets): a dry run reads the sources' listings and the config,
+never the data. Without VTM binaries ($LAMOFC_VTM_DIR) the dry run gets stand-in programs that print VTM's banner,
+enough for the start-up check; a dry run codes nothing.
 
 `python -m lamofc_lib.benchmarks speed` measures, in one run, the workflow's own costs as ratios against plain
 baselines: pre-processing (truncate + quantize or normalize + pack) against a numpy copy of the same array, the
@@ -19,6 +21,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -53,6 +56,10 @@ def paper_sources(root: Path) -> dict[str, str]:
     (root / "nyu").mkdir()
     Image.new("RGB", (8, 8)).save(root / "nyu" / "rgb_00045.jpg")
     (root / "nyu" / "split.txt").write_text("rgb_00045.jpg sync_depth_00045.png 518.8579\n")
+    scene = root / "nyu_scenes" / "bathroom"
+    scene.mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(scene / "rgb_00045.jpg")
+    Image.new("I;16", (8, 8)).save(scene / "sync_depth_00045.png")
     captions = {"images": [{"id": 7}], "annotations": [{"image_id": 7, "caption": "A cat on a mat."}]}
     (root / "captions.json").write_text(json.dumps(captions))
     torch.save({"state_dict": random_state_dict("seg", 1536)}, root / "seg_head.pth")
@@ -68,6 +75,9 @@ def paper_sources(root: Path) -> dict[str, str]:
     }
     (root / "arc.jsonl").write_text(json.dumps(question) + "\n")
     torch.save({"weight": torch.zeros(1000, 3072), "bias": torch.zeros(1000)}, root / "head.pth")
+    # LaMoFCBench's heads (a dry run only checks that the file is there) and an ImageNet-A/-R class subset
+    torch.save({}, root / "dinov3_head.pth")
+    (root / "class_subset.json").write_text("[0, 1]\n")
     return {
         "imagenet": str(root / "imagenet"),
         "arc": str(root / "arc.jsonl"),
@@ -75,10 +85,27 @@ def paper_sources(root: Path) -> dict[str, str]:
         "voc": str(voc),
         "nyu": str(root / "nyu"),
         "nyu_split": str(root / "nyu" / "split.txt"),
+        "nyu_scenes": str(root / "nyu_scenes"),
         "seg_head": str(root / "seg_head.pth"),
         "dpt_head": str(root / "dpt_head.pth"),
         "captions": str(root / "captions.json"),
+        "dinov3_head": str(root / "dinov3_head.pth"),
+        "class_subset": str(root / "class_subset.json"),
     }
+
+
+# The stand-in (a name of `paper_sources`) for each path key of a source kind's block.
+STAND_INS = {
+    "imagenet": {"root": "imagenet"},
+    "image_folder": {"root": "imagenet"},  # class folders of images, as ImageNet's
+    "voc2012": {"root": "voc"},
+    "nyu_depth_v2": {"root": "nyu", "labels": "nyu_split"},
+    "nyu_scenes": {"root": "nyu_scenes"},
+    "arc": {"path": "arc"},
+    "coco_captions": {"path": "captions"},
+}
+# The head checkpoint each task reads (LaMoFCBench's scenarios: `dinov3_head`).
+HEADS = {"cls": "head", "seg": "seg_head", "dpt": "dpt_head"}
 
 
 def vtm_stand_ins(folder: Path) -> Path:
@@ -95,19 +122,26 @@ def vtm_stand_ins(folder: Path) -> Path:
 
 def paper_config(sources: dict[str, str]) -> dict:
     """config/config.yaml (the paper's tasks, sample counts, codecs and points) reading the given sources, the
-    training splits the same ones."""
+    training splits the same ones, with LaMoFCBench's scenarios added: every task block that run.tasks leaves out
+    (tasks.dinov3_*) runs too, coded by the universal codecs (codecs.<codec>.universal), which code every task of
+    run.tasks; run.codecs' own codecs code LaMoFC's tasks alone (codecs.<codec>.tasks)."""
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    tasks = config["tasks"]
-    tasks["cls"]["source"]["root"] = sources["imagenet"]
-    tasks["cls"]["head"]["checkpoint"] = sources["head"]
-    tasks["csr"]["source"]["path"] = sources["arc"]
-    tasks["seg"]["source"]["root"] = sources["voc"]
-    tasks["seg"]["head"]["checkpoint"] = sources["seg_head"]
-    tasks["dpt"]["source"].update(root=sources["nyu"], labels=sources["nyu_split"])
-    tasks["dpt"]["head"]["checkpoint"] = sources["dpt_head"]
-    tasks["tti"]["source"]["path"] = sources["captions"]
-    for block in tasks.values():
+    run, tasks, codecs = config["run"], config["tasks"], config["codecs"]
+    for task, block in tasks.items():
+        kind = block["source"]["kind"]
+        if kind not in STAND_INS:
+            sys.exit(f"tasks.{task}.source: no stand-in for source kind '{kind}' (add one to STAND_INS)")
+        block["source"].update({key: sources[name] for key, name in STAND_INS[kind].items()})
         block["train"]["source"] = block["source"]
+        if "head" in block:
+            block["head"]["checkpoint"] = sources[HEADS.get(task, "dinov3_head")]
+        if "class_subset" in block:
+            block["class_subset"] = sources["class_subset"]
+    lamofc = list(run["tasks"])
+    for codec in run["codecs"]:
+        codecs[codec]["tasks"] = lamofc
+    run["tasks"] += [t for t in tasks if t not in lamofc]
+    run["codecs"] += [c for c, block in codecs.items() if block.get("universal") and c not in run["codecs"]]
     return config
 
 
@@ -133,7 +167,38 @@ def dry_run(workdir: Path, config: dict, env: dict | None = None) -> subprocess.
     return subprocess.run(cmd, capture_output=True, text=True, env=env)
 
 
+# The floors: trivial workflows of as many jobs as the DAG, whose `jobs - 1` jobs write one file each and whose
+# target rule gathers them. Every job of the workflow runs a script, and Snakemake checks each script job's script
+# while it builds the DAG: "script" jobs run a no-op script (NOOP_SNAKEFILE), "bare" jobs have no action at all.
+FLOORS = {"script": "no-op script jobs", "bare": "jobs without an action"}
+
+
+def floor_dry_run(workdir: Path, jobs: int, kind: str) -> subprocess.CompletedProcess:
+    """`snakemake --dry-run` of a trivial workflow of `jobs` jobs (FLOORS), as `dry_run` runs the workflow's."""
+    snakefile = workdir / "Snakefile"
+    text = NOOP_SNAKEFILE if kind == "script" else NOOP_SNAKEFILE.replace('    script: "noop.py"\n', "")
+    snakefile.write_text(text)
+    (workdir / "noop.py").write_text("open(snakemake.output[0], 'w').close()\n")
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(snakefile), "-d", str(workdir)]
+    cmd += ["--config", f"jobs={jobs - 1}", "--cores", "2", "--dry-run"]
+    return subprocess.run(cmd, capture_output=True, text=True)
+
+
+def _timed(run: Callable[[], subprocess.CompletedProcess], what: str) -> tuple[float, float, str]:
+    """Wall and CPU seconds (the child's user + system time) of `run`, and its output; exits if it failed."""
+    before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+    result = run()
+    wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
+    if result.returncode != 0:
+        sys.exit(f"the dry run of {what} failed:\n{result.stderr[-4000:]}")
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return wall, cpu, result.stdout + result.stderr
+
+
 def dag(runs: int) -> None:
+    """Time `runs` dry runs of the paper-size DAG and as many of each trivial workflow (FLOORS) with its job count,
+    each in a fresh folder, in turns; print the job counts, the medians (wall and CPU seconds: the CPU time is
+    steadier on a busy machine) and the DAG's ratios to the floors."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         env = dict(os.environ)
@@ -141,21 +206,34 @@ def dag(runs: int) -> None:
             env["LAMOFC_VTM_DIR"] = str(vtm_stand_ins(root / "vtm"))
             print("VTM: stand-in programs for the start-up check ($LAMOFC_VTM_DIR is not set)")
         config = paper_config(paper_sources(root / "data"))
-        seconds = []
+        print(f"tasks: {', '.join(config['run']['tasks'])}; codecs: {', '.join(config['run']['codecs'])}")
+        times: dict[str, list[tuple[float, float]]] = {"dag": [], **{kind: [] for kind in FLOORS}}
         for i in range(runs):
-            workdir = root / f"run{i}"
+            workdir = root / f"dag{i}"
             workdir.mkdir()
-            start = time.perf_counter()
-            result = dry_run(workdir, config, env)
-            seconds.append(time.perf_counter() - start)
-            if result.returncode != 0:
-                sys.exit(f"the dry run failed:\n{result.stderr[-4000:]}")
-        stats = job_stats(result.stdout + result.stderr)
+            wall, cpu, output = _timed(lambda workdir=workdir: dry_run(workdir, config, env), "the DAG")
+            times["dag"].append((wall, cpu))
+            stats = job_stats(output)
+            jobs = sum(stats.values())
+            for kind in FLOORS:
+                workdir = root / f"{kind}{i}"
+                workdir.mkdir()
+                wall, cpu, output = _timed(lambda w=workdir, k=kind, n=jobs: floor_dry_run(w, n, k), FLOORS[kind])
+                times[kind].append((wall, cpu))
+                if sum(job_stats(output).values()) != jobs:
+                    sys.exit(f"the trivial workflow ({FLOORS[kind]}) has {sum(job_stats(output).values())} jobs")
     for rule, count in sorted(stats.items(), key=lambda item: -item[1]):
-        print(f"{rule:>20} {count:6d}")
-    print(f"{'jobs':>20} {sum(stats.values()):6d}")
-    low, high = min(seconds), max(seconds)
-    print(f"dry run (DAG build, with start-up): median {statistics.median(seconds):.1f} s, {low:.1f}-{high:.1f} s")
+        print(f"{rule:>24} {count:6d}")
+    print(f"{'jobs':>24} {jobs:6d}")
+    medians = {k: [statistics.median(t[j] for t in v) for j in (0, 1)] for k, v in times.items()}
+    print(f"dry runs with start-up, {runs} of each: median wall s (range), median CPU s")
+    for kind, name in {"dag": "the DAG", **{k: f"floor: {v}" for k, v in FLOORS.items()}}.items():
+        walls = [t[0] for t in times[kind]]
+        spread = f"({min(walls):.1f}-{max(walls):.1f})"
+        print(f"{name:>36}  {medians[kind][0]:5.1f} s {spread:>12}  CPU {medians[kind][1]:5.1f} s")
+    for kind, name in FLOORS.items():
+        wall, cpu = (medians["dag"][j] / medians[kind][j] for j in (0, 1))
+        print(f"{'ratio to ' + name:>36}  {wall:5.2f} (wall)  {cpu:5.2f} (CPU)")
 
 
 def _median_seconds(fn: Callable[[], object], repeats: int) -> float:
@@ -422,8 +500,10 @@ def speed(workdir: Path, configfiles: list[str], repeats: int) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m lamofc_lib.benchmarks", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="benchmark", required=True)
-    dag_parser = sub.add_parser("dag", help="dry run of the paper-size DAG: job counts and build time")
-    dag_parser.add_argument("--runs", type=int, default=3, help="dry runs to time (default 3)")
+    dag_parser = sub.add_parser(
+        "dag", help="dry run of the paper-size DAG: job counts, build time and its ratio to a trivial workflow's"
+    )
+    dag_parser.add_argument("--runs", type=int, default=3, help="dry runs of each to time (default 3)")
     speed_parser = sub.add_parser("speed", help="the workflow's own costs as ratios against plain baselines")
     speed_parser.add_argument("--workdir", type=Path, default=REPO, help="a finished run's folder (default: repo)")
     speed_parser.add_argument(

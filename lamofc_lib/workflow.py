@@ -214,3 +214,31 @@ def coding_resource(config: Mapping, key: str, task: str, label: str, shard: str
         extra = math.ceil(per * (max(sizes) if key == "mem_mb" else sum(sizes))) if per and sizes else 0
         values.append(spec[key] + extra)
     return retried(key, max(values) if key == "mem_mb" else sum(values), attempt)
+
+
+def _functions(items) -> list:
+    """The functions among a rule's input or params items (an unpack()ed or ancient() function is a string
+    wrapping it: its `callable`)."""
+    found = []
+    for item in items:
+        func = getattr(item, "callable", None) or getattr(getattr(item, "_file", None), "callable", None) or item
+        if callable(func) and not isinstance(func, type):
+            found.append(func)
+    return found
+
+
+def record_signatures(rules) -> None:
+    """Record the parameters of every input, params and resource function of `rules` on the function, where
+    Snakemake looks first (snakemake.common.overwrite_function_params): otherwise it inspects a function's
+    signature each time it calls it, up to three times per call, for each of thousands of jobs (the paper DAG's
+    code jobs call ten functions each)."""
+    import inspect
+
+    from snakemake.common import FUNC_OVERWRITE_PARAMS_ATTR, overwrite_function_params
+
+    for rule in rules:
+        functions = _functions(rule.input) + _functions(rule.params)
+        functions += [r._evaluator for r in rule.resources.values() if getattr(r, "_evaluator", None)]
+        for func in functions:
+            if not hasattr(func, FUNC_OVERWRITE_PARAMS_ATTR):
+                overwrite_function_params(func, inspect.signature(func).parameters)

@@ -777,35 +777,45 @@ def test_paper_config_without_vtm_stops_naming_the_variable_and_the_fallback(tmp
 
 
 def test_paper_config_builds_the_full_dag(tmp_path, monkeypatch):
+    """The DAG `python -m lamofc_lib.benchmarks dag` builds: config/config.yaml's LaMoFC tasks with VTM and the
+    Hyperprior, and its LaMoFCBench scenarios (every task block run.tasks leaves out) with the universal codecs,
+    which code every task."""
     monkeypatch.setenv("LAMOFC_VTM_DIR", str(vtm_stand_ins(tmp_path / "vtm")))
     config = paper_config(paper_sources(tmp_path / "data"))
+    lamofc = ["cls", "seg", "dpt", "csr", "tti"]
+    scenarios = [t for t in yaml.safe_load((REPO / "config" / "config.yaml").read_text())["tasks"] if t not in lamofc]
+    assert scenarios[:3] == ["dinov3_in1k", "dinov3_in_a", "dinov3_in_r"]
+    assert config["run"]["tasks"] == lamofc + scenarios
+    assert config["run"]["codecs"] == ["vtm", "hyperprior", "hyperprior_u", "elic"]
     result = snakemake(tmp_path, config, "--dry-run")
     assert result.returncode == 0, result.stderr[-4000:]
+    tasks, universal_points = len(lamofc + scenarios), 2 * 5  # hyperprior_u and elic at 5 hybrid lambdas each
     # VTM: one job per sample and QP: (500 + 100 + 80 + 500 + 500) x 5 encodings, one decoding per task and QP.
     # Hyperprior: 100 samples per encoding job: cls, csr, tti (500 samples) 5 shards, seg (100) and dpt (80) 1;
     # x 5 lambdas (85). Generalizability (paper Table 6) at the trained_on task's 5 lambdas: seg->csr, seg->tti,
-    # csr->tti, tti->csr 25 encoding jobs each, csr->seg and tti->seg 5.
+    # csr->tti, tti->csr 25 encoding jobs each, csr->seg and tti->seg 5. The universal codecs: one job per lambda
+    # codes every task (code_universal).
+    per_task = ("candidates", "candidates_train", "extract", "extract_train", "head", "select", "select_train")
     assert job_stats(result.stdout + result.stderr) == {
         "all": 1,
-        "candidates": 5,
-        "candidates_train": 5,
+        **dict.fromkeys(per_task, tasks),
+        "calibrate": tasks,  # K-means centres per task, shared by the two universal codecs
         "da_r2": 1,
         "code": 1680 * 5 + 85 + 4 * 25 + 2 * 5,
-        "extract": 5,
-        "extract_train": 5,
+        "code_universal": universal_points,
         "generalizability": 1,
-        "head": 5,
         "plot_rate_accuracy": 1,
         "plot_training": 1,
-        "preprocess": 10,
+        # LaMoFC's two frame stores per LaMoFC task (VTM's, the Hyperprior's); the K-means frames of every task
+        "preprocess": 2 * len(lamofc) + tasks,
         "rate_accuracy": 1,
-        "score": 5 * 2 + 6,  # per task and codec: VTM and the Hyperprior; the 6 generalizability pairs
-        "score_original": 5,
-        "select": 5,
-        "select_train": 5,
-        "train": 25,
+        # per task and codec: VTM and the Hyperprior on LaMoFC's tasks, the 6 generalizability pairs, the
+        # universal codecs on every task
+        "score": 2 * len(lamofc) + 6 + 2 * tasks,
+        "score_original": tasks,
+        "train": 25 + universal_points,
         # the report: feature statistics, table and figures per task; the tables and figures over all points
-        "feature_statistics": 5,
+        "feature_statistics": tasks,
         "feature_statistics_table": 1,
         "plot_features": 1,
         "bd_rate": 1,

@@ -228,3 +228,41 @@ def test_the_task_registry_stands_for_every_task_or_none():
     assert {m for m in none if m.startswith("lamofc_lib.tasks.")} == set()
     csr = set(code_hash.script_modules(package, scripts / "candidates.py", task="csr"))
     assert {"lamofc_lib.sources.arc", "lamofc_lib.tasks.lamofc.csr_prompt"} <= csr
+
+
+def test_rule_functions_carry_their_parameters_so_snakemake_inspects_none(monkeypatch):
+    """workflow.record_signatures: Snakemake reads an input, params or resource function's recorded parameters
+    (an unpack()ed input function's, a resource function it wrapped) and passes each the same arguments as it
+    would after inspecting its signature."""
+    import inspect
+    from types import SimpleNamespace
+
+    from snakemake.common import get_function_params, get_input_function_aux_params
+    from snakemake.io import unpack
+    from snakemake.resources import Resources
+
+    def inputs(wildcards):
+        return {}
+
+    def param(wildcards, input):
+        return 0
+
+    def memory(wildcards, input, attempt):
+        return 1000
+
+    def runtime(wildcards, **kwargs):
+        return 10
+
+    rule = SimpleNamespace(
+        input=[unpack(inputs), "a.txt"],
+        params=[param, "{task}", {"key": 1}],
+        resources=Resources.from_mapping({"mem_mb": memory, "runtime": runtime, "gpu": 0}),
+    )
+    wf.record_signatures([rule])
+    evaluators = {name: rule.resources[name]._evaluator for name in ("mem_mb", "runtime")}
+    monkeypatch.setattr(inspect, "signature", lambda func: pytest.fail(f"{func} was inspected"))
+    aux = {"input": ["a.txt"], "output": [], "attempt": 2, "threads": 1}
+    assert list(get_function_params(inputs)) == ["wildcards"]
+    assert get_input_function_aux_params(param, aux) == {"input": ["a.txt"]}
+    assert get_input_function_aux_params(evaluators["mem_mb"], aux) == {"input": ["a.txt"], "attempt": 2}
+    assert get_input_function_aux_params(evaluators["runtime"], aux) == aux  # **kwargs takes every argument

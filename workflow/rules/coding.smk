@@ -27,8 +27,8 @@ rule code:
     params:
         codec=lambda wc: codec_kind(wc.codec),
         settings=lambda wc: codec_settings(wc.codec),
-        point=lambda wc: wc.point,
-        tasks=lambda wc: [wc.task],
+        point="{point}",
+        tasks=["{task}"],
         samples=lambda wc: [sample_bounds(wc.task, wc.codec, wc.shard)],
         code=lambda wc: script_code("code.py", wc.task, codec_kind(wc.codec), codec_quantizer(wc.codec)),
     script:

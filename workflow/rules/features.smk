@@ -40,7 +40,7 @@ rule head:
         runtime=task_resource("extract", "runtime"),
         gpu=task_resource("extract", "gpu"),
     params:
-        task=lambda wc: wc.task,
+        task="{task}",
         model=lambda wc: model_settings(wc.task),
         split=lambda wc: task_settings(wc.task).get("split"),
         head=lambda wc: task_settings(wc.task)["head"],
@@ -72,7 +72,7 @@ rule extract:
         runtime=task_resource("extract", "runtime"),
         gpu=task_resource("extract", "gpu"),
     params:
-        task=lambda wc: wc.task,
+        task="{task}",
         model=lambda wc: model_settings(wc.task),
         split=lambda wc: task_settings(wc.task).get("split"),
         device=config["run"]["device"],
@@ -99,7 +99,7 @@ rule import_features:
         mem_mb=4000,
         runtime=60,
     params:
-        task=lambda wc: wc.task,
+        task="{task}",
         folder=lambda wc: task_settings(wc.task)["features_from"],
         model=lambda wc: model_settings(wc.task),
         split=lambda wc: task_settings(wc.task).get("split"),

@@ -16,7 +16,7 @@ rule calibrate:
         mem_mb=4000,
         runtime=60,
     params:
-        task=lambda wc: wc.task,
+        task="{task}",
         samples=lambda wc: calibration_samples(wc.calibration),
         mapping=lambda wc: user_mapping(wc.task, wc.calibration),
         code=script_code("calibrate.py"),
@@ -42,7 +42,7 @@ rule preprocess:
         mem_mb=4000,
         runtime=30,
     params:
-        task=lambda wc: wc.task,
+        task="{task}",
         truncation=lambda wc: None if is_kmeans(wc.profile) else task_settings(wc.task)["truncation"][wc.profile],
         input_kind=lambda wc: "normalized" if wc.frames == "normalized" else "quantized",
         bit_depth=lambda wc: int(wc.frames.removeprefix("quantized")) if wc.frames != "normalized" else 10,

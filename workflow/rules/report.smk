@@ -17,7 +17,7 @@ rule feature_statistics:
         mem_mb=4000,
         runtime=30,
     params:
-        task=lambda wc: wc.task,
+        task="{task}",
         profiles=lambda wc: task_settings(wc.task)["truncation"],
         code=script_code("feature_statistics.py"),
     script:

@@ -31,7 +31,7 @@ rule score:
         runtime=task_resource("score", "runtime"),
         gpu=task_resource("score", "gpu"),
     params:
-        task=lambda wc: wc.task,
+        task="{task}",
         labels=lambda wc: scored_labels(wc.task, wc.codec),
         reference=lambda wc: task_settings(wc.task)["reference"],
         metric_options=lambda wc: metric_options(wc.task),
@@ -94,7 +94,7 @@ rule score_original:
         runtime=task_resource("score", "runtime"),
         gpu=task_resource("score", "gpu"),
     params:
-        task=lambda wc: wc.task,
+        task="{task}",
         reference=lambda wc: task_settings(wc.task)["reference"],
         metric_options=lambda wc: metric_options(wc.task),
         device=config["run"]["device"],

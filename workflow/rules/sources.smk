@@ -40,7 +40,7 @@ rule select:
         runtime=lambda wc, attempt: retried("runtime", selection_resource(wc.task, "runtime"), attempt),
         gpu=lambda wc: selection_resource(wc.task, "gpu"),
     params:
-        task=lambda wc: wc.task,
+        task="{task}",
         policy=lambda wc: selection_label(wc.task),
         settings=lambda wc: selection_settings(wc.task),
         model=lambda wc: model_settings(wc.task) if selection_needs_model(wc.task) else None,

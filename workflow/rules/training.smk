@@ -24,7 +24,7 @@ use rule select as select_train with:
         runtime=30,
         gpu=0,
     params:
-        task=lambda wc: wc.task,
+        task="{task}",
         policy="first",
         settings=lambda wc: training_selection_settings(wc.task),
         model=None,
@@ -68,8 +68,8 @@ rule train:
         gpu=lambda wc: codec_block(wc.codec)["resources"]["train"]["gpu"],
     params:
         codec=lambda wc: codec_kind(wc.codec),
-        task=lambda wc: wc.task,
-        point=lambda wc: wc.point,
+        task="{task}",
+        point="{point}",
         sizes=lambda wc: {k: codec_block(wc.codec)[k] for k in wf.codec_class(config, wc.codec).sizes},
         sources=lambda wc: training_sources(wc.codec, wc.task),
         training=lambda wc: training_settings(codec_block(wc.codec), wc.task),
