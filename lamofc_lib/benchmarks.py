@@ -60,6 +60,11 @@ def paper_sources(root: Path) -> dict[str, str]:
     scene.mkdir(parents=True)
     Image.new("RGB", (8, 8)).save(scene / "rgb_00045.jpg")
     Image.new("I;16", (8, 8)).save(scene / "sync_depth_00045.png")
+    ade = root / "ade20k"
+    for sub in ("images/validation", "annotations/validation"):
+        (ade / sub).mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(ade / "images/validation/ADE_val_00000001.jpg")
+    Image.new("L", (8, 8)).save(ade / "annotations/validation/ADE_val_00000001.png")
     captions = {"images": [{"id": 7}], "annotations": [{"image_id": 7, "caption": "A cat on a mat."}]}
     (root / "captions.json").write_text(json.dumps(captions))
     torch.save({"state_dict": random_state_dict("seg", 1536)}, root / "seg_head.pth")
@@ -86,6 +91,7 @@ def paper_sources(root: Path) -> dict[str, str]:
         "nyu": str(root / "nyu"),
         "nyu_split": str(root / "nyu" / "split.txt"),
         "nyu_scenes": str(root / "nyu_scenes"),
+        "ade20k": str(ade),
         "seg_head": str(root / "seg_head.pth"),
         "dpt_head": str(root / "dpt_head.pth"),
         "captions": str(root / "captions.json"),
@@ -101,6 +107,7 @@ STAND_INS = {
     "voc2012": {"root": "voc"},
     "nyu_depth_v2": {"root": "nyu", "labels": "nyu_split"},
     "nyu_scenes": {"root": "nyu_scenes"},
+    "ade20k": {"root": "ade20k"},
     "arc": {"path": "arc"},
     "coco_captions": {"path": "captions"},
 }

@@ -145,6 +145,8 @@ def test_a_scripts_code_is_the_closure_of_its_imports_for_the_task_it_runs():
         **dict.fromkeys(
             ["dinov3_in1k", "dinov3_in_a", "dinov3_in_r"], "lamofc_lib.tasks.lamofcbench.vision.classification"
         ),
+        "dinov3_ade20k": "lamofc_lib.tasks.lamofcbench.vision.segmentation",
+        "dinov3_nyu": "lamofc_lib.tasks.lamofcbench.vision.depth",
     }
 
 
