@@ -20,6 +20,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from lamofc_lib import code_hash
+from lamofc_lib.tasks.base import USER_PACKAGES
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "lamofc_lib"
@@ -112,7 +113,7 @@ def script_distributions(script: Path) -> set[str]:
     names = imported_modules(script).union(*(imported_modules(code_hash.module_file(PACKAGE, m)) for m in modules))
     if set(modules) & set(code_hash.registered_modules(PACKAGE, "lamofc_lib.tasks").values()):  # runs a task's model
         names |= configured_model_packages()
-    names -= set(sys.stdlib_module_names) | {"lamofc_lib", "__future__"}
+    names -= set(sys.stdlib_module_names) | {"lamofc_lib", "__future__"} | set(USER_PACKAGES)
     owners = importlib.metadata.packages_distributions()
     unknown = sorted(n for n in names if n not in owners)
     assert not unknown, f"{script.name} imports {unknown}, which no installed distribution provides"

@@ -115,7 +115,8 @@ def test_demo_writes_tables_and_figures(demo_run):
         "higher_is_better", "accuracy_drop", "samples", "candidates",
     ]  # fmt: skip
     tasks = ("cls", "csr", "dpt", "seg", "tti")
-    variants = ("dinov3_in1k:layer.1", "dinov3_in1k:layer.3")  # LaMoFCBench's, coded by the universal codecs
+    # LaMoFCBench's results, coded by the universal codecs: the classifier's two variants, segmentation, depth
+    variants = ("dinov3_in1k:layer.1", "dinov3_in1k:layer.3", "dinov3_ade20k", "dinov3_nyu")
     lambdas = {task: [format_point(v) for v in config["codecs"]["hyperprior"]["points"][task]] for task in tasks}
     universal = [
         (f"{c}@hybrid", format_point(v))
@@ -399,8 +400,8 @@ def test_editing_preprocess_reruns_preprocess_and_everything_downstream(demo_run
     assert dry_run_jobs(workdir, config, repo=repo_copy) == {
         rule: n for rule, n in full.items() if rule not in upstream | {"score_original"}
     }
-    # LaMoFC's five tasks' VVC, learned and K-means frames; dinov3_in1k's K-means frames
-    assert full["preprocess"] == 5 * 3 + 1 and full["code"] == VVENC_POINTS + HYPERPRIOR_POINTS
+    # LaMoFC's five tasks' VVC, learned and K-means frames; the three LaMoFCBench scenarios' K-means frames
+    assert full["preprocess"] == 5 * 3 + 3 and full["code"] == VVENC_POINTS + HYPERPRIOR_POINTS
     assert full["code_universal"] == UNIVERSAL_JOBS
     assert full["feature_statistics"] == 6
 
@@ -839,8 +840,11 @@ def test_demo_writes_the_reports_tables_figures_and_provenance(demo_run):
     # the anchor is the first of run.codecs (vvenc); each number is there or its reason is (dinov3_in1k's: VVenC
     # does not code it)
     learned = ("elic@hybrid", "hyperprior", "hyperprior_u@hybrid")
-    variants = [("dinov3_in1k:layer.1", c, "vvenc") for c in sorted(LAMOFCBENCH_LABELS)]
-    variants += [("dinov3_in1k:layer.3", c, "vvenc") for c in sorted(LAMOFCBENCH_LABELS)]
+    variants = [
+        (t, c, "vvenc")
+        for t in ("dinov3_in1k:layer.1", "dinov3_in1k:layer.3", "dinov3_ade20k", "dinov3_nyu")
+        for c in sorted(LAMOFCBENCH_LABELS)
+    ]
     assert sorted(zip(bd.task, bd.codec, bd.anchor, strict=True)) == sorted(
         [(t, c, "vvenc") for t in tasks for c in learned] + variants
     )
@@ -851,7 +855,7 @@ def test_demo_writes_the_reports_tables_figures_and_provenance(demo_run):
     complexity = pd.read_csv(results / "tables/complexity.csv")
     generalized = [("seg", "hyperprior@tti"), ("tti", "hyperprior@seg")]
     pairs = [(t, c) for t in tasks for c in ("hyperprior", "vvenc", *LAMOFCBENCH_LABELS)] + generalized
-    pairs += [("dinov3_in1k", c) for c in LAMOFCBENCH_LABELS]
+    pairs += [(t, c) for t in ("dinov3_in1k", "dinov3_ade20k", "dinov3_nyu") for c in LAMOFCBENCH_LABELS]
     assert sorted(zip(complexity.task, complexity.codec, strict=True)) == sorted(pairs)
     for row in complexity.itertuples():
         # a model applied to another task counts the points of the task it was trained on

@@ -23,6 +23,11 @@ if TYPE_CHECKING:
 # modules that need it are imported inside the functions and methods that run models.
 
 
+# Top-level modules the code imports from a user's clone put on sys.path at run time (the DINOv3 release's heads,
+# `model.repository`), not from an environment: its dependencies are the clone's requirements.
+USER_PACKAGES = ("dinov3",)
+
+
 def resolve_device(device: str) -> str:
     import torch
 

@@ -26,9 +26,7 @@ same code `DepthModel.forward` runs on the captured ones.
 
 from __future__ import annotations
 
-import contextlib
 import re
-import sys
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -122,28 +120,14 @@ def depth_input(image: np.ndarray, short: int, patch: int):
     return F.pad(x, [(pw - w) // 2, pw - w - (pw - w) // 2, (ph - h) // 2, ph - h - (ph - h) // 2])
 
 
-@contextlib.contextmanager
-def _on_path(repository: str | Path):
-    """The user's dinov3 clone importable while the context is open."""
-    root = Path(repository).expanduser()
-    if not (root / "dinov3" / "hub" / "depthers.py").is_file():
-        raise FileNotFoundError(
-            f"model.repository {root} is not a dinov3 clone (no dinov3/hub/depthers.py): clone "
-            "facebookresearch/dinov3 and point model.repository at it, or set it to null for the transformers head"
-        )
-    sys.path.insert(0, str(root))
-    try:
-        yield
-    finally:
-        sys.path.remove(str(root))
-
-
 def release_head(repository: str | Path, dim: int, levels: int):
     """The release's DPT depth head (`dinov3_vit7b16_dd`'s decoder and its depth conversion) from the clone, with
     the release's settings for the ViT-7B/16, taking `levels` levels of `dim` channels."""
     import torch
 
-    with _on_path(repository):
+    from lamofc_lib.tasks.lamofcbench.vision.dinov3 import release_code
+
+    with release_code(repository, "dinov3/hub/depthers.py"):
         from dinov3.eval.depth.models import FeaturesToDepth, make_head
         from dinov3.hub.depthers import _get_depther_config
 

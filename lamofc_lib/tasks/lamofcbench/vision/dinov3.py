@@ -10,8 +10,11 @@ tokens: one T x D frame.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import torch
 
@@ -82,3 +85,30 @@ def tokens(config, height: int, width: int) -> int:
     """Tokens of a height x width input: the class token, the registers and one per patch."""
     patch = int(config.patch_size)
     return 1 + int(config.num_register_tokens) + (height // patch) * (width // patch)
+
+
+@contextlib.contextmanager
+def release_code(repository: str | Path, needs: str):
+    """The user's dinov3 clone (`model.repository`) importable while the context is open: the release's heads are
+    code in that repository, which is not on PyPI. `needs` is the file the caller imports from (a clone without it
+    is refused, naming it); a module the clone's code imports that this environment lacks is named with the fix."""
+    root = Path(repository).expanduser()
+    if not (root / needs).is_file():
+        raise FileNotFoundError(
+            f"model.repository {root} is not a dinov3 clone (no {needs}): clone facebookresearch/dinov3 and point "
+            "model.repository at it, or set it to null for the heads of transformers' classes"
+        )
+    sys.path.insert(0, str(root))
+    try:
+        yield
+    except ModuleNotFoundError as err:
+        if err.name and err.name.split(".")[0] == "dinov3":
+            raise
+        raise ModuleNotFoundError(
+            f"the dinov3 clone's code at {root} imports {err.name}, which this environment lacks: install the "
+            f"packages of its requirements.txt (e.g. .venv/bin/pip install {err.name}), torch and torchvision "
+            "excepted (the project pins them)",
+            name=err.name,
+        ) from err
+    finally:
+        sys.path.remove(str(root))

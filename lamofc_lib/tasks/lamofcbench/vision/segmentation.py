@@ -27,8 +27,6 @@ crops go through it, as in the reference.
 
 from __future__ import annotations
 
-import contextlib
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -146,21 +144,6 @@ def stitched(scores, boxes: Sequence[Sequence[int]], size: tuple[int, int], labe
     return F.interpolate(total / count, size=tuple(label_size), mode="bilinear", align_corners=False)
 
 
-@contextlib.contextmanager
-def _on_path(repository: str | Path):
-    root = Path(repository).expanduser()
-    if not (root / "dinov3" / "hub" / "segmentors.py").is_file():
-        raise FileNotFoundError(
-            f"model.repository {root} is not a dinov3 clone (no dinov3/hub/segmentors.py): clone "
-            "facebookresearch/dinov3 and point model.repository at it, or set it to null for the transformers head"
-        )
-    sys.path.insert(0, str(root))
-    try:
-        yield
-    finally:
-        sys.path.remove(str(root))
-
-
 class ReleaseSegmenter:
     """The release's Mask2Former segmentor (backbone, ViT-Adapter, M2F head) from the clone; split points on its
     own backbone's blocks."""
@@ -170,7 +153,9 @@ class ReleaseSegmenter:
     def __init__(self, model: Mapping, head: str, device: str):
         import torch
 
-        with _on_path(model["repository"]):
+        from lamofc_lib.tasks.lamofcbench.vision.dinov3 import release_code
+
+        with release_code(model["repository"], "dinov3/hub/segmentors.py"):
             from dinov3.hub.segmentors import dinov3_vit7b16_ms
 
             self.net = dinov3_vit7b16_ms(weights=str(head), backbone_weights=str(model["backbone_weights"]),
@@ -315,7 +300,9 @@ class Dinov3Segmentation(Task):
         import torch
 
         if model.get("repository"):
-            with _on_path(model["repository"]):
+            from lamofc_lib.tasks.lamofcbench.vision.dinov3 import release_code
+
+            with release_code(model["repository"], "dinov3/hub/segmentors.py"):
                 from dinov3.hub.backbones import dinov3_vit7b16
 
                 net = dinov3_vit7b16(pretrained=True, weights=str(model["backbone_weights"]))
