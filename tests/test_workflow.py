@@ -136,7 +136,8 @@ def test_demo_writes_tables_and_figures(demo_run):
     original = table[table.codec == "original"].set_index("task")
     assert (original.bpfp == 32).all() and (original.mse == 0).all()
     # Every demo task scores against the uncompressed model's outputs: 100 % agreement, 0 m depth error, FID 0.
-    expected = {"cls": 100, "csr": 100, "dpt": 0, "seg": 100, "tti": 0, **dict.fromkeys(variants, 100)}
+    expected = {"cls": 100, "csr": 100, "dpt": 0, "seg": 100, "tti": 0, **dict.fromkeys(variants[:2], 100)}
+    expected |= {"dinov3_ade20k": 100, "dinov3_nyu": 0}
     assert original.value.to_dict() == pytest.approx(expected, abs=1e-6)
     assert dict(zip(table.task, table.metric, strict=True)) == {
         "cls": "top1",
@@ -144,7 +145,9 @@ def test_demo_writes_tables_and_figures(demo_run):
         "dpt": "rmse",
         "seg": "miou",
         "tti": "fid",
-        **dict.fromkeys(variants, "top1"),
+        **dict.fromkeys(variants[:2], "top1"),
+        "dinov3_ade20k": "miou",
+        "dinov3_nyu": "rmse",
     }
     lamofc = table[table.task.isin(tasks)]
     assert (lamofc.bpfp_injected == lamofc.bpfp).all()  # every tensor of theirs goes back into the head
@@ -403,7 +406,7 @@ def test_editing_preprocess_reruns_preprocess_and_everything_downstream(demo_run
     # LaMoFC's five tasks' VVC, learned and K-means frames; the three LaMoFCBench scenarios' K-means frames
     assert full["preprocess"] == 5 * 3 + 3 and full["code"] == VVENC_POINTS + HYPERPRIOR_POINTS
     assert full["code_universal"] == UNIVERSAL_JOBS
-    assert full["feature_statistics"] == 6
+    assert full["feature_statistics"] == 8  # per task: LaMoFC's five and the three LaMoFCBench scenarios
 
 
 @pytest.mark.e2e
