@@ -274,12 +274,13 @@ class Dinov3Segmentation(Task):
                 raise ValueError(f"task {self.name}: image {sample_id} ({original[1]} x {original[0]}) gives "
                                  f"{len(boxes)} crops, model.crops allows {s['crops']}: raise it")  # fmt: skip
             geometry.append({"original": list(original), "resized": list(resized), "boxes": [list(b) for b in boxes]})
-        side = min(s["crop"], *(min(g["resized"]) for g in geometry))
         blocks = self._blocks(split, config)
-        t, d = tokens(config, side, side), int(config.hidden_size)
+        d = int(config.hidden_size)
+        # an image's windows share one size (the crop, or a smaller image's own side): its tokens per window
+        t = [tokens(config, g["boxes"][0][1] - g["boxes"][0][0], g["boxes"][0][3] - g["boxes"][0][2]) for g in geometry]
         tensors = {
             f"layer.{b}.{k}": TensorLayout(
-                [(1 if k < len(g["boxes"]) else 0, 1, t, d) for g in geometry], "float32",
+                [(1 if k < len(g["boxes"]) else 0, 1, n, d) for g, n in zip(geometry, t, strict=True)], "float32",
                 {"packing": "tokens", "block": b, "crop": k, "calibration": f"layer.{b}"},
             )
             for b in blocks for k in range(s["crops"])
