@@ -255,3 +255,15 @@ def test_a_release_head_checkpoint_without_the_clone_is_refused(task_name, tmp_p
     (tmp_path / "head.pth").write_bytes(b"")
     with pytest.raises(ValueError, match="set model.repository"):
         get_task(task_name).write_head(TINY, SPLIT, {"checkpoint": str(tmp_path / "head.pth")}, tmp_path / "h.pt")
+
+
+def test_an_image_shorter_than_the_crop_gives_windows_of_its_height():
+    """Short side 40 below a crop of 48: coffee (40 x 60 after resizing) gives windows of 40 x 48, 1 + 4 + 2 x 3
+    tokens, astronaut (40 x 40) one 40 x 40 window, 1 + 4 + 2 x 2 (DINOv3's slide inference on small images)."""
+    import pandas as pd
+
+    manifest = pd.DataFrame({"sample_id": ["a", "c"], "source": ["skimage:astronaut", "skimage:coffee"],
+                             "label": ["", ""], "text": ["", ""]})  # fmt: skip
+    layout = get_task("dinov3_ade20k").layout(manifest, {**TINY, "resolution": 40}, SPLIT)
+    assert layout.attrs["geometry"][1]["boxes"] == [[0, 40, 0, 48], [0, 40, 12, 60]]
+    assert layout.tensors["layer.0.0"].shapes == [(1, 1, 9, 32), (1, 1, 11, 32)]
