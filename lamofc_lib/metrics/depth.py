@@ -61,18 +61,22 @@ def eigen_crop_box(shape: tuple[int, int]) -> tuple[int, int, int, int]:
 
 
 def depth_valid_mask(
-    target: np.ndarray, eigen_crop: bool = True, min_depth: float = MIN_DEPTH, max_depth: float = MAX_DEPTH
+    target: np.ndarray,
+    eigen_crop: bool = True,
+    min_depth: float = MIN_DEPTH,
+    max_depth: float = MAX_DEPTH,
+    crop_box=None,
 ) -> np.ndarray:
     """The pixels a depth map's RMSE counts: min_depth < target < max_depth (NaN excluded), and, with
-    `eigen_crop`, only inside :func:`eigen_crop_box` of the map (the reference's evaluation; without it the
-    whole map counts, a documented deviation)."""
+    `eigen_crop`, only inside the Eigen crop of the map, `crop_box(shape)` (default :func:`eigen_crop_box`; the
+    reference's evaluation; without it the whole map counts, a documented deviation)."""
     target = np.asarray(target)
     if target.ndim != 2:
         raise ValueError(f"a depth map must be H x W, got shape {target.shape}")
     with np.errstate(invalid="ignore"):
         valid = (target > min_depth) & (target < max_depth)
     if eigen_crop:
-        y1, y2, x1, x2 = eigen_crop_box(target.shape)
+        y1, y2, x1, x2 = (crop_box or eigen_crop_box)(target.shape)
         crop = np.zeros(target.shape, dtype=bool)
         crop[y1:y2, x1:x2] = True
         valid &= crop
@@ -132,17 +136,7 @@ def eigen_crop_floor(shape: tuple[int, int]) -> tuple[int, int, int, int]:
 def benchmark_valid_mask(target: np.ndarray, eigen_crop: bool = True) -> np.ndarray:
     """LaMoFCBench's valid pixels of a ground-truth map: min < depth < max (depths at or beyond either limit are
     set to 0 and 0 is ignored), inside `eigen_crop_floor` unless `eigen_crop` is False."""
-    target = np.asarray(target)
-    if target.ndim != 2:
-        raise ValueError(f"a depth map must be H x W, got shape {target.shape}")
-    with np.errstate(invalid="ignore"):
-        valid = (target > MIN_DEPTH) & (target < MAX_DEPTH)
-    if eigen_crop:
-        y1, y2, x1, x2 = eigen_crop_floor(target.shape)
-        crop = np.zeros(target.shape, dtype=bool)
-        crop[y1:y2, x1:x2] = True
-        valid &= crop
-    return valid
+    return depth_valid_mask(target, eigen_crop, crop_box=eigen_crop_floor)
 
 
 def align_least_squares(

@@ -35,7 +35,7 @@ import pandas as pd
 from lamofc_lib.sources.base import Source
 from lamofc_lib.sources.images import IMAGE_SUFFIXES, SkImage, load_image
 from lamofc_lib.sources.manifest import COLUMNS, SourceError
-from lamofc_lib.tasks.base import Task, TensorExtraction, TensorsLayout, load_head_file, split_layers
+from lamofc_lib.tasks.base import Task, TensorExtraction, TensorsLayout, load_head_file
 
 RESOLUTION = 512
 
@@ -144,20 +144,14 @@ class Dinov3Classification(Task):
     inject = None  # tasks.<task>.inject
     class_subset = None  # tasks.<task>.class_subset
 
-    def _blocks(self, split, config) -> list[int]:
-        """The split blocks, 0-based (the tensors' names), from the 1-based `split`."""
-        from lamofc_lib.tasks.lamofcbench.vision.dinov3 import check_blocks
-
-        return check_blocks([b - 1 for b in split_layers(split)], config, f"tasks.{self.name}.split")
-
     def layout(self, manifest: pd.DataFrame, model: Mapping, split) -> TensorsLayout:
         from lamofc_lib.store import TensorLayout
-        from lamofc_lib.tasks.lamofcbench.vision.dinov3 import dinov3_config, tokens
+        from lamofc_lib.tasks.lamofcbench.vision.dinov3 import dinov3_config, split_blocks, tokens
 
         config = dinov3_config(model)
         resolution = int(model.get("resolution") or RESOLUTION)
         shape = (1, 1, tokens(config, resolution, resolution), int(config.hidden_size))
-        blocks = self._blocks(split, config)
+        blocks = split_blocks(self.name, split, config)
         tensors = {
             f"layer.{b}.0": TensorLayout([shape] * len(manifest), "float32", {"packing": "tokens", "block": b})
             for b in blocks

@@ -235,14 +235,9 @@ class Dinov3Depth(Task):
     preload = ("transformers:DINOv3ViTModel", "torchvision.transforms")
     eigen_crop = True
 
-    def _blocks(self, split, config) -> list[int]:
-        from lamofc_lib.tasks.lamofcbench.vision.dinov3 import check_blocks
-
-        return check_blocks([b - 1 for b in split_layers(split)], config, f"tasks.{self.name}.split")
-
     def layout(self, manifest: pd.DataFrame, model: Mapping, split) -> TensorsLayout:
         from lamofc_lib.store import TensorLayout
-        from lamofc_lib.tasks.lamofcbench.vision.dinov3 import dinov3_config, tokens
+        from lamofc_lib.tasks.lamofcbench.vision.dinov3 import dinov3_config, split_blocks, tokens
 
         config = dinov3_config(model)
         short, patch = int(model.get("resolution") or RESOLUTION), int(config.patch_size)
@@ -253,7 +248,7 @@ class Dinov3Depth(Task):
             geometry.append({"original": list(original), "resized": list(resized),
                              "padded": list(padded_size(*resized, patch))})  # fmt: skip
         shapes = [(1, 1, tokens(config, *g["padded"]), int(config.hidden_size)) for g in geometry]
-        blocks = self._blocks(split, config)
+        blocks = split_blocks(self.name, split, config)
         tensors = {
             f"layer.{b}.{view}": TensorLayout(list(shapes), "float32", {"packing": "tokens", "block": b, "view": v})
             for b in blocks

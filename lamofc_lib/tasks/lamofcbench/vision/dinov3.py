@@ -81,6 +81,13 @@ def check_blocks(blocks: Sequence[int], config, where: str) -> list[int]:
     return sorted(int(b) for b in blocks)
 
 
+def split_blocks(task: str, split, config) -> list[int]:
+    """A scenario's split blocks, 0-based (its tensors' names), from its 1-based `split`, checked."""
+    from lamofc_lib.tasks.base import split_layers
+
+    return check_blocks([b - 1 for b in split_layers(split)], config, f"tasks.{task}.split")
+
+
 def tokens(config, height: int, width: int) -> int:
     """Tokens of a height x width input: the class token, the registers and one per patch."""
     patch = int(config.patch_size)

@@ -37,7 +37,7 @@ from lamofc_lib.metrics.segmentation import ConfusionMatrix, reduce_zero_label, 
 from lamofc_lib.sources.base import Source
 from lamofc_lib.sources.images import IMAGE_SUFFIXES, SkImage, image_size, load_image, load_label_map
 from lamofc_lib.sources.manifest import COLUMNS, SourceError
-from lamofc_lib.tasks.base import Task, TensorExtraction, TensorsLayout, split_layers
+from lamofc_lib.tasks.base import Task, TensorExtraction, TensorsLayout
 
 RESOLUTION, CROP, STRIDE, CROPS = 896, 896, 596, 4
 CLASSES = 150
@@ -96,17 +96,11 @@ def crop_boxes(height: int, width: int, crop: int, stride: int) -> list[tuple[in
     """The slide windows (y1, y2, x1, x2) of a height x width image, row by row, as DINOv3's slide inference: a
     grid at `stride`, the last window of a row or column moved back inside the image; an image smaller than the
     crop along both sides is one window of its shorter side."""
-    h_crop = w_crop = crop
+    from lamofc_lib.tasks.lamofc.dinov2 import slide_windows
+
     if crop > height and crop > width:
-        h_crop = w_crop = min(height, width)
-    h_grids = max(height - h_crop + stride - 1, 0) // stride + 1
-    w_grids = max(width - w_crop + stride - 1, 0) // stride + 1
-    boxes = []
-    for i in range(h_grids):
-        for j in range(w_grids):
-            y2, x2 = min(i * stride + h_crop, height), min(j * stride + w_crop, width)
-            boxes.append((max(y2 - h_crop, 0), y2, max(x2 - w_crop, 0), x2))
-    return boxes
+        crop = min(height, width)
+    return slide_windows(height, width, crop, stride)
 
 
 def segmentation_input(image: np.ndarray, short: int):
@@ -254,14 +248,9 @@ class Dinov3Segmentation(Task):
         return {k: int(model.get(k) or d) for k, d in
                 (("resolution", RESOLUTION), ("crop", CROP), ("stride", STRIDE), ("crops", CROPS))}  # fmt: skip
 
-    def _blocks(self, split, config) -> list[int]:
-        from lamofc_lib.tasks.lamofcbench.vision.dinov3 import check_blocks
-
-        return check_blocks([b - 1 for b in split_layers(split)], config, f"tasks.{self.name}.split")
-
     def layout(self, manifest: pd.DataFrame, model: Mapping, split) -> TensorsLayout:
         from lamofc_lib.store import TensorLayout
-        from lamofc_lib.tasks.lamofcbench.vision.dinov3 import dinov3_config, tokens
+        from lamofc_lib.tasks.lamofcbench.vision.dinov3 import dinov3_config, split_blocks, tokens
 
         config = dinov3_config(model)
         s = self._settings(model)
@@ -274,7 +263,7 @@ class Dinov3Segmentation(Task):
                 raise ValueError(f"task {self.name}: image {sample_id} ({original[1]} x {original[0]}) gives "
                                  f"{len(boxes)} crops, model.crops allows {s['crops']}: raise it")  # fmt: skip
             geometry.append({"original": list(original), "resized": list(resized), "boxes": [list(b) for b in boxes]})
-        blocks = self._blocks(split, config)
+        blocks = split_blocks(self.name, split, config)
         d = int(config.hidden_size)
         # an image's windows share one size (the crop, or a smaller image's own side): its tokens per window
         t = [tokens(config, g["boxes"][0][1] - g["boxes"][0][0], g["boxes"][0][3] - g["boxes"][0][2]) for g in geometry]
@@ -352,7 +341,7 @@ class Dinov3Segmentation(Task):
         transformers' UperNet head with seeded weights."""
         import torch
 
-        from lamofc_lib.tasks.lamofcbench.vision.dinov3 import dinov3_config
+        from lamofc_lib.tasks.lamofcbench.vision.dinov3 import dinov3_config, split_blocks
 
         if model.get("repository"):
             missing = [k for k, v in (("head.checkpoint", head.get("checkpoint")),
@@ -371,7 +360,7 @@ class Dinov3Segmentation(Task):
                 "code comes from your dinov3 clone: set model.repository (null runs the demo's seeded head)"
             )
         config = dinov3_config(model)
-        blocks = self._blocks(split, config)
+        blocks = split_blocks(self.name, split, config)
         torch.manual_seed(int(head.get("seed", 0)))
         module = upernet_head(int(config.hidden_size), len(blocks), DEMO_HEAD)
         torch.save({"kind": "transformers", "blocks": blocks, "dim": int(config.hidden_size),
