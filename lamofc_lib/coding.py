@@ -53,16 +53,21 @@ def code_shard(
     """Encode the frames `indices` at `point` into the folder `bitstreams` (encode_shard), then decode those
     bitstreams from the files, as a decoder elsewhere would, into the feature store `reconstructed`
     (decode_point); each output is written atomically. The sidecars record each sample's encoding and decoding
-    seconds (the decoding ones written after decoding). Returns the sidecars.
+    seconds and, for a codec whose float decoding must be checked elsewhere (`Codec.verifies_decoding`), the
+    SHA-256 of each frame this job's decoder gave (written after decoding). Returns the sidecars.
 
     One job encodes and decodes: decoding a shard costs less than a job's start-up, and a learned codec pays its
-    library's import (CompressAI) once instead of twice. A bitstream altered later is refused where its rate is
-    read (bitstreams.rate) and by `python -m lamofc_lib.verify`."""
+    library's import (CompressAI) once instead of twice. Each bitstream is decoded once: the frame the encoder's
+    decoder gives is the reconstruction (decoding it twice, to record its digest and then to reconstruct, cost a
+    learned codec's job a third of its work). A bitstream altered later is refused where its rate is read
+    (bitstreams.rate) and by `python -m lamofc_lib.verify`."""
     records = encode_shard(frames, bitstreams, codec, point, indices)
-    timings = decode_point([bitstreams], reconstructed, codec, samples=None, first=indices.start)
-    seconds = {t["sample_index"]: round(t["decode_seconds"], 4) for t in timings}
+    decoded = {t["sample_index"]: t for t in decode_point([bitstreams], reconstructed, codec, first=indices.start)}
     for record in records:
-        record.decode_seconds = seconds[record.sample_index]
+        done = decoded[record.sample_index]
+        record.decode_seconds = round(done["decode_seconds"], 4)
+        for tensor in record.tensors:
+            tensor.decoded_sha256 = done["frames"].get(tensor.name)
         write_json(Path(bitstreams) / sidecar_name(record.sample_index), asdict(record))
     return records
 
@@ -73,7 +78,8 @@ def encode_shard(
     """Encode the frames `indices` of the frame store at `point` into the folder `out_dir` (written atomically).
 
     The folder holds one `NNNNN.<tensor>.bin` bitstream per sample and named tensor and one `NNNNN.json`
-    sidecar per sample; the encoder's own output goes to this module's logger (the job log).
+    sidecar per sample; the encoder's own output goes to this module's logger (the job log). Nothing is decoded
+    here: `code_shard` records the decoded frames' digests from its decoding.
     """
     store = FeatureStore(frames)
     attrs = store.attrs
@@ -123,7 +129,6 @@ def _encode_tensor(store: FeatureStore, i: int, name: str, codec: Codec, point: 
         if not bitstream.is_file() or bitstream.stat().st_size == 0:
             raise CodecError(f"{codec.name} exited 0 but wrote no bitstream to {bitstream}")
         _log_tool_output(Path(work))
-        decoded = frame_sha256(codec.decode(bitstream, frame.shape, Path(work))) if codec.verifies_decoding else None
     shape = layout.attrs["feature_shapes"][i]
     return TensorRecord(
         name=name,
@@ -137,7 +142,6 @@ def _encode_tensor(store: FeatureStore, i: int, name: str, codec: Codec, point: 
         packing=layout.attrs["packing"],
         truncation=layout.attrs["truncation"],
         quantizer=layout.attrs["quantizer"],
-        decoded_sha256=decoded,
         centres=layout.attrs.get("centres"),
     )
 
@@ -174,17 +178,19 @@ def _checked_bitstream(folder: Path, tensor: TensorRecord, codec: Codec, record:
 
 def decode_point(
     shard_dirs: Sequence[str | Path], out: str | Path, codec: Codec, samples: int | None = None, first: int = 0
-) -> list[dict[str, float]]:
+) -> list[dict]:
     """Decode every bitstream in `shard_dirs` (samples first..first+samples-1 of a point, or as many as there
     are) and post-process it into the feature store `out`, each named tensor in its uncompressed dtype.
 
-    Returns per-sample decoding times. A bitstream that was altered since encoding (size or SHA-256 differ from
-    its sidecar) or fails to decode raises CodecError and leaves no output.
+    Returns per sample its decoding time (`decode_seconds`) and, for a codec that `verifies_decoding`, the
+    SHA-256 of each frame it decoded (`frames`, by tensor name). A bitstream that was altered since encoding
+    (size or SHA-256 differ from its sidecar), fails to decode, or decodes to another frame than the one its
+    sidecar records raises CodecError and leaves no output.
     """
     if isinstance(shard_dirs, str | Path):
         shard_dirs = [shard_dirs]
     items = read_sidecars(shard_dirs, samples, first=first)
-    timings: list[dict[str, float]] = []
+    timings: list[dict] = []
     if not items:
         raise CodecError(f"no bitstreams in {', '.join(map(str, shard_dirs))}")
     first = items[0][1]
@@ -194,7 +200,7 @@ def decode_point(
     def reconstructions():
         for folder, record in items:
             start = time.perf_counter()
-            sample = {}
+            sample, digests = {}, {}
             for tensor in record.tensors:
                 if tensor.absent:
                     sample[tensor.name] = np.zeros(tensor.feature_shape, storage_dtype(tensor.feature_dtype))
@@ -202,7 +208,10 @@ def decode_point(
                 bitstream = _checked_bitstream(folder, tensor, codec, record)
                 with tempfile.TemporaryDirectory() as work:
                     frame = codec.decode(bitstream, tuple(tensor.frame_shape), Path(work))
-                if tensor.decoded_sha256 and frame_sha256(frame) != tensor.decoded_sha256:
+                digest = frame_sha256(frame) if codec.verifies_decoding or tensor.decoded_sha256 else None
+                if codec.verifies_decoding:
+                    digests[tensor.name] = digest
+                if tensor.decoded_sha256 and digest != tensor.decoded_sha256:
                     raise CodecError(
                         f"{bitstream} decodes to another frame than its encoder's own decoder gave (SHA-256 "
                         f"differs): encoded with {record.threads} threads on {record.device}, decoded with "
@@ -213,7 +222,9 @@ def decode_point(
                 spec = TensorSpec(tensor.packing, tensor.truncation, tensor.quantizer, centres)
                 x = from_frame(frame, spec, tensor.feature_shape, record.input_kind, record.bit_depth)
                 sample[tensor.name] = as_dtype(x, tensor.feature_dtype)
-            timings.append({"sample_index": record.sample_index, "decode_seconds": time.perf_counter() - start})
+            timings.append(
+                {"sample_index": record.sample_index, "decode_seconds": time.perf_counter() - start, "frames": digests}
+            )
             yield sample
 
     tensors = {

@@ -6,7 +6,8 @@ for the processor (torch's ATen kernels, oneDNN, MKL, OpenBLAS; lamofc_lib.deter
 fixed when a process loads them, so each side runs in its own process, in its own environment:
 
 - encoding (both codecs, one process) on the pinned path, as a workflow job runs: `determinism.apply(True)`
-  and `configure_torch` before coding; `encode_shard` records the frame its own decoder gives (SHA-256);
+  and `configure_torch` before coding; `code_shard` (rule code) records the frame its own decoder gives
+  (SHA-256);
 - decoding, pinned, in an environment whose variables name another host's paths before `apply` replaces them:
   it must reproduce the recorded frame;
 - decoding, unpinned, on another path (torch's scalar kernels, ATEN_CPU_CAPABILITY=default; convolutions on
@@ -64,14 +65,14 @@ determinism.configure_torch(1)  # as a workflow job does before it computes
 import lamofc_lib.codecs.hyperprior.model  # torch and CompressAI, before the job arrives
 from lamofc_lib.bitstreams import read_sidecars
 from lamofc_lib.codecs import CodecError, get_codec
-from lamofc_lib.coding import decode_point, encode_shard, frame_sha256
+from lamofc_lib.coding import code_shard, decode_point, frame_sha256
 
 job = json.loads(sys.stdin.read())
 result = {}
 for name, c in job["codecs"].items():
     codec = get_codec(name, {}, threads=1, model=c["model"])
     if job["action"] == "encode":
-        encode_shard(c["frames"], c["bits"], codec, c["point"], range(c["samples"]))
+        code_shard(c["frames"], c["bits"], c["bits"] + ".zarr", codec, c["point"], range(c["samples"]))
         result[name] = [t.decoded_sha256 for _, r in read_sidecars([c["bits"]]) for t in r.tensors]
         continue
     raw = []

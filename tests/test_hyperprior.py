@@ -12,7 +12,7 @@ from lamofc_lib.bitstreams import read_sidecars
 from lamofc_lib.codecs import CodecError, get_codec
 from lamofc_lib.codecs.hyperprior import model as hp
 from lamofc_lib.codecs.hyperprior import training
-from lamofc_lib.coding import decode_point, encode_shard
+from lamofc_lib.coding import code_shard, decode_point, encode_shard
 from lamofc_lib.figures import plot_loss
 from lamofc_lib.preprocess import preprocess_store
 from lamofc_lib.store import FeatureStore
@@ -258,14 +258,14 @@ def test_a_broken_checkpoint_is_named(tmp_path):
 
 @pytest.fixture()
 def coded(trained, tmp_path):
-    """A two-sample feature store coded at lambda 0.05 through the codec interface."""
+    """A two-sample feature store coded at lambda 0.05 through the codec interface, as rule code does."""
     frames, models, _ = trained
     rng = np.random.default_rng(1)
     features = [rng.normal(0, 2, size=(1, 1, 37, 130)).astype(np.float32) for _ in range(2)]
     write_one(tmp_path / "f.zarr", ["a", "b"], [f.shape for f in features], features, {"task": "csr"}, packing="plane")
     preprocess_store(tmp_path / "f.zarr", tmp_path / "frames.zarr", "csr", [-5, 5], "normalized", 10)
     codec = get_codec("hyperprior", {}, threads=1, model=models[0.05])
-    encode_shard(tmp_path / "frames.zarr", tmp_path / "bits", codec, "0.05", range(2))
+    code_shard(tmp_path / "frames.zarr", tmp_path / "bits", tmp_path / "coded.zarr", codec, "0.05", range(2))
     return codec, tmp_path
 
 
@@ -319,6 +319,27 @@ def test_the_sidecar_records_the_encoders_own_decoded_frame_and_threads(coded):
         again = codec.decode(path / tensor.bitstream, tuple(tensor.frame_shape), folder)
         assert tensor.decoded_sha256 == hashlib.sha256(np.ascontiguousarray(again).tobytes()).hexdigest()
         assert (record.threads, record.device) == (1, "cpu")
+
+
+def test_a_code_job_decodes_each_bitstream_once_and_records_that_frame(trained, tmp_path, monkeypatch):
+    """The reconstruction of rule code is the frame whose digest the sidecar records (one decode per bitstream,
+    not one to record it and one to reconstruct)."""
+    import hashlib
+
+    frames, models, _ = trained
+    features = [np.random.default_rng(2).normal(0, 2, size=(1, 1, 37, 130)).astype(np.float32) for _ in range(2)]
+    write_one(tmp_path / "f.zarr", ["a", "b"], [f.shape for f in features], features, {"task": "csr"}, packing="plane")
+    preprocess_store(tmp_path / "f.zarr", tmp_path / "frames.zarr", "csr", [-5, 5], "normalized", 10)
+    codec = get_codec("hyperprior", {}, threads=1, model=models[0.05])
+    decoded = []
+    real = type(codec).decode
+    monkeypatch.setattr(codec, "decode", lambda *a: decoded.append(real(codec, *a)) or decoded[-1])
+    code_shard(tmp_path / "frames.zarr", tmp_path / "bits", tmp_path / "coded.zarr", codec, "0.05", range(2))
+    assert len(decoded) == 2
+    items = read_sidecars([tmp_path / "bits"])
+    for frame, (_, record) in zip(decoded, items, strict=True):
+        assert record.tensors[0].decoded_sha256 == hashlib.sha256(frame.tobytes()).hexdigest()
+        assert record.decode_seconds is not None
 
 
 def test_decoding_uses_the_encoders_threads_and_refuses_a_different_frame(coded):
