@@ -111,33 +111,21 @@ def run_label(config: Mapping, codec: str) -> str:
     return f"{codec}@{HYBRID}" if config["codecs"][codec].get("universal") else codec
 
 
-def is_universal(config: Mapping, label: str) -> bool:
-    """Whether a label names a universal codec's models (one per lambda, trained on a mix of tasks)."""
-    return bool(config["codecs"][codec_name(label)].get("universal"))
-
-
-def universal_labels(config: Mapping) -> list[str]:
-    """The labels of the universal codecs of run.codecs (<codec>@hybrid)."""
-    return [run_label(config, c) for c in config["run"]["codecs"] if is_universal(config, c)]
-
-
-def samples_per_job(config: Mapping, task: str, label: str, samples: int | None = None) -> int:
-    """How many of a task's samples (or of `samples`: a store's count) one code job of a codec label takes: the
-    block's samples_per_job; all of them for a universal codec, whose job codes every task at one lambda (rule
-    code_universal), one group per task."""
-    samples = config["tasks"][task]["samples"] if samples is None else samples
-    return samples if is_universal(config, label) else config["codecs"][codec_name(label)]["samples_per_job"]
+def samples_per_job(config: Mapping, label: str) -> int:
+    """How many of a task's samples one code job of a codec label takes (the codec block's samples_per_job; a
+    universal codec's jobs too, per task)."""
+    return config["codecs"][codec_name(label)]["samples_per_job"]
 
 
 def codec_shards(config: Mapping, task: str, label: str) -> list[str]:
     """The sample groups ('000', '001', ...) a codec label's code jobs take on `task`."""
-    return shards(config["tasks"][task]["samples"], samples_per_job(config, task, label))
+    return shards(config["tasks"][task]["samples"], samples_per_job(config, label))
 
 
 def shard_range(config: Mapping, task: str, label: str, shard: str, samples: int | None = None) -> range:
     """The sample indices of one of `codec_shards`, of the task's samples (or of `samples`: a store's count)."""
     samples = config["tasks"][task]["samples"] if samples is None else samples
-    return shard_samples(shard, samples, samples_per_job(config, task, label, samples))
+    return shard_samples(shard, samples, samples_per_job(config, label))
 
 
 def coded_points(config: Mapping) -> list[tuple[str, str, str]]:

@@ -326,7 +326,7 @@ def full_run_jobs(workdir: Path) -> dict[str, int]:
 
 # The demo run codes 5 tasks of at most 20 samples (one code job per task and point): VVenC at 2 QPs, the
 # Hyperprior at 2 lambdas per task (10 models) and at the trained_on task's 2 lambdas for the 2 generalizability
-# pairs (seg -> tti, tti -> seg); the universal codecs one code_universal job per lambda for all tasks; one
+# pairs (seg -> tti, tti -> seg); the universal codecs one code job per task and lambda (8 tasks); one
 # score_task job per task (run.score_jobs: task) and one score job per generalizability label. What follows a
 # coded point: the rate-accuracy, D-A, BD-rate and complexity tables, the rate-accuracy, D-A and accuracy-drop
 # figures (one job) and the provenance; a score_task job also rewrites the native Hyperprior's scores, which the
@@ -335,7 +335,7 @@ VVENC_POINTS = 5 * 2
 HYPERPRIOR_POINTS = 5 * 2 + 2 * 2
 SCORE_TASK_JOBS = 5  # run.score_jobs task: one job per task scores every run.codecs label (of LaMoFC's five,
 # which VVenC and the Hyperprior code; dinov3_in1k's job scores the universal codecs' alone)
-UNIVERSAL_JOBS = 2 * 2  # hyperprior_u and elic, two lambdas: one code_universal job each codes every task
+UNIVERSAL_JOBS = 2 * 2 * 8  # hyperprior_u and elic, two lambdas, each of the 8 tasks in a job of its own
 TABLES = {
     "rate_accuracy": 1,
     "da_r2": 1,
@@ -404,8 +404,7 @@ def test_editing_preprocess_reruns_preprocess_and_everything_downstream(demo_run
         rule: n for rule, n in full.items() if rule not in upstream | {"score_original"}
     }
     # LaMoFC's five tasks' VVC, learned and K-means frames; the three LaMoFCBench scenarios' K-means frames
-    assert full["preprocess"] == 5 * 3 + 3 and full["code"] == VVENC_POINTS + HYPERPRIOR_POINTS
-    assert full["code_universal"] == UNIVERSAL_JOBS
+    assert full["preprocess"] == 5 * 3 + 3 and full["code"] == VVENC_POINTS + HYPERPRIOR_POINTS + UNIVERSAL_JOBS
     assert full["feature_statistics"] == 8  # per task: LaMoFC's five and the three LaMoFCBench scenarios
 
 
@@ -713,13 +712,13 @@ def test_a_universal_codec_trains_one_model_per_lambda_on_its_tasks_mixed(tmp_pa
         for task in ("seg", "csr", "tti"):
             assert f"results/{task}/train/features.zarr" in job and f"results/{task}/calibration/kmeans8-train4" in job
         assert "results/cls/train/features.zarr" not in job
-    # one code job per lambda codes every task (its model loaded once), into each task's folder of that point
-    assert stats["code_universal"] == 2 and stats["code"] == 5 * len(config["codecs"]["vvenc"]["points"])
-    jobs = [job for job in output.split("\nrule ") if job.startswith("code_universal:")]
+    # one code job per task and lambda, each with the lambda's one model, into the task's folder of that point
+    assert stats["code"] == 5 * len(config["codecs"]["vvenc"]["points"]) + 5 * 2
+    jobs = [job for job in output.split("\nrule ") if job.startswith("code:") and "elic@hybrid" in job]
     for point in ("0.001", "0.02"):
-        [job] = [job for job in jobs if f"results/models/elic/hybrid/{point}/model.pt" in job]
         for task in ("cls", "seg", "dpt", "csr", "tti"):
-            assert f"results/{task}/elic@hybrid/{point}/bitstreams/000" in job
+            [job] = [job for job in jobs if f"results/{task}/elic@hybrid/{point}/bitstreams/000" in job]
+            assert f"results/models/elic/hybrid/{point}/model.pt" in job
             assert f"results/{task}/frames/kmeans8-train4-normalized.zarr" in job
     assert "results/models/elic/cls" not in output
 
@@ -797,16 +796,15 @@ def test_paper_config_builds_the_full_dag(tmp_path, monkeypatch):
     # VTM: one job per sample and QP: (500 + 100 + 80 + 500 + 500) x 5 encodings, one decoding per task and QP.
     # Hyperprior: 100 samples per encoding job: cls, csr, tti (500 samples) 5 shards, seg (100) and dpt (80) 1;
     # x 5 lambdas (85). Generalizability (paper Table 6) at the trained_on task's 5 lambdas: seg->csr, seg->tti,
-    # csr->tti, tti->csr 25 encoding jobs each, csr->seg and tti->seg 5. The universal codecs: one job per lambda
-    # codes every task (code_universal).
+    # csr->tti, tti->csr 25 encoding jobs each, csr->seg and tti->seg 5. The universal codecs: a job per task,
+    # lambda and group of their samples_per_job (100): 49 groups of the ten tasks' samples.
     per_task = ("candidates", "candidates_train", "extract", "extract_train", "head", "select", "select_train")
     assert job_stats(result.stdout + result.stderr) == {
         "all": 1,
         **dict.fromkeys(per_task, tasks),
         "calibrate": tasks,  # K-means centres per task, shared by the two universal codecs
         "da_r2": 1,
-        "code": 1680 * 5 + 85 + 4 * 25 + 2 * 5,
-        "code_universal": universal_points,
+        "code": 1680 * 5 + 85 + 4 * 25 + 2 * 5 + universal_points * (5 + 1 + 1 + 5 + 5 + 10 + 10 + 10 + 1 + 1),
         "generalizability": 1,
         "plot_rate_accuracy": 1,
         "plot_training": 1,

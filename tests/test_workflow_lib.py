@@ -101,17 +101,18 @@ def test_coding_requests_grow_with_the_frames_they_code(config, tmp_path, monkey
     assert wf.coding_resource(config, "mem_mb", "cls", "vvenc", "0", 2) == 2 * 1500  # second attempt
 
 
-def test_a_universal_codec_codes_each_task_in_one_group_the_others_per_samples_per_job(config):
-    """cls has 8 demo samples: VVenC at 3 per job takes 3 groups (3, 3 and 2 samples); a universal codec's
-    label takes one group of all 8 whatever its samples_per_job (its job codes every task at once)."""
+def test_every_codec_codes_a_task_in_groups_of_its_samples_per_job(config):
+    """cls has 8 demo samples: VVenC at 3 per job takes 3 groups (3, 3 and 2 samples), as a universal codec's
+    label at 3 (per task, as any other codec) and at 20 one group of all 8."""
     config = copy.deepcopy(config)
     config["codecs"]["vvenc"]["samples_per_job"] = 3
     config["codecs"]["elic"]["samples_per_job"] = 3
     assert wf.codec_shards(config, "cls", "vvenc") == ["000", "001", "002"]
     assert [list(wf.shard_range(config, "cls", "vvenc", s)) for s in ("000", "002")] == [[0, 1, 2], [6, 7]]
-    assert wf.universal_labels(config) == []  # the fixture runs vvenc and hyperprior
     config["run"]["codecs"] = ["vvenc", "hyperprior", "elic"]
-    assert wf.universal_labels(config) == ["elic@hybrid"]
+    assert wf.codec_shards(config, "cls", "elic@hybrid") == ["000", "001", "002"]
+    assert list(wf.shard_range(config, "cls", "elic@hybrid", "002")) == [6, 7]
+    config["codecs"]["elic"]["samples_per_job"] = 20
     assert wf.codec_shards(config, "cls", "elic@hybrid") == ["000"]
     assert list(wf.shard_range(config, "cls", "elic@hybrid", "000")) == list(range(8))
 

@@ -95,33 +95,13 @@ def sample_bounds(task, label, shard):
     return [indices.start, indices.stop]
 
 
-def universal_resource(key):
-    """A resource of a universal codec's code job (rule code_universal), which codes every task, from the tasks'
-    code-job requests (`coding_resource`), runtimes added, the largest memory; grown per attempt."""
-
-    def resource(wildcards, input, attempt):
-        values = [wf.coding_resource(config, key, t, wildcards.codec, "000", 1) for t in TASKS]
-        return retried(key, max(values) if key == "mem_mb" else sum(values), attempt)
-
-    return resource
-
-
 def frames_path(task, label):
     return wf.frames_path(config, task, label)
 
 
 def coding_inputs(wildcards):
-    """The frames (encoding; a list of one store, as rule code_universal's list of every task's) and, for a
-    trained codec, the model of the operating point."""
-    return {"frames": [frames_path(wildcards.task, wildcards.codec)], **model_inputs(wildcards)}
-
-
-def universal_coding_inputs(wildcards):
-    """Every running task's frames, task by task, and the model of the universal codec's point."""
-    return {
-        "frames": [frames_path(t, wildcards.codec) for t in TASKS],
-        "model": model_path(config, TASKS[0], wildcards.codec, wildcards.point),
-    }
+    """The frames and, for a trained codec, the model of the operating point."""
+    return {"frames": frames_path(wildcards.task, wildcards.codec), **model_inputs(wildcards)}
 
 
 is_kmeans = wf.is_kmeans_profile
@@ -237,12 +217,6 @@ SCORE_PER_TASK = config["run"]["score_jobs"] == "task"
 SCORE_TASK_PATTERN = TASKS_PATTERN if SCORE_PER_TASK else "(?!)"  # no score_task job unless chosen
 PER_LABEL_SCORES_PATTERN = _alternatives(
     c for _, c, _ in coded_points() + generalizability_points() if not (SCORE_PER_TASK and c in RUN_LABELS)
-)
-# The labels the code rules take: a universal codec's (rule code_universal) and the others' (rule code).
-UNIVERSAL_LABELS = wf.universal_labels(config)
-UNIVERSAL_PATTERN = _alternatives(UNIVERSAL_LABELS)
-PER_TASK_CODECS_PATTERN = _alternatives(
-    c for _, c, _ in coded_points() + generalizability_points() if c not in UNIVERSAL_LABELS
 )
 
 
