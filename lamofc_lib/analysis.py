@@ -14,10 +14,12 @@ import pandas as pd
 from lamofc_lib.io import atomic_path, read_json
 
 COLUMNS = [
-    "task", "codec", "point", "bpfp", "ebpfp", "bpfp_injected", "mse", "quant_mse", "metric", "value",
+    "task", "codec", "point", "bpfp", "ebpfp", "entropy", "bpfp_injected", "mse", "quant_mse", "metric", "value",
     "higher_is_better",
 ]  # fmt: skip
-TENSOR_COLUMNS = ["task", "codec", "point", "tensor", "dtype", "bpfp", "mse", "quant_mse"]
+# entropy: the zero-order entropy of the quantizer's symbols (bits per feature point), a memoryless coder's rate
+# floor beside the codec's BPFP; bit_share: the tensor's share of the point's bits
+TENSOR_COLUMNS = ["task", "codec", "point", "tensor", "dtype", "bpfp", "entropy", "bit_share", "mse", "quant_mse"]
 REFERENCE_NOTES = {
     "ground_truth": "scored against the data set's labels",
     "uncompressed": "scored against the uncompressed model's own predictions, not ground truth",
@@ -38,9 +40,11 @@ def rate_accuracy_table(scores: Iterable[Mapping], summaries: Iterable[Mapping] 
     """One row per task x codec x point from the scores records, originals first, points in rate order, with the
     accuracy drop against the task's uncompressed metric (see `accuracy_drops`) and, from the selection
     summaries, the task's samples kept and candidates."""
-    # scores written before bpfp_injected existed put every tensor back: their bpfp
+    # scores written before bpfp_injected existed put every tensor back: their bpfp; before entropy: unknown
+    defaults = {"bpfp_injected": lambda s: s["bpfp"], "entropy": lambda s: math.nan}
     table = pd.DataFrame(
-        [{k: s.get(k, s["bpfp"]) if k == "bpfp_injected" else s[k] for k in COLUMNS} for s in scores], columns=COLUMNS
+        [{k: s[k] if k in s or k not in defaults else defaults[k](s) for k in COLUMNS} for s in scores],
+        columns=COLUMNS,
     )
     if table.empty:
         raise ValueError("no scores to tabulate")
@@ -57,8 +61,9 @@ def rate_accuracy_table(scores: Iterable[Mapping], summaries: Iterable[Mapping] 
 
 def tensor_table(scores: Iterable[Mapping]) -> pd.DataFrame:
     """One row per task x codec x point x named tensor of the coded points: the tensor's original dtype, its
-    BPFP (its own bits over its own points), total MSE and quantization MSE, each the mean over samples (as
-    LaMoFCBench reports its per-tensor numbers)."""
+    BPFP (its own bits over its own points), the zero-order entropy of its quantized symbols, total MSE and
+    quantization MSE, each the mean over samples (as LaMoFCBench reports its per-tensor numbers), and its share
+    of the point's bits (all samples')."""
     rows = [  # a task's variants share its point's tensors: one row each, under the task
         {"task": s["task"].split(":")[0], "codec": s["codec"], "point": str(s["point"]), "tensor": name, **values}
         for s in scores
@@ -139,16 +144,17 @@ def rate_accuracy_markdown(
         if injected:
             lines += ["bpfp covers every coded tensor (as LaMoFCBench reports it), bpfp injected those put back.", ""]
         lines += [
-            f"| codec | point | bpfp |{' bpfp injected |' if injected else ''} ebpfp | mse | quant mse | metric "
-            "| value | AD (%) |",
-            f"|---|---|---:|{'---:|' if injected else ''}---:|---:|---:|---|---:|---:|",
+            f"| codec | point | bpfp |{' bpfp injected |' if injected else ''} ebpfp | entropy | mse | quant mse "
+            "| metric | value | AD (%) |",
+            f"|---|---|---:|{'---:|' if injected else ''}---:|---:|---:|---:|---|---:|---:|",
         ]
         for r in rows.itertuples():
             drop = "" if math.isnan(r.accuracy_drop) else f"{r.accuracy_drop:.3g}"
             extra = f" {r.bpfp_injected:.6g} |" if injected else ""
+            entropy = "" if math.isnan(r.entropy) else f"{r.entropy:.4g}"
             lines.append(
-                f"| {r.codec} | {r.point} | {r.bpfp:.6g} |{extra} {r.ebpfp:.6g} | {r.mse:.6g} | {r.quant_mse:.6g} | "
-                f"{r.metric} | {r.value:.4g} | {drop} |"
+                f"| {r.codec} | {r.point} | {r.bpfp:.6g} |{extra} {r.ebpfp:.6g} | {entropy} | {r.mse:.6g} | "
+                f"{r.quant_mse:.6g} | {r.metric} | {r.value:.4g} | {drop} |"
             )
         lines.append("")
     return "\n".join(lines)

@@ -29,6 +29,7 @@ from lamofc_lib.codecs.base import Codec, CodecError
 from lamofc_lib.distortion import pooled, squared_error
 from lamofc_lib.io import atomic_path, file_sha256, write_json
 from lamofc_lib.preprocess import TensorSpec, from_frame, to_frame
+from lamofc_lib.quantizers import get_quantizer
 from lamofc_lib.store import FeatureStore, TensorLayout, as_dtype, storage_dtype, write_store
 
 log = logging.getLogger(__name__)
@@ -246,19 +247,34 @@ def decode_point(
     return timings
 
 
-def quantization_errors(original: FeatureStore, sidecars: Sequence[Sidecar], cache: dict | None = None) -> pd.DataFrame:
-    """Per sample, the quantization MSE: the original against its quantization alone, no codec (each value's
-    K-means centre, or the uniform quantizer's dequantized codes or de-normalized truncation, cast back to the
-    tensor's dtype), pooled over the sample's tensors (`quant_mse`) and per tensor (`quant_mse.<tensor>`).
+def zero_order_entropy(symbols: np.ndarray) -> float:
+    """The empirical zero-order entropy of integer symbols, in bits per symbol: the rate of a memoryless entropy
+    coder that knows their histogram (scipy.stats.entropy of the symbol counts, base 2); 0 for none."""
+    from scipy.stats import entropy
+
+    counts = np.bincount(np.asarray(symbols, dtype=np.int64).ravel())
+    return float(entropy(counts, base=2)) if counts.sum() else 0.0
+
+
+def quantization_measures(
+    original: FeatureStore, sidecars: Sequence[Sidecar], cache: dict | None = None
+) -> pd.DataFrame:
+    """Per sample, what the quantization alone does, no codec:
+    - the quantization MSE: the original against its quantization (each value's K-means centre, or the uniform
+      quantizer's dequantized codes or de-normalized truncation, cast back to the tensor's dtype), pooled over
+      the sample's tensors (`quant_mse`) and per tensor (`quant_mse.<tensor>`);
+    - the rate floor of a memoryless coder: the zero-order entropy of the quantizer's integer symbols (the
+      K-means codes, or the B-bit codes of the truncated values; `Quantizer.symbols`) in bits per feature point,
+      per tensor (`entropy.<tensor>`, the entropy of the sample's symbols of that tensor) and pooled as BPFP is
+      (`entropy`: the tensors' entropies times their points, over all points).
 
     The quantization is the one each sidecar's tensor records give, as decoding reads it (scoring.Scorer takes
-    this function for coded points). `cache`, a dict kept
-    across calls, holds each sample and tensor's squared error by its quantization, so the points of one codec
-    (one quantization) compute it once."""
+    this function for coded points). `cache`, a dict kept across calls, holds each sample and tensor's values
+    by its quantization, so the points of one codec (one quantization) compute them once."""
     cache = {} if cache is None else cache
     rows = []
     for i, record in enumerate(sidecars):
-        squared, points = {}, {}
+        squared, bits, points = {}, {}, {}
         for tensor in record.tensors:
             centres = tuple(tensor.centres) if tensor.centres is not None else None
             spec = TensorSpec(tensor.packing, tensor.truncation, tensor.quantizer, centres)
@@ -267,7 +283,10 @@ def quantization_errors(original: FeatureStore, sidecars: Sequence[Sidecar], cac
                 x = original.read(i, tensor.name)
                 frame = to_frame(x, spec, record.input_kind, record.bit_depth)
                 quantized = from_frame(frame, spec, x.shape, record.input_kind, record.bit_depth)
-                cache[key] = squared_error(x, as_dtype(quantized, tensor.feature_dtype))
-            squared[tensor.name], points[tensor.name] = cache[key], tensor.feature_points
-        rows.append(pooled(squared, points, "quant_mse"))
+                symbols = get_quantizer(spec.quantizer).symbols(x, spec, record.bit_depth)
+                cache[key] = (squared_error(x, as_dtype(quantized, tensor.feature_dtype)), zero_order_entropy(symbols))
+            squared[tensor.name], entropy = cache[key]
+            points[tensor.name] = tensor.feature_points
+            bits[tensor.name] = entropy * tensor.feature_points
+        rows.append(pooled(squared, points, "quant_mse") | pooled(bits, points, "entropy"))
     return pd.DataFrame(rows)

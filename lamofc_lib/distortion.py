@@ -1,7 +1,7 @@
 """Feature distortion: squared errors between an original tensor and another of the same shape, in float64
 whatever their dtypes, pooled over a sample's named tensors (squared errors over points) and per tensor.
 The total MSE of a coded point is here (`feature_errors`); the quantization MSE, which needs the
-pre-processing, is `lamofc_lib.coding.quantization_errors`."""
+pre-processing, is `lamofc_lib.coding.quantization_measures`."""
 
 from __future__ import annotations
 

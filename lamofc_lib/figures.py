@@ -154,6 +154,30 @@ def plot_distortion_accuracy(
     _save(fig, path)
 
 
+def plot_bit_shares(tensors: pd.DataFrame, path: str | Path) -> None:
+    """Which tensor carries the rate: for every task with several named tensors, each tensor's share of a coded
+    point's bits (the tensor table's `bit_share`), stacked, one bar per codec and point (by codec, then rate)."""
+    plt, _ = _pyplot()
+    tasks = [t for t, rows in tensors.groupby("task", sort=True) if rows["tensor"].nunique() > 1]
+    fig, axes = plt.subplots(max(len(tasks), 1), 1, figsize=(11, 3.6 * max(len(tasks), 1)), squeeze=False)
+    if not tasks:
+        axes[0, 0].text(0.5, 0.5, "no task codes more than one tensor", ha="center", va="center")
+        axes[0, 0].set_axis_off()
+    for ax, task in zip(axes[:, 0], tasks, strict=False):
+        rows = tensors[tensors["task"] == task].assign(bar=lambda r: r["codec"] + " " + r["point"].astype(str))
+        rates = rows.groupby(["codec", "bar"])["bpfp"].sum().reset_index()  # a rate order within a codec
+        order = rates.sort_values(["codec", "bpfp"], kind="stable")["bar"]
+        shares = rows.pivot_table(index="bar", columns="tensor", values="bit_share", sort=True).reindex(order)
+        (100 * shares).plot.bar(stacked=True, ax=ax, width=0.8, colormap="tab20", legend=False)
+        ax.set_ylabel("share of the bits (%)")
+        ax.set_xlabel("codec and point")
+        ax.set_ylim(0, 100)
+        ax.set_title(f"{task}: each tensor's share of a point's bits")
+        ax.tick_params(axis="x", labelrotation=30)
+        _legend_outside(ax)
+    _save(fig, path)
+
+
 def plot_feature_distribution(stats: pd.DataFrame, values: Mapping[str, np.ndarray], task: str, path: str | Path):
     """Per tensor and layer: the histogram of the values (log counts) and their CDF, with the truncation ranges
     of the task's profiles as vertical lines."""

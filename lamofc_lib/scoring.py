@@ -3,6 +3,7 @@ bitstreams, feature MSE against the uncompressed features."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -70,7 +71,7 @@ class Scorer:
         device: str = "cpu",
         threads: int | None = None,
         metric_options: Mapping | None = None,
-        quantization_errors: Callable | None = None,
+        quantization_measures: Callable | None = None,
     ):
         self.task_name, self.reference, self.metric_options = task_name, reference, dict(metric_options or {})
         self.task = get_task(task_name, device=device, threads=threads)
@@ -83,9 +84,10 @@ class Scorer:
         self.reference_outputs = reference_outputs
         self._references: dict[str, list] = {}
         self.variants = self.task.variants(self.original.attrs) or {"": {}}
-        # what the quantizer alone loses on a coded point (coding.quantization_errors; the score jobs of coded
-        # points pass it, so the uncompressed scores do not depend on the pre-processing), and its cache
-        self._quantization_errors, self._quantization = quantization_errors, {}
+        # what the quantizer alone loses on a coded point and the entropy of its symbols
+        # (coding.quantization_measures; the score jobs of coded points pass it, so the uncompressed scores do not
+        # depend on the pre-processing), and its cache
+        self._quantization_measures, self._quantization = quantization_measures, {}
 
     def references(self, outputs: list | None, variant: str = "") -> list:
         if self.reference == "ground_truth":
@@ -136,16 +138,22 @@ class Scorer:
         items = read_sidecars(bitstream_dirs)
         sidecars = [record for _, record in items]
         quantization = (
-            self._quantization_errors(self.original, sidecars, self._quantization)
-            if self._quantization_errors
-            else pd.DataFrame({"quant_mse": [float("nan")] * len(sidecars)})
+            self._quantization_measures(self.original, sidecars, self._quantization)
+            if self._quantization_measures
+            else pd.DataFrame({"quant_mse": [float("nan")] * len(sidecars), "entropy": [float("nan")] * len(sidecars)})
         )
         rates = pd.DataFrame(rate(bitstream_dirs, items)).drop(columns=["sample_index", "feature_points"])
         return pd.concat([feature_errors(self.original, store), quantization, rates], axis=1), sidecars
 
     def _record(self, table: pd.DataFrame, rates, codec: str, point: str, value: float) -> tuple[dict, pd.DataFrame]:
         """The scores record of one result and its per-sample table with the point's rates and errors."""
-        means = {"bpfp": UNCOMPRESSED_BPFP, "ebpfp": UNCOMPRESSED_BPFP, "mse": 0.0, "quant_mse": 0.0}
+        means = {
+            "bpfp": UNCOMPRESSED_BPFP,
+            "ebpfp": UNCOMPRESSED_BPFP,
+            "mse": 0.0,
+            "quant_mse": 0.0,
+            "entropy": math.nan,
+        }
         tensors = {}
         injected = UNCOMPRESSED_BPFP
         if rates is not None:
@@ -162,8 +170,10 @@ class Scorer:
             tensors = {
                 t.name: {
                     "dtype": t.feature_dtype,
-                    **{key: float(table[f"{key}.{t.name}"].mean()) for key in ("bpfp", "mse", "quant_mse")
+                    **{key: float(table[f"{key}.{t.name}"].mean()) for key in ("bpfp", "mse", "quant_mse", "entropy")
                        if f"{key}.{t.name}" in table},
+                    # the tensor's share of the point's bits (all samples' bits of it over all their bits)
+                    "bit_share": float(table[f"bits.{t.name}"].sum() / table["bits"].sum()),
                 }
                 for t in sidecars[0].tensors
             }  # fmt: skip

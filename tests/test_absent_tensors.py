@@ -13,7 +13,7 @@ import pytest
 
 from lamofc_lib.bitstreams import rate, read_sidecars
 from lamofc_lib.codecs import get_codec
-from lamofc_lib.coding import decode_point, encode_shard, quantization_errors
+from lamofc_lib.coding import decode_point, encode_shard, quantization_measures
 from lamofc_lib.distortion import feature_errors
 from lamofc_lib.preprocess import preprocess_store
 from lamofc_lib.quantizers.kmeans import calibrate_store
@@ -91,7 +91,7 @@ def test_the_mse_of_a_sample_pools_the_tensors_it_has(coded):
     plain = feature_errors(FeatureStore(root / "plain" / "features.zarr"),
                            FeatureStore(root / "plain" / "reconstructed.zarr"))  # fmt: skip
     assert errors.loc[0, "mse"] == plain.loc[0, "mse"] and math.isnan(errors.loc[0, "mse.layer.0.2"])
-    quant = quantization_errors(original, [r for _, r in read_sidecars([root / "ragged" / "bits"])])
+    quant = quantization_measures(original, [r for _, r in read_sidecars([root / "ragged" / "bits"])])
     assert math.isnan(quant.loc[2, "quant_mse.layer.0.2"]) and quant.loc[1, "quant_mse.layer.0.2"] > 0
 
 

@@ -164,9 +164,10 @@ def _scores():
 def test_rate_accuracy_table_order_and_columns():
     table = rate_accuracy_table(_scores())
     assert list(table.columns) == [
-        "task", "codec", "point", "bpfp", "ebpfp", "bpfp_injected", "mse", "quant_mse", "metric", "value",
-        "higher_is_better", "accuracy_drop",
+        "task", "codec", "point", "bpfp", "ebpfp", "entropy", "bpfp_injected", "mse", "quant_mse", "metric",
+        "value", "higher_is_better", "accuracy_drop",
     ]  # fmt: skip
+    assert table["entropy"].isna().all()  # scores written before the entropy column: unknown, not 0
     assert list(table.index) == list(range(8))
     assert list(zip(table["task"], table["codec"], table["point"], strict=True)) == [
         ("cls", "original", "original"),
@@ -215,17 +216,20 @@ def test_csv_round_trip_keeps_points_and_r2(tmp_path):
 
 
 def test_the_tensor_table_has_one_row_per_coded_tensor():
-    kv = {"key": {"dtype": "bfloat16", "bpfp": 0.5, "mse": 0.2, "quant_mse": 0.1},
-          "hidden": {"dtype": "float32", "bpfp": 0.25, "mse": 0.4, "quant_mse": 0.3}}  # fmt: skip
+    kv = {"key": {"dtype": "bfloat16", "bpfp": 0.5, "entropy": 3.5, "bit_share": 0.6, "mse": 0.2, "quant_mse": 0.1},
+          "hidden": {"dtype": "float32", "bpfp": 0.25, "entropy": 2.0, "bit_share": 0.4, "mse": 0.4,
+                     "quant_mse": 0.3}}  # fmt: skip
     scores = [
         _row("kv", "original", "original", 32.0, 0.0, 1.0),  # no tensors: not coded
         _row("kv", "elic@hybrid", 0.004, 0.3, 0.3, 0.9, tensors=kv),
     ]
     table = tensor_table(scores)
-    assert list(table.columns) == ["task", "codec", "point", "tensor", "dtype", "bpfp", "mse", "quant_mse"]
+    assert list(table.columns) == [
+        "task", "codec", "point", "tensor", "dtype", "bpfp", "entropy", "bit_share", "mse", "quant_mse"
+    ]  # fmt: skip
     assert table.values.tolist() == [
-        ["kv", "elic@hybrid", "0.004", "hidden", "float32", 0.25, 0.4, 0.3],
-        ["kv", "elic@hybrid", "0.004", "key", "bfloat16", 0.5, 0.2, 0.1],
+        ["kv", "elic@hybrid", "0.004", "hidden", "float32", 0.25, 2.0, 0.4, 0.4, 0.3],
+        ["kv", "elic@hybrid", "0.004", "key", "bfloat16", 0.5, 3.5, 0.6, 0.2, 0.1],
     ]
 
 
@@ -244,10 +248,14 @@ def test_rate_accuracy_markdown_sections_and_notes():
     assert "Metric top1, scored against the uncompressed model's own predictions, not ground truth." in lines
     assert "Metric accuracy, scored against the data set's labels." in lines
     # bpfp, ebpfp (here 2 x bpfp), mse, quantization mse (here mse / 2)
-    assert "| vvenc | 22 | 0.8 | 1.6 | 0.01 | 0.005 | top1 | 1 | 0 |" in lines
-    assert "| hyperprior | 0.0017 | 0.5 | 1 | 0.01 | 0.005 | top1 | 0.95 | 5 |" in lines  # AD (1 - 0.95) / 1
-    assert "| vvenc | 42 | 0.05 | 0.1 | 0.3 | 0.15 | top1 | 0.6 | 40 |" in lines
-    assert "| original | original | 32 | 64 | 0 | 0 | accuracy | 1 | 0 |" in lines
+    # bpfp, ebpfp, the symbols' entropy where the scores give it (empty where not), mse, quant mse, ...
+    assert "| vvenc | 22 | 0.8 | 1.6 |  | 0.01 | 0.005 | top1 | 1 | 0 |" in lines
+    assert "| hyperprior | 0.0017 | 0.5 | 1 |  | 0.01 | 0.005 | top1 | 0.95 | 5 |" in lines  # AD (1 - 0.95) / 1
+    assert "| vvenc | 42 | 0.05 | 0.1 |  | 0.3 | 0.15 | top1 | 0.6 | 40 |" in lines
+    assert "| original | original | 32 | 64 |  | 0 | 0 | accuracy | 1 | 0 |" in lines
+    with_entropy = rate_accuracy_table([_row("cls", "original", "original", 32.0, 0.0, 1.0),
+                                        _row("cls", "vvenc", 22, 0.8, 0.01, 1.0, entropy=1.23456)])  # fmt: skip
+    assert "| vvenc | 22 | 0.8 | 1.6 | 1.235 | 0.01 | 0.005 | top1 | 1 | 0 |" in rate_accuracy_markdown(with_entropy)
     # One table line per row, plus a header and a rule per task.
     assert sum(line.startswith("| ") for line in lines) == len(table) + 2
     # Rows stay in the table's order within a section.

@@ -91,14 +91,14 @@ def test_elic_reconstructions_are_centres_of_the_kmeans_mapping(elic_run):
 def test_kmeans_quantization_and_total_mse_equal_hand_computations(elic_run):
     """The quantization MSE: each value against the largest centre <= it (searchsorted, the first centre below
     all), no codec; the total MSE: against the decoded features; both as the scores compute them."""
-    from lamofc_lib.coding import quantization_errors
+    from lamofc_lib.coding import quantization_measures
     from lamofc_lib.distortion import feature_errors
 
     _, folder, features = elic_run
     original, rec = FeatureStore(folder / "f.zarr"), FeatureStore(folder / "rec.zarr")
     sidecars = [record for _, record in read_sidecars([folder / "bits"])]
     centres = np.asarray(sidecars[0].tensors[0].centres, np.float32)
-    quant = quantization_errors(original, sidecars)
+    quant = quantization_measures(original, sidecars)
     total = feature_errors(original, rec)
     for i, x in enumerate(features):
         floor = centres[np.clip(np.searchsorted(centres, x, side="right") - 1, 0, 255)]
@@ -107,6 +107,23 @@ def test_kmeans_quantization_and_total_mse_equal_hand_computations(elic_run):
         assert quant["quant_mse"][i] == pytest.approx(expected_q, rel=1e-9) and expected_q > 0
         assert quant["quant_mse.feature"][i] == pytest.approx(expected_q, rel=1e-9)
         assert total["mse"][i] == pytest.approx(expected, rel=1e-9)
+
+
+def test_the_entropy_column_is_that_of_the_stored_kmeans_codes(elic_run):
+    """The rate floor of a memoryless coder: -sum p log2 p over the histogram of the 8-bit codes the frames
+    store holds (code / 256, read back as integers), by hand, in bits per feature point."""
+    from lamofc_lib.coding import quantization_measures
+
+    _, folder, features = elic_run
+    original, frames = FeatureStore(folder / "f.zarr"), FeatureStore(folder / "frames.zarr")
+    measures = quantization_measures(original, [record for _, record in read_sidecars([folder / "bits"])])
+    for i in range(len(features)):
+        stored = np.rint(frames.read(i).astype(np.float64) * 256).astype(int).ravel()
+        _, counts = np.unique(stored, return_counts=True)
+        p = counts / counts.sum()
+        expected = float(-(p * np.log2(p)).sum())
+        assert measures["entropy"][i] == pytest.approx(expected, rel=1e-12)
+        assert measures["entropy.feature"][i] == pytest.approx(expected, rel=1e-12) and 0 < expected <= 8
 
 
 def test_the_same_bytes_twice(elic_run, tmp_path):

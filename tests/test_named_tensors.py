@@ -17,7 +17,7 @@ import torch
 
 from lamofc_lib.bitstreams import rate, read_sidecars
 from lamofc_lib.codecs import get_codec
-from lamofc_lib.coding import decode_point, encode_shard, quantization_errors
+from lamofc_lib.coding import decode_point, encode_shard, quantization_measures
 from lamofc_lib.distortion import feature_errors
 from lamofc_lib.preprocess import preprocess_store
 from lamofc_lib.store import FeatureStore, TensorLayout
@@ -181,7 +181,7 @@ def test_per_tensor_total_and_quantization_mse(coded):
     original, rec = FeatureStore(coded / "features.zarr"), FeatureStore(coded / "reconstructed.zarr")
     frames = FeatureStore(coded / "frames.zarr")
     sidecars = [record for _, record in read_sidecars([coded / "bits" / "000"])]
-    errors = pd.concat([feature_errors(original, rec), quantization_errors(original, sidecars)], axis=1)
+    errors = pd.concat([feature_errors(original, rec), quantization_measures(original, sidecars)], axis=1)
     cast = {"key": lambda v: v.astype(np.float16), "value": _bfloat16, "hidden": lambda v: v}
     for i, n in enumerate(PROMPT_TOKENS):
         squared, squared_q = 0.0, 0.0
@@ -197,3 +197,19 @@ def test_per_tensor_total_and_quantization_mse(coded):
         assert errors["mse"][i] == pytest.approx(squared / original.points(i), rel=1e-9)
         assert errors["quant_mse"][i] == pytest.approx(squared_q / original.points(i), rel=1e-6)
         assert 0 < errors["quant_mse"][i] < errors["mse"][i]
+
+
+def test_the_entropy_columns_are_those_of_the_stored_codes_pooled_over_points(coded):
+    """Per tensor, the zero-order entropy of its 10-bit codes as the frames store holds them (-sum p log2 p over
+    their histogram, by hand); pooled, the tensors' entropies weighted by their points, as BPFP pools bits."""
+    original, frames = FeatureStore(coded / "features.zarr"), FeatureStore(coded / "frames.zarr")
+    measures = quantization_measures(original, [record for _, record in read_sidecars([coded / "bits" / "000"])])
+    for i in range(len(PROMPT_TOKENS)):
+        bits = 0.0
+        for name in ("key", "value", "hidden"):
+            _, counts = np.unique(frames.read(i, name), return_counts=True)
+            p = counts / counts.sum()
+            expected = float(-(p * np.log2(p)).sum())
+            assert measures[f"entropy.{name}"][i] == pytest.approx(expected, rel=1e-12) and 0 < expected <= 10
+            bits += expected * counts.sum()
+        assert measures["entropy"][i] == pytest.approx(bits / original.points(i), rel=1e-12)

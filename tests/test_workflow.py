@@ -216,7 +216,7 @@ def test_the_universal_codecs_code_every_task_with_real_strings_and_kmeans_recon
             assert sorted(scores) == sorted(points)
             for point in points:
                 folder = workdir / f"results/{task}/{label}/{point}"
-                bpfp, ebpfp = [], []
+                bpfp, ebpfp, tensor_bits = [], [], dict.fromkeys(features.tensors, 0)
                 for i in range(len(features)):
                     files = sorted((folder / "bitstreams").glob(f"*/{i:05d}.*.bin"))
                     assert len(files) == len(features.tensors)
@@ -226,6 +226,7 @@ def test_the_universal_codecs_code_every_task_with_real_strings_and_kmeans_recon
                     width = {name: np.dtype(features.layout(name).dtype).itemsize * 8 for name in features.tensors}
                     bits = {f.name.split(".")[1]: 8 * f.stat().st_size for f in files}
                     ebpfp.append(sum(bits[n] * 32 / width[n] for n in bits) / features.points(i))
+                    tensor_bits = {n: tensor_bits[n] + bits[n] for n in bits}
                     if label.startswith("elic"):
                         data, at = files[0].read_bytes(), 0
                         for _ in range(10):
@@ -239,6 +240,10 @@ def test_the_universal_codecs_code_every_task_with_real_strings_and_kmeans_recon
                 rows = tensors[(tensors.task == task) & (tensors.codec == label) & (tensors.point == point)]
                 assert sorted(rows.tensor) == sorted(features.tensors)
                 assert (rows.quant_mse > 0).all() and (rows.mse > 0).all()
+                # each tensor's share of the point's bits, from the files; the entropy of its 8-bit codes
+                for row in rows.itertuples():
+                    share = tensor_bits[row.tensor] / sum(tensor_bits.values())
+                    assert row.bit_share == pytest.approx(share, rel=1e-12) and 0 < row.entropy <= 8
                 sidecar = json.loads(next((folder / "bitstreams").glob("*/00000.json")).read_text())
                 network = "Elic2022Official" if label.startswith("elic") else "ScaleHyperprior"
                 assert network in sidecar["codec_version"] and "trained on hybrid" in sidecar["codec_version"]
@@ -889,7 +894,7 @@ def test_demo_writes_the_reports_tables_figures_and_provenance(demo_run):
     figures = [
         f"{t}_{kind}.png" for t in tasks for kind in ("distortion_accuracy", "feature_distribution", "feature_dct")
     ]
-    for name in [*figures, "rate_accuracy_drop.png"]:
+    for name in [*figures, "rate_accuracy_drop.png", "tensor_bit_shares.png"]:
         assert (results / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -1,8 +1,9 @@
 """Quantizers: how a feature tensor's values become what a codec codes (integer codes, or values in [0, 1]).
 
 A quantizer is one module here with a class naming it (``name = "..."``) and the static methods
-``check(spec)``, ``to_codec_input(x, spec, input_kind, bit_depth)`` and ``from_codec_output(y, spec, input_kind,
-bit_depth)``, listed in REGISTRY. A codec profile chooses its quantizer (``codecs.<codec>.quantizer``), and each
+``check(spec)``, ``to_codec_input(x, spec, input_kind, bit_depth)``, ``from_codec_output(y, spec, input_kind,
+bit_depth)`` and ``symbols(x, spec, bit_depth)`` (the integer codes, whose zero-order entropy the tables give as
+a rate floor), listed in REGISTRY. A codec profile chooses its quantizer (``codecs.<codec>.quantizer``), and each
 tensor of a sample gets its own parameters (a :class:`lamofc_lib.preprocess.TensorSpec`):
 
 - ``uniform``: LaMoFC's truncation to a configured range and uniform B-bit codes (10 bits by default), floor or

@@ -134,6 +134,11 @@ class KMeansCodes:
     def to_codec_input(cls, x: np.ndarray, spec, input_kind: str, bit_depth: int) -> np.ndarray:
         return to_codec_input(x, cls._centres(spec, input_kind))
 
+    @staticmethod
+    def symbols(x: np.ndarray, spec, bit_depth: int) -> np.ndarray:
+        """The integer symbols the codec's input stands for: the 8-bit codes."""
+        return codes(x, np.asarray(spec.centres, dtype=np.float32))
+
     @classmethod
     def from_codec_output(cls, y: np.ndarray, spec, input_kind: str, bit_depth: int) -> np.ndarray:
         return from_codec_output(y, cls._centres(spec, input_kind))

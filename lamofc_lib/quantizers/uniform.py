@@ -258,6 +258,13 @@ class Uniform:
         return normalize(x, lo, hi)
 
     @staticmethod
+    def symbols(x: np.ndarray, spec, bit_depth: int) -> np.ndarray:
+        """The integer symbols of the tensor: its B-bit codes (what a VVC codec codes; a learned codec codes the
+        normalized values, whose B-bit codes these are)."""
+        lo, hi = truncation_bounds(spec.truncation)
+        return quantize(x, lo, hi, bit_depth=bit_depth, rounding=spec.quantizer == "round")
+
+    @staticmethod
     def from_codec_output(y: np.ndarray, spec, input_kind: str, bit_depth: int) -> np.ndarray:
         lo, hi = truncation_bounds(spec.truncation)
         if input_kind == "quantized":

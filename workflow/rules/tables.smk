@@ -65,13 +65,15 @@ rule da_r2:
 rule plot_rate_accuracy:
     """The rate-accuracy figures: per task its curves, one line per codec with the uncompressed metric as a
     reference line, and its metric against feature MSE with each codec's fitted line and R^2 (the D-A analysis);
-    the accuracy drop of every task against BPFP on one figure (paper Fig. 5).
+    the accuracy drop of every task against BPFP on one figure (paper Fig. 5); each named tensor's share of a
+    point's bits, for the tasks with several (which tensor carries the rate).
 
     One job draws them all: each figure takes a fraction of a second, the job's start-up (matplotlib, seaborn)
     about 1.5 s, and all are redrawn whenever the table changes anyway."""
     input:
         table=f"{RESULTS}/tables/rate_accuracy.csv",
         fits=f"{RESULTS}/tables/da_r2.csv",
+        tensors=f"{RESULTS}/tables/tensors.csv",
     output:
         rate_accuracy=[
             report(
@@ -96,6 +98,12 @@ rule plot_rate_accuracy:
             caption="../report/rate_accuracy_drop.rst",
             category="Rate-accuracy",
             labels={"task": "all", "figure": "accuracy drop"},
+        ),
+        bit_shares=report(
+            f"{RESULTS}/figures/tensor_bit_shares.png",
+            caption="../report/tensor_bit_shares.rst",
+            category="Rate-accuracy",
+            labels={"task": "all", "figure": "tensors' bit shares"},
         ),
     log:
         "logs/figures/rate_accuracy.log",

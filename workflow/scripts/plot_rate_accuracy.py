@@ -1,4 +1,5 @@
-"""Draw every task's rate-accuracy and D-A figures and the accuracy-drop figure (rule plot_rate_accuracy)."""
+"""Draw every task's rate-accuracy and D-A figures, the accuracy-drop figure and the tensors' shares of the bits
+(rule plot_rate_accuracy)."""
 
 from lamofc_lib import forkserver
 
@@ -6,7 +7,7 @@ forkserver.hand_over()  # in a local run: continue in a fork of a process that h
 
 import pandas as pd
 
-from lamofc_lib.figures import plot_distortion_accuracy, plot_rate_accuracy, plot_rate_accuracy_drop
+from lamofc_lib.figures import plot_bit_shares, plot_distortion_accuracy, plot_rate_accuracy, plot_rate_accuracy_drop
 from lamofc_lib.joblog import log_to
 
 log = log_to(snakemake.log[0])
@@ -18,4 +19,5 @@ for k, task in enumerate(snakemake.params.tasks):
     plot_rate_accuracy(table, task, out.rate_accuracy[k], labels[task])
     plot_distortion_accuracy(table, fits, task, out.distortion_accuracy[k], labels[task])
 plot_rate_accuracy_drop(table, out.drop, labels)
+plot_bit_shares(pd.read_csv(snakemake.input.tensors, dtype={"point": str}), out.bit_shares)
 log.info("figures of %d tasks written", len(snakemake.params.tasks))

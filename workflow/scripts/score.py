@@ -7,7 +7,7 @@ forkserver.hand_over()  # in a local run: continue in a fork of a process that h
 
 import pandas as pd
 
-from lamofc_lib.coding import quantization_errors
+from lamofc_lib.coding import quantization_measures
 from lamofc_lib.io import atomic_path, write_json
 from lamofc_lib.joblog import log_to
 from lamofc_lib.scoring import Scorer
@@ -24,7 +24,7 @@ scorer = Scorer(
     device=params.device,
     threads=snakemake.threads,
     metric_options=params.metric_options,
-    quantization_errors=quantization_errors,
+    quantization_measures=quantization_measures,
 )
 reconstructed, bitstreams = inputs.reconstructed, inputs.bitstreams
 expected = sum(len(entry["points"]) * entry["shards"] for entry in params.labels)
