@@ -26,14 +26,38 @@ REFERENCE_NOTES = {
 }
 
 
-def read_scores(paths: Iterable[str | Path]) -> list[dict]:
+def read_scores(paths: Iterable[str | Path], coded_alone: bool = False) -> list[dict]:
     """The score records in score files: the uncompressed features' (one record per file) and each task and
-    codec's (a list of one record per operating point)."""
+    codec's (a list of one record per operating point and variant). `coded_alone`: instead, the records of one
+    tensor group coded alone (`coded`; scoring.Scorer.score_groups)."""
     records = []
     for path in paths:
         data = read_json(path)
-        records.extend(data if isinstance(data, list) else [data])
+        records.extend(r for r in (data if isinstance(data, list) else [data]) if ("coded" in r) == coded_alone)
     return records
+
+
+TENSOR_ACCURACY_COLUMNS = [
+    "task", "codec", "point", "coded", "coded_tensors", "bpfp_coded", "mse_coded", "metric", "value", "value_all",
+    "value_uncompressed", "higher_is_better",
+]  # fmt: skip
+
+
+def tensor_accuracy_table(groups: Iterable[Mapping], table: pd.DataFrame) -> pd.DataFrame:
+    """Which tensor carries the accuracy: one row per task (or variant's result), codec, point and tensor group
+    coded alone (the others uncompressed), with the point's metric with every tensor coded (`value_all`, from the
+    rate-accuracy table) and the uncompressed metric beside it."""
+    rows = pd.DataFrame(
+        [{**{k: g.get(k) for k in TENSOR_ACCURACY_COLUMNS}, "coded_tensors": " ".join(g["coded_tensors"])}
+         for g in groups], columns=TENSOR_ACCURACY_COLUMNS,
+    )  # fmt: skip
+    if rows.empty:
+        return rows
+    rows["point"] = rows["point"].astype(str)
+    values = table.set_index(["task", "codec", "point"])["value"]
+    rows["value_all"] = [values.get((r.task, r.codec, r.point), math.nan) for r in rows.itertuples()]
+    rows["value_uncompressed"] = [values.get((r.task, "original", "original"), math.nan) for r in rows.itertuples()]
+    return rows.sort_values(["task", "codec", "point", "coded"], kind="stable").reset_index(drop=True)
 
 
 def rate_accuracy_table(scores: Iterable[Mapping], summaries: Iterable[Mapping] = ()) -> pd.DataFrame:

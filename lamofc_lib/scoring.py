@@ -133,6 +133,46 @@ class Scorer:
                 record["codec_version"] = store.attrs.get("codec_version", "")
         return records, pd.concat(tables, ignore_index=True), outputs
 
+    def score_groups(
+        self, reconstructed: Sequence[str | Path], bitstream_dirs: Sequence[str | Path], codec: str, point: str
+    ) -> list[dict]:
+        """Which tensor carries the accuracy: for each of the task's tensor groups (`Task.tensor_groups`), the
+        metric of a point with that group's tensors decoded and every other tensor uncompressed, one record per
+        group and variant (`coded`: the group, `coded_tensors`, their rate `bpfp_coded`: the group's bits over
+        its points, and their MSE `mse_coded`, each the mean over samples). None for a task without groups."""
+        layouts = {name: self.original.layout(name).attrs for name in self.original.tensors}
+        groups = self.task.tensor_groups(layouts)
+        if not groups:
+            return []
+        store = StoreShards(reconstructed)
+        errors, sidecars = self._rates(store, bitstream_dirs)
+        records = []
+        for group, names in groups.items():
+            own = {n: np.array([sum(t.feature_points for t in s.tensors if t.name == n) for s in sidecars], float)
+                   for n in names}  # fmt: skip
+            points = sum(own.values())
+            bits = errors[[f"bits.{n}" for n in names]].sum(axis=1).to_numpy(dtype=float)
+            squared = sum(errors[f"mse.{n}"].fillna(0).to_numpy() * own[n] for n in names)  # NaN: absent
+            for variant, options in self.variants.items():
+                self.task.set_metric_options({**self.metric_options, **options})
+
+                def samples(names=names):
+                    for i in range(len(store)):
+                        sample = self.original.sample(i)
+                        yield self.task.head_input({**sample, **{n: store.read(i, n) for n in names}})
+
+                outputs = self.task.head_outputs(self.head, samples(), self.original.attrs)
+                value, _ = self.task.compare(outputs, self.references(None, variant))
+                records.append({
+                    "task": result_name(self.task_name, variant), "codec": codec, "point": point, "coded": group,
+                    "coded_tensors": list(names), "bpfp_coded": float(np.mean(bits / points)),
+                    "mse_coded": float(np.mean(squared / points)), "metric": self.task.metric, "value": value,
+                    "higher_is_better": self.task.higher_is_better, "samples": len(self.manifest),
+                    "reference": self.reference,
+                })  # fmt: skip
+        self.task.set_metric_options(self.metric_options)
+        return records
+
     def _rates(self, store, bitstream_dirs: Sequence[str | Path]) -> tuple[pd.DataFrame, list]:
         """Per-sample errors, quantization errors and rates of a point, and its sidecars."""
         items = read_sidecars(bitstream_dirs)

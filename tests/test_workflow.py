@@ -254,6 +254,38 @@ def test_the_universal_codecs_code_every_task_with_real_strings_and_kmeans_recon
 
 
 @pytest.mark.e2e
+def test_which_tensor_carries_the_accuracy_each_level_coded_alone(demo_run):
+    """report.tensor_accuracy: at each universal codec's middle point (the upper of its two lambdas) the
+    segmentation and depth scenarios are scored with one level's tensors decoded and the others uncompressed,
+    one row per level; its own rate is its bitstream files' bits over its points, from the files here, and the
+    row carries the point's metric with every tensor decoded. LaMoFC's one-tensor tasks and the classification
+    scenario (whose variants already put one block back alone) have no rows."""
+    from lamofc_lib.store import FeatureStore
+
+    workdir, config = demo_run
+    table = pd.read_csv(workdir / "results/tables/tensor_accuracy.csv", dtype={"point": str})
+    rates = pd.read_csv(workdir / "results/tables/rate_accuracy.csv", dtype={"point": str})
+    assert set(table.task) == {"dinov3_ade20k", "dinov3_nyu"}
+    for task in ("dinov3_ade20k", "dinov3_nyu"):
+        features = FeatureStore(workdir / f"results/{task}/features.zarr")
+        for label in LAMOFCBENCH_LABELS:
+            point = format_point(config["codecs"][label.split("@")[0]]["points"]["hybrid"][1])
+            rows = table[(table.task == task) & (table.codec == label)]
+            assert set(rows.point) == {point} and sorted(rows.coded) == [f"layer.{b}" for b in range(4)]
+            everything = rates[(rates.task == task) & (rates.codec == label) & (rates.point == point)].value
+            folder = workdir / f"results/{task}/{label}/{point}/bitstreams"
+            for row in rows.itertuples():
+                names = row.coded_tensors.split()
+                assert sorted(names) == sorted(n for n in features.tensors if n.startswith(f"{row.coded}."))
+                rate = []
+                for i in range(len(features)):
+                    bits = sum(8 * f.stat().st_size for n in names for f in folder.glob(f"*/{i:05d}.{n}.bin"))
+                    rate.append(bits / sum(math.prod(features.layout(n).shapes[i]) for n in names))
+                assert row.bpfp_coded == pytest.approx(np.mean(rate), rel=1e-12)
+                assert row.value_all == everything.item() and not math.isnan(row.value)
+
+
+@pytest.mark.e2e
 def test_demo_selection_is_a_stage_with_a_report_and_a_table(demo_run):
     workdir, config = demo_run
     selection = pd.read_csv(workdir / "results/tables/selection.csv").set_index("task")
@@ -886,7 +918,12 @@ def test_demo_writes_the_reports_tables_figures_and_provenance(demo_run):
     for task in tasks:
         digest = hashlib.sha256((results / f"{task}/head.pt").read_bytes()).hexdigest()
         assert record["models"][task]["head_sha256"] == digest
-    assert record["config"]["report"] == {"anchor": "vvenc", "bd_method": "pchip", "bd_points": "pareto"}
+    assert record["config"]["report"] == {
+        "anchor": "vvenc",
+        "bd_method": "pchip",
+        "bd_points": "pareto",
+        "tensor_accuracy": True,
+    }
     # the job that wrote it ran on the pinned code path: torch's AVX2 kernels, no oneDNN, MKL's AVX2 branch
     paths = record["cpu_paths"]
     assert paths["reproducible"] is True and paths["torch_cpu_capability"] == "AVX2"

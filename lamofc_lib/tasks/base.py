@@ -254,6 +254,17 @@ class Task(ABC):
         scores them). Empty (the default): one result. `attrs`: the uncompressed store's attributes."""
         return {}
 
+    def tensor_groups(self, layouts: Mapping[str, Mapping]) -> dict[str, list[str]]:
+        """Which tensor carries the accuracy: the groups of named tensors that are each coded alone (the others
+        kept uncompressed) at one point per codec (`report.tensor_accuracy`), group name -> tensor names.
+        `layouts`: each tensor's layout attributes in the uncompressed store. By default the tensors that share a
+        K-means `calibration` (the slots of one level) form a group, and every other tensor is its own; a
+        one-tensor task has none (its one group is the whole point)."""
+        groups: dict[str, list[str]] = {}
+        for name, attrs in layouts.items():
+            groups.setdefault(str(attrs.get("calibration", name)), []).append(name)
+        return groups if len(groups) > 1 else {}
+
     def injected_tensors(self, attrs: Mapping) -> list[str] | None:
         """The tensors the current metric options put back into the model (the rate over them is reported beside
         the whole sample's, as `bpfp_injected`); None: every tensor."""

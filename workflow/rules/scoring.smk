@@ -35,6 +35,7 @@ rule score:
         labels=lambda wc: scored_labels(wc.task, wc.codec),
         reference=lambda wc: task_settings(wc.task)["reference"],
         metric_options=lambda wc: metric_options(wc.task),
+        tensor_accuracy=config["report"]["tensor_accuracy"],
         device=config["run"]["device"],
         # the quantizer of its codec counts: scoring computes its quantization error (coding.quantization_errors)
         code=lambda wc: script_code("score.py", wc.task, quantizer=codec_quantizer(wc.codec)),

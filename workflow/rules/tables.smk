@@ -1,7 +1,8 @@
 rule rate_accuracy:
     """Collect every operating point's scores into the tidy rate-accuracy table (CSV and Markdown, with each
-    task's sample selection), the per-tensor table (each named tensor's BPFP, MSE and quantization MSE) and the
-    selection table."""
+    task's sample selection), the per-tensor table (each named tensor's BPFP, entropy, share of the bits, MSE and
+    quantization MSE), the tensor-accuracy table (the metric with one tensor group coded alone) and the selection
+    table."""
     input:
         original=expand(f"{RESULTS}/{{task}}/original/scores.json", task=TASKS),
         coded=list(dict.fromkeys(f"{RESULTS}/{t}/{c}/scores.json" for t, c, _ in coded_points())),
@@ -19,6 +20,12 @@ rule rate_accuracy:
             caption="../report/tensors.rst",
             category="Tables",
             labels={"table": "per tensor"},
+        ),
+        tensor_accuracy=report(
+            f"{RESULTS}/tables/tensor_accuracy.csv",
+            caption="../report/tensor_accuracy.rst",
+            category="Tables",
+            labels={"table": "tensor accuracy"},
         ),
         selection=report(
             f"{RESULTS}/tables/selection.csv",

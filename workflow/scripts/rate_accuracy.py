@@ -1,4 +1,4 @@
-"""Collect all scores into the rate-accuracy, per-tensor and selection tables (rule rate_accuracy)."""
+"""Collect all scores into the rate-accuracy, per-tensor, tensor-accuracy and selection tables (rule rate_accuracy)."""
 
 from lamofc_lib import forkserver
 
@@ -9,6 +9,7 @@ from lamofc_lib.analysis import (
     rate_accuracy_table,
     read_scores,
     selection_table,
+    tensor_accuracy_table,
     tensor_table,
     write_markdown,
     write_table,
@@ -23,6 +24,8 @@ table = rate_accuracy_table(scores, summaries)
 write_table(table, snakemake.output.csv)
 write_table(selection_table(summaries), snakemake.output.selection)
 write_table(tensor_table(scores), snakemake.output.tensors)
+groups = read_scores(snakemake.input.coded, coded_alone=True)
+write_table(tensor_accuracy_table(groups, table), snakemake.output.tensor_accuracy)
 references = {s["task"]: s["reference"] for s in scores}
 selections = {s["task"]: s for s in summaries}
 write_markdown(rate_accuracy_markdown(table, references, selections), snakemake.output.markdown)

@@ -1,5 +1,7 @@
 """Score every operating point of one codec label on one task (rule score), or of every run.codecs label
-(rule score_task): one scores file and one predictions file per label."""
+(rule score_task): one scores file and one predictions file per label. With report.tensor_accuracy, the scores
+file also holds, at the label's middle point, the metric with each of the task's tensor groups coded alone
+(records with `coded`; Scorer.score_groups)."""
 
 from lamofc_lib import forkserver
 
@@ -33,13 +35,17 @@ if len(reconstructed) != expected:
 start = 0  # the input lists go label by label, point by point, shard by shard
 for entry, scores_file, predictions_file in zip(params.labels, output.scores, output.predictions, strict=True):
     records, tables = [], []
-    for point in entry["points"]:
+    for k, point in enumerate(entry["points"]):
         shards = slice(start, start + entry["shards"])
         start += entry["shards"]
         scores, table, _ = scorer.score(reconstructed[shards], bitstreams[shards], entry["label"], point)
         records.extend(scores)  # one per variant of the task (Task.variants)
         tables.append(table.assign(point=point))
         log.info("%s", scores)
+        if params.tensor_accuracy and k == len(entry["points"]) // 2:  # the middle point (the upper of two)
+            groups = scorer.score_groups(reconstructed[shards], bitstreams[shards], entry["label"], point)
+            records.extend(groups)
+            log.info("each tensor group coded alone: %s", [(g["coded"], g["value"]) for g in groups])
     # a run.codecs label that does not code the task (codecs.<codec>.tasks) has no points: empty files
     predictions = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["sample_id", "point"])
     with atomic_path(predictions_file) as tmp:

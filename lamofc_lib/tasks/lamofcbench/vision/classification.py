@@ -247,6 +247,10 @@ class Dinov3Classification(Task):
             raise ValueError(f"tasks.{self.name}.inject: blocks {[b + 1 for b in missing]} are not split blocks")
         return chosen
 
+    def tensor_groups(self, layouts: Mapping[str, Mapping]) -> dict[str, list[str]]:
+        """None: each variant already puts one block's tensor back alone (the other is not read)."""
+        return {}
+
     def injected_tensors(self, attrs: Mapping) -> list[str]:
         return [f"layer.{b}.0" for b in self._chosen(attrs)]
 

@@ -327,6 +327,13 @@ class Dinov3Depth(Task):
                      norm_eps=float(norm.eps))  # fmt: skip
         torch.save(saved, head_out)
 
+    def tensor_groups(self, layouts: Mapping[str, Mapping]) -> dict[str, list[str]]:
+        """A level's two views (the image and its flip) coded alone: `layer.<b>`."""
+        groups: dict[str, list[str]] = {}
+        for name, attrs in layouts.items():
+            groups.setdefault(f"layer.{attrs['block']}", []).append(name)
+        return groups
+
     def head_input(self, sample: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
         return sample
 
