@@ -96,15 +96,24 @@ def _check_npy(task, folder: Path, paths: list[Path], expected: list) -> tuple[l
 
 
 def _import_zst(task, folder: Path, manifest: pd.DataFrame, layout, out: str | Path) -> None:
-    """LaMoFCBench's `.zst` files (`<sample id>.zst`), each tensor under its key path's name: they must hold
-    exactly the tensors of the task's layout, each in its dtype and of its shapes (a one-tensor task: one tensor
-    named `feature`)."""
+    """LaMoFCBench's `.zst` files (`<stem>.zst`, the task's reference stem of each sample id), each tensor
+    under its key path's name: they must hold exactly the tensors of the task's layout, each in its dtype and of
+    its shapes (a one-tensor task: one tensor named `feature`), but those the layout has absent for a sample (an
+    ADE20K image's unused crop slots)."""
     import shutil
 
     from lamofc_lib.lamofcbench_files import import_zst_features
     from lamofc_lib.store import FeatureStore
 
-    import_zst_features(folder, list(manifest["sample_id"]), out, attrs=layout.attrs, rename=task.import_tensors)
+    import_zst_features(
+        folder,
+        list(manifest["sample_id"]),
+        out,
+        attrs=layout.attrs,
+        rename=task.import_tensors,
+        expected=layout.tensors,
+        stems=[task.reference_stem(sid) for sid in manifest["sample_id"]],
+    )
     store = FeatureStore(out)
     problem = None
     if sorted(store.tensors) != sorted(layout.tensors):

@@ -270,42 +270,64 @@ def import_zst_features(
     out: str | Path,
     attrs: Mapping | None = None,
     rename: Callable | None = None,
+    expected: Mapping[str, TensorLayout] | None = None,
+    stems: Sequence[str] | None = None,
 ) -> None:
-    """Write the `.zst` feature files of `sample_ids` (`<folder>/<sample id>.zst`, in this order: the
+    """Write the `.zst` feature files of `sample_ids` (`<folder>/<stem>.zst`, the stem the sample id or, given
+    `stems`, the reference's file stem of each sample, e.g. `<image>-stackedpatches`; in this order: the
     manifest's) to a new feature store at `out`, with `attrs` added to the store's attributes. `rename(name,
     tensor)` gives the tensors a task makes of each file tensor (`Task.import_tensors`: the DINOv3 scenarios
-    take the reference's `layer.9` or older `segmentation_model.0.backbone.blocks.9` batch as `layer.9.0`, ...)."""
+    take the reference's `layer.9` or older `segmentation_model.0.backbone.blocks.9` batch as `layer.9.0`, ...).
+    `expected`: the task's layout of the tensors; a sample whose layout has a tensor absent (store.absent: an
+    ADE20K image with fewer slide crops than the slots) may lack it in its file, and it is stored absent (a
+    tensor no file holds, with the layout's shape and dtype). Every file holds the same tensors otherwise, in the
+    same dtypes and ranks."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FeatureFileError(f"feature folder {folder} does not exist")
     if not sample_ids:
         raise FeatureFileError(f"no sample ids given to import from {folder}")
     paths = []
-    for sid in sample_ids:
-        if not sid or "/" in sid or sid in (".", ".."):
-            raise FeatureFileError(f"sample id {sid!r} cannot name a feature file in {folder}")
-        paths.append(folder / f"{sid}{SUFFIX}")
+    for stem in stems or sample_ids:
+        if not stem or "/" in stem or stem in (".", ".."):
+            raise FeatureFileError(f"sample id {stem!r} cannot name a feature file in {folder}")
+        paths.append(folder / f"{stem}{SUFFIX}")
     first: tuple[Path, dict] | None = None
-    source_shapes: dict[str, list[tuple[int, ...]]] = {}
+    signature: dict[str, tuple] = {}  # each tensor's (key path, rank, dtype), from the first file holding it
+    lacking: list[set[str]] = []  # per sample so far, the tensors its layout has absent
+    source_shapes: dict[str, list[tuple[int, ...] | None]] = {}
     file_metadata = {}
-    for sid, path in zip(sample_ids, paths, strict=True):
+    for k, (sid, path) in enumerate(zip(sample_ids, paths, strict=True)):
         if not path.is_file():
             raise FeatureFileError(f"feature file {path} does not exist (sample {sid} of the manifest)")
         sample = _read(path, rename)
-        signature = {name: (key, t.ndim, FEATURE_DTYPES[t.dtype]) for name, (key, t) in sample.tensors.items()}
-        if first is None:
-            first = (path, signature)
-        elif signature != first[1]:
-            raise FeatureFileError(
-                f"feature file {path} does not match {first[0]}: it {_differences(first[1], signature)}"
-            )
-        for name, (_, t) in sample.tensors.items():
-            source_shapes.setdefault(name, []).append(tuple(t.shape))
+        own = {name: (key, t.ndim, FEATURE_DTYPES[t.dtype]) for name, (key, t) in sample.tensors.items()}
+        may_lack = {name for name, t in (expected or {}).items() if t.shapes[k][:1] == (0,)}
+        first = first or (path, own)
+        new = {name for name in set(own) - set(signature) if all(name in lacked for lacked in lacking)}
+        wanted = {name: signature[name] for name in signature if name not in may_lack or name in own}
+        wanted |= {name: own[name] for name in new}
+        if own != wanted:
+            raise FeatureFileError(f"feature file {path} does not match {first[0]}: it {_differences(wanted, own)}")
+        lacking.append(may_lack)
+        for name in set(own) - set(signature):
+            signature[name] = own[name]
+            source_shapes.setdefault(name, [None] * k)  # earlier samples lacked it: absent there
+        for name in signature:
+            source_shapes[name].append(tuple(sample.tensors[name][1].shape) if name in own else None)
         if sample.metadata:
             file_metadata[sid] = sample.metadata
     assert first is not None
-    signature = first[1]
-    names = sorted(signature, key=lambda name: _natural(signature[name][0]))
+    for name, t in (expected or {}).items():  # absent from every sample: no file holds it
+        if name not in signature and all(shape[:1] == (0,) for shape in t.shapes):
+            # the (0, 1, T, D) view of a (0, T, D) batch, as the files' levels are
+            signature[name] = ((name,), len(t.shapes[0]) - 1, t.dtype)
+            source_shapes[name] = [tuple(0 if d is None else d for d in shape[:1] + shape[2:]) for shape in t.shapes]
+    order = {name: k for k, name in enumerate(expected or {})}  # the layout's order, else the files' key paths'
+    names = sorted(signature, key=lambda name: (order.get(name, len(order)), _natural(signature[name][0])))
+    for name in names:  # an absent slot: no items, the other dimensions of the tensor's files
+        present = next((s for s in source_shapes[name] if s is not None), None)
+        source_shapes[name] = [(0, *present[1:]) if s is None else s for s in source_shapes[name]]
     tensors = {
         name: TensorLayout(
             [_view(s) for s in source_shapes[name]],

@@ -267,3 +267,43 @@ def test_an_image_shorter_than_the_crop_gives_windows_of_its_height():
     layout = get_task("dinov3_ade20k").layout(manifest, {**TINY, "resolution": 40}, SPLIT)
     assert layout.attrs["geometry"][1]["boxes"] == [[0, 40, 0, 48], [0, 40, 12, 60]]
     assert layout.tensors["layer.0.0"].shapes == [(1, 1, 9, 32), (1, 1, 11, 32)]
+
+
+@pytest.mark.parametrize("key", ["layer.{b}", "segmentation_model.0.backbone.blocks.{b}"])
+def test_released_zst_files_import_with_the_crops_each_image_has(seg_run, tmp_path, key):
+    """LaMoFCBench's files (`<image>-stackedpatches.zst`: torch.save of each level's crops as one B x T x D
+    batch, zstd), written here as the reference writes them, with one crop for astronaut and two for coffee: the
+    store equals the extracted one, the slots an image does not fill (coffee's third, astronaut's second and
+    third) absent, under the coder's key names and the older ones."""
+    import io
+
+    import zstandard
+
+    from lamofc_lib.feature_files import import_features
+
+    task, manifest, folder = seg_run
+    store = FeatureStore(folder / "features.zarr")
+    (tmp_path / "zst").mkdir()
+    for i, sample_id in enumerate(manifest["sample_id"]):
+        levels = {}
+        for b in range(4):
+            crops = [
+                torch.from_numpy(store.read(i, f"layer.{b}.{k}")[0]) for k in range(3) if store.has(i, f"layer.{b}.{k}")
+            ]
+            levels[key.format(b=b)] = torch.cat(crops)  # (crops, T, D)
+        buffer = io.BytesIO()
+        torch.save(levels, buffer)
+        (tmp_path / "zst" / f"{sample_id}-stackedpatches.zst").write_bytes(
+            zstandard.ZstdCompressor().compress(buffer.getvalue())
+        )
+    assert levels[key.format(b=0)].shape[0] == 2  # the last file's, coffee's: two crops
+    import_features(task, tmp_path / "zst", manifest, TINY, SPLIT, tmp_path / "imported.zarr")
+    imported = FeatureStore(tmp_path / "imported.zarr")
+    assert imported.tensors == store.tensors
+    assert [imported.has(0, f"layer.0.{k}") for k in range(3)] == [True, False, False]
+    assert [imported.has(1, f"layer.0.{k}") for k in range(3)] == [True, True, False]
+    for i in range(2):
+        assert [imported.has(i, n) for n in store.tensors] == [store.has(i, n) for n in store.tensors]
+        for name in store.tensors:
+            assert imported.layout(name).shapes[i] == store.layout(name).shapes[i]
+            np.testing.assert_array_equal(imported.read(i, name), store.read(i, name))

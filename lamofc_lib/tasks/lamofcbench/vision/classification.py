@@ -25,7 +25,6 @@ size alone), so the outputs equal those of the real image's forward pass with th
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from lamofc_lib.sources.base import Source
 from lamofc_lib.sources.images import IMAGE_SUFFIXES, SkImage, load_image
 from lamofc_lib.sources.manifest import COLUMNS, SourceError
 from lamofc_lib.tasks.base import Task, TensorExtraction, TensorsLayout, load_head_file
+from lamofc_lib.tasks.lamofcbench.vision import level_items
 
 RESOLUTION = 512
 
@@ -224,12 +224,7 @@ class Dinov3Classification(Task):
         return sample
 
     def import_tensors(self, name: str, tensor) -> dict:
-        """A released file's level `layer.9` (the coder's name) or `segmentation_model.0.backbone.blocks.9` (older
-        files, the names dinov3cls.py reads), a (B, T, D) batch, as its items `layer.9.0` ... (1, T, D)."""
-        match = re.fullmatch(r"(?:layer|segmentation_model\.0\.backbone\.blocks)\.(\d+)", name)
-        if not match or tensor.ndim != 3:
-            return {name: tensor}
-        return {f"layer.{match[1]}.{b}": tensor[b : b + 1] for b in range(tensor.shape[0])}
+        return level_items(name, tensor)
 
     def variants(self, attrs: Mapping) -> dict[str, dict]:
         """Each split block's tensor put back on its own (the reference's two results per data set), unless

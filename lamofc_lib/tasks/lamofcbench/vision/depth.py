@@ -26,7 +26,6 @@ same code `DepthModel.forward` runs on the captured ones.
 
 from __future__ import annotations
 
-import re
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -39,6 +38,7 @@ from lamofc_lib.sources.base import Source
 from lamofc_lib.sources.images import IMAGE_SUFFIXES, NyuDepthV2, SkImage, image_size, load_depth, load_image
 from lamofc_lib.sources.manifest import COLUMNS, SourceError
 from lamofc_lib.tasks.base import Task, TensorExtraction, TensorsLayout, split_layers
+from lamofc_lib.tasks.lamofcbench.vision import level_items
 
 RESOLUTION = 768
 BACKBONE = "dinov3_vit7b16"
@@ -338,10 +338,8 @@ class Dinov3Depth(Task):
         return sample
 
     def import_tensors(self, name: str, tensor) -> dict:
-        """A released file's level `layer.9` (B, T, D) as its views `layer.9.0` (the image), `layer.9.1` (flip)."""
-        if not re.fullmatch(r"layer\.\d+", name) or tensor.ndim != 3:
-            return {name: tensor}
-        return {f"{name}.{b}": tensor[b : b + 1] for b in range(tensor.shape[0])}
+        """A released file's level `layer.9` (2, T, D) as its views `layer.9.0` (the image), `layer.9.1` (flip)."""
+        return level_items(name, tensor)
 
     def reference_stem(self, sample_id: str) -> str:
         return f"{sample_id}-wflip"

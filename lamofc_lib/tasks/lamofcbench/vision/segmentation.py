@@ -38,6 +38,7 @@ from lamofc_lib.sources.base import Source
 from lamofc_lib.sources.images import IMAGE_SUFFIXES, SkImage, image_size, load_image, load_label_map
 from lamofc_lib.sources.manifest import COLUMNS, SourceError
 from lamofc_lib.tasks.base import Task, TensorExtraction, TensorsLayout
+from lamofc_lib.tasks.lamofcbench.vision import level_items
 
 RESOLUTION, CROP, STRIDE, CROPS = 896, 896, 596, 4
 CLASSES = 150
@@ -391,6 +392,11 @@ class Dinov3Segmentation(Task):
             full = stitched(scores, g["boxes"], tuple(g["resized"]), tuple(g["original"]))
             out.append(full[0].argmax(0).to(torch.uint8).numpy())
         return out
+
+    def import_tensors(self, name: str, tensor) -> dict:
+        """A released file's level `layer.9` (its crops, B x T x D) as its slots `layer.9.0` ... (the slots an
+        image does not fill are absent)."""
+        return level_items(name, tensor)
 
     def head_input(self, sample: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
         return sample
