@@ -111,9 +111,13 @@ def test_demo_writes_tables_and_figures(demo_run):
     workdir, config = demo_run
     table = pd.read_csv(workdir / "results/tables/rate_accuracy.csv", dtype={"point": str})
     assert list(table.columns) == [
-        "task", "codec", "point", "bpfp", "ebpfp", "bpfp_injected", "mse", "quant_mse", "metric", "value",
-        "higher_is_better", "accuracy_drop", "samples", "candidates",
+        "task", "codec", "point", "bpfp", "ebpfp", "entropy", "bpfp_injected", "mse", "quant_mse", "metric",
+        "value", "higher_is_better", "accuracy_drop", "samples", "candidates",
     ]  # fmt: skip
+    # the symbols' entropy on every coded row (the uncompressed rows have none)
+    assert (
+        table[table.codec != "original"].entropy.notna().all() and table[table.codec == "original"].entropy.isna().all()
+    )
     tasks = ("cls", "csr", "dpt", "seg", "tti")
     # LaMoFCBench's results, coded by the universal codecs: the classifier's two variants, segmentation, depth
     variants = ("dinov3_in1k:layer.1", "dinov3_in1k:layer.3", "dinov3_ade20k", "dinov3_nyu")
