@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from lamofc_lib.registry import RegistryError
 from lamofc_lib.selection import all_policies, needs_model, policies, selection_mode
 from lamofc_lib.sources import source_kinds
 from lamofc_lib.tasks import REGISTRY as TASKS
+from lamofc_lib.tasks import task_kind
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -28,6 +30,8 @@ SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / 
 HYBRID = "hybrid"
 # A learned codec's points and training settings for every task that has no entry of its own.
 DEFAULT = "default"
+# A task profile's name (a results folder and a wildcard value).
+PROFILE_NAME = r"[a-z][a-z0-9_]*"
 
 
 class ConfigError(ValueError):
@@ -127,13 +131,46 @@ def _task_block(defs: Mapping, task) -> dict:
 def metric_options(task: str, block: Mapping) -> dict:
     """The settings of a task's block that change how its metric is computed (Task.metric_options, e.g. dpt's
     eigen_crop), passed to its scoring jobs."""
-    return {k: block[k] for k in TASKS[task].metric_options}
+    return {k: block[k] for k in TASKS[task_kind(task, block)].metric_options}
+
+
+def with_task_profiles(schema: dict, raw: Mapping) -> dict:
+    """The schema extended by the config's task profiles: a block of another name than a registered task's,
+    with `task: <registered task>` (one task run twice, e.g. on two models), is checked against that task's
+    block, and its name is a task name wherever the schema takes one (run.tasks, a codec's tasks, ...)."""
+    tasks = raw.get("tasks") if isinstance(raw, Mapping) else None
+    if not isinstance(tasks, Mapping):
+        return schema
+    profiles = {
+        name: block["task"]
+        for name, block in tasks.items()
+        if name not in TASKS and isinstance(block, Mapping) and "task" in block
+    }
+    if not profiles:
+        return schema
+    schema = copy.deepcopy(schema)
+    defs = schema["$defs"]
+    for name, kind in profiles.items():
+        if not isinstance(name, str) or not re.fullmatch(PROFILE_NAME, name):
+            raise ConfigError(
+                f"config key tasks.{name}: a task profile's name is its results folder and a wildcard value: "
+                "lowercase letters, digits and _, starting with a letter"
+            )
+        if kind not in TASKS:
+            raise ConfigError(
+                f"config key tasks.{name}.task: '{kind}' is not a registered task; a profile configures one of "
+                f"{', '.join(TASKS)}"
+            )
+        schema["properties"]["tasks"]["properties"][name] = {"$ref": f"#/$defs/task_{kind}"}
+    defs["task_name"]["enum"] = [*defs["task_name"]["enum"], *profiles]
+    defs["model_task"]["enum"] = [*defs["model_task"]["enum"], *profiles]
+    return schema
 
 
 def validate(raw: Mapping[str, Any], schema: dict | None = None, check_paths: bool = True) -> dict:
     """Return a validated copy of `raw` with defaults filled in; raise ConfigError naming the first bad key."""
     config = copy.deepcopy(dict(raw))
-    schema = schema or load_schema()
+    schema = with_task_profiles(schema or load_schema(), config)
     validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
     errors = _errors(validator, config)
     while _read_text_values(validator, config, errors):
@@ -212,6 +249,12 @@ def codec_kind(config: Mapping, codec: str) -> str:
 
 def _check_semantics(config: dict, check_paths: bool) -> None:
     run = config["run"]
+    for name, block in config["tasks"].items():
+        if name in TASKS and block.get("task", name) != name:
+            raise ConfigError(
+                f"config key tasks.{name}.task: the block of registered task '{name}' configures it; name a "
+                f"profile of '{block['task']}' otherwise (e.g. tasks.{block['task']}_2 with task: {block['task']})"
+            )
     for name, block in config["codecs"].items():
         if name in REGISTRY and block.get("codec", name) != name:
             raise ConfigError(
@@ -304,7 +347,8 @@ def _check_trained(config: dict, codec: str, check_paths: bool) -> None:
                     f"config key tasks.{source}.train: not set; {codec} trains on features of a training split "
                     "(give its source and samples)"
                 )
-            _check_source(f"tasks.{source}.train.source", source, train["source"], check_paths)
+            spec = TASKS[task_kind(source, config["tasks"][source])]
+            _check_source(f"tasks.{source}.train.source", source, spec, train["source"], check_paths)
         settings = training_settings(block, task)
         if settings is None:
             raise ConfigError(f"config key codecs.{codec}.training.{task}: not set; give steps or epochs, batch, crop")
@@ -376,8 +420,8 @@ def _check_kmeans(config: dict, codec: str, check_paths: bool) -> None:
                 )
 
 
-def _check_source(key: str, task: str, source: dict, check_paths: bool) -> None:
-    kind, kinds = source["kind"], {cls.kind: cls for cls in TASKS[task].sources}
+def _check_source(key: str, task: str, spec, source: dict, check_paths: bool) -> None:
+    kind, kinds = source["kind"], {cls.kind: cls for cls in spec.sources}
     if kind not in kinds:
         raise ConfigError(f"config key {key}.kind: '{kind}' is not a {task} source; expected one of {', '.join(kinds)}")
     reader = kinds[kind]
@@ -393,14 +437,14 @@ def _check_source(key: str, task: str, source: dict, check_paths: bool) -> None:
         raise ConfigError(f"config key {key}.labels: file '{labels}' does not exist")
 
 
-def _check_selection(task: str, block: dict, check_paths: bool) -> None:
+def _check_selection(task: str, spec, block: dict, check_paths: bool) -> None:
     """Resolve the default policy (the reference's) and check that the source can serve it."""
     selection = block.setdefault("selection", {})
     if selection.get("policy") is None:
-        selection["policy"] = TASKS[task].reference_policy
+        selection["policy"] = spec.reference_policy
     kind, mode = block["source"]["kind"], selection_mode(selection, block.get("features_from"))
     listed, files = selection.get("list"), block.get("features_from")
-    offered = policies(TASKS[task])
+    offered = policies(spec)
     if selection["policy"] not in offered:
         raise ConfigError(
             f"config key tasks.{task}.selection.policy: task {task} has no policy '{selection['policy']}'; it offers "
@@ -412,7 +456,7 @@ def _check_selection(task: str, block: dict, check_paths: bool) -> None:
             f"config key tasks.{task}.selection.policy: '{mode}' needs a {' or '.join(needs)} "
             f"source, the source is '{kind}'; set the policy to first (or give selection.list)"
         )
-    if needs_model(task, mode) and block["reference"] != "ground_truth":
+    if needs_model(spec.name, mode) and block["reference"] != "ground_truth":
         raise ConfigError(
             f"config key tasks.{task}.selection.policy: '{mode}' keeps the samples the model gets right, which "
             f"needs tasks.{task}.reference: ground_truth"
@@ -424,9 +468,9 @@ def _check_selection(task: str, block: dict, check_paths: bool) -> None:
 
 
 def _check_task(task: str, block: dict, check_paths: bool) -> None:
-    spec = TASKS[task]
-    _check_source(f"tasks.{task}.source", task, block["source"], check_paths)
-    _check_selection(task, block, check_paths)
+    spec = TASKS[task_kind(task, block)]
+    _check_source(f"tasks.{task}.source", task, spec, block["source"], check_paths)
+    _check_selection(task, spec, block, check_paths)
     if spec.needs_split and block.get("split") is None:
         # The schema leaves split optional because a task with a fixed split point (tti) has none.
         raise ConfigError(f"config key tasks.{task}.split: not set; give the block or layer the feature is taken at")

@@ -72,9 +72,10 @@ class Scorer:
         threads: int | None = None,
         metric_options: Mapping | None = None,
         quantization_measures: Callable | None = None,
+        kind: str | None = None,
     ):
         self.task_name, self.reference, self.metric_options = task_name, reference, dict(metric_options or {})
-        self.task = get_task(task_name, device=device, threads=threads)
+        self.task = get_task(task_name, device=device, threads=threads, kind=kind)
         self.task.set_metric_options(self.metric_options)
         self.head = Path(head_path)
         self.manifest = read_manifest(manifest_path)

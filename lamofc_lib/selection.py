@@ -37,7 +37,8 @@ class Selection:
     report: pd.DataFrame  # sample_id, kept, reason (one row per candidate considered)
     notes: dict = field(default_factory=dict)  # what the policy could not meet, e.g. scenes below 3 images
 
-    def summary(self, task: str, policy: str) -> dict:
+    def summary(self, task: str, policy: str, kind: str | None = None) -> dict:
+        """`task`: the config block; `kind`: its registered task (a profile's), by default the same."""
         reasons = self.report.loc[~self.report["kept"], "reason"].value_counts()
         return {
             "task": task,
@@ -47,7 +48,7 @@ class Selection:
             "skipped": int((~self.report["kept"]).sum()),
             "skipped_by_reason": {str(k): int(v) for k, v in reasons.items()},
             # the model-run policies keep only the samples the uncompressed model gets right
-            "keeps_only_correct": needs_model(task, policy),
+            "keeps_only_correct": needs_model(kind or task, policy),
             **self.notes,
         }
 
@@ -205,8 +206,10 @@ def select(
     id_list: str | Path | None = None,
     correct: Sequence[bool] | None = None,
     source: Mapping | None = None,
+    kind: str | None = None,
 ) -> Selection:
-    """Apply `policy` (or the explicit `id_list`) to the candidates; `correct` for the model policies."""
+    """Apply `policy` (or the explicit `id_list`) to the candidates; `correct` for the model policies. `kind`:
+    the registered task of block `task` (a profile's), by default `task`."""
     if id_list:
         selection = select_list(task, candidates, read_id_list(id_list), str(id_list))
         if len(selection.manifest) != samples:
@@ -216,7 +219,7 @@ def select(
         return selection
     from lamofc_lib.tasks import REGISTRY
 
-    offered = policies(REGISTRY[task])
+    offered = policies(REGISTRY[kind or task])
     if policy not in offered:
         raise SelectionError(
             f"tasks.{task}.selection.policy {policy!r} is unknown; task {task} offers {', '.join(offered)}"
@@ -272,25 +275,25 @@ def run_selection(
     head: str | Path | None = None,
     device: str = "cpu",
     threads: int | None = None,
+    kind: str | None = None,
 ) -> Selection:
     """The selection of one task from its candidates and its configuration block (`settings`: samples,
-    selection, features_from, source)."""
+    selection, features_from, source); `kind`: the block's registered task (a profile's), by default the same."""
+    from lamofc_lib.tasks import get_task
+
+    kind = kind or task_name
     samples, policy = int(settings["samples"]), settings["selection"]["policy"]
     id_list = settings["selection"].get("list")
     folder = settings.get("features_from")
     mode = selection_mode(settings["selection"], folder)
     if mode == "files":
-        from lamofc_lib.tasks import get_task
-
         if any(Path(folder).glob("*.zst")):  # LaMoFCBench's files are named by the sample id
             return select_files(task_name, candidates, samples, list(candidates["sample_id"]), folder, ".zst")
-        task = get_task(task_name)
+        task = get_task(task_name, kind=kind)
         stems = [task.reference_stem(s) for s in candidates["sample_id"]]
         return select_files(task_name, candidates, samples, stems, folder)
     correct = None
-    if needs_model(task_name, mode):
-        from lamofc_lib.tasks import get_task
-
-        task = get_task(task_name, device=device, threads=threads)
+    if needs_model(kind, mode):
+        task = get_task(task_name, device=device, threads=threads, kind=kind)
         correct = uncompressed_correct(task, candidates, model or {}, split, head)
-    return select(task_name, candidates, samples, policy, id_list, correct, settings.get("source"))
+    return select(task_name, candidates, samples, policy, id_list, correct, settings.get("source"), kind=kind)

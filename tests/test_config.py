@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from lamofc_lib.coding import shard_samples, shards
-from lamofc_lib.config import ConfigError, format_point, load_schema, points, validate
+from lamofc_lib.config import ConfigError, format_point, load_schema, metric_options, points, validate
 from lamofc_lib.preprocess import truncation_bounds, truncation_ranges
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -402,6 +402,38 @@ def test_a_codec_profile_is_checked_as_the_codec_it_configures(raw):
     del raw["codecs"]["other"], raw["codecs"]["hyperprior_u"]
     raw["run"]["codecs"] = ["hyperprior"]
     assert "codecs.hyperprior.codec: the block of registered codec 'hyperprior'" in _error(raw)
+
+
+def test_a_task_profile_is_checked_as_the_task_it_configures(raw):
+    """A block of another name with `task:` configures that task once more (one language task on two models):
+    its name is a task wherever the config takes one (run.tasks, a codec's points), it is checked against its
+    task's block (dpt's eigen_crop is a dpt option, not a cls one) and gets its defaults; an unknown task, a
+    registered task's block naming another, and a name that cannot be a folder are refused."""
+    raw["tasks"]["dpt_other"] = {**copy.deepcopy(raw["tasks"]["dpt"]), "task": "dpt", "eigen_crop": False}
+    raw["run"]["tasks"] = ["dpt", "dpt_other"]
+    raw["run"]["codecs"] = ["vvenc", "hyperprior"]
+    hyperprior = raw["codecs"]["hyperprior"]
+    hyperprior["tasks"] = ["dpt", "dpt_other"]
+    hyperprior["points"]["dpt_other"] = [0.01]
+    hyperprior["training"]["dpt_other"] = hyperprior["training"]["dpt"]
+    config = validate(raw)
+    assert config["tasks"]["dpt_other"]["task"] == "dpt" and config["tasks"]["dpt_other"]["eigen_crop"] is False
+    assert config["tasks"]["dpt_other"]["reference"] == config["tasks"]["dpt"]["reference"]
+    assert metric_options("dpt_other", config["tasks"]["dpt_other"]) == {"eigen_crop": False}
+    raw["tasks"]["dpt_other"]["task"] = "cls"  # eigen_crop is no cls option
+    assert "tasks.dpt_other" in _error(raw) and "eigen_crop" in _error(raw)
+    raw["tasks"]["dpt_other"]["task"] = "vqa"
+    assert "tasks.dpt_other.task: 'vqa' is not a registered task" in _error(raw)
+    raw["tasks"]["dpt_other"]["task"] = "dpt"
+    raw["tasks"]["Dpt-2"] = raw["tasks"].pop("dpt_other")
+    assert "tasks.Dpt-2: a task profile's name" in _error(raw)
+    del raw["tasks"]["Dpt-2"]
+    raw["run"]["tasks"], hyperprior["tasks"] = ["dpt"], ["dpt"]
+    assert "codecs.hyperprior.training: 'dpt_other' is not one of" in _error(raw)  # no such task any more
+    del hyperprior["points"]["dpt_other"], hyperprior["training"]["dpt_other"]
+    validate(raw)
+    raw["tasks"]["dpt"]["task"] = "seg"
+    assert "tasks.dpt.task: the block of registered task 'dpt' configures it" in _error(raw)
 
 
 def test_an_unknown_task_stops_at_start_naming_the_known_ones(raw):

@@ -332,6 +332,33 @@ def test_a_new_head_reruns_scoring_not_extraction(demo_run):
     assert not {"candidates", "select", "extract", "preprocess", "code"} & set(stats)
 
 
+@pytest.mark.e2e
+def test_a_task_profile_runs_its_task_under_its_own_name(tmp_path):
+    """A task profile (`tasks.cls_copy: {task: cls, ...}`, cls's block) runs cls's code under its own name: its
+    own results folder, store and table rows, with the numbers of cls itself."""
+    config = demo_config()
+    config["run"] = {**config["run"], "tasks": ["cls", "cls_copy"], "codecs": ["vvenc"]}
+    config["tasks"]["cls_copy"] = {**config["tasks"]["cls"], "task": "cls"}
+    config["codecs"]["vvenc"] = {**config["codecs"]["vvenc"], "points": [42], "tasks": ["cls", "cls_copy"]}
+    result = snakemake(tmp_path, config)
+    assert result.returncode == 0, result.stderr[-4000:]
+    results = tmp_path / "results"
+    for label in ("original", "vvenc"):
+        # the uncompressed scores are one record, a codec's a list of them
+        ours, theirs = (json.loads((results / f"{t}/{label}/scores.json").read_text()) for t in ("cls", "cls_copy"))
+        ours, theirs = ([x] if isinstance(x, dict) else x for x in (ours, theirs))
+        assert [r["task"] for r in theirs] == ["cls_copy"] * len(ours)
+        assert [{**r, "task": "cls"} for r in theirs] == ours
+    from lamofc_lib.store import FeatureStore
+
+    stores = [FeatureStore(results / f"{t}/features.zarr") for t in ("cls", "cls_copy")]
+    assert stores[1].attrs["task"] == "cls_copy"
+    assert all(np.array_equal(a, b) for a, b in zip(*(s.sample(0).values() for s in stores), strict=True))
+    table = pd.read_csv(results / "tables/rate_accuracy.csv", dtype={"point": str})
+    rows = {t: table[table.task == t].drop(columns="task").reset_index(drop=True) for t in ("cls", "cls_copy")}
+    pd.testing.assert_frame_equal(rows["cls"], rows["cls_copy"])
+
+
 def dry_run_jobs(workdir: Path, config: dict, repo: Path = REPO) -> dict[str, int]:
     """The jobs a dry run schedules (rule -> count), {} when there is nothing to be done."""
     result = snakemake(workdir, config, "--dry-run", repo=repo)

@@ -215,6 +215,9 @@ class Task(ABC):
 
     def __init__(self, device: str = "cpu", threads: int | None = None):
         self.device = device
+        # The config block this instance runs (tasks.<block>, results/<block>/): `name`, or a profile's name
+        # (lamofc_lib.tasks.get_task); `name` stays the registered task's, whose code may key on it.
+        self.block = self.name
         if threads:
             determinism.configure_torch(threads)
 
@@ -244,7 +247,7 @@ class Task(ABC):
     def set_metric_options(self, options: Mapping) -> None:
         unknown = sorted(set(options) - set(self.metric_options))
         if unknown:
-            raise ValueError(f"task {self.name} has no metric options {unknown}; it has {list(self.metric_options)}")
+            raise ValueError(f"task {self.block} has no metric options {unknown}; it has {list(self.metric_options)}")
         for key, value in options.items():
             setattr(self, key, value)
 
@@ -288,7 +291,7 @@ class Task(ABC):
         """Predictions of the head on (decoded) features, one string per sample, computed on `self.device`.
 
         `features` is consumed one sample at a time, so a store larger than memory can be scored."""
-        raise NotImplementedError(f"task {self.name} scores with its own head_outputs(); it has no label predictions")
+        raise NotImplementedError(f"task {self.block} scores with its own head_outputs(); it has no label predictions")
 
     def head_outputs(self, head: Path, features: Iterable[np.ndarray], attrs: Mapping) -> list:
         """Per-sample head outputs, in the form `compare` and `ground_truth` use. `attrs` are the attributes of
@@ -300,7 +303,7 @@ class Task(ABC):
         labels = list(manifest["label"])
         missing = [sid for sid, label in zip(manifest["sample_id"], labels, strict=True) if label == ""]
         if missing:
-            raise ValueError(f"task {self.name}: samples {missing[:5]} have no ground-truth label in the manifest")
+            raise ValueError(f"task {self.block}: samples {missing[:5]} have no ground-truth label in the manifest")
         return labels
 
     @classmethod
@@ -315,7 +318,7 @@ class Task(ABC):
 
     def check_counts(self, outputs: Sequence, references: Sequence) -> None:
         if len(outputs) != len(references) or not len(outputs):
-            raise ValueError(f"task {self.name}: {len(outputs)} outputs for {len(references)} references")
+            raise ValueError(f"task {self.block}: {len(outputs)} outputs for {len(references)} references")
 
     def compare(self, outputs: Sequence, references: Sequence) -> tuple[float, list[dict]]:
         """The metric in percent (share of outputs equal to their reference) and one row per sample."""

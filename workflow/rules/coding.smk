@@ -32,6 +32,6 @@ rule code:
         settings=lambda wc: codec_settings(wc.codec),
         point="{point}",
         samples=lambda wc: sample_bounds(wc.task, wc.codec, wc.shard),
-        code=lambda wc: script_code("code.py", wc.task, codec_kind(wc.codec), codec_quantizer(wc.codec)),
+        code=lambda wc: script_code("code.py", task_kind(wc.task), codec_kind(wc.codec), codec_quantizer(wc.codec)),
     script:
         "../scripts/code.py"

@@ -22,6 +22,7 @@ from lamofc_lib.config import (
 from lamofc_lib.feature_files import feature_paths, file_signatures
 from lamofc_lib.selection import needs_model, selection_mode
 from lamofc_lib.tasks import REGISTRY as TASK_REGISTRY
+from lamofc_lib.tasks import task_kind as block_task_kind
 from lamofc_lib import workflow as wf
 from lamofc_lib.workflow import RESULTS, codec_name, model_path, retried, trained_on
 
@@ -40,9 +41,14 @@ TASKS = config["run"]["tasks"]
 CODECS = config["run"]["codecs"]
 
 
+def task_kind(task):
+    """The registered task a task's block configures (a profile's `task`; lamofc_lib.tasks.task_kind)."""
+    return block_task_kind(task, config["tasks"].get(task))
+
+
 def task_class(task):
-    """The registered task class (lamofc_lib.tasks.REGISTRY) of a task name."""
-    return TASK_REGISTRY[task]
+    """The registered task class (lamofc_lib.tasks.REGISTRY) of a task's block."""
+    return TASK_REGISTRY[task_kind(task)]
 
 
 def figure_category(task, kind):
@@ -293,7 +299,7 @@ def selection_label(task):
 
 def selection_needs_model(task):
     """Whether the task's selection runs the uncompressed model (the cls/csr policies)."""
-    return needs_model(task, selection_label(task))
+    return needs_model(task_kind(task), selection_label(task))
 
 
 def selection_settings(task):

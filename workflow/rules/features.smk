@@ -41,11 +41,12 @@ rule head:
         gpu=task_resource("extract", "gpu"),
     params:
         task="{task}",
+        kind=lambda wc: task_kind(wc.task),
         model=lambda wc: model_settings(wc.task),
         split=lambda wc: task_settings(wc.task).get("split"),
         head=lambda wc: task_settings(wc.task)["head"],
         device=config["run"]["device"],
-        code=lambda wc: script_code("head.py", wc.task),
+        code=lambda wc: script_code("head.py", task_kind(wc.task)),
     script:
         "../scripts/head.py"
 
@@ -73,10 +74,11 @@ rule extract:
         gpu=task_resource("extract", "gpu"),
     params:
         task="{task}",
+        kind=lambda wc: task_kind(wc.task),
         model=lambda wc: model_settings(wc.task),
         split=lambda wc: task_settings(wc.task).get("split"),
         device=config["run"]["device"],
-        code=lambda wc: script_code("extract.py", wc.task),
+        code=lambda wc: script_code("extract.py", task_kind(wc.task)),
     script:
         "../scripts/extract.py"
 
@@ -100,9 +102,10 @@ rule import_features:
         runtime=60,
     params:
         task="{task}",
+        kind=lambda wc: task_kind(wc.task),
         folder=lambda wc: task_settings(wc.task)["features_from"],
         model=lambda wc: model_settings(wc.task),
         split=lambda wc: task_settings(wc.task).get("split"),
-        code=lambda wc: script_code("import_features.py", wc.task),
+        code=lambda wc: script_code("import_features.py", task_kind(wc.task)),
     script:
         "../scripts/import_features.py"

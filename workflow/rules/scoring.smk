@@ -32,13 +32,14 @@ rule score:
         gpu=task_resource("score", "gpu"),
     params:
         task="{task}",
+        kind=lambda wc: task_kind(wc.task),
         labels=lambda wc: scored_labels(wc.task, wc.codec),
         reference=lambda wc: task_settings(wc.task)["reference"],
         metric_options=lambda wc: metric_options(wc.task),
         tensor_accuracy=config["report"]["tensor_accuracy"],
         device=config["run"]["device"],
         # the quantizer of its codec counts: scoring computes its quantization error (coding.quantization_errors)
-        code=lambda wc: script_code("score.py", wc.task, quantizer=codec_quantizer(wc.codec)),
+        code=lambda wc: script_code("score.py", task_kind(wc.task), quantizer=codec_quantizer(wc.codec)),
     script:
         "../scripts/score.py"
 
@@ -70,7 +71,7 @@ use rule score as score_task with:
         task=SCORE_TASK_PATTERN,
     params:
         labels=lambda wc: scored_labels(wc.task),
-        code=lambda wc: script_code("score.py", wc.task),  # every label's quantizer
+        code=lambda wc: script_code("score.py", task_kind(wc.task)),  # every label's quantizer
 
 
 rule score_original:
@@ -96,9 +97,10 @@ rule score_original:
         gpu=task_resource("score", "gpu"),
     params:
         task="{task}",
+        kind=lambda wc: task_kind(wc.task),
         reference=lambda wc: task_settings(wc.task)["reference"],
         metric_options=lambda wc: metric_options(wc.task),
         device=config["run"]["device"],
-        code=lambda wc: script_code("score_original.py", wc.task),
+        code=lambda wc: script_code("score_original.py", task_kind(wc.task)),
     script:
         "../scripts/score_original.py"

@@ -10,7 +10,7 @@ rule candidates:
         "../../envs/extract.yaml"
     params:
         source=lambda wc: task_settings(wc.task)["source"],
-        code=lambda wc: script_code("candidates.py", wc.task),  # the task names its source readers
+        code=lambda wc: script_code("candidates.py", task_kind(wc.task)),  # the task names its source readers
     script:
         "../scripts/candidates.py"
 
@@ -41,11 +41,12 @@ rule select:
         gpu=lambda wc: selection_resource(wc.task, "gpu"),
     params:
         task="{task}",
+        kind=lambda wc: task_kind(wc.task),
         policy=lambda wc: selection_label(wc.task),
         settings=lambda wc: selection_settings(wc.task),
         model=lambda wc: model_settings(wc.task) if selection_needs_model(wc.task) else None,
         split=lambda wc: task_settings(wc.task).get("split") if selection_needs_model(wc.task) else None,
         device=lambda wc: config["run"]["device"] if selection_needs_model(wc.task) else "cpu",
-        code=lambda wc: script_code("select.py", wc.task),
+        code=lambda wc: script_code("select.py", task_kind(wc.task)),
     script:
         "../scripts/select.py"

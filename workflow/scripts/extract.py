@@ -13,7 +13,7 @@ from lamofc_lib.tasks import get_task
 
 log = log_to(snakemake.log[0])
 params = snakemake.params
-task = get_task(params.task, device=params.device, threads=snakemake.threads)
+task = get_task(params.task, device=params.device, threads=snakemake.threads, kind=params.kind)
 manifest = read_manifest(snakemake.input.manifest)
 log.info("extracting %s features of %d samples on %s", params.task, len(manifest), task.device)
 start = time.perf_counter()

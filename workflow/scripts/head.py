@@ -13,7 +13,7 @@ from lamofc_lib.tasks import get_task
 
 log = log_to(snakemake.log[0])
 params = snakemake.params
-task = get_task(params.task, device=params.device, threads=snakemake.threads)
+task = get_task(params.task, device=params.device, threads=snakemake.threads, kind=params.kind)
 with atomic_path(snakemake.output.head) as tmp:
     task.write_head(params.model, params.split, params.head, Path(tmp))
 log.info("head of %s written (checkpoint %s)", params.task, params.head.get("checkpoint") or "seeded random")

@@ -15,5 +15,5 @@ log = log_to(snakemake.log[0])
 params = snakemake.params
 manifest = read_manifest(snakemake.input.manifest)
 out = Path(snakemake.output.features)
-import_features(get_task(params.task), params.folder, manifest, params.model, params.split, out)
+import_features(get_task(params.task, kind=params.kind), params.folder, manifest, params.model, params.split, out)
 log.info("imported %d %s features from %s", len(manifest), params.task, params.folder)

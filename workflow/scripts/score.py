@@ -26,6 +26,7 @@ scorer = Scorer(
     device=params.device,
     threads=snakemake.threads,
     metric_options=params.metric_options,
+    kind=params.kind,
     quantization_measures=quantization_measures,
 )
 reconstructed, bitstreams = inputs.reconstructed, inputs.bitstreams

@@ -19,6 +19,7 @@ scorer = Scorer(
     device=params.device,
     threads=snakemake.threads,
     metric_options=params.metric_options,
+    kind=params.kind,
 )
 scores, table, outputs = scorer.score()
 with atomic_path(snakemake.output.predictions) as tmp:

@@ -22,10 +22,11 @@ selection = run_selection(
     head=snakemake.input.get("head"),
     device=params.device,
     threads=snakemake.threads,
+    kind=params.kind,
 )
 with atomic_path(snakemake.output.report) as tmp:
     selection.report.to_csv(tmp, index=False)
-summary = selection.summary(params.task, params.policy)
+summary = selection.summary(params.task, params.policy, params.kind)
 write_json(snakemake.output.summary, summary)
 with atomic_path(snakemake.output.manifest) as tmp:
     selection.manifest.to_csv(tmp, index=False)

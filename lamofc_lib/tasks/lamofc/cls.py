@@ -110,7 +110,7 @@ class ClassificationTask(Task):
             raise ValueError(f"tasks.cls.split: block {block} is outside the model's 1..{config.num_hidden_layers}")
         shape = (1, 1, 1 + (CROP // config.patch_size) ** 2, config.hidden_size)
         attrs = {
-            "task": self.name,
+            "task": self.block,
             "model": {k: v for k, v in model.items() if v is not None},
             "split": {"blocks": [block], "where": "block output, before the final LayerNorm"},
             "extraction": {"resize": RESIZE, "crop": CROP, "interpolation": "bilinear (antialiased)"},

@@ -213,7 +213,7 @@ class ReasoningTask(Task):
         config = llm_config(model)
         layer = self._layer(split, config.num_hidden_layers)
         attrs = {
-            "task": self.name,
+            "task": self.block,
             "model": {k: v for k, v in model.items() if v is not None},
             "split": {"layer": layer, "where": "decoder layer output, before the final RMSNorm (forward hook)"},
             "extraction": {

@@ -136,7 +136,7 @@ class DenseTask(Task):
     def layout(self, manifest: pd.DataFrame, model, split) -> Layout:
         from lamofc_lib.tasks.lamofc.dinov2 import dinov2_config
 
-        attrs = {"task": self.name, "model": {k: v for k, v in model.items() if v is not None}}
+        attrs = {"task": self.block, "model": {k: v for k, v in model.items() if v is not None}}
         return dense_layout(self.name, dinov2_config(model), manifest, split, attrs)
 
     def features(self, manifest: pd.DataFrame, model, split) -> Extraction:

@@ -268,7 +268,7 @@ class TextToImageTask(Task):
         settings = generation_settings(model)
         shape = latent_shape(vae_config(model), settings)
         attrs = {
-            "task": self.name,
+            "task": self.block,
             "model": {k: v for k, v in model.items() if v is not None},
             "split": {"where": "input of the VAE decoder: final latent, before / scaling_factor + shift_factor"},
             "extraction": {**settings, "noise": SEEDING[settings["seeding"]], "dtype": model.get("dtype", "float32")},

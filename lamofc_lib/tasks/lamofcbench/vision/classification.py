@@ -151,13 +151,13 @@ class Dinov3Classification(Task):
         config = dinov3_config(model)
         resolution = int(model.get("resolution") or RESOLUTION)
         shape = (1, 1, tokens(config, resolution, resolution), int(config.hidden_size))
-        blocks = split_blocks(self.name, split, config)
+        blocks = split_blocks(self.block, split, config)
         tensors = {
             f"layer.{b}.0": TensorLayout([shape] * len(manifest), "float32", {"packing": "tokens", "block": b})
             for b in blocks
         }
         attrs = {
-            "task": self.name,
+            "task": self.block,
             "model": {k: v for k, v in model.items() if v is not None},
             "split": {"blocks": blocks, "where": "block output (0-based), before the final norm"},
             "extraction": {"resolution": resolution, "registers": int(config.num_register_tokens)},
@@ -239,7 +239,7 @@ class Dinov3Classification(Task):
         chosen = blocks if self.inject is None else sorted(b - 1 for b in self.inject)
         missing = sorted(set(chosen) - set(blocks))
         if missing:
-            raise ValueError(f"tasks.{self.name}.inject: blocks {[b + 1 for b in missing]} are not split blocks")
+            raise ValueError(f"tasks.{self.block}.inject: blocks {[b + 1 for b in missing]} are not split blocks")
         return chosen
 
     def tensor_groups(self, layouts: Mapping[str, Mapping]) -> dict[str, list[str]]:

@@ -248,14 +248,14 @@ class Dinov3Depth(Task):
             geometry.append({"original": list(original), "resized": list(resized),
                              "padded": list(padded_size(*resized, patch))})  # fmt: skip
         shapes = [(1, 1, tokens(config, *g["padded"]), int(config.hidden_size)) for g in geometry]
-        blocks = split_blocks(self.name, split, config)
+        blocks = split_blocks(self.block, split, config)
         tensors = {
             f"layer.{b}.{view}": TensorLayout(list(shapes), "float32", {"packing": "tokens", "block": b, "view": v})
             for b in blocks
             for view, v in enumerate(("image", "hflip"))
         }
         attrs = {
-            "task": self.name,
+            "task": self.block,
             "model": {k: v for k, v in model.items() if v is not None},
             "split": {"blocks": blocks, "where": "block output (0-based), before the final norm"},
             "extraction": {"resolution": short, "registers": int(config.num_register_tokens), "patch": patch},
@@ -301,7 +301,7 @@ class Dinov3Depth(Task):
         if model.get("repository"):
             if not head.get("checkpoint"):
                 raise ValueError(
-                    f"tasks.{self.name}: model.repository gives the release's DPT head, head.checkpoint must name "
+                    f"tasks.{self.block}: model.repository gives the release's DPT head, head.checkpoint must name "
                     "its weights (dinov3_vit7b16_synthmix_dpt_head-*.pth)"
                 )
             module = release_head(model["repository"], dim, levels)
@@ -316,7 +316,7 @@ class Dinov3Depth(Task):
         else:
             if head.get("checkpoint"):
                 raise ValueError(
-                    f"tasks.{self.name}: head.checkpoint {head['checkpoint']} is the release's DPT head, whose code "
+                    f"tasks.{self.block}: head.checkpoint {head['checkpoint']} is the release's DPT head, whose code "
                     "comes from your dinov3 clone: set model.repository (null runs the demo's seeded head)"
                 )
             torch.manual_seed(int(head.get("seed", 0)))
@@ -374,7 +374,7 @@ class Dinov3Depth(Task):
         rows = []
         for prediction, target in zip(outputs, references, strict=True):
             if prediction.shape != target.shape:
-                raise ValueError(f"task {self.name}: depth map {prediction.shape} and reference {target.shape} differ")
+                raise ValueError(f"task {self.block}: depth map {prediction.shape} and reference {target.shape} differ")
             valid = benchmark_valid_mask(target, self.eigen_crop)
             aligned, scale, shift = align_least_squares(prediction, target, valid)
             rows.append({**depth_metrics(aligned, target, valid), "scale": scale, "shift": shift,

@@ -261,10 +261,10 @@ class Dinov3Segmentation(Task):
             resized = resized_size(*original, s["resolution"])
             boxes = crop_boxes(*resized, s["crop"], s["stride"])
             if len(boxes) > s["crops"]:
-                raise ValueError(f"task {self.name}: image {sample_id} ({original[1]} x {original[0]}) gives "
+                raise ValueError(f"task {self.block}: image {sample_id} ({original[1]} x {original[0]}) gives "
                                  f"{len(boxes)} crops, model.crops allows {s['crops']}: raise it")  # fmt: skip
             geometry.append({"original": list(original), "resized": list(resized), "boxes": [list(b) for b in boxes]})
-        blocks = split_blocks(self.name, split, config)
+        blocks = split_blocks(self.block, split, config)
         d = int(config.hidden_size)
         # an image's windows share one size (the crop, or a smaller image's own side): its tokens per window
         t = [tokens(config, g["boxes"][0][1] - g["boxes"][0][0], g["boxes"][0][3] - g["boxes"][0][2]) for g in geometry]
@@ -276,7 +276,7 @@ class Dinov3Segmentation(Task):
             for b in blocks for k in range(s["crops"])
         }  # fmt: skip
         attrs = {
-            "task": self.name,
+            "task": self.block,
             "model": {k: v for k, v in model.items() if v is not None},
             "split": {"blocks": blocks, "where": "block output (0-based), before the final norm"},
             "extraction": s,
@@ -348,20 +348,20 @@ class Dinov3Segmentation(Task):
             missing = [k for k, v in (("head.checkpoint", head.get("checkpoint")),
                                       ("model.backbone_weights", model.get("backbone_weights"))) if not v]  # fmt: skip
             if missing:
-                raise ValueError(f"tasks.{self.name}: model.repository gives the release's Mask2Former segmentor, "
+                raise ValueError(f"tasks.{self.block}: model.repository gives the release's Mask2Former segmentor, "
                                  f"which needs {' and '.join(missing)}")  # fmt: skip
             for path in (head["checkpoint"], model["backbone_weights"]):
                 if not Path(path).is_file():
-                    raise FileNotFoundError(f"tasks.{self.name}: {path} does not exist")
+                    raise FileNotFoundError(f"tasks.{self.block}: {path} does not exist")
             torch.save({"kind": "release", "checkpoint": str(Path(head["checkpoint"]).resolve())}, head_out)
             return
         if head.get("checkpoint"):
             raise ValueError(
-                f"tasks.{self.name}: head.checkpoint {head['checkpoint']} is the release's Mask2Former head, whose "
+                f"tasks.{self.block}: head.checkpoint {head['checkpoint']} is the release's Mask2Former head, whose "
                 "code comes from your dinov3 clone: set model.repository (null runs the demo's seeded head)"
             )
         config = dinov3_config(model)
-        blocks = split_blocks(self.name, split, config)
+        blocks = split_blocks(self.block, split, config)
         torch.manual_seed(int(head.get("seed", 0)))
         module = upernet_head(int(config.hidden_size), len(blocks), DEMO_HEAD)
         torch.save({"kind": "transformers", "blocks": blocks, "dim": int(config.hidden_size),
@@ -415,7 +415,7 @@ class Dinov3Segmentation(Task):
         rows = []
         for prediction, target in zip(outputs, references, strict=True):
             if prediction.shape != target.shape:
-                raise ValueError(f"task {self.name}: prediction {prediction.shape} and labels {target.shape} differ")
+                raise ValueError(f"task {self.block}: prediction {prediction.shape} and labels {target.shape} differ")
             own = ConfusionMatrix(CLASSES)
             own.update(prediction, target)
             total = total + own
