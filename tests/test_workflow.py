@@ -122,7 +122,7 @@ def test_demo_writes_tables_and_figures(demo_run):
     )
     tasks = ("cls", "csr", "dpt", "seg", "tti")
     # LaMoFCBench's results, coded by the universal codecs: the classifier's two variants, segmentation, depth
-    variants = ("dinov3_in1k:layer.1", "dinov3_in1k:layer.3", "dinov3_ade20k", "dinov3_nyu")
+    variants = ("dinov3_in1k:layer.1", "dinov3_in1k:layer.3", "dinov3_ade20k", "dinov3_nyu", "lm_arc_challenge")
     lambdas = {task: [format_point(v) for v in config["codecs"]["hyperprior"]["points"][task]] for task in tasks}
     universal = [
         (f"{c}@hybrid", format_point(v))
@@ -141,10 +141,12 @@ def test_demo_writes_tables_and_figures(demo_run):
     )
     original = table[table.codec == "original"].set_index("task")
     assert (original.bpfp == 32).all() and (original.mse == 0).all()
-    # Every demo task scores against the uncompressed model's outputs: 100 % agreement, 0 m depth error, FID 0.
+    # Every demo task but the language one scores against the uncompressed model's outputs: 100 % agreement, 0 m
+    # depth error, FID 0; ARC-Challenge against its answer keys (lm-eval's exact match), a share of 3 questions.
     expected = {"cls": 100, "csr": 100, "dpt": 0, "seg": 100, "tti": 0, **dict.fromkeys(variants[:2], 100)}
     expected |= {"dinov3_ade20k": 100, "dinov3_nyu": 0}
-    assert original.value.to_dict() == pytest.approx(expected, abs=1e-6)
+    assert original.value.drop("lm_arc_challenge").to_dict() == pytest.approx(expected, abs=1e-6)
+    assert original.value["lm_arc_challenge"] in pytest.approx([0, 100 / 3, 200 / 3, 100])
     assert dict(zip(table.task, table.metric, strict=True)) == {
         "cls": "top1",
         "csr": "accuracy",
@@ -154,6 +156,7 @@ def test_demo_writes_tables_and_figures(demo_run):
         **dict.fromkeys(variants[:2], "top1"),
         "dinov3_ade20k": "miou",
         "dinov3_nyu": "rmse",
+        "lm_arc_challenge": "accuracy",
     }
     lamofc = table[table.task.isin(tasks)]
     assert (lamofc.bpfp_injected == lamofc.bpfp).all()  # every tensor of theirs goes back into the head
@@ -263,15 +266,25 @@ def test_the_universal_codecs_code_every_task_with_real_strings_and_kmeans_recon
 def test_which_tensor_carries_the_accuracy_each_level_coded_alone(demo_run):
     """report.tensor_accuracy: at each universal codec's middle point (the upper of its two lambdas) the
     segmentation and depth scenarios are scored with one level's tensors decoded and the others uncompressed,
-    one row per level; its own rate is its bitstream files' bits over its points, from the files here, and the
-    row carries the point's metric with every tensor decoded. LaMoFC's one-tensor tasks and the classification
-    scenario (whose variants already put one block back alone) have no rows."""
+    one row per level, the language scenario with its hidden state, keys, values or one layer's cache; a row's
+    own rate is its bitstream files' bits over its points, from the files here, and the row carries the point's
+    metric with every tensor decoded. LaMoFC's one-tensor tasks and the classification scenario (whose variants
+    already put one block back alone) have no rows."""
     from lamofc_lib.store import FeatureStore
 
     workdir, config = demo_run
     table = pd.read_csv(workdir / "results/tables/tensor_accuracy.csv", dtype={"point": str})
     rates = pd.read_csv(workdir / "results/tables/rate_accuracy.csv", dtype={"point": str})
-    assert set(table.task) == {"dinov3_ade20k", "dinov3_nyu"}
+    assert set(table.task) == {"dinov3_ade20k", "dinov3_nyu", "lm_arc_challenge"}
+    # the language scenario: the hidden state, the keys, the values and each layer's cache, each coded alone
+    keys, values = [f"key.{i}" for i in range(5)], [f"value.{i}" for i in range(5)]
+    groups = {"output": ["output"], "keys": keys, "values": values}
+    groups |= {f"layer.{i}": [f"key.{i}", f"value.{i}"] for i in range(5)}
+    for label in LAMOFCBENCH_LABELS:
+        rows = table[(table.task == "lm_arc_challenge") & (table.codec == label)].set_index("coded")
+        assert {g: sorted(rows.coded_tensors[g].split()) for g in rows.index} == {
+            g: sorted(n) for g, n in groups.items()
+        }
     for task in ("dinov3_ade20k", "dinov3_nyu"):
         features = FeatureStore(workdir / f"results/{task}/features.zarr")
         for label in LAMOFCBENCH_LABELS:
@@ -1015,9 +1028,12 @@ def test_csr_features_from_the_converted_model_equal_the_gguf_models(demo_run):
 
     workdir, config = demo_run
     model = config["tasks"]["csr"]["model"]
-    assert model["gguf_file"] and (workdir / "results/csr/model/config.json").is_file()
+    # one folder per package and GGUF file, which the language scenario on SmolLM2 shares
+    converted = f"results/models/gguf/{model['package']}/{Path(model['gguf_file']).stem}"
+    assert model["gguf_file"] and (workdir / converted / "config.json").is_file()
     store = FeatureStore(workdir / "results/csr/features.zarr")
-    assert store.attrs["model"]["converted"] == "results/csr/model"
+    assert store.attrs["model"]["converted"] == converted
+    assert FeatureStore(workdir / "results/lm_arc_challenge/features.zarr").attrs["model"]["converted"] == converted
     net, tokenizer = load_llm(model, "cpu")
     text = read_manifest(workdir / "results/csr/manifest.csv")["text"].iloc[0]
     direct = decoder_output(net, config["tasks"]["csr"]["split"], encode_prompt(tokenizer, text))

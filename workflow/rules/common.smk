@@ -322,8 +322,22 @@ def training_selection_settings(task):
 
 
 def converted_path(task):
-    """Where a GGUF model of `task` is dequantized once (rule convert_model), or None for other models."""
-    return f"{RESULTS}/{task}/model" if task_settings(task)["model"].get("gguf_file") else None
+    """Where a GGUF model of `task` is dequantized once (rule convert_model), or None for other models: one
+    folder per package (or model folder) and GGUF file, shared by every task that runs the model."""
+    model = task_settings(task)["model"]
+    if not model.get("gguf_file"):
+        return None
+    owner = model.get("package") or Path(str(model["id"])).name
+    return f"{RESULTS}/models/gguf/{owner}/{Path(model['gguf_file']).stem}"
+
+
+def gguf_model(wildcards):
+    """The model block of the tasks whose GGUF model rule convert_model writes to `wildcards.folder`."""
+    wanted = f"{RESULTS}/models/gguf/{wildcards.folder}"
+    for task in TASKS + trained_tasks(config):
+        if converted_path(task) == wanted:
+            return task_settings(task)["model"]
+    raise ValueError(f"no task runs a GGUF model converted to {wanted}")
 
 
 def model_settings(task):

@@ -1,21 +1,24 @@
 rule convert_model:
-    """A GGUF model (tasks.<task>.model.gguf_file) dequantized once into a plain transformers folder: the jobs
-    that run the model (selection, head, both extractions) load it in 0.2 s instead of dequantizing the GGUF
-    file in each (19 s for the demo's SmolLM2-135M); the weights, tokens and logits are equal."""
+    """A GGUF model (tasks.<task>.model.gguf_file) dequantized once into a plain transformers folder, shared by
+    the tasks that run it: the jobs that run the model (selection, head, both extractions, the language
+    scenarios' scoring) load it in 0.2 s instead of dequantizing the GGUF file in each (19 s for the demo's
+    SmolLM2-135M); the weights, tokens and logits are equal."""
     output:
-        model=directory(f"{RESULTS}/{{task}}/model"),
+        model=directory(f"{RESULTS}/models/gguf/{{folder}}"),
     log:
-        "logs/{task}/convert_model.log",
+        "logs/models/gguf/{folder}/convert_model.log",
     benchmark:
-        "benchmarks/{task}/convert_model.tsv"
+        "benchmarks/models/gguf/{folder}/convert_model.tsv"
+    wildcard_constraints:
+        folder=r"[^/]+/[^/]+",
     conda:
         "../../envs/extract.yaml"
     resources:
-        mem_mb=task_resource("extract", "mem_mb"),
-        runtime=task_resource("extract", "runtime"),
+        mem_mb=4000,
+        runtime=30,
     params:
-        model=lambda wc: model_settings(wc.task),
-        code=lambda wc: script_code("convert_model.py", "csr"),
+        model=gguf_model,
+        code=script_code("convert_model.py", "csr"),
     script:
         "../scripts/convert_model.py"
 

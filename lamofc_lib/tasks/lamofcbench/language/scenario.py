@@ -1,0 +1,300 @@
+"""LaMoFCBench's language scenarios (rows 6-10): an lm-evaluation-harness task answered by a causal LM whose first
+layers run on one machine; what crosses is the hidden state after decoder layer 4 and the caches of layers 0-4
+(lamofc_lib.tasks.lamofcbench.language.prefill), and the other machine generates the answer from the decoded
+ones. The reference runs each task on Qwen3-8B and on FalconMamba-7B-instruct: one registered task per
+lm-eval task (`lm_arc_challenge`, ...), configured once per model as task profiles (`qwen3_arc_challenge:
+{task: lm_arc_challenge, model: {id: Qwen/Qwen3-8B, ...}}`).
+
+- Samples: the task's documents from the user's local copy of the hub files (`source.path`), sorted as the
+  reference sorts them (lamofc_lib.tasks.lamofcbench.language.lm_tasks), sample id = index in that order (the
+  reference's sample lists are such indices: give them as `selection.list`); without a path, the demo
+  documents shipped in lamofc_lib/data.
+- Extraction: lm-eval builds the prompt (chat template on, Qwen3's thinking off with `model.enable_thinking:
+  false`) and its HF model wrapper (HFLM, batch size 1) tokenizes it; the prompt's pass records the split and
+  stops there. Tensors in the model's dtypes, stored 4-D for the frames (`tokens` packing: keys and values T x
+  (heads x head size), head-major; the hidden state T x D; a Mamba state I x S), each its own K-means centres.
+- Scoring: the same prompt, the decoded tensors put in place at prefill, greedy generation to the task's stop
+  sequences, lm-eval's answer filter and exact match against the task's target. Every tensor coded is injected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import suppress
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lamofc_lib.sources.base import Source
+from lamofc_lib.sources.manifest import COLUMNS, SourceError
+from lamofc_lib.tasks.base import Task, TensorExtraction, TensorsLayout, split_layers
+
+# The tensors stored with an added axis 1 (a 3-D model tensor as a 1 x 1 x H x W frame tensor).
+WIDENED = ("output", "ssm_state", "conv_state")
+
+
+def to_store(name: str, tensor) -> np.ndarray:
+    """A split tensor as the store holds it: float32 (bfloat16 values exact in it) or its own float dtype, 4-D."""
+    import torch
+
+    x = tensor.detach().cpu()
+    x = x.float() if x.dtype == torch.bfloat16 else x
+    x = x.numpy()
+    return x[:, None] if name.split(".")[0] in WIDENED else x
+
+
+def from_store(name: str, x: np.ndarray) -> np.ndarray:
+    """The model's shape of a stored split tensor."""
+    return x[:, 0] if name.split(".")[0] in WIDENED else x
+
+
+def dtype_name(dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def demo_file(name: str) -> Path:
+    """A demo data file shipped in lamofc_lib/data."""
+    path = Path(str(resources.files("lamofc_lib").joinpath(f"data/{name}")))
+    if not path.is_file():
+        raise SourceError(f"lamofc_lib/data/{name} is not shipped")
+    return path
+
+
+def lm_candidates(lm_task: str, path: str | Path) -> pd.DataFrame:
+    """Every document of a data file in the reference's order: sample id its index, label lm-eval's target,
+    text the prompt."""
+    from lamofc_lib.tasks.lamofcbench.language.lm_tasks import build_task
+
+    task = build_task(lm_task, path)
+    rows = [
+        {"sample_id": str(i), "source": str(path), "label": str(task.doc_to_target(doc)), "text": task.doc_to_text(doc)}
+        for i, doc in enumerate(task.test_docs())
+    ]
+    if not rows:
+        raise SourceError(f"{lm_task}: data file {path} holds no documents")
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+class LmDocs(Source):
+    """A language task's documents: a local hub data file, or the demo's shipped file of the task."""
+
+    lm_task = ""
+    demo_files = {"test": "", "train": ""}
+    properties = {
+        "path": {"description": "<task>_docs: the split's hub data file (parquet, json or jsonl); null: the demo's.",
+                 "type": ["string", "null"]},
+        "set": {"description": "<task>_docs without a path: the shipped evaluation (eval) or training (train) "
+                "documents.", "enum": ["eval", "train"]},
+    }  # fmt: skip
+    path_keys = ("path",)
+
+    @classmethod
+    def read(cls, source: Mapping) -> pd.DataFrame:
+        path = source.get("path") or demo_file(cls.demo_files[source.get("set") or "eval"])
+        return lm_candidates(cls.lm_task, path)
+
+
+class ArcChallengeDocs(LmDocs):
+    kind = "arc_challenge_docs"
+    description = (
+        "ARC-Challenge documents (allenai/ai2_arc's layout: id, question, choices, answerKey) from a local hub "
+        "file (path: parquet, json or jsonl), or without a path the ARC questions shipped for the demo (set)"
+    )
+    lm_task = "arc_challenge"
+    demo_files = {"eval": "arc_demo.jsonl", "train": "arc_demo_train.jsonl"}
+
+
+class LanguageScenario(Task):
+    """One lm-eval task (`lm_task`) of LaMoFCBench's language category."""
+
+    lm_task = ""
+    metric = "accuracy"
+    metric_label = "exact match (%)"
+    references = ("ground_truth",)
+    head_checkpoint = False
+    reference_policy = "first"
+    metric_options = ("max_gen_toks",)
+    options = {
+        "max_gen_toks": {
+            "description": (
+                "At most this many generated tokens at scoring (default: the task's, as lm-eval gives it). The "
+                "split is extracted with the task's: a prompt that lm-eval truncates to leave room for the "
+                "generation (longer than max_length less max_gen_toks) must be truncated alike in both."
+            ),
+            "type": ["integer", "null"],
+            "minimum": 1,
+            "default": None,
+        },
+    }
+    model_options = {
+        "enable_thinking": {
+            "description": "Qwen3's chat template: thinking on or off (the reference: false); null: the template's.",
+            "type": ["boolean", "null"],
+        },
+        "max_length": {
+            "description": "The model wrapper's context length in tokens (FalconMamba in the reference: 8192).",
+            "type": ["integer", "null"],
+            "minimum": 1,
+        },
+    }
+    preload = ("transformers:AutoModelForCausalLM", "transformers:AutoTokenizer", "lm_eval.models.huggingface")
+    max_gen_toks = None  # tasks.<task>.max_gen_toks
+
+    def _layer(self, split, config) -> int:
+        layers = split_layers(split)
+        if len(layers) != 1 or not 1 <= layers[0] <= int(config.num_hidden_layers) - 1:
+            raise ValueError(
+                f"tasks.{self.block}.split: one decoder layer count, 1 to {int(config.num_hidden_layers) - 1} (the "
+                f"layers that run before the split; the reference's 5), got {split}"
+            )
+        return layers[0] - 1
+
+    def layout(self, manifest: pd.DataFrame, model: Mapping, split) -> TensorsLayout:
+        """The tensors' names and ranks without weights; their token counts only the tokenizer's pass knows
+        (None), and their dtypes the model's (float32 until extracted)."""
+        from lamofc_lib.store import TensorLayout
+        from lamofc_lib.tasks.lamofc.csr import llm_config
+        from lamofc_lib.tasks.lamofcbench.language.prefill import tensor_names
+
+        config = llm_config(model)
+        layer = self._layer(split, config)
+        tensors = {
+            name: TensorLayout([(1, None, None, None)] * len(manifest), "float32", {"packing": "tokens"})
+            for name in tensor_names(config, layer)
+        }
+        return TensorsLayout(tensors, self._attrs(manifest, model, layer))
+
+    def _attrs(self, manifest: pd.DataFrame, model: Mapping, layer: int) -> dict:
+        files = sorted(set(manifest["source"]))
+        if len(files) != 1:
+            raise ValueError(f"task {self.block}: the samples come from {len(files)} data files, expected one")
+        return {
+            "task": self.block,
+            "model": {k: v for k, v in model.items() if v is not None},
+            "split": {"layer": layer, "where": "decoder layer output (0-based) and the caches of layers 0..layer"},
+            "extraction": {"lm_task": self.lm_task, "data_file": files[0]},
+        }
+
+    def _run(self, model: Mapping, data_file: str, doc_ids: Sequence[int]):
+        """(net, lm-eval's HFLM wrapper, the task, its requests for `doc_ids` in that order)."""
+        import warnings
+
+        from lm_eval.models.huggingface import HFLM
+
+        from lamofc_lib.tasks.lamofc.csr import load_llm
+        from lamofc_lib.tasks.lamofcbench.language.lm_tasks import build_task
+
+        net, tokenizer = load_llm(model, self.device)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            lm = HFLM(pretrained=net, tokenizer=tokenizer, batch_size=1, max_length=model.get("max_length"),
+                      enable_thinking=model.get("enable_thinking"))  # fmt: skip
+        task = build_task(self.lm_task, data_file, self.max_gen_toks)
+        task.build_all_requests(apply_chat_template=True, chat_template=lm.apply_chat_template,
+                                samples=sorted(set(doc_ids)))  # fmt: skip
+        by_doc = {inst.doc_id: inst for inst in task.instances}
+        missing = [i for i in doc_ids if i not in by_doc]
+        if missing:
+            raise ValueError(f"task {self.block}: {data_file} has no documents {missing[:5]}")
+        return net, lm, task, [by_doc[i] for i in doc_ids]
+
+    def features(self, manifest: pd.DataFrame, model: Mapping, split) -> TensorExtraction:
+        """The split of every sample's prompt (computed here, in memory, for the token counts)."""
+        import torch
+
+        from lamofc_lib.store import TensorLayout
+        from lamofc_lib.tasks.lamofcbench.language.prefill import PrefillCaptured, prefill_split
+
+        layout = self.layout(manifest, model, split)
+        layer = layout.attrs["split"]["layer"]
+        ids = [int(s) for s in manifest["sample_id"]]
+        net, lm, _, requests = self._run(model, layout.attrs["extraction"]["data_file"], ids)
+        samples, dtypes = [], {}
+        for request in requests:
+            with torch.no_grad(), prefill_split(net, layer, stop=True) as found, suppress(PrefillCaptured):
+                lm.generate_until([request], disable_tqdm=True)
+            if set(found) != set(layout.tensors):
+                raise RuntimeError(f"task {self.block}: the prompt's pass gave {sorted(found)}")
+            dtypes.update({name: dtype_name(t.dtype) for name, t in found.items()})
+            samples.append({name: to_store(name, t) for name, t in found.items()})
+        tensors = {
+            name: TensorLayout([s[name].shape for s in samples], dtypes[name], dict(spec.attrs))
+            for name, spec in layout.tensors.items()
+        }
+        return TensorExtraction(tensors, iter(samples), layout.attrs)
+
+    def write_head(self, model: Mapping, split, head: Mapping, head_out: Path) -> None:
+        """The head is the model itself (its layers after the split and its LM head), loaded at scoring from the
+        model block: the file records the task and the split."""
+        import torch
+
+        from lamofc_lib.tasks.lamofc.csr import llm_config
+
+        layer = self._layer(split, llm_config(model))
+        torch.save({"lm_task": self.lm_task, "layer": layer}, head_out)
+
+    def head_input(self, sample: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+        return sample
+
+    def tensor_groups(self, layouts: Mapping[str, Mapping]) -> dict[str, list[str]]:
+        """The hidden state alone, the keys (SSM states) alone, the values (convolution states) alone, and each
+        layer's cache alone."""
+        names = list(layouts)
+        groups = {"output": [n for n in names if n == "output"]}
+        for kind in ("key", "value", "ssm_state", "conv_state"):
+            found = [n for n in names if n.split(".")[0] == kind]
+            if found:
+                groups[f"{kind}s"] = found
+        for layer in sorted({int(n.split(".")[1]) for n in names if "." in n}):
+            groups[f"layer.{layer}"] = [n for n in names if n.endswith(f".{layer}")]
+        return {k: v for k, v in groups.items() if v}
+
+    def head_outputs(self, head: Path, features: Iterable[Mapping[str, np.ndarray]], attrs: Mapping) -> list[str]:
+        """Per sample, lm-eval's filtered answer of the greedy generation from the decoded split."""
+        import logging
+
+        import torch
+
+        from lamofc_lib.tasks.lamofcbench.language.prefill import prefill_split
+
+        log = logging.getLogger("lamofc")
+        extraction = attrs["extraction"]
+        ids = [int(s) for s in attrs["sample_ids"]]
+        net, lm, task, requests = self._run(attrs["model"], extraction["data_file"], ids)
+        for request, sample in zip(requests, features, strict=True):
+            decoded = {name: torch.from_numpy(np.ascontiguousarray(from_store(name, x))) for name, x in sample.items()}
+            with torch.no_grad(), prefill_split(net, int(attrs["split"]["layer"]), decoded):
+                [response] = lm.generate_until([request], disable_tqdm=True)
+            request.resps.append(response)
+            log.info("sample %s: %r", request.doc_id, response)
+        task.apply_filters()
+        (key,) = {k for r in requests for k in r.filtered_resps}
+        return [str(r.filtered_resps[key]) for r in requests]
+
+    def compare(self, outputs: Sequence, references: Sequence) -> tuple[float, list[dict]]:
+        """lm-eval's exact match of each answer and its target (ignoring case and punctuation, as the reference's
+        tasks), in percent."""
+        from lm_eval.api.metrics import exact_match_hf_evaluate
+
+        from lamofc_lib.tasks.lamofcbench.language.lm_tasks import EXACT_MATCH
+
+        self.check_counts(outputs, references)
+        settings = {k: v for k, v in EXACT_MATCH.items() if k.startswith("ignore")}
+        rows = []
+        for answer, target in zip(outputs, references, strict=True):
+            match = exact_match_hf_evaluate(predictions=[str(answer)], references=[str(target)], **settings)
+            rows.append(
+                {"prediction": str(answer), "reference": str(target), "correct": bool(match["exact_match"] == 1)}
+            )
+        return 100.0 * float(np.mean([row["correct"] for row in rows])), rows
+
+
+class LmArcChallenge(LanguageScenario):
+    """ARC-Challenge's test split (the reference's `fc_arc_challenge`); its train split is the calibration of the
+    K-means centres of every language task of a model (the reference's `arc_fewshot`)."""
+
+    name = "lm_arc_challenge"
+    lm_task = "arc_challenge"
+    sources = (ArcChallengeDocs,)
