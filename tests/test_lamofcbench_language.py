@@ -17,7 +17,7 @@ from lamofc_lib.tasks import get_task
 from lamofc_lib.tasks.lamofc.csr import convert_gguf, load_llm
 from lamofc_lib.tasks.lamofcbench.language.lm_tasks import build_task, sorted_docs
 from lamofc_lib.tasks.lamofcbench.language.prefill import decoder_layers, prefill_split, tensor_names
-from lamofc_lib.tasks.lamofcbench.language.scenario import ArcChallengeDocs
+from lamofc_lib.tasks.lamofcbench.language.scenario import ArcChallengeDocs, data_file
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
@@ -231,7 +231,8 @@ def test_the_scenario_scores_the_uncompressed_split_as_the_model_answers_without
     answers = task.head_outputs(Path("unused"), samples, attrs)
     net, tokenizer = load_llm(smollm2, "cpu")
     lm = HFLM(pretrained=net, tokenizer=tokenizer, batch_size=1)
-    lm_task = build_task("arc_challenge", manifest.source[0])
+    assert manifest.source[0] == "lamofc_lib/data/arc_demo.jsonl"  # wherever the checkout lies
+    lm_task = build_task("arc_challenge", data_file(manifest.source[0]))
     lm_task.build_all_requests(apply_chat_template=True, chat_template=lm.apply_chat_template, samples=[0, 1, 2])
     for request in lm_task.instances:
         request.resps.extend(lm.generate_until([request], disable_tqdm=True))

@@ -56,26 +56,38 @@ def dtype_name(dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def demo_file(name: str) -> Path:
-    """A demo data file shipped in lamofc_lib/data."""
-    path = Path(str(resources.files("lamofc_lib").joinpath(f"data/{name}")))
+SHIPPED = "lamofc_lib/data/"
+"""How a manifest names a demo data file shipped with lamofc_lib (wherever the checkout lies)."""
+
+
+def data_file(source: str | Path) -> Path:
+    """The file a manifest's `source` names: a shipped demo file, or a user's path."""
+    text = str(source)
+    if not text.startswith(SHIPPED):
+        return Path(text)
+    path = Path(str(resources.files("lamofc_lib").joinpath(f"data/{text.removeprefix(SHIPPED)}")))
     if not path.is_file():
-        raise SourceError(f"lamofc_lib/data/{name} is not shipped")
+        raise SourceError(f"{text} is not shipped")
     return path
 
 
-def lm_candidates(lm_task: str, path: str | Path) -> pd.DataFrame:
-    """Every document of a data file in the reference's order: sample id its index, label lm-eval's target,
-    text the prompt."""
+def lm_candidates(lm_task: str, source: str) -> pd.DataFrame:
+    """Every document of a data file (`source`: a path, or a shipped file as lamofc_lib/data/<name>) in the
+    reference's order: sample id its index, label lm-eval's target, text the prompt."""
     from lamofc_lib.tasks.lamofcbench.language.lm_tasks import build_task
 
-    task = build_task(lm_task, path)
+    task = build_task(lm_task, data_file(source))
     rows = [
-        {"sample_id": str(i), "source": str(path), "label": str(task.doc_to_target(doc)), "text": task.doc_to_text(doc)}
+        {
+            "sample_id": str(i),
+            "source": str(source),
+            "label": str(task.doc_to_target(doc)),
+            "text": task.doc_to_text(doc),
+        }
         for i, doc in enumerate(task.test_docs())
     ]
     if not rows:
-        raise SourceError(f"{lm_task}: data file {path} holds no documents")
+        raise SourceError(f"{lm_task}: data file {source} holds no documents")
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -94,7 +106,7 @@ class LmDocs(Source):
 
     @classmethod
     def read(cls, source: Mapping) -> pd.DataFrame:
-        path = source.get("path") or demo_file(cls.demo_files[source.get("set") or "eval"])
+        path = source.get("path") or SHIPPED + cls.demo_files[source.get("set") or "eval"]
         return lm_candidates(cls.lm_task, path)
 
 
@@ -132,18 +144,19 @@ def _wrapper(model_key, device: str):
 
 
 @functools.lru_cache(maxsize=1)
-def _requests(lm_task: str, model_key, device: str, data_file: str, max_gen_toks, doc_ids: tuple[int, ...]):
-    """lm-eval's task on `data_file` and its requests (prompt with the model's chat template) for `doc_ids`."""
+def _requests(lm_task: str, model_key, device: str, path: str, max_gen_toks, doc_ids: tuple[int, ...]):
+    """lm-eval's task on the data file `path` and its requests (prompt with the model's chat template) for
+    `doc_ids`."""
     from lamofc_lib.tasks.lamofcbench.language.lm_tasks import build_task
 
     _, lm = _wrapper(model_key, device)
-    task = build_task(lm_task, data_file, max_gen_toks)
+    task = build_task(lm_task, path, max_gen_toks)
     task.build_all_requests(apply_chat_template=True, chat_template=lm.apply_chat_template,
                             samples=sorted(set(doc_ids)))  # fmt: skip
     by_doc = {inst.doc_id: inst for inst in task.instances}
     missing = [i for i in doc_ids if i not in by_doc]
     if missing:
-        raise ValueError(f"{lm_task}: {data_file} has no documents {missing[:5]}")
+        raise ValueError(f"{lm_task}: {path} has no documents {missing[:5]}")
     return task, [by_doc[i] for i in doc_ids]
 
 
@@ -218,12 +231,12 @@ class LanguageScenario(Task):
             "extraction": {"lm_task": self.lm_task, "data_file": files[0]},
         }
 
-    def _run(self, model: Mapping, data_file: str, doc_ids: Sequence[int]):
+    def _run(self, model: Mapping, source: str, doc_ids: Sequence[int]):
         """(net, lm-eval's HFLM wrapper, the task, its requests for `doc_ids` in that order, with no responses
         yet). A scoring job scores many points of one task: the model, the wrapper and the requests are made
         once per job (the model 2.2 s, the task and its requests 0.5 s for the demo's SmolLM2)."""
-        task, requests = _requests(self.lm_task, _key(model), self.device, str(data_file), self.max_gen_toks,
-                                   tuple(doc_ids))  # fmt: skip
+        task, requests = _requests(self.lm_task, _key(model), self.device, str(data_file(source)),
+                                   self.max_gen_toks, tuple(doc_ids))  # fmt: skip
         for request in requests:
             request.resps, request.filtered_resps = [], {}
         net, lm = _wrapper(_key(model), self.device)
