@@ -146,7 +146,7 @@ def test_demo_writes_tables_and_figures(demo_run):
     expected = {"cls": 100, "csr": 100, "dpt": 0, "seg": 100, "tti": 0, **dict.fromkeys(variants[:2], 100)}
     expected |= {"dinov3_ade20k": 100, "dinov3_nyu": 0}
     assert original.value.drop("lm_arc_challenge").to_dict() == pytest.approx(expected, abs=1e-6)
-    assert original.value["lm_arc_challenge"] in pytest.approx([0, 100 / 3, 200 / 3, 100])
+    assert any(original.value["lm_arc_challenge"] == pytest.approx(100 * k / 3) for k in range(4))
     assert dict(zip(table.task, table.metric, strict=True)) == {
         "cls": "top1",
         "csr": "accuracy",
