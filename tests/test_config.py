@@ -37,7 +37,9 @@ def _error(raw: dict, **kwargs) -> str:
 
 def test_demo_config_validates_and_fills_defaults(raw):
     config = validate(raw)
-    assert config["run"]["tasks"] == ["cls", "seg", "dpt", "csr", "tti", "dinov3_in1k", "dinov3_ade20k", "dinov3_nyu"]
+    assert config["run"]["tasks"] == [
+        "cls", "seg", "dpt", "csr", "tti", "dinov3_in1k", "dinov3_ade20k", "dinov3_nyu", "lm_arc_challenge"
+    ]  # fmt: skip
     assert config["run"]["device"] == "cpu"  # given in demo.yaml
     vvenc = config["codecs"]["vvenc"]
     assert vvenc["bit_depth"] == 10
@@ -84,7 +86,9 @@ def test_the_order_of_a_configs_keys_does_not_count(raw):
     assert list(key_orders(one)) == list(key_orders(other))  # same text in every job's params
     assert all(keys == sorted(keys) for _, keys in key_orders(one))
     # lists keep their order: reversed_keys reverses the list's items' keys, not the list
-    assert one["run"]["tasks"] == ["cls", "seg", "dpt", "csr", "tti", "dinov3_in1k", "dinov3_ade20k", "dinov3_nyu"]
+    assert one["run"]["tasks"] == [
+        "cls", "seg", "dpt", "csr", "tti", "dinov3_in1k", "dinov3_ade20k", "dinov3_nyu", "lm_arc_challenge"
+    ]  # fmt: skip
 
 
 def test_numbers_given_as_text_are_read_where_the_schema_takes_numbers(raw):

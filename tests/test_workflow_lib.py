@@ -148,6 +148,7 @@ def test_a_scripts_code_is_the_closure_of_its_imports_for_the_task_it_runs():
         ),
         "dinov3_ade20k": "lamofc_lib.tasks.lamofcbench.vision.segmentation",
         "dinov3_nyu": "lamofc_lib.tasks.lamofcbench.vision.depth",
+        "lm_arc_challenge": "lamofc_lib.tasks.lamofcbench.language.scenario",
     }
 
 

@@ -322,7 +322,7 @@ def training_selection_settings(task):
 
 
 def converted_path(task):
-    """Where a GGUF model of `task` is dequantized once (rule convert_model), or None for other models: one
+    """Where a GGUF model of `task` is dequantized once (by convert_model), or None for other models. One
     folder per package (or model folder) and GGUF file, shared by every task that runs the model."""
     model = task_settings(task)["model"]
     if not model.get("gguf_file"):
@@ -331,9 +331,9 @@ def converted_path(task):
     return f"{RESULTS}/models/gguf/{owner}/{Path(model['gguf_file']).stem}"
 
 
-def gguf_model(wildcards):
-    """The model block of the tasks whose GGUF model rule convert_model writes to `wildcards.folder`."""
-    wanted = f"{RESULTS}/models/gguf/{wildcards.folder}"
+def gguf_model(folder):
+    """The model block of the tasks whose GGUF model convert_model writes to models/gguf/`folder`."""
+    wanted = f"{RESULTS}/models/gguf/{folder}"
     for task in TASKS + trained_tasks(config):
         if converted_path(task) == wanted:
             return task_settings(task)["model"]

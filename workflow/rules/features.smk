@@ -17,7 +17,7 @@ rule convert_model:
         mem_mb=4000,
         runtime=30,
     params:
-        model=gguf_model,
+        model=lambda wc: gguf_model(wc.folder),
         code=script_code("convert_model.py", "csr"),
     script:
         "../scripts/convert_model.py"
