@@ -409,7 +409,7 @@ def full_run_jobs(workdir: Path) -> dict[str, int]:
 
 # The demo run codes 5 tasks of at most 20 samples (one code job per task and point): VVenC at 2 QPs, the
 # Hyperprior at 2 lambdas per task (10 models) and at the trained_on task's 2 lambdas for the 2 generalizability
-# pairs (seg -> tti, tti -> seg); the universal codecs one code job per task and lambda (8 tasks); one
+# pairs (seg -> tti, tti -> seg); the universal codecs one code job per task and lambda (9 tasks); one
 # score_task job per task (run.score_jobs: task) and one score job per generalizability label. What follows a
 # coded point: the rate-accuracy, D-A, BD-rate and complexity tables, the rate-accuracy, D-A and accuracy-drop
 # figures (one job) and the provenance; a score_task job also rewrites the native Hyperprior's scores, which the
@@ -418,7 +418,7 @@ VVENC_POINTS = 5 * 2
 HYPERPRIOR_POINTS = 5 * 2 + 2 * 2
 SCORE_TASK_JOBS = 5  # run.score_jobs task: one job per task scores every run.codecs label (of LaMoFC's five,
 # which VVenC and the Hyperprior code; dinov3_in1k's job scores the universal codecs' alone)
-UNIVERSAL_JOBS = 2 * 2 * 8  # hyperprior_u and elic, two lambdas, each of the 8 tasks in a job of its own
+UNIVERSAL_JOBS = 2 * 2 * 9  # hyperprior_u and elic, two lambdas, each of the 9 tasks in a job of its own
 TABLES = {
     "rate_accuracy": 1,
     "da_r2": 1,
@@ -486,9 +486,9 @@ def test_editing_preprocess_reruns_preprocess_and_everything_downstream(demo_run
     assert dry_run_jobs(workdir, config, repo=repo_copy) == {
         rule: n for rule, n in full.items() if rule not in upstream | {"score_original"}
     }
-    # LaMoFC's five tasks' VVC, learned and K-means frames; the three LaMoFCBench scenarios' K-means frames
-    assert full["preprocess"] == 5 * 3 + 3 and full["code"] == VVENC_POINTS + HYPERPRIOR_POINTS + UNIVERSAL_JOBS
-    assert full["feature_statistics"] == 8  # per task: LaMoFC's five and the three LaMoFCBench scenarios
+    # LaMoFC's five tasks' VVC, learned and K-means frames; the four LaMoFCBench scenarios' K-means frames
+    assert full["preprocess"] == 5 * 3 + 4 and full["code"] == VVENC_POINTS + HYPERPRIOR_POINTS + UNIVERSAL_JOBS
+    assert full["feature_statistics"] == 9  # per task: LaMoFC's five and the four LaMoFCBench scenarios
 
 
 @pytest.mark.e2e
@@ -926,7 +926,7 @@ def test_demo_writes_the_reports_tables_figures_and_provenance(demo_run):
     learned = ("elic@hybrid", "hyperprior", "hyperprior_u@hybrid")
     variants = [
         (t, c, "vvenc")
-        for t in ("dinov3_in1k:layer.1", "dinov3_in1k:layer.3", "dinov3_ade20k", "dinov3_nyu")
+        for t in ("dinov3_in1k:layer.1", "dinov3_in1k:layer.3", "dinov3_ade20k", "dinov3_nyu", "lm_arc_challenge")
         for c in sorted(LAMOFCBENCH_LABELS)
     ]
     assert sorted(zip(bd.task, bd.codec, bd.anchor, strict=True)) == sorted(
@@ -939,7 +939,8 @@ def test_demo_writes_the_reports_tables_figures_and_provenance(demo_run):
     complexity = pd.read_csv(results / "tables/complexity.csv")
     generalized = [("seg", "hyperprior@tti"), ("tti", "hyperprior@seg")]
     pairs = [(t, c) for t in tasks for c in ("hyperprior", "vvenc", *LAMOFCBENCH_LABELS)] + generalized
-    pairs += [(t, c) for t in ("dinov3_in1k", "dinov3_ade20k", "dinov3_nyu") for c in LAMOFCBENCH_LABELS]
+    lamofcbench = ("dinov3_in1k", "dinov3_ade20k", "dinov3_nyu", "lm_arc_challenge")
+    pairs += [(t, c) for t in lamofcbench for c in LAMOFCBENCH_LABELS]
     assert sorted(zip(complexity.task, complexity.codec, strict=True)) == sorted(pairs)
     for row in complexity.itertuples():
         # a model applied to another task counts the points of the task it was trained on

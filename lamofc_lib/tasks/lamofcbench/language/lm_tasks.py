@@ -113,12 +113,3 @@ def build_task(name: str, data_file: str | Path, max_gen_toks: int | None = None
     from lm_eval.api.task import ConfigurableTask
 
     return ConfigurableTask(config=task_config(name, data_file, max_gen_toks))
-
-
-def answer_filter(name: str):
-    """lm-eval's filter ensemble of the task (the reference's `get_answer`): raw responses -> the answers."""
-    from lm_eval.filters import build_filter_ensemble
-
-    (spec,) = TASKS[name][0]["filter_list"]
-    return build_filter_ensemble(spec["name"], [[f["function"], {k: v for k, v in f.items() if k != "function"}]
-                                                for f in spec["filter"]])  # fmt: skip
