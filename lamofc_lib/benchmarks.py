@@ -83,7 +83,12 @@ def paper_sources(root: Path) -> dict[str, str]:
     # LaMoFCBench's heads (a dry run only checks that the file is there) and an ImageNet-A/-R class subset
     torch.save({}, root / "dinov3_head.pth")
     (root / "class_subset.json").write_text("[0, 1]\n")
+    from lamofc_lib.tasks.lamofcbench.language.scenario import SHIPPED, LmDocs, data_file
+
+    # LaMoFCBench's language tasks: the demo's documents, in the hub files' layouts
+    shipped = {cls.kind: str(data_file(SHIPPED + cls.demo_files["eval"])) for cls in LmDocs.__subclasses__()}
     return {
+        **shipped,
         "imagenet": str(root / "imagenet"),
         "arc": str(root / "arc.jsonl"),
         "head": str(root / "head.pth"),
@@ -101,6 +106,7 @@ def paper_sources(root: Path) -> dict[str, str]:
 
 
 # The stand-in (a name of `paper_sources`) for each path key of a source kind's block.
+LANGUAGE_DOCS = ("arc_challenge_docs", "gsm8k_docs", "hellaswag_docs", "truthfulqa_mc1_docs", "winogrande_docs")
 STAND_INS = {
     "imagenet": {"root": "imagenet"},
     "image_folder": {"root": "imagenet"},  # class folders of images, as ImageNet's
@@ -110,6 +116,7 @@ STAND_INS = {
     "ade20k": {"root": "ade20k"},
     "arc": {"path": "arc"},
     "coco_captions": {"path": "captions"},
+    **{kind: {"path": kind} for kind in LANGUAGE_DOCS},
 }
 # The head checkpoint each task reads (LaMoFCBench's scenarios: `dinov3_head`).
 HEADS = {"cls": "head", "seg": "seg_head", "dpt": "dpt_head"}
@@ -139,7 +146,8 @@ def paper_config(sources: dict[str, str]) -> dict:
         if kind not in STAND_INS:
             sys.exit(f"tasks.{task}.source: no stand-in for source kind '{kind}' (add one to STAND_INS)")
         block["source"].update({key: sources[name] for key, name in STAND_INS[kind].items()})
-        block["train"]["source"] = block["source"]
+        if "from" not in block["train"]:
+            block["train"]["source"] = block["source"]
         if "head" in block:
             block["head"]["checkpoint"] = sources[HEADS.get(task, "dinov3_head")]
         if "class_subset" in block:

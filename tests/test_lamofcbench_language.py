@@ -215,6 +215,178 @@ def test_exact_match_ignores_case_and_punctuation():
     assert [row["correct"] for row in rows] == [True, True, False] and value == pytest.approx(200 / 3)
 
 
+def _docs_file(tmp_path, docs) -> Path:
+    path = tmp_path / "validation.jsonl"
+    path.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    return path
+
+
+def _filtered(task, responses: list[str], key: str = "get_answer") -> list[str]:
+    """lm-eval's filtered answers of `responses`, one per document in the task's order."""
+    task.build_all_requests(apply_chat_template=False)
+    for request, response in zip(task.instances, responses, strict=True):
+        request.resps.append(response)
+    task.apply_filters()
+    return [r.filtered_resps[key] for r in task.instances]
+
+
+HELLASWAG = [
+    {"activity_label": "Baking", "ctx_a": "A cook mixes flour.", "ctx_b": "then she",
+     "endings": ["bakes it.", "sings.", "runs away.", "sleeps."], "label": "0"},
+    {"activity_label": "Home and Garden", "ctx_a": "[header] How to plant a tree [title] Dig a hole.",
+     "ctx_b": "[step] Put THE tree in", "endings": ["[substeps] the hole.", "a car.", "  a box [title] now.", "x"],
+     "label": "3"},
+]  # fmt: skip
+
+
+def test_hellaswag_cleans_wikihow_markup_capitalizes_ctx_b_and_letters_the_label(tmp_path):
+    task = build_task("hellaswag", _docs_file(tmp_path, HELLASWAG))
+    wikihow, baking = task.test_docs()  # the longer context and endings first
+    # str.capitalize lowers the rest: "[step] Put THE" -> "[step] put the", then the markup goes
+    assert wikihow["ctx"] == "Home and Garden: How to plant a tree. Dig a hole. put the tree in"
+    # stripped before the markup goes: a space it leaves stays
+    assert wikihow["endings_clean"] == [" the hole.", "a car.", "a box. now.", "x"]
+    assert baking["ctx"] == "Baking: A cook mixes flour. Then she"
+    assert [task.doc_to_target(d) for d in (wikihow, baking)] == ["D", "A"]
+    assert task.doc_to_text(baking) == (
+        "Given a context and four possible endings (A, B, C and D), choose the most plausible ending.\n"
+        "Context: Baking: A cook mixes flour. Then she\nA. bakes it.\nB. sings.\nC. runs away.\nD. sleeps.\n"
+        'Your response should end with "The best answer is [the_answer_letter]" where the [the_answer_letter] is '
+        "one of A, B, C or D."
+    )
+    assert _filtered(task, [" E, or D", " b then C"]) == ["D", "C"]
+
+
+def test_truthfulqa_letters_every_mc1_choice_and_its_target_is_always_a(tmp_path):
+    docs = [
+        {"question": "Short?", "mc1_targets": {"choices": ["yes", "no"], "labels": [1, 0]}},
+        {"question": "Which is true?",
+         "mc1_targets": {"choices": ["t", "f1", "f2", "f3", "f4"], "labels": [1, 0, 0, 0, 0]}},
+    ]  # fmt: skip
+    task = build_task("truthfulqa_mc1", _docs_file(tmp_path, docs))
+    assert [d["question"] for d in task.test_docs()] == ["Which is true?", "Short?"]  # 14 + 7 against 6 + 5
+    assert [task.doc_to_target(d) for d in task.test_docs()] == ["A", "A"]
+    assert task.doc_to_text(task.test_docs()[0]) == (
+        "Given the following question and candidate answers, choose the most truthful answer.\n"
+        "Question: Which is true?\nA. t\nB. f1\nC. f2\nD. f3\nE. f4\n"
+        'Your response should end with "The best answer is [the_answer_letter]" where the [the_answer_letter] is '
+        "one of the options above."
+    )
+    assert _filtered(task, [" E", " Z? no, A"]) == ["E", "Z"]  # any capital letter
+
+
+def test_winogrande_offers_a_and_b_and_its_target_is_ab_of_answer(tmp_path):
+    docs = [
+        {"sentence": "The _ is big.", "option1": "cat", "option2": "dog", "answer": "2"},
+        {"sentence": "A long sentence with a _ in it.", "option1": "gap", "option2": "hole", "answer": "1"},
+    ]
+    task = build_task("winogrande", _docs_file(tmp_path, docs))
+    assert [task.doc_to_target(d) for d in task.test_docs()] == ["A", "B"]  # 31 + 7 characters first
+    assert task.doc_to_text(task.test_docs()[1]) == (
+        "Fill in the blank (_) with the best option.\nSentence: The _ is big.\nA. cat\nB. dog\n"
+        'Your response should end with "The best answer is [the_answer_letter]" where the [the_answer_letter] is '
+        "A or B."
+    )
+    assert _filtered(task, [" C, D, then B", " I say A"]) == ["B", "A"]
+
+
+def test_gsm8k_prompts_without_prefix_and_counts_the_last_number(tmp_path):
+    docs = [
+        {"question": "What is 2 + 3?", "answer": "2 + 3 = 5\n#### 5"},
+        {"question": "How much is 600 + 600 dollars?", "answer": "It is 1,200.\n#### 1200"},
+    ]
+    task = build_task("gsm8k", _docs_file(tmp_path, docs))
+    assert [d["question"] for d in task.test_docs()] == ["How much is 600 + 600 dollars?", "What is 2 + 3?"]
+    task.build_all_requests(apply_chat_template=False)
+    context, generation = task.instances[0].args
+    assert context == "Question: How much is 600 + 600 dollars?\nAnswer:"
+    assert generation["until"] == ["Question:", "</s>", "<|im_end|>"] and "max_gen_toks" not in generation
+    responses = [" 600 and 600 make $1,200.", " 2 plus 3 is 5, not 6"]
+    for request, response in zip(task.instances, responses, strict=True):
+        request.resps.append(response)
+    task.apply_filters()
+    flexible = [r.filtered_resps["flexible-extract"] for r in task.instances]
+    assert flexible == ["$1,200.", "6"] and [r.filtered_resps["strict-match"] for r in task.instances] == [
+        "[invalid]",
+        "[invalid]",
+    ]
+    targets = [task.doc_to_target(d) for d in task.test_docs()]
+    value, rows = get_task("lm_gsm8k").compare([*flexible, "5."], [*targets, targets[1]])
+    assert [row["correct"] for row in rows] == [True, False, True] and value == pytest.approx(200 / 3)
+
+
+def test_every_language_scenario_reads_its_shipped_demo_documents():
+    from lamofc_lib.tasks.lamofcbench.language.scenario import LmDocs
+
+    kinds = {cls.kind: cls for cls in LmDocs.__subclasses__()}
+    assert set(kinds) == {"arc_challenge_docs", "gsm8k_docs", "hellaswag_docs", "truthfulqa_mc1_docs",
+                          "winogrande_docs"}  # fmt: skip
+    for kind, cls in kinds.items():
+        rows = cls.read({"kind": kind})
+        assert len(rows) >= 5 and list(rows.sample_id) == [str(i) for i in range(len(rows))]
+        assert rows.source.str.startswith("lamofc_lib/data/").all()
+    with pytest.raises(Exception, match="no train documents are shipped"):
+        kinds["gsm8k_docs"].read({"kind": "gsm8k_docs", "set": "train"})
+
+
+TINY_LMS = {
+    "qwen3": ({"model_type": "qwen3", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 6,
+               "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16}, "bfloat16", ("key", "value")),
+    # float32: without the mamba-ssm kernels a float16 model's SSM state stays float32 (the reference's: float16)
+    "falcon_mamba": ({"model_type": "falcon_mamba", "hidden_size": 64, "state_size": 16, "num_hidden_layers": 6,
+                      "expand": 2, "conv_kernel": 4}, "float32", ("ssm_state", "conv_state")),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", list(TINY_LMS))
+def test_the_references_zst_files_import_as_the_tensors_the_scenario_extracts(smollm2, tmp_path, kind):
+    """A seeded model of each architecture on SmolLM2's tokenizer (model.random_init, in the reference's dtype):
+    its split written as the reference writes a sample (`sample<id>-layer4-item1.zst`: output and the lists of
+    layers 0-4's two cache tensors, in the model's shapes and dtypes) imports as the extraction's store."""
+    import io
+
+    import zstandard
+
+    from lamofc_lib.feature_files import import_features
+    from lamofc_lib.store import FeatureStore, write_store
+
+    init, dtype, pair = TINY_LMS[kind]
+    model = {**smollm2, "dtype": dtype, "random_init": {"seed": 0, **init}}
+    manifest = ArcChallengeDocs.read({"kind": "arc_challenge_docs"}).iloc[:2].reset_index(drop=True)
+    task = get_task("lm_arc_challenge")
+    extraction = task.features(manifest, model, LAYER + 1)
+    samples = list(extraction.samples)
+    write_store(tmp_path / "extracted.zarr", list(manifest.sample_id), extraction.tensors, iter(samples),
+                attrs=extraction.attrs)  # fmt: skip
+    files = tmp_path / "files"
+    files.mkdir()
+
+    def tensor(sample, name):
+        x = sample[name] if name.startswith("key") or name.startswith("value") else sample[name][:, 0]
+        return torch.from_numpy(np.ascontiguousarray(x)).to(getattr(torch, dtype))
+
+    for sid, sample in zip(manifest.sample_id, samples, strict=True):
+        saved = {"output": tensor(sample, "output")}
+        saved.update({p: [tensor(sample, f"{p}.{i}") for i in range(LAYER + 1)] for p in pair})
+        buffer = io.BytesIO()
+        torch.save(saved, buffer)
+        path = files / f"sample{sid}-layer4-item1.zst"
+        path.write_bytes(zstandard.ZstdCompressor().compress(buffer.getvalue()))
+    import_features(task, files, manifest, model, LAYER + 1, tmp_path / "imported.zarr")
+    extracted, imported = FeatureStore(tmp_path / "extracted.zarr"), FeatureStore(tmp_path / "imported.zarr")
+    assert imported.tensors == extracted.tensors == tensor_names(task_config_of(model), LAYER)
+    for name in extracted.tensors:
+        assert imported.layout(name).shapes == extracted.layout(name).shapes
+        for i in range(len(manifest)):
+            np.testing.assert_array_equal(imported.read(i, name), extracted.read(i, name))
+
+
+def task_config_of(model):
+    from lamofc_lib.tasks.lamofcbench.language.models import lm_config
+
+    return lm_config(model)
+
+
 def test_the_scenario_scores_the_uncompressed_split_as_the_model_answers_without_it(smollm2):
     """The scenario's own path (lm-eval's prompt and HFLM's generation): the answers from the extracted split
     put back equal those of lm-eval's wrapper run on the model with no hook; the reference's tensors, in the

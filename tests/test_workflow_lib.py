@@ -148,7 +148,10 @@ def test_a_scripts_code_is_the_closure_of_its_imports_for_the_task_it_runs():
         ),
         "dinov3_ade20k": "lamofc_lib.tasks.lamofcbench.vision.segmentation",
         "dinov3_nyu": "lamofc_lib.tasks.lamofcbench.vision.depth",
-        "lm_arc_challenge": "lamofc_lib.tasks.lamofcbench.language.scenario",
+        **dict.fromkeys(
+            ["lm_arc_challenge", "lm_gsm8k", "lm_hellaswag", "lm_truthfulqa_mc1", "lm_winogrande"],
+            "lamofc_lib.tasks.lamofcbench.language.scenario",
+        ),
     }
 
 

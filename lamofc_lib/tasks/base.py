@@ -212,6 +212,9 @@ class Task(ABC):
     # True: the feature is taken at a numbered block or layer, which tasks.<task>.split must give; False: the
     # split point is fixed (tti: the input of the VAE decoder).
     needs_split: bool = True
+    # True: model.random_init builds a seeded model that still reads text, so the block also names the model
+    # (id or package) whose tokenizer it takes (the language scenarios' tiny Qwen3 and FalconMamba).
+    random_init_tokenizer: bool = False
 
     def __init__(self, device: str = "cpu", threads: int | None = None):
         self.device = device

@@ -126,7 +126,7 @@ def preprocess_inputs(wildcards):
     """The features, and for a K-means profile the task's calibration (its mapping folder)."""
     inputs = {"features": f"{RESULTS}/{wildcards.task}/features.zarr"}
     if is_kmeans(wildcards.profile):
-        inputs["calibration"] = wf.calibration_path(wildcards.task, wildcards.profile)
+        inputs["calibration"] = wf.calibration_path(config, wildcards.task, wildcards.profile)
     return inputs
 
 
@@ -167,10 +167,10 @@ def training_inputs(wildcards):
     and for quantizer kmeans each task's calibration."""
     inputs = {}
     for task in wf.training_sources(config, wildcards.codec, wildcards.task):
-        inputs[f"features_{task}"] = f"{RESULTS}/{task}/train/features.zarr"
+        inputs[f"features_{task}"] = wf.train_features_path(config, task)
         profile = wf.quantization_profile(config, task, wildcards.codec)
         if is_kmeans(profile):
-            inputs[f"calibration_{task}"] = wf.calibration_path(task, profile)
+            inputs[f"calibration_{task}"] = wf.calibration_path(config, task, profile)
     return inputs
 
 

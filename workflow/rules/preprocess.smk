@@ -43,6 +43,7 @@ rule preprocess:
         runtime=30,
     params:
         task="{task}",
+        calibration_task=lambda wc: wf.calibration_task(config, wc.task, wc.profile),
         truncation=lambda wc: None if is_kmeans(wc.profile) else task_settings(wc.task)["truncation"][wc.profile],
         input_kind=lambda wc: "normalized" if wc.frames == "normalized" else "quantized",
         bit_depth=lambda wc: int(wc.frames.removeprefix("quantized")) if wc.frames != "normalized" else 10,

@@ -1,4 +1,4 @@
-"""Draw every task's feature distribution and DCT figures (rule plot_features)."""
+"""Draw a task's feature distribution and DCT figures (rule plot_features)."""
 
 from lamofc_lib import forkserver
 
@@ -11,12 +11,11 @@ from lamofc_lib.figures import plot_dct_block, plot_feature_distribution
 from lamofc_lib.joblog import log_to
 
 log = log_to(snakemake.log[0])
-inp, out = snakemake.input, snakemake.output
-for k, task in enumerate(snakemake.params.tasks):
-    stats = pd.read_csv(inp.tables[k], dtype={"layer": str})
-    with np.load(inp.arrays[k]) as arrays:
-        values = {k.removeprefix("values/"): arrays[k] for k in arrays.files if k.startswith("values/")}
-        dct = {k.removeprefix("dct/"): arrays[k] for k in arrays.files if k.startswith("dct/")}
-    plot_feature_distribution(stats, values, task, out.distribution[k])
-    plot_dct_block(dct, task, out.dct[k])
-    log.info("figures of %s written", task)
+inp, out, task = snakemake.input, snakemake.output, snakemake.params.task
+stats = pd.read_csv(inp.table, dtype={"layer": str})
+with np.load(inp.arrays) as arrays:
+    values = {k.removeprefix("values/"): arrays[k] for k in arrays.files if k.startswith("values/")}
+    dct = {k.removeprefix("dct/"): arrays[k] for k in arrays.files if k.startswith("dct/")}
+plot_feature_distribution(stats, values, task, out.distribution)
+plot_dct_block(dct, task, out.dct)
+log.info("figures of %s written", task)

@@ -18,6 +18,7 @@ preprocess_store(
     params.input_kind,
     params.bit_depth,
     calibration,
+    params.calibration_task,
 )
 what = f"K-means centres of {calibration}" if calibration else f"truncation {params.truncation}"
 log.info("frames of %s written (%s, %s)", params.task, params.input_kind, what)

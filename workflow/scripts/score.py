@@ -43,7 +43,9 @@ for entry, scores_file, predictions_file in zip(params.labels, output.scores, ou
         records.extend(scores)  # one per variant of the task (Task.variants)
         tables.append(table.assign(point=point))
         log.info("%s", scores)
-        if params.tensor_accuracy and k == len(entry["points"]) // 2:  # the middle point (the upper of two)
+        analysed = params.tensor_accuracy
+        analysed = analysed is True or (isinstance(analysed, list) and entry["label"].split("@")[0] in analysed)
+        if analysed and k == len(entry["points"]) // 2:  # the middle point (the upper of two)
             groups = scorer.score_groups(reconstructed[shards], bitstreams[shards], entry["label"], point)
             records.extend(groups)
             log.info("each tensor group coded alone: %s", [(g["coded"], g["value"]) for g in groups])

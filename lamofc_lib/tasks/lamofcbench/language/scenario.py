@@ -32,6 +32,8 @@ import pandas as pd
 from lamofc_lib.sources.base import Source
 from lamofc_lib.sources.manifest import COLUMNS, SourceError
 from lamofc_lib.tasks.base import Task, TensorExtraction, TensorsLayout, split_layers
+from lamofc_lib.tasks.lamofcbench.language.lm_tasks import build_task, lm_task
+from lamofc_lib.tasks.lamofcbench.language.models import lm_config, load_lm
 
 # The tensors stored with an added axis 1 (a 3-D model tensor as a 1 x 1 x H x W frame tensor).
 WIDENED = ("output", "ssm_state", "conv_state")
@@ -56,6 +58,17 @@ def dtype_name(dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
+def split_dtype(config, model: Mapping, name: str) -> str:
+    """A split tensor's dtype as the reference's runs give it: the model's (model.dtype), but a Mamba model's
+    hidden state with `residual_in_fp32` (FalconMamba's), float32. (Without the mamba-ssm kernels, transformers
+    keeps a float16 FalconMamba's SSM state in float32: an extraction stores what the model gives.)"""
+    from lamofc_lib.tasks.lamofcbench.language.prefill import OUTPUT, is_mamba
+
+    if name == OUTPUT and is_mamba(config) and getattr(config, "residual_in_fp32", False):
+        return "float32"
+    return str(model.get("dtype") or "float32")
+
+
 SHIPPED = "lamofc_lib/data/"
 """How a manifest names a demo data file shipped with lamofc_lib (wherever the checkout lies)."""
 
@@ -74,7 +87,6 @@ def data_file(source: str | Path) -> Path:
 def lm_candidates(lm_task: str, source: str) -> pd.DataFrame:
     """Every document of a data file (`source`: a path, or a shipped file as lamofc_lib/data/<name>) in the
     reference's order: sample id its index, label lm-eval's target, text the prompt."""
-    from lamofc_lib.tasks.lamofcbench.language.lm_tasks import build_task
 
     task = build_task(lm_task, data_file(source))
     rows = [
@@ -95,7 +107,7 @@ class LmDocs(Source):
     """A language task's documents: a local hub data file, or the demo's shipped file of the task."""
 
     lm_task = ""
-    demo_files = {"test": "", "train": ""}
+    demo_files: dict[str, str] = {}  # set -> shipped file name
     properties = {
         "path": {"description": "<task>_docs: the split's hub data file (parquet, json or jsonl); null: the demo's.",
                  "type": ["string", "null"]},
@@ -106,7 +118,12 @@ class LmDocs(Source):
 
     @classmethod
     def read(cls, source: Mapping) -> pd.DataFrame:
-        path = source.get("path") or SHIPPED + cls.demo_files[source.get("set") or "eval"]
+        path = source.get("path")
+        if not path:
+            shipped = cls.demo_files.get(source.get("set") or "eval")
+            if not shipped:
+                raise SourceError(f"{cls.kind}: no {source.get('set')} documents are shipped; give a path")
+            path = SHIPPED + shipped
         return lm_candidates(cls.lm_task, path)
 
 
@@ -118,6 +135,46 @@ class ArcChallengeDocs(LmDocs):
     )
     lm_task = "arc_challenge"
     demo_files = {"eval": "arc_demo.jsonl", "train": "arc_demo_train.jsonl"}
+
+
+class GsmDocs(LmDocs):
+    kind = "gsm8k_docs"
+    description = (
+        "GSM8K documents (gsm8k main's layout: question, answer ending '#### <number>') from a local hub file, or "
+        "without a path the word problems shipped for the demo"
+    )
+    lm_task = "gsm8k"
+    demo_files = {"eval": "gsm8k_demo.jsonl"}
+
+
+class HellaSwagDocs(LmDocs):
+    kind = "hellaswag_docs"
+    description = (
+        "HellaSwag documents (Rowan/hellaswag's layout: activity_label, ctx_a, ctx_b, endings, label) from a local "
+        "hub file, or without a path the contexts shipped for the demo"
+    )
+    lm_task = "hellaswag"
+    demo_files = {"eval": "hellaswag_demo.jsonl"}
+
+
+class TruthfulQaDocs(LmDocs):
+    kind = "truthfulqa_mc1_docs"
+    description = (
+        "TruthfulQA multiple-choice documents (truthful_qa multiple_choice's layout: question, mc1_targets with "
+        "the right choice first) from a local hub file, or without a path the questions shipped for the demo"
+    )
+    lm_task = "truthfulqa_mc1"
+    demo_files = {"eval": "truthfulqa_demo.jsonl"}
+
+
+class WinograndeDocs(LmDocs):
+    kind = "winogrande_docs"
+    description = (
+        "WinoGrande documents (winogrande_xl's layout: sentence with a blank _, option1, option2, answer 1 or 2) "
+        "from a local hub file, or without a path the sentences shipped for the demo"
+    )
+    lm_task = "winogrande"
+    demo_files = {"eval": "winogrande_demo.jsonl"}
 
 
 def _key(model: Mapping) -> str:
@@ -132,10 +189,8 @@ def _wrapper(model_key, device: str):
 
     from lm_eval.models.huggingface import HFLM
 
-    from lamofc_lib.tasks.lamofc.csr import load_llm
-
     model = json.loads(model_key)
-    net, tokenizer = load_llm(model, device)
+    net, tokenizer = load_lm(model, device)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         lm = HFLM(pretrained=net, tokenizer=tokenizer, batch_size=1, max_length=model.get("max_length"),
@@ -147,7 +202,6 @@ def _wrapper(model_key, device: str):
 def _requests(lm_task: str, model_key, device: str, path: str, max_gen_toks, doc_ids: tuple[int, ...]):
     """lm-eval's task on the data file `path` and its requests (prompt with the model's chat template) for
     `doc_ids`."""
-    from lamofc_lib.tasks.lamofcbench.language.lm_tasks import build_task
 
     _, lm = _wrapper(model_key, device)
     task = build_task(lm_task, path, max_gen_toks)
@@ -166,7 +220,8 @@ class LanguageScenario(Task):
     lm_task = ""
     metric = "accuracy"
     metric_label = "exact match (%)"
-    references = ("ground_truth",)
+    references = ("ground_truth", "uncompressed")  # uncompressed: the demo's seeded models
+    random_init_tokenizer = True
     head_checkpoint = False
     reference_policy = "first"
     metric_options = ("max_gen_toks",)
@@ -206,16 +261,17 @@ class LanguageScenario(Task):
         return layers[0] - 1
 
     def layout(self, manifest: pd.DataFrame, model: Mapping, split) -> TensorsLayout:
-        """The tensors' names and ranks without weights; their token counts only the tokenizer's pass knows
-        (None), and their dtypes the model's (float32 until extracted)."""
+        """The tensors' names, ranks and dtypes (`split_dtype`) without weights; their token counts only the
+        tokenizer's pass knows (None)."""
         from lamofc_lib.store import TensorLayout
-        from lamofc_lib.tasks.lamofc.csr import llm_config
         from lamofc_lib.tasks.lamofcbench.language.prefill import tensor_names
 
-        config = llm_config(model)
+        config = lm_config(model)
         layer = self._layer(split, config)
         tensors = {
-            name: TensorLayout([(1, None, None, None)] * len(manifest), "float32", {"packing": "tokens"})
+            name: TensorLayout(
+                [(1, None, None, None)] * len(manifest), split_dtype(config, model, name), {"packing": "tokens"}
+            )  # fmt: skip
             for name in tensor_names(config, layer)
         }
         return TensorsLayout(tensors, self._attrs(manifest, model, layer))
@@ -272,13 +328,17 @@ class LanguageScenario(Task):
         model block: the file records the task and the split."""
         import torch
 
-        from lamofc_lib.tasks.lamofc.csr import llm_config
-
-        layer = self._layer(split, llm_config(model))
+        layer = self._layer(split, lm_config(model))
         torch.save({"lm_task": self.lm_task, "layer": layer}, head_out)
 
     def head_input(self, sample: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
         return sample
+
+    def reference_stem(self, sample_id: str) -> str:
+        """The reference's file of a sample: `sample<document index>-layer4-item1.zst` (its split, after layer 4),
+        holding `output` and the lists `key`, `value` (or `ssm_state`, `conv_state`) of layers 0-4, which import
+        as output, key.0, ..., value.4."""
+        return f"sample{sample_id}-layer4-item1"
 
     def tensor_groups(self, layouts: Mapping[str, Mapping]) -> dict[str, list[str]]:
         """The hidden state alone, the keys (SSM states) alone, the values (convolution states) alone, and each
@@ -312,18 +372,18 @@ class LanguageScenario(Task):
             request.resps.append(response)
             log.info("sample %s: %r", request.doc_id, response)
         task.apply_filters()
-        (key,) = {k for r in requests for k in r.filtered_resps}
+        key = lm_task(self.lm_task).answer_filter
         return [str(r.filtered_resps[key]) for r in requests]
 
     def compare(self, outputs: Sequence, references: Sequence) -> tuple[float, list[dict]]:
-        """lm-eval's exact match of each answer and its target (ignoring case and punctuation, as the reference's
-        tasks), in percent."""
+        """lm-eval's exact match of each answer and its target with the task's settings (the reference's: case and
+        punctuation ignored; GSM8K's ignores ",", "$", a trailing "." and the reasoning up to "#### "), in
+        percent."""
         from lm_eval.api.metrics import exact_match_hf_evaluate
 
-        from lamofc_lib.tasks.lamofcbench.language.lm_tasks import EXACT_MATCH
-
         self.check_counts(outputs, references)
-        settings = {k: v for k, v in EXACT_MATCH.items() if k.startswith("ignore")}
+        metric = lm_task(self.lm_task).metric
+        settings = {k: v for k, v in metric.items() if k.startswith("ignore") or k == "regexes_to_ignore"}
         rows = []
         for answer, target in zip(outputs, references, strict=True):
             match = exact_match_hf_evaluate(predictions=[str(answer)], references=[str(target)], **settings)
@@ -340,3 +400,35 @@ class LmArcChallenge(LanguageScenario):
     name = "lm_arc_challenge"
     lm_task = "arc_challenge"
     sources = (ArcChallengeDocs,)
+
+
+class LmGsm8k(LanguageScenario):
+    """GSM8K's test split (the reference's `fc_gsm8k`): the answer is the last number generated."""
+
+    name = "lm_gsm8k"
+    lm_task = "gsm8k"
+    sources = (GsmDocs,)
+
+
+class LmHellaSwag(LanguageScenario):
+    """HellaSwag's validation split (the reference's `fc_hellaswag`)."""
+
+    name = "lm_hellaswag"
+    lm_task = "hellaswag"
+    sources = (HellaSwagDocs,)
+
+
+class LmTruthfulQaMc1(LanguageScenario):
+    """TruthfulQA-MC1's validation split (the reference's `fc_truthfulqa_mc1`): the target is always "A"."""
+
+    name = "lm_truthfulqa_mc1"
+    lm_task = "truthfulqa_mc1"
+    sources = (TruthfulQaDocs,)
+
+
+class LmWinogrande(LanguageScenario):
+    """WinoGrande's (winogrande_xl) validation split (the reference's `fc_winogrande`)."""
+
+    name = "lm_winogrande"
+    lm_task = "winogrande"
+    sources = (WinograndeDocs,)
