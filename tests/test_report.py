@@ -303,7 +303,7 @@ def test_the_bd_anchor_defaults_to_the_first_codec_and_must_be_coded(tmp_path):
 
     demo = yaml.safe_load((SCHEMA_PATH.parents[2] / "config" / "demo.yaml").read_text())
     assert validate(demo)["report"] == {
-        "anchor": "vvenc", "bd_method": "pchip", "bd_points": "pareto", "tensor_accuracy": True
+        "anchor": "vvenc", "bd_method": "pchip", "bd_points": "pareto", "tensor_accuracy": ["hyperprior_u"]
     }  # fmt: skip
     demo["report"] = {"anchor": "vtm"}
     with pytest.raises(ConfigError, match=r"report.anchor: 'vtm' is not coded in this run \(run.codecs: vvenc"):
