@@ -18,14 +18,18 @@ def _tokenizer_model(model: Mapping) -> dict:
 
 def lm_config(model: Mapping):
     """The model's transformers configuration without its weights."""
-    init = model.get("random_init")
-    if not init:
+    if not model.get("random_init"):
         return llm_config(model)
+    return _seeded_config(model, load_tokenizer(_tokenizer_model(model)))
+
+
+def _seeded_config(model: Mapping, tokenizer):
+    """The configuration model.random_init gives, its vocabulary and special tokens the tokenizer's."""
     from transformers import AutoConfig
 
+    init = model["random_init"]
     if not init.get("model_type"):
         raise ValueError("model.random_init.model_type: not set; name a transformers architecture (qwen3, ...)")
-    tokenizer = load_tokenizer(_tokenizer_model(model))
     special = {k: getattr(tokenizer, k) for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
     settings = {k: v for k, v in init.items() if k not in ("seed", "model_type")}
     values = {"vocab_size": len(tokenizer), **{k: v for k, v in special.items() if v is not None}, **settings}
@@ -40,9 +44,10 @@ def load_lm(model: Mapping, device: str):
     import torch
     from transformers import AutoModelForCausalLM
 
-    config = lm_config(model)
+    tokenizer = load_tokenizer(_tokenizer_model(model))
+    config = _seeded_config(model, tokenizer)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(init.get("seed", 0)))
         net = AutoModelForCausalLM.from_config(config)
     net = net.to(device=device, dtype=torch_dtype(model.get("dtype", "float32")))
-    return net.eval(), load_tokenizer(_tokenizer_model(model))
+    return net.eval(), tokenizer
