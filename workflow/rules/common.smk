@@ -179,9 +179,12 @@ def training_sources(codec, trained_on):
     sources = []
     for task in wf.training_sources(config, codec, trained_on):
         profile = wf.quantization_profile(config, task, codec)
-        sources.append(
-            {"task": task, "truncation": None if is_kmeans(profile) else task_settings(task)["truncation"][profile]}
-        )
+        truncation = None if is_kmeans(profile) else task_settings(task)["truncation"][profile]
+        source = {"task": task, "truncation": truncation}
+        owner = wf.calibration_task(config, task, profile) if is_kmeans(profile) else task
+        if owner != task:  # its centres are another task's (train: from), keyed by that task in mapping.json
+            source["calibration_task"] = owner
+        sources.append(source)
     return sources
 
 

@@ -23,7 +23,8 @@ for source in params.sources:
     task = source["task"]
     features = snakemake.input[f"features_{task}"]
     calibration = snakemake.input.get(f"calibration_{task}")
-    frames += store_frames(features, codec.input_kind, source["truncation"], calibration, task)
+    frames += store_frames(features, codec.input_kind, source["truncation"], calibration,
+                           source.get("calibration_task", task))  # fmt: skip
     provenance["sources"].append({**source, "train_features": features, "calibration": calibration})
 log.info("training %s %s %s at lambda %s on %d frames (%s) on %s", params.task, params.codec, params.sizes,
          params.point, len(frames), ", ".join(s["task"] for s in params.sources), device)  # fmt: skip
