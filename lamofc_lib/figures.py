@@ -6,6 +6,7 @@ training curves of learned codecs."""
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -181,48 +182,82 @@ def plot_bit_shares(tensors: pd.DataFrame, path: str | Path) -> None:
 CDF_POINTS = 4096
 
 
+def tensor_kind(tensor: str) -> str:
+    """A tensor's kind: its name less a trailing `.<index>` (a cache's layer, a crop, a view), so `key.3` is a
+    `key` and `layer.2.1` (block 2, crop 1) a `layer.2`; a name without one is its own kind."""
+    head, _, tail = tensor.rpartition(".")
+    return head if head and tail.isdigit() else tensor
+
+
+def _kinds(names: list[str]) -> dict[str, list[str]]:
+    """The names by kind (tensor_kind), kinds and members in their first order."""
+    kinds: dict[str, list[str]] = {}
+    for name in names:
+        kinds.setdefault(tensor_kind(name), []).append(name)
+    return kinds
+
+
 def plot_feature_distribution(stats: pd.DataFrame, values: Mapping[str, np.ndarray], task: str, path: str | Path):
-    """Per tensor and layer: the histogram of the values (log counts) and their CDF, with the truncation ranges
-    of the task's profiles as vertical lines."""
+    """Per kind of tensor (tensor_kind: a cache's layers, a segmentation's crops, a depth task's views drawn
+    together, one line each) and layer: the histogram of the values (log counts) and their CDF, with the
+    truncation ranges of the task's profiles as vertical lines. (One row per tensor drew a language scenario's
+    11 rows in 15 s, most of it matplotlib's layout of 44 axes.)"""
     plt, _ = _pyplot()
     rows = stats[stats["task"] == task].reset_index(drop=True)
-    fig, axes = plt.subplots(len(rows), 2, figsize=(11, 2.8 * len(rows)), squeeze=False)
+    groups: dict[tuple[str, str], list] = {}
+    for row in rows.itertuples():
+        groups.setdefault((tensor_kind(row.tensor), row.layer), []).append(row)
+    fig, axes = plt.subplots(len(groups), 2, figsize=(11, 2.8 * len(groups)), squeeze=False)
     profiles = sorted(c.removeprefix("lo_") for c in rows.columns if c.startswith("lo_"))
-    for (hist, cdf), row in zip(axes, rows.itertuples(), strict=True):
-        x = np.asarray(values[f"{row.tensor}/{row.layer}"], dtype=np.float64)
-        label = f"{row.tensor}, layer {row.layer}" if row.layer != "all" else str(row.tensor)
-        hist.hist(x, bins=200, color="tab:blue", log=True, histtype="stepfilled", linewidth=0)
+    for (hist, cdf), ((kind, layer), members) in zip(axes, groups.items(), strict=True):
+        label = f"{kind}, layer {layer}" if layer != "all" else kind
+        shown = [] if len(members) == 1 else [str(m.tensor) for m in members]
+        for k, row in enumerate(members):
+            x = np.asarray(values[f"{row.tensor}/{row.layer}"], dtype=np.float64)
+            line = {"color": f"C{k}" if shown else "tab:blue", "label": shown[k] if shown else None}
+            if shown:  # outlines, so that the members' histograms stay readable over each other
+                hist.hist(x, bins=200, log=True, histtype="step", linewidth=0.9, **line)
+            else:
+                hist.hist(x, bins=200, log=True, histtype="stepfilled", linewidth=0, color=line["color"])
+            # the CDF at most CDF_POINTS ranks (a line of a million vertices took most of the job's seconds)
+            ranks = np.unique(np.linspace(0, x.size - 1, min(x.size, CDF_POINTS)).round().astype(np.int64))
+            cdf.plot(np.sort(x)[ranks], (ranks + 1) / x.size, linewidth=1.0, **line)
+        low, high = min(m.min for m in members), max(m.max for m in members)
         hist.set_xlabel("feature value")
         hist.set_ylabel("count (log)")
-        hist.set_title(f"{task} {label}: observed [{row.min:.4g}, {row.max:.4g}]")
-        # the CDF at most CDF_POINTS ranks (a line of a million vertices took most of the job's seconds)
-        ranks = np.unique(np.linspace(0, x.size - 1, min(x.size, CDF_POINTS)).round().astype(np.int64))
-        cdf.plot(np.sort(x)[ranks], (ranks + 1) / x.size, color="tab:blue")
+        hist.set_title(f"{task} {label}: observed [{low:.4g}, {high:.4g}]")
         cdf.set_xlabel("feature value")
         cdf.set_ylabel("cumulative share")
         cdf.set_title(f"{task} {label}: CDF")
         ranges: dict[tuple[float, float], list[str]] = {}
-        for profile in profiles:  # profiles with the same range share one pair of lines
-            ranges.setdefault((getattr(row, f"lo_{profile}"), getattr(row, f"hi_{profile}")), []).append(profile)
+        for profile in profiles:  # profiles (and members) with the same range share one pair of lines
+            for row in members:
+                names = ranges.setdefault((getattr(row, f"lo_{profile}"), getattr(row, f"hi_{profile}")), [])
+                if profile not in names:
+                    names.append(profile)
         for k, ((lo, hi), names) in enumerate(sorted(ranges.items())):
-            kwargs = {"color": f"C{k + 1}", "linestyle": "--", "linewidth": 1.2}
+            kwargs = {"color": f"C{len(shown) + k + 1}", "linestyle": "--", "linewidth": 1.2}
             for ax in (hist, cdf):
-                ax.axvline(lo, label=f"truncation {', '.join(names)} [{lo:g}, {hi:g}]", **kwargs)
+                ax.axvline(lo, label=f"truncation {', '.join(names)} [{lo:g}, {hi:g}]" if ax is cdf else None,
+                           **kwargs)  # fmt: skip
                 ax.axvline(hi, **kwargs)
         _legend_outside(cdf)
     _save(fig, path)
 
 
 def plot_dct_block(arrays: Mapping[str, np.ndarray], task: str, path: str | Path) -> None:
-    """Per tensor: the first sample's packed 64 x 64 corner beside the log magnitude of its 2-D DCT."""
+    """Per kind of tensor (tensor_kind), its first tensor's (a cache's layer 0, the first crop or view): the
+    first sample's packed 64 x 64 corner beside the log magnitude of its 2-D DCT."""
     plt, _ = _pyplot()
-    tensors = sorted({k.split("/")[0] for k in arrays})
-    fig, axes = plt.subplots(len(tensors), 2, figsize=(11, 4.4 * len(tensors)), squeeze=False)
-    for (left, right), tensor in zip(axes, tensors, strict=True):
+    kinds = _kinds(sorted({k.split("/")[0] for k in arrays}, key=_natural))
+    fig, axes = plt.subplots(len(kinds), 2, figsize=(11, 4.4 * len(kinds)), squeeze=False)
+    for (left, right), (kind, members) in zip(axes, kinds.items(), strict=True):
+        tensor = members[0]
+        name = tensor if len(members) == 1 else f"{tensor} (first of the {len(members)} {kind} tensors)"
         block, dct = arrays[f"{tensor}/block"], arrays[f"{tensor}/dct"]
         image = left.imshow(block, cmap="coolwarm", vmin=-np.abs(block).max(), vmax=np.abs(block).max())
         fig.colorbar(image, ax=left, label="feature value")
-        left.set_title(f"{task} {tensor}: packed block {block.shape[0]} x {block.shape[1]}", fontsize="medium")
+        left.set_title(f"{task} {name}: packed block {block.shape[0]} x {block.shape[1]}", fontsize="medium")
         magnitude = right.imshow(np.log10(dct + 1e-6), cmap="viridis")
         fig.colorbar(magnitude, ax=right, label="log10 |DCT coefficient|")
         right.set_title("log |2-D DCT-II| (low frequencies top left)", fontsize="medium")
@@ -231,6 +266,11 @@ def plot_dct_block(arrays: Mapping[str, np.ndarray], task: str, path: str | Path
             ax.set_ylabel(f"{what} row")
             ax.grid(False)
     _save(fig, path)
+
+
+def _natural(name: str) -> list:
+    """Sort key: `key.10` after `key.9`."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
 def plot_loss(loss_log: str | Path, png: str | Path, title: str) -> None:

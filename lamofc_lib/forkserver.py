@@ -69,6 +69,8 @@ PRELOAD = (
     "lamofc_lib.coding",
     "lamofc_lib.scoring",
     "lamofc_lib.codecs.hyperprior.codec",
+    "matplotlib.pyplot",  # the figure jobs' (under MPLBACKEND Agg, which `serve` sets), 1 s each
+    "seaborn",
 )
 
 
@@ -246,6 +248,7 @@ def serve(path: str, parent: str, *preload: str) -> None:
     """The server process: import PRELOAD and `preload`, listen on `path` and fork a monitor per connection, until
     the workflow process `parent` is gone or this process is terminated. In a worker, it runs the job's script and
     exits."""
+    os.environ.setdefault("MPLBACKEND", "Agg")  # figures are files: pyplot never looks for a display
     for name in (*PRELOAD, *preload):
         module, _, attribute = name.partition(":")
         loaded = importlib.import_module(module)

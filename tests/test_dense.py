@@ -32,6 +32,11 @@ def test_nyu_views_are_padded_to_490_by_644():
     g = dpt_geometry(480, 640)
     assert g["padding"] == [[5, 5, 2, 2]] * 2
     assert g["grid"] == [[35, 46]] * 2  # 1 + 35 * 46 = 1611 tokens
+    # model.resolution (the demo's 240 x 320): 252 x 322 (18 and 23 patches) after padding 6 + 6 rows, 1 + 1 columns
+    small = dpt_geometry(480, 640, size=(240, 320))
+    assert small["resized"] == [240, 320] and small["original"] == [480, 640]
+    assert small["padding"] == [[6, 6, 1, 1]] * 2
+    assert small["grid"] == [[18, 23]] * 2
 
 
 def test_rescale_and_windows_by_hand():

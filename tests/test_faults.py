@@ -31,12 +31,14 @@ from lamofc_lib import digests as run_digests
 from lamofc_lib.store import FeatureStore
 
 REPO = Path(__file__).resolve().parents[1]
-# A short training (40 steps) keeps the test quick; determinism does not depend on the length.
+# A short training (40 steps) keeps the test quick; determinism does not depend on the length. Every training
+# setting is the test's own, so that the recorded digests do not move when the demo's training changes.
+TRAINING = {"steps": 40, "batch": 8, "crop": [64, 64], "lr": 0.002, "log_every": 10, "lr_patience": 50}
 SUBSET = {
     "run": {"tasks": ["cls"], "codecs": ["vvenc", "hyperprior"]},
     "codecs": {
         "vvenc": {"points": [32, 42]},
-        "hyperprior": {"points": {"cls": [0.003]}, "training": {"cls": {"steps": 40, "log_every": 10}}},
+        "hyperprior": {"points": {"cls": [0.003]}, "training": {"cls": TRAINING}},
     },
 }
 TABLES = ("rate_accuracy.csv", "selection.csv", "da_r2.csv", "bd_rate.csv", "feature_statistics.csv")

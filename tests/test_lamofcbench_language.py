@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from lamofc_lib.tasks import get_task
-from lamofc_lib.tasks.lamofc.csr import convert_gguf, load_llm
+from lamofc_lib.tasks.lamofc.csr import load_llm
 from lamofc_lib.tasks.lamofcbench.language.lm_tasks import build_task, sorted_docs
 from lamofc_lib.tasks.lamofcbench.language.prefill import decoder_layers, prefill_split, tensor_names
 from lamofc_lib.tasks.lamofcbench.language.scenario import ArcChallengeDocs, data_file
@@ -25,12 +25,9 @@ LAYER = 4  # the reference's split: after decoder layer 4 (0-based)
 
 
 @pytest.fixture(scope="module")
-def smollm2(tmp_path_factory):
-    """The demo's SmolLM2-135M-Instruct, dequantized from its GGUF file as rule convert_model does."""
-    folder = tmp_path_factory.mktemp("smollm2") / "model"
-    model = copy.deepcopy(DEMO["tasks"]["csr"]["model"])
-    convert_gguf(model, folder)
-    return {**model, "converted": str(folder)}
+def smollm2(smollm2_converted):
+    """The demo's SmolLM2-135M-Instruct, dequantized from its GGUF file as rule convert_model does (conftest)."""
+    return copy.deepcopy(smollm2_converted)
 
 
 def _tiny(kind: str):

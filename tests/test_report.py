@@ -328,3 +328,24 @@ def test_every_figure_is_written_as_a_png(tmp_path):
     figures.plot_dct_block(feature_stats.dct_block(tmp_path / "f.zarr", block=8), "cls", paths["dct"])
     assert all(p.read_bytes()[:8] == PNG for p in paths.values())
     assert sorted(p.name for p in tmp_path.glob("*.png")) == sorted(p.name for p in paths.values())  # no temp files
+
+
+def test_feature_figures_draw_a_caches_layers_as_one_kind(tmp_path):
+    """A cache's layers (key.0, key.1), a segmentation's crops (layer.2.0, layer.2.1) are one kind each; a name
+    without a trailing index is its own. The figures of such a store are written."""
+    assert [figures.tensor_kind(n) for n in ("key.0", "key.12", "layer.2.1", "output", "ssm_state.4", "a.b")] == [
+        "key", "key", "layer.2", "output", "ssm_state", "a.b"
+    ]  # fmt: skip
+    from lamofc_lib.store import TensorLayout, write_store
+
+    rng = np.random.default_rng(6)
+    shapes = {"output": (1, 1, 5, 16), "key.0": (1, 2, 5, 8), "key.1": (1, 2, 5, 8), "value.0": (1, 2, 5, 8),
+              "value.1": (1, 2, 5, 8)}  # fmt: skip
+    layouts = {name: TensorLayout([shape, shape], "float32", {"packing": "tokens"}) for name, shape in shapes.items()}
+    samples = [{name: rng.normal(size=shape).astype("float32") for name, shape in shapes.items()} for _ in "ab"]
+    write_store(tmp_path / "f.zarr", ["a", "b"], layouts, samples)
+    stats, values = feature_stats.feature_statistics(tmp_path / "f.zarr", "lm", {"learned": [-5, 5]})
+    assert len(stats) == 5  # the table keeps a row per tensor
+    figures.plot_feature_distribution(stats, values, "lm", tmp_path / "dist.png")
+    figures.plot_dct_block(feature_stats.dct_block(tmp_path / "f.zarr", block=4), "lm", tmp_path / "dct.png")
+    assert (tmp_path / "dist.png").read_bytes()[:8] == PNG == (tmp_path / "dct.png").read_bytes()[:8]

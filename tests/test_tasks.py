@@ -17,7 +17,7 @@ from lamofc_lib.sources.images import load_image
 from lamofc_lib.store import FeatureStore
 from lamofc_lib.tasks import get_task
 from lamofc_lib.tasks.lamofc.cls import image_transform
-from lamofc_lib.tasks.lamofc.csr import answer_tokens, convert_gguf, encode_prompt, load_llm
+from lamofc_lib.tasks.lamofc.csr import answer_tokens, encode_prompt, load_llm
 from lamofc_lib.tasks.lamofc.dinov2 import load_dinov2
 
 REPO = Path(__file__).resolve().parents[1]
@@ -97,13 +97,12 @@ def test_cls_split_outside_the_model_is_refused(cls_run, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def csr_run(tmp_path_factory):
+def csr_run(tmp_path_factory, smollm2_converted):
     """The demo's csr on 4 questions, SmolLM2 run as the workflow runs it: its GGUF file dequantized once into a
-    folder (rule convert_model), which the head, the extraction and the tests load."""
+    folder (rule convert_model; conftest's smollm2_converted), which the head, the extraction and the tests load."""
     tmp = tmp_path_factory.mktemp("csr")
     settings = copy.deepcopy(DEMO["tasks"]["csr"])
-    convert_gguf(settings["model"], tmp / "model")
-    settings["model"]["converted"] = str(tmp / "model")
+    settings["model"] = copy.deepcopy(smollm2_converted)
     manifest = _arc_demo({"kind": "arc_demo"}).iloc[:4].reset_index(drop=True)
     task = get_task("csr", device="cpu")
     task.write_head(settings["model"], settings["split"], {}, tmp / "head.pt")

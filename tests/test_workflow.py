@@ -152,12 +152,13 @@ def test_demo_writes_tables_and_figures(demo_run):
     assert (original.bpfp == 32).all() and (original.mse == 0).all()
     # Every demo task but SmolLM2's language ones scores against the uncompressed model's outputs: 100 %
     # agreement, 0 m depth error, FID 0; ARC-Challenge and GSM8K against their answer keys (lm-eval's exact
-    # match), a share of 3 and 2 questions.
+    # match), a share of 2 questions and of 1.
     expected = {"cls": 100, "csr": 100, "dpt": 0, "seg": 100, "tti": 0, **dict.fromkeys(variants[:2], 100)}
     expected |= {"dinov3_ade20k": 100, "dinov3_nyu": 0, "falcon_mamba_arc_challenge": 100}
     assert original.value.drop(["lm_arc_challenge", "lm_gsm8k"]).to_dict() == pytest.approx(expected, abs=1e-6)
-    assert any(original.value["lm_arc_challenge"] == pytest.approx(100 * k / 3) for k in range(4))
-    assert original.value["lm_gsm8k"] in (0, 50, 100)
+    questions = config["tasks"]["lm_arc_challenge"]["samples"]
+    assert any(original.value["lm_arc_challenge"] == pytest.approx(100 * k / questions) for k in range(questions + 1))
+    assert original.value["lm_gsm8k"] in (0, 100)
     assert dict(zip(table.task, table.metric, strict=True)) == {
         "cls": "top1",
         "csr": "accuracy",
@@ -424,9 +425,9 @@ def full_run_jobs(workdir: Path) -> dict[str, int]:
 # Hyperprior at 2 lambdas per task (10 models) and at the trained_on task's 2 lambdas for the 2 generalizability
 # pairs (seg -> tti, tti -> seg); the universal codecs one code job per task and lambda (9 tasks); one
 # score_task job per task (run.score_jobs: task) and one score job per generalizability label. What follows a
-# coded point: the rate-accuracy, D-A, BD-rate and complexity tables, the rate-accuracy, D-A and accuracy-drop
-# figures (one job) and the provenance; a score_task job also rewrites the native Hyperprior's scores, which the
-# generalizability table reads.
+# coded point: the rate-accuracy, D-A, BD-rate and complexity tables, each task's rate-accuracy and D-A figures
+# (a job per task of the run: 11), the accuracy-drop figure and the provenance; a score_task job also rewrites the
+# native Hyperprior's scores, which the generalizability table reads.
 VVENC_POINTS = 5 * 2
 HYPERPRIOR_POINTS = 5 * 2 + 2 * 2
 SCORE_TASK_JOBS = 5  # run.score_jobs task: one job per task scores every run.codecs label (of LaMoFC's five,
@@ -438,6 +439,7 @@ TABLES = {
     "bd_rate": 1,
     "complexity": 1,
     "plot_rate_accuracy": 1,
+    "plot_task_figures": 11,
     "provenance": 1,
     "all": 1,
 }
@@ -710,11 +712,13 @@ def test_rerunning_a_hyperprior_point_gives_the_same_bitstreams(demo_run):
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("codec, point", [("hyperprior", "0.003"), ("vvenc", "42")])
-def test_a_truncated_bitstream_fails_its_score_job_and_nothing_downstream(demo_run, codec, point):
+def test_a_truncated_bitstream_fails_its_score_job_and_nothing_downstream(demo_run):
     """A bitstream truncated after coding: its reconstruction is no longer its decoding, so scoring refuses it,
-    naming the file, and leaves no scores; the tables are not rewritten."""
+    naming the file, and leaves no scores; the tables are not rewritten. One codec's (the check reads the
+    sidecar's byte count whatever the codec: tests/test_coding.py and test_hyperprior.py refuse both kinds'
+    altered bitstreams; each case here cost a minute to three of CI, its rescoring and tables rerun)."""
     workdir, config = demo_run
+    codec, point = "hyperprior", format_point(config["codecs"]["hyperprior"]["points"]["cls"][0])
     bitstream = workdir / f"results/cls/{codec}/{point}/bitstreams/000/00001.feature.bin"
     scores = workdir / f"results/cls/{codec}/scores.json"
     table = workdir / "results/tables/rate_accuracy.csv"
@@ -907,6 +911,7 @@ def test_paper_config_builds_the_full_dag(tmp_path, monkeypatch):
         "code": 1680 * 5 + 85 + 4 * 25 + 2 * 5 + universal_points * (5 + 1 + 1 + 5 + 5 + 10 + 10 + 10 + 1 + 1 + 10),
         "generalizability": 1,
         "plot_rate_accuracy": 1,
+        "plot_task_figures": tasks,
         "plot_training": 1,
         # LaMoFC's two frame stores per LaMoFC task (VTM's, the Hyperprior's); the K-means frames of every task
         "preprocess": 2 * len(lamofc) + tasks,

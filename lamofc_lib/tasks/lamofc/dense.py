@@ -64,7 +64,9 @@ def dense_layout(task: str, config, manifest: pd.DataFrame, split, attrs: Mappin
     if not all(1 <= b <= depth for b in blocks):
         raise ValueError(f"tasks.{task}.split: blocks {blocks} are not all inside the model's 1..{depth}")
     patch, width = config.patch_size, config.hidden_size
-    geometries = [geometry_of(*load_image(source).shape[:2], patch) for source in manifest["source"]]
+    # dpt's model.resolution (the demo's smaller input); seg's windows have no such option
+    size = {"size": tuple(attrs["model"]["resolution"])} if attrs.get("model", {}).get("resolution") else {}
+    geometries = [geometry_of(*load_image(source).shape[:2], patch, **size) for source in manifest["source"]]
     shapes = [(len(g["grid"]), len(blocks), 1 + g["grid"][0][0] * g["grid"][0][1], width) for g in geometries]
     meta = {
         **attrs,

@@ -227,13 +227,15 @@ def seg_geometry(height: int, width: int, patch: int = 14) -> dict:
     }
 
 
-def dpt_geometry(height: int, width: int, patch: int = 14) -> dict:
-    """The two views (image, horizontal flip) of a depth sample resized to 480 x 640 and padded to the patch."""
-    padding = center_padding(*DPT_SIZE, patch)
-    grid = ((DPT_SIZE[0] + padding[0] + padding[1]) // patch, (DPT_SIZE[1] + padding[2] + padding[3]) // patch)
+def dpt_geometry(height: int, width: int, patch: int = 14, size: tuple[int, int] = DPT_SIZE) -> dict:
+    """The two views (image, horizontal flip) of a depth sample resized to `size` (the paper's 480 x 640, NYU's
+    own) and padded to the patch."""
+    size = (int(size[0]), int(size[1]))
+    padding = center_padding(*size, patch)
+    grid = ((size[0] + padding[0] + padding[1]) // patch, (size[1] + padding[2] + padding[3]) // patch)
     return {
         "original": [height, width],
-        "resized": list(DPT_SIZE),
+        "resized": list(size),
         "views": ["image", "hflip"],
         "padding": [list(padding)] * 2,
         "grid": [list(grid)] * 2,

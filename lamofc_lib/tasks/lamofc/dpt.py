@@ -23,6 +23,7 @@ from lamofc_lib.selection import Policy, Selection, SelectionError, pick, too_fe
 from lamofc_lib.sources.images import NyuDepthV2, SkImage, load_depth
 from lamofc_lib.tasks.base import Task
 from lamofc_lib.tasks.lamofc.dense import DenseTask
+from lamofc_lib.tasks.lamofc.options import DINOV2_MODEL_OPTIONS
 
 if TYPE_CHECKING:
     import torch
@@ -98,6 +99,21 @@ class DepthTask(DenseTask):
     sources = (SkImage, NyuDepthV2)
     policies = (SceneQuota,)
     reference_policy = "scene_quota"
+    model_options = {
+        **DINOV2_MODEL_OPTIONS,
+        "resolution": {
+            "description": (
+                "Height and width every image is resized to before its padding to the patch (the paper's and "
+                "NYU's 480 x 640, the default). The demo's 240 x 320 gives a quarter of the tokens: its random "
+                "DINOv2's features of 490 x 644 inputs, 1.24 million values an image, made dpt's K-means fit 51 s "
+                "and its coding the largest of the demo's LaMoFC tasks."
+            ),
+            "type": "array",
+            "items": {"type": "integer", "minimum": 14},
+            "minItems": 2,
+            "maxItems": 2,
+        },
+    }
     head_checkpoint = True
     eigen_crop = True  # tasks.dpt.eigen_crop
     options = {

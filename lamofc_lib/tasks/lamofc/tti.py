@@ -335,9 +335,13 @@ class TextToImageTask(Task):
 
         from lamofc_lib.metrics.fid import InceptionFeatures
 
-        vae, scaling_factor, shift_factor = load_vae_decoder(head, self.device)
+        # loaded once per job and head file: a score job runs this for every point (the two loads, and the
+        # TorchScript network's first optimising runs, were about a third of each point's seconds)
+        key = (str(head), Path(head).stat().st_mtime_ns, self.device)
+        if getattr(self, "_decoding", (None,))[0] != key:
+            self._decoding = (key, load_vae_decoder(head, self.device), InceptionFeatures(device=self.device))
+        (vae, scaling_factor, shift_factor), inception = self._decoding[1:]
         channels = int(vae.config.latent_channels)
-        inception = InceptionFeatures(device=self.device)
         if save_images is not None:
             save_images = Path(save_images)
             save_images.mkdir(parents=True, exist_ok=True)
