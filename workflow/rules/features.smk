@@ -35,6 +35,9 @@ rule head:
         "logs/{task}/head.log",
     benchmark:
         "benchmarks/{task}/head.tsv"
+    # a second's job that gates its task's scoring: run as soon as it can (in a demo run the scheduler left two
+    # language tasks' heads to the last minute, and their scoring closed the run with one core idle)
+    priority: 1
     conda:
         "../../envs/extract.yaml"
     threads: config["run"]["threads"]

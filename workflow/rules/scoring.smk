@@ -88,6 +88,7 @@ rule score_original:
         "logs/{task}/original/score.log",
     benchmark:
         "benchmarks/{task}/original/score.tsv"
+    priority: 1  # as rule head: it gates the task's scoring
     conda:
         "../../envs/extract.yaml"
     threads: config["run"]["threads"]
