@@ -84,16 +84,8 @@ def _gguf_read_once():
 
     import gguf
 
-    made: dict = {}
     original = gguf.GGUFReader, gguf.get_tensor_name_map
-
-    def reader(path, *args, **kwargs):
-        key = ("reader", str(path), args, tuple(sorted(kwargs.items())))
-        if key not in made:
-            made[key] = original[0](path, *args, **kwargs)
-        return made[key]
-
-    gguf.GGUFReader, gguf.get_tensor_name_map = reader, functools.cache(original[1])
+    gguf.GGUFReader, gguf.get_tensor_name_map = functools.cache(original[0]), functools.cache(original[1])
     try:
         yield
     finally:

@@ -335,8 +335,8 @@ class TextToImageTask(Task):
 
         from lamofc_lib.metrics.fid import InceptionFeatures
 
-        # loaded once per job and head file: a score job runs this for every point (the two loads, and the
-        # TorchScript network's first optimising runs, were about a third of each point's seconds)
+        # loaded once per job and head file: a score job runs this for every point (on the demo's 6 images a
+        # point took 2.5 to 3.0 s with them kept, 3.2 s loading them again, 2026-12-07)
         key = (str(head), Path(head).stat().st_mtime_ns, self.device)
         if getattr(self, "_decoding", (None,))[0] != key:
             self._decoding = (key, load_vae_decoder(head, self.device), InceptionFeatures(device=self.device))
