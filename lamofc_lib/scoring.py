@@ -140,7 +140,8 @@ class Scorer:
         """Which tensor carries the accuracy: for each of the task's tensor groups (`Task.tensor_groups`), the
         metric of a point with that group's tensors decoded and every other tensor uncompressed, one record per
         group and variant (`coded`: the group, `coded_tensors`, their rate `bpfp_coded`: the group's bits over
-        its points, and their MSE `mse_coded`, each the mean over samples). None for a task without groups."""
+        its points, and their MSE `mse_coded`, each the mean over samples; a variant that puts none of a group's
+        tensors back, `Task.injected_tensors`, gives none). None for a task without groups."""
         layouts = {name: self.original.layout(name).attrs for name in self.original.tensors}
         groups = self.task.tensor_groups(layouts)
         if not groups:
@@ -156,6 +157,9 @@ class Scorer:
             squared = sum(errors[f"mse.{n}"].fillna(0).to_numpy() * own[n] for n in names)  # NaN: absent
             for variant, options in self.variants.items():
                 self.task.set_metric_options({**self.metric_options, **options})
+                injected = self.task.injected_tensors(self.original.attrs)
+                if injected is not None and not set(names) & set(injected):
+                    continue  # a variant that puts none of the group's tensors back (sd35_canny's latent)
 
                 def samples(names=names):
                     for i in range(len(store)):

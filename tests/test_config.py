@@ -46,6 +46,7 @@ def _error(raw: dict, **kwargs) -> str:
 DEMO_TASKS = [
     "cls", "seg", "dpt", "csr", "tti", "dinov3_in1k", "dinov3_ade20k", "dinov3_nyu", "lm_arc_challenge", "lm_gsm8k",
     "lm_hellaswag", "lm_truthfulqa_mc1", "lm_winogrande", "qwen3_arc_challenge", "falcon_mamba_arc_challenge",
+    "sd35_canny",
 ]  # fmt: skip
 
 

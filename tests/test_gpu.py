@@ -184,3 +184,47 @@ def test_language_split_at_the_reference_sizes_and_reinjection_on_the_gpu(tmp_pa
         request.resps.extend(lm.generate_until([request], disable_tqdm=True))
     lm_task.apply_filters()
     assert answers == [r.filtered_resps["get_answer"] for r in lm_task.instances]
+
+
+# SD3.5 Large + its canny ControlNet at their widths (transformer 38 heads x 64, CLIP-L 768 / 768, CLIP-G 1280 /
+# 1280, T5-XXL 4096, the SD3 VAE's 4 levels of 128-512 channels), a few layers of each, random weights, fp16
+SD35_LARGE = {
+    "random_init": {
+        "seed": 0, "height": 1024, "width": 1024, "steps": 2,
+        "transformer": {"num_layers": 2, "attention_head_dim": 64, "num_attention_heads": 38,
+                        "caption_projection_dim": 2432, "qk_norm": "rms_norm", "sample_size": 128},
+        "controlnet": {"num_layers": 1, "attention_head_dim": 64, "num_attention_heads": 38},
+        "clip": {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 2, "num_attention_heads": 12,
+                 "projection_dim": 768},
+        "clip_2": {"hidden_size": 1280, "intermediate_size": 5120, "num_hidden_layers": 2, "num_attention_heads": 20,
+                   "projection_dim": 1280},
+        "t5": {"d_model": 4096, "d_kv": 64, "d_ff": 10240, "num_layers": 2, "num_heads": 64},
+        "vae": {"block_out_channels": [128, 256, 512, 512], "layers_per_block": 2, "norm_num_groups": 32},
+    },
+    "dtype": "float16",
+}  # fmt: skip
+
+
+def test_sd35_canny_split_at_the_reference_sizes_and_reinjection_on_the_gpu(tmp_path):
+    """The 13 tensors at SD3.5 Large's sizes in fp16 on the GPU, and both modes' images with the uncompressed
+    tensors put back equal to each other (the conditions' pass reruns the pipeline on them)."""
+    from lamofc_lib.store import FeatureStore
+
+    manifest = build_candidates({"kind": "canny_demo", "images": ["astronaut", "coffee"]})
+    task = get_task("sd35_canny", device="cuda")
+    task.extract(manifest, SD35_LARGE, None, tmp_path / "features.zarr")
+    task.write_head(SD35_LARGE, None, {}, tmp_path / "head.pt")
+    store = FeatureStore(tmp_path / "features.zarr")
+    shapes = {name: store.layout(name).shapes[0] for name in store.tensors}
+    assert shapes["text_encoder-item0.clip_pooled_prompt_embeds"] == (1, 1, 1, 768)
+    assert shapes["text_encoder_2-item4.clip_prompt_embeds"] == (1, 1, 77, 1280)
+    assert shapes["text_encoder_3-item5.t5_prompt_embeds"] == (1, 1, 77, 4096)
+    assert shapes["vae.encoder_f1"] == (1, 32, 128, 128) and shapes["vae.decoder"] == (1, 16, 128, 128)
+    assert {store.layout(n).dtype for n in store.tensors} == {"float16"}
+    samples = [store.sample(i) for i in range(len(store))]
+    images = {}
+    for mode in ("conditions", "latent"):
+        task.set_metric_options({"mode": mode})
+        images[mode] = [x.cpu().numpy() for x in task.images(tmp_path / "head.pt", samples, store.attrs)]
+    assert all(np.array_equal(a, b) for a, b in zip(images["conditions"], images["latent"], strict=True))
+    assert images["latent"][0].shape == (1, 3, 1024, 1024)

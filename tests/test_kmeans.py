@@ -132,6 +132,12 @@ def test_calibration_uses_the_first_samples_in_name_order(tmp_path):
     np.testing.assert_array_equal(frames.read(0, "state"), floor_codes(state[0], got["state"])[0, 0] / 256)
     with pytest.raises(ValueError, match="needs 5 samples; the store holds 4"):
         calibrate_store(tmp_path / "features.zarr", tmp_path / "m5", "kv", samples=5)
+    # a tensor of fewer values than centres in its calibration samples is named (a pooled embedding of 1 x 32)
+    small = {"pooled": TensorLayout([(1, 1, 1, 32)] * 2, "float32", {"packing": "plane"})}
+    rows = ({"pooled": rng.standard_normal((1, 1, 1, 32)).astype(np.float32)} for _ in range(2))
+    write_store(tmp_path / "small.zarr", ["a", "b"], small, rows, attrs={"task": "kv"})
+    with pytest.raises(ValueError, match=r"calibration of \['pooled'\]: 32 values .* fewer than the 256 centres"):
+        calibrate_store(tmp_path / "small.zarr", tmp_path / "m1", "kv", samples=1)
 
 
 def test_user_mappings_match_tensor_names_exactly(tmp_path, centres):

@@ -336,6 +336,15 @@ def test_feature_figures_draw_a_caches_layers_as_one_kind(tmp_path):
     assert [figures.tensor_kind(n) for n in ("key.0", "key.12", "layer.2.1", "output", "ssm_state.4", "a.b")] == [
         "key", "key", "layer.2", "output", "ssm_state", "a.b"
     ]  # fmt: skip
+    sd35 = [
+        "text_encoder-item0.clip_prompt_embeds",
+        "text_encoder-item3.clip_prompt_embeds",
+        "vae.encoder_f1",
+        "vae.decoder",
+    ]
+    assert [figures.tensor_kind(n) for n in sd35] == [
+        "text_encoder.clip_prompt_embeds", "text_encoder.clip_prompt_embeds", "vae.encoder_f", "vae.decoder"
+    ]  # fmt: skip
     from lamofc_lib.store import TensorLayout, write_store
 
     rng = np.random.default_rng(6)

@@ -44,7 +44,9 @@ def demo_run(tmp_path_factory):
     config = demo_config()
     # Of the demo's language runs: ARC-Challenge on SmolLM2, GSM8K (its own filter; ARC's training split) and
     # the seeded FalconMamba (a Mamba model's states); the other three tasks and the seeded Qwen3 take the same
-    # paths (tests/test_lamofcbench_language.py checks their prompts, filters and caches).
+    # paths (tests/test_lamofcbench_language.py checks their prompts, filters and caches). sd35_canny's workflow
+    # path (two variants per point, K-means codes, universal codecs) is dinov3_in1k's; tests/test_sd35_canny.py
+    # checks its split, re-injection, frames and FID.
     config["run"]["tasks"] = [t for t in config["run"]["tasks"] if t not in NOT_IN_E2E]
     config["codecs"]["vvenc"]["points"] = [32, 42]
     lambdas = config["codecs"]["hyperprior"]["points"]
@@ -67,7 +69,7 @@ def demo_run(tmp_path_factory):
     return workdir, config
 
 
-NOT_IN_E2E = ("lm_hellaswag", "lm_truthfulqa_mc1", "lm_winogrande", "qwen3_arc_challenge")
+NOT_IN_E2E = ("lm_hellaswag", "lm_truthfulqa_mc1", "lm_winogrande", "qwen3_arc_challenge", "sd35_canny")
 LANGUAGE = ("lm_arc_challenge", "lm_gsm8k", "falcon_mamba_arc_challenge")
 
 SPEED_ROWS = ("store read vs npy", "store write vs npy", "store compression ratio", "no-op script job", "all jobs")

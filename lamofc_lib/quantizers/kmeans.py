@@ -187,8 +187,13 @@ def calibrate_store(features: str | Path, out: str | Path, handler: str, samples
                 f"calibration of {names}: none of the calibration samples {[store.sample_ids[i] for i in picked]} "
                 "has these tensors; calibrate on samples that do (more samples, or others)"
             )
-        fitted = fit_centres(np.concatenate(values))
-        centres.update(dict.fromkeys(names, fitted))
+        flat = np.concatenate(values)
+        if flat.size < LEVELS:
+            raise ValueError(
+                f"calibration of {names}: {flat.size} values in the calibration samples "
+                f"{[store.sample_ids[i] for i in picked]}, fewer than the {LEVELS} centres; calibrate on more samples"
+            )
+        centres.update(dict.fromkeys(names, fit_centres(flat)))
     about = {
         "features": str(features),
         "samples": [store.sample_ids[i] for i in picked],

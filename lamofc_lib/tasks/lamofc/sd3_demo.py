@@ -90,21 +90,17 @@ def tiny_vae_config(random_init: Mapping) -> dict:
     return {**TINY_VAE, **(random_init.get("vae") or {})}
 
 
-def build_random_sd3(random_init: Mapping, settings: Iterable[str] = ()):
-    """A small StableDiffusion3Pipeline from configs with seeded random weights; `settings` are the other keys
-    `random_init` may hold (the task's generation settings)."""
-    from diffusers import (
-        AutoencoderKL,
-        FlowMatchEulerDiscreteScheduler,
-        SD3Transformer2DModel,
-        StableDiffusion3Pipeline,
-    )
+def random_sd3_components(random_init: Mapping, allowed: Iterable[str] = (), task: str = "tti") -> dict:
+    """The components of a small SD3 pipeline from configs with seeded random weights (transformer, scheduler, VAE,
+    the three text encoders and their tokenizers), built in a fixed order after seeding torch with
+    `random_init.seed`; `allowed` are the other keys `random_init` may hold (the task's own settings)."""
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection, T5Config, T5EncoderModel
 
     values = dict(random_init)
-    unknown = set(values) - {"seed", "transformer", "vae", "clip", "clip_2", "t5", "scheduler", *settings}
+    unknown = set(values) - {"seed", "transformer", "vae", "clip", "clip_2", "t5", "scheduler", *allowed}
     if unknown:
-        raise ValueError(f"model.random_init: unknown keys {sorted(unknown)} for task tti")
+        raise ValueError(f"model.random_init: unknown keys {sorted(unknown)} for task {task}")
     torch.manual_seed(int(values.get("seed", 0)))
     tokenizer, tokenizer_3 = demo_clip_tokenizer(), demo_t5_tokenizer()
 
@@ -130,14 +126,22 @@ def build_random_sd3(random_init: Mapping, settings: Iterable[str] = ()):
     )
     vae = AutoencoderKL(**tiny_vae_config(values))
     scheduler = FlowMatchEulerDiscreteScheduler(**{**SD3_SCHEDULER, **(values.get("scheduler") or {})})
-    return StableDiffusion3Pipeline(
-        transformer=transformer,
-        scheduler=scheduler,
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        text_encoder_2=text_encoder_2,
-        tokenizer_2=tokenizer,
-        text_encoder_3=text_encoder_3,
-        tokenizer_3=tokenizer_3,
-    )
+    return {
+        "transformer": transformer,
+        "scheduler": scheduler,
+        "vae": vae,
+        "text_encoder": text_encoder,
+        "tokenizer": tokenizer,
+        "text_encoder_2": text_encoder_2,
+        "tokenizer_2": tokenizer,
+        "text_encoder_3": text_encoder_3,
+        "tokenizer_3": tokenizer_3,
+    }
+
+
+def build_random_sd3(random_init: Mapping, settings: Iterable[str] = ()):
+    """A small StableDiffusion3Pipeline from configs with seeded random weights; `settings` are the other keys
+    `random_init` may hold (the task's generation settings)."""
+    from diffusers import StableDiffusion3Pipeline
+
+    return StableDiffusion3Pipeline(**random_sd3_components(random_init, settings))

@@ -59,15 +59,22 @@ SEEDING = {
 HEAD_KEYS = ("vae_config", "state_dict", "scaling_factor", "shift_factor")
 
 
-def generation_settings(model: Mapping) -> dict:
-    """The generation settings: the benchmark's, overridden by keys of `model` or `model.random_init`."""
-    settings = dict(GENERATION)
+def sampler_settings(defaults: Mapping, model: Mapping, task: str) -> dict:
+    """A diffusion pipeline's settings: `defaults`, overridden by the keys of `model` or `model.random_init` that
+    are set; height and width checked (multiples of 16: the VAE's factor 8 times the patch size 2)."""
+    settings = dict(defaults)
     for where in (model, model.get("random_init") or {}):
-        settings.update({k: where[k] for k in GENERATION if where.get(k) is not None})
+        settings.update({k: where[k] for k in defaults if where.get(k) is not None})
     for key in ("height", "width"):
         value = settings[key]
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0 or value % 16:
-            raise ValueError(f"tti {key} must be a positive multiple of 16 (VAE factor 8 x patch 2), got {value!r}")
+            raise ValueError(f"{task} {key} must be a positive multiple of 16 (VAE factor 8 x patch 2), got {value!r}")
+    return settings
+
+
+def generation_settings(model: Mapping) -> dict:
+    """The generation settings: the benchmark's, overridden by keys of `model` or `model.random_init`."""
+    settings = sampler_settings(GENERATION, model, "tti")
     for key in ("steps", "generation_batch"):
         value = settings[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -156,6 +163,17 @@ def decoder_state(vae) -> dict[str, torch.Tensor]:
         k: v.detach().cpu().clone()
         for k, v in vae.state_dict().items()
         if k.startswith(("decoder.", "post_quant_conv."))
+    }
+
+
+def decoder_head(vae) -> dict:
+    """What a head file holds of a VAE (`load_vae_decoder` reads it): its config, decoding weights, scaling and
+    shift factors."""
+    return {
+        "vae_config": vae_config_dict(vae.config),
+        "state_dict": decoder_state(vae),
+        "scaling_factor": float(vae.config.scaling_factor),
+        "shift_factor": float(vae.config.shift_factor or 0.0),
     }
 
 
@@ -251,16 +269,7 @@ class TextToImageTask(Task):
                              "to null")  # fmt: skip
         settings = generation_settings(model)
         vae = load_vae(model, "cpu")
-        torch.save(
-            {
-                "vae_config": vae_config_dict(vae.config),
-                "state_dict": decoder_state(vae),
-                "scaling_factor": float(vae.config.scaling_factor),
-                "shift_factor": float(vae.config.shift_factor or 0.0),
-                "latent_shape": list(latent_shape(vae.config, settings)),
-            },
-            head_out,
-        )
+        torch.save({**decoder_head(vae), "latent_shape": list(latent_shape(vae.config, settings))}, head_out)
 
     def layout(self, manifest: pd.DataFrame, model, split) -> Layout:
         """1 x latent_channels x H/f x W/f per prompt (f = 2^(VAE levels - 1) = 8), from the generation settings
@@ -333,14 +342,7 @@ class TextToImageTask(Task):
         With `save_images`, the decoded images are also written there as 00000.png, 00001.png, ..."""
         import torch
 
-        from lamofc_lib.metrics.fid import InceptionFeatures
-
-        # loaded once per job and head file: a score job runs this for every point (on the demo's 6 images a
-        # point took 2.5 to 3.0 s with them kept, 3.2 s loading them again, 2026-12-07)
-        key = (str(head), Path(head).stat().st_mtime_ns, self.device)
-        if getattr(self, "_decoding", (None,))[0] != key:
-            self._decoding = (key, load_vae_decoder(head, self.device), InceptionFeatures(device=self.device))
-        (vae, scaling_factor, shift_factor), inception = self._decoding[1:]
+        (vae, scaling_factor, shift_factor), inception = decoding(self, head)
         channels = int(vae.config.latent_channels)
         if save_images is not None:
             save_images = Path(save_images)
@@ -365,29 +367,48 @@ class TextToImageTask(Task):
         )
 
     def compare(self, outputs: Sequence, references: Sequence) -> tuple[float, list[dict]]:
-        """FID between the two activation sets, and per sample the L2 distance between its two activation
-        vectors (`identical`: the vectors are equal)."""
-        from lamofc_lib.metrics.fid import fid
+        return fid_compare(outputs, references, self.block)
 
-        if len(outputs) != len(references):
-            raise ValueError(f"task tti: {len(outputs)} outputs for {len(references)} references")
-        if len(outputs) < 2:
-            raise ValueError(f"task tti: FID needs at least 2 samples, got {len(outputs)}")
-        a = np.stack([np.asarray(o, dtype=np.float64).ravel() for o in outputs])
-        b = np.stack([np.asarray(r, dtype=np.float64).ravel() for r in references])
-        if a.shape != b.shape:
-            raise ValueError(f"task tti: activations {a.shape[1:]} and references {b.shape[1:]} differ in size")
-        rows = [
-            {"activation_l2": float(np.linalg.norm(x - y)), "identical": bool(np.array_equal(x, y))}
-            for x, y in zip(a, b, strict=True)
-        ]
-        return float(fid(a, b)), rows
+
+def decoding(task: Task, head: Path) -> tuple[tuple, object]:
+    """The head file's VAE decoder (`load_vae_decoder`) and the FID InceptionV3 on the task's device, loaded once
+    per job and head file (kept on the task): a score job decodes every point (on the demo's 6 images a point
+    took 2.5 to 3.0 s with them kept, 3.2 s loading them again, 2026-12-07)."""
+    from lamofc_lib.metrics.fid import InceptionFeatures
+
+    key = (str(head), Path(head).stat().st_mtime_ns, task.device)
+    if getattr(task, "_decoding", (None,))[0] != key:
+        task._decoding = (key, load_vae_decoder(head, task.device), InceptionFeatures(device=task.device))
+    return task._decoding[1], task._decoding[2]
+
+
+def fid_compare(outputs: Sequence, references: Sequence, task: str) -> tuple[float, list[dict]]:
+    """FID between two sets of Inception activations (a generation task's `compare`), and per sample the L2
+    distance between its two activation vectors (`identical`: the vectors are equal)."""
+    from lamofc_lib.metrics.fid import fid
+
+    if len(outputs) != len(references):
+        raise ValueError(f"task {task}: {len(outputs)} outputs for {len(references)} references")
+    if len(outputs) < 2:
+        raise ValueError(f"task {task}: FID needs at least 2 samples, got {len(outputs)}")
+    a = np.stack([np.asarray(o, dtype=np.float64).ravel() for o in outputs])
+    b = np.stack([np.asarray(r, dtype=np.float64).ravel() for r in references])
+    if a.shape != b.shape:
+        raise ValueError(f"task {task}: activations {a.shape[1:]} and references {b.shape[1:]} differ in size")
+    rows = [
+        {"activation_l2": float(np.linalg.norm(x - y)), "identical": bool(np.array_equal(x, y))}
+        for x, y in zip(a, b, strict=True)
+    ]
+    return float(fid(a, b)), rows
 
 
 __all__ = [
     "GENERATION",
     "TextToImageTask",
     "decode_latent",
+    "decoder_head",
+    "decoding",
+    "fid_compare",
     "generation_settings",
     "latent_shape",
     "load_sd3",
