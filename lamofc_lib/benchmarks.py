@@ -67,6 +67,9 @@ def paper_sources(root: Path) -> dict[str, str]:
     Image.new("L", (8, 8)).save(ade / "annotations/validation/ADE_val_00000001.png")
     captions = {"images": [{"id": 7}], "annotations": [{"image_id": 7, "caption": "A cat on a mat."}]}
     (root / "captions.json").write_text(json.dumps(captions))
+    (root / "canny").mkdir()  # sd35_canny's sample list over its image folder
+    Image.new("RGB", (8, 8)).save(root / "canny" / "000000000007.jpg")
+    (root / "canny.json").write_text(json.dumps([{"image_name": "000000000007.jpg", "caption": "A cat on a mat."}]))
     torch.save({"state_dict": random_state_dict("seg", 1536)}, root / "seg_head.pth")
     torch.save({"state_dict": random_state_dict("dpt", 1536, layers=4)}, root / "dpt_head.pth")
     for synset in ("n01440764", "n01443537"):
@@ -100,6 +103,8 @@ def paper_sources(root: Path) -> dict[str, str]:
         "seg_head": str(root / "seg_head.pth"),
         "dpt_head": str(root / "dpt_head.pth"),
         "captions": str(root / "captions.json"),
+        "canny": str(root / "canny"),
+        "canny_list": str(root / "canny.json"),
         "dinov3_head": str(root / "dinov3_head.pth"),
         "class_subset": str(root / "class_subset.json"),
     }
@@ -116,6 +121,7 @@ STAND_INS = {
     "ade20k": {"root": "ade20k"},
     "arc": {"path": "arc"},
     "coco_captions": {"path": "captions"},
+    "coco_canny": {"root": "canny", "labels": "canny_list"},
     **{kind: {"path": kind} for kind in LANGUAGE_DOCS},
 }
 # The head checkpoint each task reads (LaMoFCBench's scenarios: `dinov3_head`).

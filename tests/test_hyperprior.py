@@ -357,3 +357,34 @@ def test_decoding_uses_the_encoders_threads_and_refuses_a_different_frame(coded)
     with pytest.raises(CodecError, match=r"00001.feature.bin decodes to another frame than its encoder's own"):
         decode_point([folder / "bits"], folder / "rec2.zarr", get_codec("hyperprior", {}, model=models), samples=2)
     assert not (folder / "rec2.zarr").exists()
+
+
+@pytest.mark.parametrize("architecture", ["hyperprior", "elic"])
+def test_listed_tables_give_compressai_s_own_strings_and_decodes(architecture):
+    """The coder's tables as lists made once (model.listed_tables) against CompressAI's own EntropyModel methods,
+    which convert them at every call: the same strings and the same decoded frames, for the scale hyperprior's
+    two entropy models and ELIC's eleven strings; the lists are remade after update() replaces the tables."""
+    from compressai.entropy_models.entropy_models import EntropyModel
+
+    torch.manual_seed(0)
+    net = hp.build_model(16, 144 if architecture == "elic" else 24, architecture=architecture).eval()
+    net.update(force=True)
+    frames = smooth_frames(2, shape=(70, 130), seed=5)
+    library = (EntropyModel.compress, EntropyModel.decompress)
+    for frame in frames:
+        with torch.no_grad():
+            own = net.compress(hp._network_input(frame))  # the library's methods, no context
+        data = hp.compress(net, frame)
+        assert (EntropyModel.compress, EntropyModel.decompress) == library  # restored after the context
+        expected = [s[0] for s in reversed(own["strings"])]
+        assert data == b"".join(len(s).to_bytes(4, "big") + s for s in expected[:-1]) + expected[-1]
+        with torch.no_grad():
+            x_hat = net.decompress(own["strings"], own["shape"])["x_hat"]
+        np.testing.assert_array_equal(hp.decompress(net, data, frame.shape), hp.crop_window(x_hat, frame.shape))
+    models = [m for m in net.modules() if isinstance(m, EntropyModel)]
+    assert len(models) == (6 if architecture == "elic" else 2)  # ELIC: a Gaussian conditional per channel group
+    assert all("_lamofc_tables" in m.__dict__ for m in models)
+    before = [m.__dict__["_lamofc_tables"][0] for m in models]
+    net.update(force=True)  # new tables: the lists follow them
+    assert hp.compress(net, frames[-1]) == data
+    assert all(m.__dict__["_lamofc_tables"][0] is not b for m, b in zip(models, before, strict=True))

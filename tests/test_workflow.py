@@ -903,7 +903,7 @@ def test_paper_config_builds_the_full_dag(tmp_path, monkeypatch):
     # Hyperprior: 100 samples per encoding job: cls, csr, tti (500 samples) 5 shards, seg (100) and dpt (80) 1;
     # x 5 lambdas (85). Generalizability (paper Table 6) at the trained_on task's 5 lambdas: seg->csr, seg->tti,
     # csr->tti, tti->csr 25 encoding jobs each, csr->seg and tti->seg 5. The universal codecs: a job per task,
-    # lambda and group of their samples_per_job (100): 59 groups of the 20 tasks' samples. The language
+    # lambda and group of their samples_per_job (100): 60 groups of the 21 tasks' samples. The language
     # scenarios: 4 of each model's 5 take its ARC-Challenge run's training split (train: from), 8 splits fewer.
     per_task = ("candidates", "extract", "head", "select")
     assert job_stats(result.stdout + result.stderr) == {
@@ -912,7 +912,7 @@ def test_paper_config_builds_the_full_dag(tmp_path, monkeypatch):
         **dict.fromkeys(("candidates_train", "extract_train", "select_train"), tasks - 8),
         "calibrate": tasks - 8,  # K-means centres per training split, shared by the two universal codecs
         "da_r2": 1,
-        "code": 1680 * 5 + 85 + 4 * 25 + 2 * 5 + universal_points * (5 + 1 + 1 + 5 + 5 + 10 + 10 + 10 + 1 + 1 + 10),
+        "code": 1680 * 5 + 85 + 4 * 25 + 2 * 5 + universal_points * (5 + 1 + 1 + 5 + 5 + 10 + 10 + 10 + 1 + 1 + 10 + 1),
         "generalizability": 1,
         "plot_rate_accuracy": 1,
         "plot_task_figures": tasks,

@@ -152,7 +152,11 @@ def test_a_scripts_code_is_the_closure_of_its_imports_for_the_task_it_runs():
             ["lm_arc_challenge", "lm_gsm8k", "lm_hellaswag", "lm_truthfulqa_mc1", "lm_winogrande"],
             "lamofc_lib.tasks.lamofcbench.language.scenario",
         ),
+        "sd35_canny": "lamofc_lib.tasks.lamofcbench.generation.sd35_canny",
     }
+    # the scenario's code reaches tti's decoder and FID and the demo SD3's components through imports in functions
+    sd35 = code_hash.script_modules(package, scripts / "score.py", "sd35_canny")
+    assert {"lamofc_lib.tasks.lamofc.tti", "lamofc_lib.tasks.lamofc.sd3_demo", "lamofc_lib.metrics.fid"} <= set(sd35)
 
 
 def test_editing_a_task_module_changes_only_that_tasks_code_hash(tmp_path):
