@@ -215,8 +215,19 @@ def _tables(model) -> tuple[list, list, list]:
     return kept[2]
 
 
+def _used_rows(indexes: torch.Tensor, tables: tuple[list, list, list]) -> tuple[list, list, list, list]:
+    """The indexes renumbered over the table rows they use, and those rows of the CDF table, lengths and
+    offsets: each symbol is coded with the same CDF, length and offset as with the whole tables (so the same
+    bytes), and the coder's bindings convert a few rows instead of all of them at every call."""
+    used, renumbered = torch.unique(indexes.reshape(-1).int(), return_inverse=True)
+    rows = used.tolist()
+    cdf, lengths, offsets = tables
+    return renumbered.int().tolist(), [cdf[r] for r in rows], [lengths[r] for r in rows], [offsets[r] for r in rows]
+
+
 def _listed_compress(self, inputs, indexes, means=None):
-    """CompressAI 1.2.6's EntropyModel.compress with the tables' lists made once (`_tables`)."""
+    """CompressAI 1.2.6's EntropyModel.compress with the tables' lists made once (`_tables`) and only the rows
+    the indexes use handed to the coder (`_used_rows`)."""
     symbols = self.quantize(inputs, "symbols", means)
     if len(inputs.size()) < 2:
         raise ValueError("Invalid `inputs` size. Expected a tensor with at least 2 dimensions.")
@@ -225,17 +236,16 @@ def _listed_compress(self, inputs, indexes, means=None):
     self._check_cdf_size()
     self._check_cdf_length()
     self._check_offsets_size()
-    cdf, lengths, offsets = _tables(self)
+    tables = _tables(self)
     return [
-        self.entropy_coder.encode_with_indexes(
-            symbols[i].reshape(-1).int().tolist(), indexes[i].reshape(-1).int().tolist(), cdf, lengths, offsets
-        )
+        self.entropy_coder.encode_with_indexes(symbols[i].reshape(-1).int().tolist(), *_used_rows(indexes[i], tables))
         for i in range(symbols.size(0))
     ]
 
 
 def _listed_decompress(self, strings, indexes, dtype=torch.float, means=None):
-    """CompressAI 1.2.6's EntropyModel.decompress with the tables' lists made once (`_tables`)."""
+    """CompressAI 1.2.6's EntropyModel.decompress with the tables' lists made once (`_tables`) and only the rows
+    the indexes use handed to the coder (`_used_rows`)."""
     if not isinstance(strings, tuple | list):
         raise ValueError("Invalid `strings` parameter type.")
     if not len(strings) == indexes.size(0):
@@ -250,10 +260,10 @@ def _listed_decompress(self, strings, indexes, dtype=torch.float, means=None):
             raise ValueError("Invalid means or indexes parameters")
         if means.size() != indexes.size() and any(means.size(i) != 1 for i in range(2, len(indexes.size()))):
             raise ValueError("Invalid means parameters")
-    cdf, lengths, offsets = _tables(self)
+    tables = _tables(self)
     outputs = self._quantized_cdf.new_empty(indexes.size())
     for i, s in enumerate(strings):
-        values = self.entropy_coder.decode_with_indexes(s, indexes[i].reshape(-1).int().tolist(), cdf, lengths, offsets)
+        values = self.entropy_coder.decode_with_indexes(s, *_used_rows(indexes[i], tables))
         outputs[i] = torch.tensor(values, device=outputs.device, dtype=outputs.dtype).reshape(outputs[i].size())
     return self.dequantize(outputs, means, dtype)
 
