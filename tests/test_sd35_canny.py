@@ -319,3 +319,29 @@ def test_the_demo_runs_both_modes_on_the_tiny_pipeline():
     assert "sd35_canny" in DEMO["run"]["tasks"]
     assert block["source"]["kind"] == "canny_demo" and block["model"]["random_init"]
     assert block.get("mode") is None  # both variants
+
+
+def test_the_layout_of_a_hub_style_folder_reads_the_component_configs_only(tmp_path):
+    """SD3.5 Large's sizes from its folders' config files alone (no weights): CLIP-L 768, CLIP-G 1280, T5 4096,
+    the VAE's 16 latent channels at a factor of 8, fp16."""
+    from diffusers import AutoencoderKL
+    from transformers import CLIPTextConfig, T5Config
+
+    CLIPTextConfig(hidden_size=768, projection_dim=768).save_pretrained(tmp_path / "text_encoder")
+    CLIPTextConfig(hidden_size=1280, projection_dim=1280).save_pretrained(tmp_path / "text_encoder_2")
+    T5Config(d_model=4096).save_pretrained(tmp_path / "text_encoder_3")
+    vae = {"latent_channels": 16, "block_out_channels": [128, 256, 512, 512], "_class_name": "AutoencoderKL"}
+    (tmp_path / "vae").mkdir()
+    (tmp_path / "vae" / AutoencoderKL.config_name).write_text(json.dumps(vae))
+    manifest = build_candidates({"kind": "canny_demo", "images": IMAGES})
+    model = {"id": str(tmp_path), "controlnet": str(tmp_path), "dtype": "float16"}
+    layout = get_task("sd35_canny").layout(manifest, model, None)
+    shapes = {name: t.shapes[0] for name, t in layout.tensors.items()}
+    assert shapes["text_encoder-item3.clip_pooled_prompt_embeds"] == (1, 1, 1, 768)
+    assert shapes["text_encoder_2-item1.clip_prompt_embeds"] == (1, 1, 77, 1280)
+    assert shapes["text_encoder_3-item5.t5_prompt_embeds"] == (1, 1, 77, 4096)
+    assert shapes["vae.encoder_f0"] == (1, 32, 128, 128) and shapes["vae.decoder"] == (1, 16, 128, 128)
+    assert {t.dtype for t in layout.tensors.values()} == {"float16"}
+    assert layout.attrs["extraction"]["prompts"] == list(manifest["text"])
+    with pytest.raises(ValueError, match="model.dtype float16 or float32"):
+        get_task("sd35_canny").layout(manifest, {**model, "dtype": "bfloat16"}, None)
